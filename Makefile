@@ -1,0 +1,40 @@
+# One virtualenv, created on first use; every target installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test lint fmt check bench-core clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The product: a local server on the embedded SQLite default.
+serve: $(STAMP)
+	$(BIN)/nclav serve --cloud local
+
+## Lint, type check and every test (the command CI runs).
+test: $(STAMP)
+	$(BIN)/ruff format --check core tests scripts
+	$(BIN)/ruff check core tests scripts
+	$(BIN)/mypy
+	@# pytest exits 5 when it collects nothing: report it instead of failing obscurely.
+	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest: no tests collected'; else exit $$rc; fi; }
+
+fmt: $(STAMP)
+	$(BIN)/ruff format core tests scripts
+	$(BIN)/ruff check --fix core tests scripts
+
+check: test
+
+## Load + validate + plan a synthetic 1,000 x 10 tree against PyYAML's C loader.
+bench-core: $(STAMP)
+	$(BIN)/python scripts/bench_core.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

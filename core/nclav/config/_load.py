@@ -1,0 +1,303 @@
+"""Walk an enclaves tree and load every enclave and partition in it.
+
+The walk (sorted at every level, hidden entries skipped):
+
+* Outside an enclave, a directory whose ``config.yml`` is an enclave document is an enclave,
+  and the walk does not descend further; a directory without ``config.yml`` is searched.
+* Inside an enclave, the partitions are the ``partitions:`` list when given, otherwise every
+  immediate subdirectory holding a ``config.yml``.
+* A ``config.yml`` that exists but is broken is an error, never skipped: a typo must not make
+  an applied enclave look deleted.
+
+Every problem in the tree is collected before one ``SpecError`` is raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from yaml.nodes import Node
+
+from nclav.config._source import TreeSource, display, join
+from nclav.config._yaml import YamlDocError, compose, format_loc, line_of, to_plain
+from nclav.errors import Issue, SpecError
+from nclav.model import (
+    ENCLAVE_KEYS,
+    ID_RULE,
+    NAME_RULE,
+    PARTITION_KEYS,
+    EnclaveConfig,
+    PartitionConfig,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+CONFIG = "config.yml"
+_ENCLAVE_ONLY = frozenset({"region", "cloud", "network", "dns", "identity", "partitions"})
+_PARTITION_ONLY = frozenset({"produces", "backend", "terraform", "inputs", "declared_outputs"})
+_IGNORED_SUFFIXES = (".tfstate", ".tfstate.backup")
+_IGNORED_DIRS = frozenset({"terraform.tfstate.d"})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoadedPartition:
+    config: PartitionConfig
+    path: str  # display path of its config.yml
+    dir: str  # directory relative to the tree root
+    files: tuple[tuple[str, str], ...]  # (path relative to dir, sha256) of every partition file
+    node: Node | None = field(repr=False, default=None)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def has_tf_files(self) -> bool:
+        return any("/" not in name and name.endswith((".tf", ".tf.json")) for name, _ in self.files)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoadedEnclave:
+    config: EnclaveConfig
+    path: str
+    dir: str
+    partitions: tuple[LoadedPartition, ...]
+    node: Node | None = field(repr=False, default=None)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def partition(self, partition_id: str) -> LoadedPartition | None:
+        for p in self.partitions:
+            if p.config.id == partition_id:
+                return p
+        return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Desired:
+    """A loaded (not yet graph-validated) enclaves tree."""
+
+    enclaves: tuple[LoadedEnclave, ...]
+    files_read: tuple[str, ...] = ()  # every file the loader read, relative to the root
+
+    def enclave(self, enclave_id: str) -> LoadedEnclave | None:
+        for e in self.enclaves:
+            if e.config.id == enclave_id:
+                return e
+        return None
+
+
+class _Walk:
+    def __init__(self, source: TreeSource) -> None:
+        self.source = source
+        self.issues: list[Issue] = []
+        self.read: list[str] = []
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read(self, rel: str) -> bytes | None:
+        try:
+            data = self.source.read(rel)
+        except SpecError as exc:
+            self.issues.extend(exc.issues)
+            return None
+        self.read.append(rel)
+        return data
+
+    def _parse(self, rel: str) -> tuple[Any, Node | None] | None:
+        data = self._read(rel)
+        if data is None:
+            return None
+        where = display(self.source, rel)
+        try:
+            node = compose(data)
+            if node is None:
+                self.issues.append(Issue(where, 1, "", "file is empty: expected a mapping"))
+                return None
+            value = to_plain(node)
+        except YamlDocError as exc:
+            self.issues.append(Issue(where, exc.line, exc.field, exc.message))
+            return None
+        if not isinstance(value, dict):
+            line = node.start_mark.line + 1
+            self.issues.append(Issue(where, line, "", "expected a mapping of keys to values"))
+            return None
+        return value, node
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def walk(self, rel: str) -> list[LoadedEnclave]:
+        dirs, files = self.source.listdir(rel)
+        if CONFIG in files:
+            enclave = self._enclave_at(rel)
+            return [enclave] if enclave else []
+        found: list[LoadedEnclave] = []
+        for name in dirs:
+            found.extend(self.walk(join(rel, name)))
+        return found
+
+    def _enclave_at(self, rel: str) -> LoadedEnclave | None:
+        cfg_rel = join(rel, CONFIG)
+        where = display(self.source, cfg_rel)
+        parsed = self._parse(cfg_rel)
+        if parsed is None:
+            return None
+        value, node = parsed
+        if not (_ENCLAVE_ONLY & value.keys()):
+            hint = (
+                "this looks like a partition config outside of any enclave directory"
+                if _PARTITION_ONLY & value.keys()
+                else "an enclave config needs at least id, name and region"
+            )
+            self.issues.append(Issue(where, 1, "", f"not an enclave config: {hint}"))
+            return None
+        config = self._validate(EnclaveConfig, value, node, where, ENCLAVE_KEYS)
+        partitions = self._partitions(rel, value, node, where)
+        if config is None:
+            return None
+        return LoadedEnclave(config, where, rel, tuple(partitions), node)
+
+    def _partitions(
+        self, rel: str, value: dict[str, Any], node: Node, where: str
+    ) -> list[LoadedPartition]:
+        listed = value.get("partitions")
+        out: list[LoadedPartition] = []
+        if isinstance(listed, list) and listed:
+            for i, name in enumerate(listed):
+                if not isinstance(name, str) or "/" in name or name in (".", ".."):
+                    continue  # reported by the model validation of `partitions`
+                part_rel = join(rel, name)
+                if not self.source.is_file(join(part_rel, CONFIG)):
+                    self.issues.append(
+                        Issue(where, line_of(node, ("partitions", i)), f"partitions[{i}]",
+                              f"partition directory {name!r} has no {CONFIG}")
+                    )
+                    continue
+                loaded = self._partition_at(part_rel)
+                if loaded:
+                    out.append(loaded)
+            return out
+        dirs, _ = self.source.listdir(rel)
+        for name in dirs:
+            part_rel = join(rel, name)
+            if self.source.is_file(join(part_rel, CONFIG)):
+                loaded = self._partition_at(part_rel)
+                if loaded:
+                    out.append(loaded)
+        return out
+
+    def _partition_at(self, rel: str) -> LoadedPartition | None:
+        cfg_rel = join(rel, CONFIG)
+        where = display(self.source, cfg_rel)
+        parsed = self._parse(cfg_rel)
+        if parsed is None:
+            return None
+        value, node = parsed
+        if _ENCLAVE_ONLY & value.keys() and not (_PARTITION_ONLY & value.keys()):
+            self.issues.append(
+                Issue(where, 1, "", "an enclave config inside another enclave's directory: "
+                      "enclaves do not nest (move it out, or make it a partition)")
+            )
+            return None
+        config = self._validate(PartitionConfig, value, node, where, PARTITION_KEYS)
+        files = self._partition_files(rel)
+        if config is None:
+            return None
+        return LoadedPartition(config, where, rel, files, node)
+
+    def _partition_files(self, rel: str, prefix: str = "") -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        dirs, files = self.source.listdir(join(rel, prefix) if prefix else rel)
+        for name in files:
+            if (not prefix and name == CONFIG) or name.endswith(_IGNORED_SUFFIXES):
+                continue
+            file_rel = join(prefix, name)
+            data = self._read(join(rel, file_rel))
+            if data is not None:
+                out.append((file_rel, hashlib.sha256(data).hexdigest()))
+        for name in dirs:
+            if name not in _IGNORED_DIRS:
+                out.extend(self._partition_files(rel, join(prefix, name)))
+        return tuple(out)
+
+    # -- model validation ----------------------------------------------------------------
+
+    def _validate(
+        self, model: type[M], value: dict[str, Any], node: Node, where: str, known: frozenset[str]
+    ) -> M | None:
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                self.issues.append(_issue_from_pydantic(err, node, where, known))
+            return None
+
+
+def _issue_from_pydantic(err: Any, node: Node, where: str, known: frozenset[str]) -> Issue:
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    kind = err["type"]
+    value = err.get("input")
+    field_name = format_loc(loc)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        message = f"unknown key {key!r}"
+        if len(loc) == 1:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            message += f" (did you mean {close[0]!r}?)" if close else (
+                f"; expected one of: {', '.join(sorted(known))}")
+        return Issue(where, line_of(node, loc, key=True), field_name, message)
+    if kind == "missing":
+        return Issue(where, line_of(node, loc), field_name, "required field is missing")
+    if kind == "enum":
+        expected = err.get("ctx", {}).get("expected", "")
+        message = f"unknown value {value!r}: expected {expected}"
+        if loc == ("backend",) and value == "managed":
+            message = "backend 'managed' is no longer supported; use terraform or opentofu"
+        return Issue(where, line_of(node, loc), field_name, message)
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        rule = ID_RULE if pattern.startswith("^[A-Za-z0-9]") else NAME_RULE
+        return Issue(where, line_of(node, loc), field_name, f"{value!r} is not valid: expected {rule}")
+    if kind == "string_type":
+        got = _describe(value)
+        extra = " (inputs take text, numbers or booleans)" if loc[:1] == ("inputs",) else ""
+        return Issue(where, line_of(node, loc), field_name, f"expected text, got {got}{extra}")
+    if kind in ("tuple_type", "list_type"):
+        return Issue(where, line_of(node, loc), field_name, f"expected a list, got {_describe(value)}")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return Issue(where, line_of(node, loc), field_name, f"expected a mapping, got {_describe(value)}")
+    if kind == "value_error":
+        message = str(err.get("ctx", {}).get("error", err["msg"]))
+        return Issue(where, line_of(node, loc), field_name, message)
+    return Issue(where, line_of(node, loc), field_name, str(err["msg"]))
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def load_tree(source: TreeSource) -> Desired:
+    """Load every enclave and partition of ``source``; raise one SpecError listing all issues."""
+    walk = _Walk(source)
+    try:
+        enclaves = walk.walk("")
+    except SpecError as exc:  # listing a directory failed: nothing sensible can follow
+        raise SpecError([*walk.issues, *exc.issues]) from None
+    if walk.issues:
+        raise SpecError(walk.issues)
+    return Desired(tuple(enclaves), tuple(walk.read))
+
+
+__all__ = ["CONFIG", "Desired", "LoadedEnclave", "LoadedPartition", "load_tree"]

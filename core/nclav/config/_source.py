@@ -1,0 +1,146 @@
+"""Where an enclaves tree is read from: a directory on disk or an uploaded bundle.
+
+Both answer the same three questions, with '/'-separated paths relative to the tree's root, so
+the loader reads exactly the same tree whichever it is given. Listings are sorted, and hidden
+entries (names starting with '.') are never part of a tree.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from typing import Protocol
+
+from nclav.errors import Issue, SpecError
+
+
+class TreeSource(Protocol):
+    display_root: str
+
+    def listdir(self, rel: str) -> tuple[list[str], list[str]]:
+        """Sorted (subdirectory names, file names) of ``rel`` ('' is the root)."""
+        ...
+
+    def read(self, rel: str) -> bytes: ...
+
+    def is_file(self, rel: str) -> bool: ...
+
+
+def join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def display(source: TreeSource, rel: str) -> str:
+    root = source.display_root
+    if not root:
+        return rel
+    return f"{root.rstrip('/')}/{rel}" if rel else root
+
+
+class DirectorySource:
+    """A tree on disk. Symlinks are followed only while they stay inside the root."""
+
+    def __init__(self, root: str | os.PathLike[str], display_root: str | None = None) -> None:
+        self.root = os.path.realpath(root)
+        self.display_root = str(root) if display_root is None else display_root
+        if not os.path.isdir(self.root):
+            what = "does not exist" if not os.path.exists(self.root) else "is not a directory"
+            raise SpecError([Issue(self.display_root, None, "", f"enclaves directory {what}")])
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def listdir(self, rel: str) -> tuple[list[str], list[str]]:
+        dirs: list[str] = []
+        files: list[str] = []
+        try:
+            entries = list(os.scandir(self._abs(rel)))
+        except OSError as exc:
+            raise SpecError([Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")])
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not self._inside(entry.path):
+                raise SpecError(
+                    [Issue(display(self, join(rel, entry.name)), None, "",
+                           "symbolic link points outside the enclaves directory")]
+                )
+            try:
+                mode = entry.stat().st_mode
+            except OSError:
+                continue  # a dangling link is not part of the tree
+            if stat.S_ISDIR(mode):
+                dirs.append(entry.name)
+            elif stat.S_ISREG(mode):
+                files.append(entry.name)
+        dirs.sort()
+        files.sort()
+        return dirs, files
+
+    def read(self, rel: str) -> bytes:
+        try:
+            with open(self._abs(rel), "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise SpecError([Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")])
+
+    def is_file(self, rel: str) -> bool:
+        return os.path.isfile(self._abs(rel))
+
+
+class BundleSource:
+    """An uploaded tree: relative path -> content. Paths are checked before anything is read."""
+
+    def __init__(self, files: Mapping[str, bytes], display_root: str = "") -> None:
+        self.display_root = display_root
+        self.files = dict(files)
+        self._dirs: dict[str, tuple[set[str], set[str]]] = {"": (set(), set())}
+        problems: list[Issue] = []
+        for path in self.files:
+            reason = bundle_path_problem(path)
+            if reason:
+                problems.append(Issue(path, None, "", reason))
+                continue
+            parts = path.split("/")
+            parent = ""
+            for part in parts[:-1]:
+                self._dirs.setdefault(parent, (set(), set()))[0].add(part)
+                parent = join(parent, part)
+                self._dirs.setdefault(parent, (set(), set()))
+            self._dirs[parent][1].add(parts[-1])
+        if problems:
+            raise SpecError(problems)
+
+    def listdir(self, rel: str) -> tuple[list[str], list[str]]:
+        dirs, files = self._dirs.get(rel, (set(), set()))
+        return sorted(dirs), sorted(files)
+
+    def read(self, rel: str) -> bytes:
+        try:
+            return self.files[rel]
+        except KeyError:
+            raise SpecError([Issue(display(self, rel), None, "", "file not in bundle")]) from None
+
+    def is_file(self, rel: str) -> bool:
+        return rel in self.files
+
+
+def bundle_path_problem(path: str) -> str | None:
+    """Why ``path`` may not name a file in a bundle, or None when it may."""
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        return "bundle paths must be relative, '/'-separated and non-empty"
+    if len(path) > 1024:
+        return "bundle path is longer than 1024 characters"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "bundle paths may not contain empty, '.' or '..' segments"
+    if any(p.startswith(".") for p in parts):
+        return "hidden files are not part of an enclaves tree"
+    if len(parts) > 2 and parts[0][1:2] == ":":
+        return "bundle paths must be relative"
+    return None

@@ -1,0 +1,92 @@
+"""nclav's own exception tree.
+
+Every error the core raises is an ``NclavError``; SDK and library exceptions are translated at
+the edge that called them and chained as ``__cause__``::
+
+    NclavError
+    ├── SpecError            user input is wrong (YAML, graph, request body); carries Issues
+    ├── NotFoundError        an enclave, partition, run or blob that does not exist
+    ├── ConflictError        a conditional write lost (generation, lease, lock)
+    └── ReconcileError       carrying out a step failed
+        ├── TemporaryError   worth retrying later (retry_after_s)
+        └── PermanentError   retrying will not help; record and move on
+
+A ``SpecError`` holds every problem found in one pass, so a user fixes them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem in user input: where it is and what was expected."""
+
+    path: str
+    line: int | None
+    field: str
+    message: str
+
+    def render(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "line": self.line, "field": self.field, "message": self.message}
+
+
+class NclavError(Exception):
+    """Root of every error nclav raises on purpose."""
+
+
+class SpecError(NclavError):
+    """User input is invalid. ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[Issue] | tuple[Issue, ...]) -> None:
+        self.issues: tuple[Issue, ...] = tuple(issues)
+        if not self.issues:
+            raise ValueError("SpecError needs at least one issue")
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        if len(self.issues) == 1:
+            return self.issues[0].render()
+        lines = "\n".join(i.render() for i in self.issues)
+        return f"{len(self.issues)} errors:\n{lines}"
+
+
+class NotFoundError(NclavError):
+    """The thing asked for does not exist."""
+
+
+class ConflictError(NclavError):
+    """A conditional write lost: someone else changed the record first."""
+
+
+class ReconcileError(NclavError):
+    """Carrying out a step failed."""
+
+
+class TemporaryError(ReconcileError):
+    """A failure worth retrying after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(ReconcileError):
+    """A failure that another attempt will not fix."""
+
+
+__all__ = [
+    "ConflictError",
+    "Issue",
+    "NclavError",
+    "NotFoundError",
+    "PermanentError",
+    "ReconcileError",
+    "SpecError",
+    "TemporaryError",
+]

@@ -1,0 +1,211 @@
+"""The YAML documents as typed, frozen models.
+
+Field names are the YAML names, with one exception kept from the original's JSON: an export's
+``type`` is stored and served as ``export_type`` (both spellings are accepted on input).
+Every model forbids unknown keys; the loader turns pydantic's errors into ``Issue``s with the
+file, line and a "did you mean" where a known key is close.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+import re
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# An id travels in URLs, workspace paths and cloud resource names: no slashes or spaces.
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+# An alias is the part before the first dot in {{ alias.key }}, so it cannot hold a dot.
+Alias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")]
+# Terraform variable and output names.
+TfName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")]
+
+ID_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+NAME_RULE = "a letter or '_' followed by letters, digits, '_' or '-'"
+
+
+class Cloud(StrEnum):
+    LOCAL = "local"
+    GCP = "gcp"
+    AZURE = "azure"
+    AWS = "aws"
+
+
+class ExportType(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+    QUEUE = "queue"
+
+
+class Auth(StrEnum):
+    NONE = "none"
+    TOKEN = "token"
+    OAUTH = "oauth"
+    MTLS = "mtls"
+    NATIVE = "native"
+
+
+class Backend(StrEnum):
+    TERRAFORM = "terraform"
+    OPENTOFU = "opentofu"
+
+
+# Which auth each export type admits (seed README matrix).
+AUTH_MATRIX: dict[ExportType, frozenset[Auth]] = {
+    ExportType.HTTP: frozenset({Auth.NONE, Auth.TOKEN, Auth.OAUTH, Auth.MTLS}),
+    ExportType.TCP: frozenset({Auth.NONE, Auth.MTLS, Auth.NATIVE}),
+    ExportType.QUEUE: frozenset({Auth.NONE, Auth.TOKEN, Auth.NATIVE}),
+}
+
+# Outputs a partition must declare for what it produces.
+REQUIRED_OUTPUTS: dict[ExportType, tuple[str, ...]] = {
+    ExportType.HTTP: ("hostname", "port"),
+    ExportType.TCP: ("hostname", "port"),
+    ExportType.QUEUE: ("queue_url",),
+}
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Import(BaseModel):
+    model_config = _FROZEN
+
+    from_: Id = Field(alias="from")
+    export_name: Id
+    alias: Alias
+
+
+class EnclaveTarget(BaseModel):
+    model_config = _FROZEN
+    enclave: Id
+
+
+class PartitionTarget(BaseModel):
+    """Reserved: parsed and kept, but no import is ever admitted by it."""
+
+    model_config = _FROZEN
+    partition: Id
+
+
+SimpleTarget = Literal["public", "any_enclave", "vpn"]
+ExportTarget = SimpleTarget | EnclaveTarget | PartitionTarget
+
+
+TARGET_RULE = "one of: public, any_enclave, vpn, {enclave: <id>}, {partition: <id>}"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def check_export_target(value: object) -> object:
+    """Validate the shape of an export's ``to:`` with one clear message for every bad form."""
+    if isinstance(value, str):
+        if value == "any-enclave":
+            return "any_enclave"
+        if value in ("public", "any_enclave", "vpn"):
+            return value
+        raise ValueError(f"unknown export target {value!r}: expected {TARGET_RULE}")
+    if isinstance(value, EnclaveTarget | PartitionTarget):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, ident),) = value.items()
+        if key in ("enclave", "partition") and isinstance(ident, str) and _ID_RE.match(ident):
+            return value
+    raise ValueError(f"expected {TARGET_RULE}")
+
+
+class Export(BaseModel):
+    model_config = _FROZEN
+
+    name: Id
+    target_partition: Id
+    export_type: ExportType = Field(validation_alias=AliasChoices("type", "export_type"))
+    to: ExportTarget
+    auth: Auth = Auth.NONE
+    hostname: str | None = None
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _check_target(cls, value: object) -> object:
+        return check_export_target(value)
+
+
+class Network(BaseModel):
+    model_config = _FROZEN
+
+    vpc_cidr: str | None = None
+    subnets: tuple[str, ...] = ()
+
+
+class Dns(BaseModel):
+    model_config = _FROZEN
+
+    zone: str | None = None
+
+
+class TerraformSettings(BaseModel):
+    model_config = _FROZEN
+
+    source: str | None = None
+    tool: str | None = None
+
+
+class EnclaveConfig(BaseModel):
+    """An enclave's config.yml."""
+
+    model_config = _FROZEN
+
+    id: Id
+    name: str
+    cloud: Cloud | None = None
+    region: str
+    identity: str | None = None
+    network: Network | None = None
+    dns: Dns | None = None
+    imports: tuple[Import, ...] = ()
+    exports: tuple[Export, ...] = ()
+    partitions: tuple[str, ...] = ()
+
+
+class PartitionConfig(BaseModel):
+    """A partition's config.yml."""
+
+    model_config = _FROZEN
+
+    id: Id
+    name: str
+    produces: ExportType | None = None
+    backend: Backend = Backend.TERRAFORM
+    terraform: TerraformSettings | None = None
+    imports: tuple[Import, ...] = ()
+    exports: tuple[Export, ...] = ()
+    inputs: dict[TfName, str] = Field(default_factory=dict)
+    declared_outputs: tuple[TfName, ...] = ()
+
+
+ENCLAVE_KEYS = frozenset(f.alias or n for n, f in EnclaveConfig.model_fields.items())
+PARTITION_KEYS = frozenset(f.alias or n for n, f in PartitionConfig.model_fields.items())
+
+__all__ = [
+    "AUTH_MATRIX",
+    "ENCLAVE_KEYS",
+    "PARTITION_KEYS",
+    "REQUIRED_OUTPUTS",
+    "Alias",
+    "Auth",
+    "Backend",
+    "Cloud",
+    "Dns",
+    "EnclaveConfig",
+    "EnclaveTarget",
+    "Export",
+    "ExportTarget",
+    "ExportType",
+    "Id",
+    "Import",
+    "Network",
+    "PartitionConfig",
+    "PartitionTarget",
+    "TerraformSettings",
+]
