@@ -296,7 +296,7 @@ def load_tree(source: TreeSource) -> Desired:
     except SpecError as exc:  # listing a directory failed: nothing sensible can follow
         raise SpecError([*walk.issues, *exc.issues]) from None
     if walk.issues:
-        raise SpecError(walk.issues)
+        raise SpecError(sorted(walk.issues, key=lambda i: (i.path, i.line or 0)))
     return Desired(tuple(enclaves), tuple(walk.read))
 
 

@@ -1,0 +1,3 @@
+from nclav.cli import main
+
+main()
