@@ -30,7 +30,9 @@ class Issue:
 
     def render(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "line": self.line, "field": self.field, "message": self.message}

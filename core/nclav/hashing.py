@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from nclav.config import LoadedEnclave, LoadedPartition
-from nclav.model import Export, Import
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nclav.config import LoadedEnclave, LoadedPartition
+    from nclav.model import Export, Import
 
 
 def canonical_json(value: object) -> bytes:
@@ -41,12 +44,16 @@ def inputs_hash(resolved_inputs: Mapping[str, str]) -> str:
 
 def export_hash(export: Export, outputs: Mapping[str, str]) -> str:
     """An export is re-wired when its settings or its target partition's outputs change."""
-    return digest({"export": export.model_dump(mode="json", by_alias=True), "outputs": dict(outputs)})
+    return digest(
+        {"export": export.model_dump(mode="json", by_alias=True), "outputs": dict(outputs)}
+    )
 
 
 def import_hash(imp: Import, exporter_export_hash: str | None) -> str:
     """An import is re-wired when its settings or the export it points at change."""
-    return digest({"import": imp.model_dump(mode="json", by_alias=True), "export": exporter_export_hash})
+    return digest(
+        {"import": imp.model_dump(mode="json", by_alias=True), "export": exporter_export_hash}
+    )
 
 
 __all__ = [

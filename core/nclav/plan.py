@@ -10,15 +10,21 @@ the fresh upstream outputs and skips it when nothing moved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
+from nclav._gc import paused_gc
 from nclav.graph import Graph, kahn
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
-from nclav.model import EnclaveConfig, Import
 from nclav.state import EnclaveState, Status
 from nclav.templates import TemplateSyntaxError, resolve_inputs, tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nclav.model import EnclaveConfig, Import
 
 
 class ChangeKind(StrEnum):
@@ -130,8 +136,12 @@ class Plan:
         }
 
 
+_ACTION_TEXT = {a: a.value for a in Action}  # Enum.value is a slow descriptor on a hot path
+
+
 def step_id(action: Action, enclave_id: str, target: str | None = None) -> str:
-    return f"{action.value}:{enclave_id}" + (f"/{target}" if target is not None else "")
+    name = _ACTION_TEXT[action]
+    return f"{name}:{enclave_id}/{target}" if target is not None else f"{name}:{enclave_id}"
 
 
 @dataclass
@@ -189,7 +199,7 @@ class _Builder:
         for eid in removed:  # an exporter's teardown waits for its removed importers
             for importer in removed:
                 if eid in exporters[importer]:
-                    for sid, (step, deps) in self.steps.items():
+                    for sid, (step, _deps) in self.steps.items():
                         if step.enclave_id == eid and step.action == Action.TEARDOWN_PARTITION:
                             self.dep(sid, Action.TEARDOWN_ENCLAVE, importer)
 
@@ -200,8 +210,13 @@ class _Builder:
             for other, ups in _stored_upstream(state).items()
             if pid in ups
         ]
-        return self.add(None, Action.TEARDOWN_PARTITION, state.enclave_id, pid,
-                        [d for d in downstream if d in self.steps])
+        return self.add(
+            None,
+            Action.TEARDOWN_PARTITION,
+            state.enclave_id,
+            pid,
+            [d for d in downstream if d in self.steps],
+        )
 
     # -- provisioning ----------------------------------------------------------------------
 
@@ -209,20 +224,34 @@ class _Builder:
         loaded = self.graph.enclaves[eid]
         state = self.applied.get(eid)
         if state is None:
-            self.add(Change(ChangeKind.ENCLAVE_CREATED, eid), Action.PROVISION_ENCLAVE, eid, None, [])
+            self.add(
+                Change(ChangeKind.ENCLAVE_CREATED, eid), Action.PROVISION_ENCLAVE, eid, None, []
+            )
         elif state.meta.desired_hash != enclave_hash(loaded):
             reason = "settings changed"
-            self.add(Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
-                     Action.PROVISION_ENCLAVE, eid, None, [])
+            self.add(
+                Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
+                Action.PROVISION_ENCLAVE,
+                eid,
+                None,
+                [],
+            )
         elif state.meta.status != Status.ACTIVE:
             reason = f"last attempt ended {state.meta.status.value}"
-            self.add(Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
-                     Action.PROVISION_ENCLAVE, eid, None, [])
+            self.add(
+                Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
+                Action.PROVISION_ENCLAVE,
+                eid,
+                None,
+                [],
+            )
 
         teardowns: list[str] = []
         if state is not None:
             gone = [pid for pid in state.partitions if loaded.partition(pid) is None]
-            teardowns = [self._teardown_partition(state, pid) for pid in _teardown_order(state, gone)]
+            teardowns = [
+                self._teardown_partition(state, pid) for pid in _teardown_order(state, gone)
+            ]
 
         for part in self.graph.partition_order(eid):
             self._partition(eid, part.id, state, teardowns)
@@ -237,8 +266,13 @@ class _Builder:
             elif state.export_hashes.get(export.name) != export_hash(export, outputs):
                 change = Change(ChangeKind.EXPORT_WIRED, eid, export.name, "settings changed")
             elif self.has(Action.PROVISION_PARTITION, eid, export.target_partition):
-                change = Change(ChangeKind.EXPORT_WIRED, eid, export.name,
-                                f"if outputs of {eid}/{export.target_partition} change", True)
+                change = Change(
+                    ChangeKind.EXPORT_WIRED,
+                    eid,
+                    export.name,
+                    f"if outputs of {eid}/{export.target_partition} change",
+                    True,
+                )
             if change is not None:
                 sid = self.add(change, Action.WIRE_EXPORT, eid, export.name, [], change.conditional)
                 self.dep(sid, Action.PROVISION_ENCLAVE, eid)
@@ -248,8 +282,13 @@ class _Builder:
             declared = {e.name for e in loaded.config.exports}
             for name in state.export_handles:
                 if name not in declared:
-                    self.add(Change(ChangeKind.EXPORT_UNWIRED, eid, name),
-                             Action.UNWIRE_EXPORT, eid, name, [])
+                    self.add(
+                        Change(ChangeKind.EXPORT_UNWIRED, eid, name),
+                        Action.UNWIRE_EXPORT,
+                        eid,
+                        name,
+                        [],
+                    )
 
     def _partition(
         self, eid: str, pid: str, state: EnclaveState | None, teardowns: list[str]
@@ -265,23 +304,36 @@ class _Builder:
         elif stored.meta.desired_hash != partition_hash(part):
             change = Change(ChangeKind.PARTITION_UPDATED, eid, pid, "config or files changed")
         elif stored.meta.status != Status.ACTIVE:
-            change = Change(ChangeKind.PARTITION_UPDATED, eid, pid,
-                            f"last attempt ended {stored.meta.status.value}")
+            change = Change(
+                ChangeKind.PARTITION_UPDATED,
+                eid,
+                pid,
+                f"last attempt ended {stored.meta.status.value}",
+            )
         elif self._stale_inputs(eid, pid, state, stored.inputs_hash):
             change = Change(ChangeKind.PARTITION_UPDATED, eid, pid, "upstream outputs changed")
         else:
             moving = [u for u in upstream if self.has(Action.PROVISION_PARTITION, *u)]
             if moving:
                 names = ", ".join(f"{e}/{p}" for e, p in moving)
-                change = Change(ChangeKind.PARTITION_UPDATED, eid, pid,
-                                f"if outputs of {names} change", True)
-            elif self.has(Action.PROVISION_ENCLAVE, eid) and _uses_driver_context(part.config.inputs):
-                change = Change(ChangeKind.PARTITION_UPDATED, eid, pid,
-                                f"if the context of enclave {eid} changes", True)
+                change = Change(
+                    ChangeKind.PARTITION_UPDATED, eid, pid, f"if outputs of {names} change", True
+                )
+            elif self.has(Action.PROVISION_ENCLAVE, eid) and _uses_driver_context(
+                part.config.inputs
+            ):
+                change = Change(
+                    ChangeKind.PARTITION_UPDATED,
+                    eid,
+                    pid,
+                    f"if the context of enclave {eid} changes",
+                    True,
+                )
         if change is None:
             return
-        sid = self.add(change, Action.PROVISION_PARTITION, eid, pid, list(teardowns),
-                       change.conditional)
+        sid = self.add(
+            change, Action.PROVISION_PARTITION, eid, pid, list(teardowns), change.conditional
+        )
         self.dep(sid, Action.PROVISION_ENCLAVE, eid)
         for up in upstream:
             self.dep(sid, Action.PROVISION_PARTITION, *up)
@@ -306,8 +358,13 @@ class _Builder:
             elif state.import_hashes.get(alias) != import_hash(wiring.imp, exp_hash):
                 change = Change(ChangeKind.IMPORT_WIRED, eid, alias, "settings changed")
             elif self.has(Action.WIRE_EXPORT, wiring.exporter, wiring.export.name):
-                change = Change(ChangeKind.IMPORT_WIRED, eid, alias,
-                                f"if export {wiring.exporter}/{wiring.export.name} changes", True)
+                change = Change(
+                    ChangeKind.IMPORT_WIRED,
+                    eid,
+                    alias,
+                    f"if export {wiring.exporter}/{wiring.export.name} changes",
+                    True,
+                )
             if change is not None:
                 sid = self.add(change, Action.WIRE_IMPORT, eid, alias, [], change.conditional)
                 self.dep(sid, Action.PROVISION_ENCLAVE, eid)
@@ -319,8 +376,13 @@ class _Builder:
             stored = _stored_imports(state)
             for alias in state.import_handles:
                 if alias not in declared:
-                    sid = self.add(Change(ChangeKind.IMPORT_UNWIRED, eid, alias),
-                                   Action.UNWIRE_IMPORT, eid, alias, [])
+                    sid = self.add(
+                        Change(ChangeKind.IMPORT_UNWIRED, eid, alias),
+                        Action.UNWIRE_IMPORT,
+                        eid,
+                        alias,
+                        [],
+                    )
                     imp = stored.get(alias)
                     if imp is not None:  # the export it used may be going away too
                         unwire = step_id(Action.UNWIRE_EXPORT, imp.from_, imp.export_name)
@@ -332,8 +394,14 @@ class _Builder:
         deps = {sid: deps for sid, (_, deps) in self.steps.items()}
         order = kahn(list(self.steps), deps, rank)
         steps = tuple(
-            Step(s.id, s.action, s.enclave_id, s.target,
-                 tuple(sorted(set(deps[sid]), key=rank.__getitem__)), s.conditional)
+            Step(
+                s.id,
+                s.action,
+                s.enclave_id,
+                s.target,
+                tuple(sorted(set(deps[sid]), key=rank.__getitem__)),
+                s.conditional,
+            )
             for sid in order
             for s in (self.steps[sid][0],)
         )
@@ -379,10 +447,8 @@ def _stored_upstream(state: EnclaveState) -> dict[str, set[str]]:
         if part.desired is not None:
             aliases = {i.alias for i in part.desired.imports}
             for value in part.desired.inputs.values():
-                try:
+                with contextlib.suppress(TemplateSyntaxError):
                     aliases.update(t.alias for t in tokens(value) if t.alias)
-                except TemplateSyntaxError:
-                    pass
             for alias in aliases:
                 imp = imports.get(alias)
                 if imp is not None and imp.from_ == state.enclave_id and imp.export_name in targets:
@@ -428,13 +494,14 @@ def resolve_partition_inputs(
 
 def plan_changes(graph: Graph, applied: Mapping[str, EnclaveState]) -> Plan:
     """Changes and steps that take ``applied`` to the desired ``graph``."""
-    builder = _Builder(graph, applied)
-    builder.deletions()
-    for eid in graph.order:
-        builder.enclave(eid)
-    for eid in graph.order:
-        builder.imports(eid)
-    return builder.finish()
+    with paused_gc():
+        builder = _Builder(graph, applied)
+        builder.deletions()
+        for eid in graph.order:
+            builder.enclave(eid)
+        for eid in graph.order:
+            builder.imports(eid)
+        return builder.finish()
 
 
 __all__ = [

@@ -7,13 +7,18 @@ as ``alias``. Text outside tokens is kept; resolved values are never re-scanned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nclav.model import Cloud
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
 # Provided by every driver (local: project id and region are empty strings).
-COMMON_TOKENS = frozenset({"nclav_enclave_id", "nclav_partition_id", "nclav_project_id", "nclav_region"})
+COMMON_TOKENS = frozenset(
+    {"nclav_enclave_id", "nclav_partition_id", "nclav_project_id", "nclav_region"}
+)
 # Extra context a cloud driver provides.
 CLOUD_TOKENS: dict[Cloud, frozenset[str]] = {
     Cloud.LOCAL: frozenset(),

@@ -7,13 +7,17 @@ them with made-up outputs (tests, benchmarks, seeding a store).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from nclav.graph import Graph
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
 from nclav.model import Cloud
 from nclav.plan import Action, Plan, plan_changes, resolve_partition_inputs
 from nclav.state import EnclaveState, Handle, PartitionState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from nclav.graph import Graph
 
 
 def enclave_provisioned(

@@ -31,11 +31,17 @@ def main() -> None:
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option(
-    "--output", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--output",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="Result format; json is for machines.",
 )
 @click.option(
-    "--default-cloud", type=click.Choice(["local", "gcp", "azure", "aws"]), default=None,
+    "--default-cloud",
+    type=click.Choice(["local", "gcp", "azure", "aws"]),
+    default=None,
     help="Cloud of enclaves that omit `cloud:` (as the server would resolve it).",
 )
 def validate(directory: str, output: str, default_cloud: str | None) -> None:
@@ -70,13 +76,20 @@ def validate(directory: str, output: str, default_cloud: str | None) -> None:
     exports = sum(len(e.config.exports) for e in graph.enclaves.values())
     imports = sum(len(a) for a in graph.aliases.values())
     if output == "json":
-        counts = {"enclaves": enclaves, "partitions": partitions, "exports": exports,
-                  "imports": imports}
-        click.echo(json.dumps({"valid": True, "errors": [], "counts": counts}, indent=2,
-                              sort_keys=True))
+        counts = {
+            "enclaves": enclaves,
+            "partitions": partitions,
+            "exports": exports,
+            "imports": imports,
+        }
+        click.echo(
+            json.dumps({"valid": True, "errors": [], "counts": counts}, indent=2, sort_keys=True)
+        )
     else:
-        click.echo(f"valid: {enclaves} enclave(s), {partitions} partition(s), "
-                   f"{exports} export(s), {imports} import(s) in {directory}")
+        click.echo(
+            f"valid: {enclaves} enclave(s), {partitions} partition(s), "
+            f"{exports} export(s), {imports} import(s) in {directory}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from nclav.config._load import CONFIG, Desired, LoadedEnclave, LoadedPartition, load_tree
 from nclav.config._source import BundleSource, DirectorySource, TreeSource, bundle_path_problem
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping
 
 
 def load_directory(root: str | os.PathLike[str], display_root: str | None = None) -> Desired:

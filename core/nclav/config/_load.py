@@ -17,11 +17,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from yaml.nodes import Node
 
+from nclav._gc import paused_gc
 from nclav.config._source import TreeSource, display, join
 from nclav.config._yaml import YamlDocError, compose, format_loc, line_of, to_plain
 from nclav.errors import Issue, SpecError
@@ -30,9 +30,17 @@ from nclav.model import (
     ID_RULE,
     NAME_RULE,
     PARTITION_KEYS,
+    Dns,
     EnclaveConfig,
+    Export,
+    Import,
+    Network,
     PartitionConfig,
+    TerraformSettings,
 )
+
+if TYPE_CHECKING:
+    from yaml.nodes import Node
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,13 +51,42 @@ _IGNORED_SUFFIXES = (".tfstate", ".tfstate.backup")
 _IGNORED_DIRS = frozenset({"terraform.tfstate.d"})
 
 
+def _keys(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(f.alias or n for n, f in model.model_fields.items())
+
+
+# Known keys of the nested documents, by the top-level key that holds them ("did you mean").
+_NESTED_KEYS: dict[str, frozenset[str]] = {
+    "imports": _keys(Import),
+    "exports": (_keys(Export) - {"export_type"}) | {"type"},
+    "network": _keys(Network),
+    "dns": _keys(Dns),
+    "terraform": _keys(TerraformSettings),
+}
+
+
+def _node_of(raw: bytes) -> Node | None:
+    """The YAML node graph of a config, parsed again on demand to place an error on its line.
+
+    Keeping every file's node graph alive instead would cost far more: hundreds of thousands
+    of small objects that the garbage collector walks again and again during a large load.
+    """
+    try:
+        return compose(raw)
+    except YamlDocError:
+        return None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class LoadedPartition:
     config: PartitionConfig
     path: str  # display path of its config.yml
     dir: str  # directory relative to the tree root
     files: tuple[tuple[str, str], ...]  # (path relative to dir, sha256) of every partition file
-    node: Node | None = field(repr=False, default=None)
+    raw: bytes = field(repr=False, default=b"")
+
+    def node(self) -> Node | None:
+        return _node_of(self.raw)
 
     @property
     def id(self) -> str:
@@ -66,7 +103,10 @@ class LoadedEnclave:
     path: str
     dir: str
     partitions: tuple[LoadedPartition, ...]
-    node: Node | None = field(repr=False, default=None)
+    raw: bytes = field(repr=False, default=b"")
+
+    def node(self) -> Node | None:
+        return _node_of(self.raw)
 
     @property
     def id(self) -> str:
@@ -110,7 +150,7 @@ class _Walk:
         self.read.append(rel)
         return data
 
-    def _parse(self, rel: str) -> tuple[Any, Node | None] | None:
+    def _parse(self, rel: str) -> tuple[Any, Node, bytes] | None:
         data = self._read(rel)
         if data is None:
             return None
@@ -128,27 +168,27 @@ class _Walk:
             line = node.start_mark.line + 1
             self.issues.append(Issue(where, line, "", "expected a mapping of keys to values"))
             return None
-        return value, node
+        return value, node, data
 
     # -- the walk ------------------------------------------------------------------------
 
     def walk(self, rel: str) -> list[LoadedEnclave]:
         dirs, files = self.source.listdir(rel)
         if CONFIG in files:
-            enclave = self._enclave_at(rel)
+            enclave = self._enclave_at(rel, dirs)
             return [enclave] if enclave else []
         found: list[LoadedEnclave] = []
         for name in dirs:
             found.extend(self.walk(join(rel, name)))
         return found
 
-    def _enclave_at(self, rel: str) -> LoadedEnclave | None:
+    def _enclave_at(self, rel: str, subdirs: list[str]) -> LoadedEnclave | None:
         cfg_rel = join(rel, CONFIG)
         where = display(self.source, cfg_rel)
         parsed = self._parse(cfg_rel)
         if parsed is None:
             return None
-        value, node = parsed
+        value, node, raw = parsed
         if not (_ENCLAVE_ONLY & value.keys()):
             hint = (
                 "this looks like a partition config outside of any enclave directory"
@@ -158,13 +198,13 @@ class _Walk:
             self.issues.append(Issue(where, 1, "", f"not an enclave config: {hint}"))
             return None
         config = self._validate(EnclaveConfig, value, node, where, ENCLAVE_KEYS)
-        partitions = self._partitions(rel, value, node, where)
+        partitions = self._partitions(rel, subdirs, value, node, where)
         if config is None:
             return None
-        return LoadedEnclave(config, where, rel, tuple(partitions), node)
+        return LoadedEnclave(config, where, rel, tuple(partitions), raw)
 
     def _partitions(
-        self, rel: str, value: dict[str, Any], node: Node, where: str
+        self, rel: str, subdirs: list[str], value: dict[str, Any], node: Node, where: str
     ) -> list[LoadedPartition]:
         listed = value.get("partitions")
         out: list[LoadedPartition] = []
@@ -175,45 +215,58 @@ class _Walk:
                 part_rel = join(rel, name)
                 if not self.source.is_file(join(part_rel, CONFIG)):
                     self.issues.append(
-                        Issue(where, line_of(node, ("partitions", i)), f"partitions[{i}]",
-                              f"partition directory {name!r} has no {CONFIG}")
+                        Issue(
+                            where,
+                            line_of(node, ("partitions", i)),
+                            f"partitions[{i}]",
+                            f"partition directory {name!r} has no {CONFIG}",
+                        )
                     )
                     continue
-                loaded = self._partition_at(part_rel)
+                loaded = self._partition_at(part_rel, self.source.listdir(part_rel))
                 if loaded:
                     out.append(loaded)
             return out
-        dirs, _ = self.source.listdir(rel)
-        for name in dirs:
+        for name in subdirs:
             part_rel = join(rel, name)
-            if self.source.is_file(join(part_rel, CONFIG)):
-                loaded = self._partition_at(part_rel)
+            listing = self.source.listdir(part_rel)
+            if CONFIG in listing[1]:
+                loaded = self._partition_at(part_rel, listing)
                 if loaded:
                     out.append(loaded)
         return out
 
-    def _partition_at(self, rel: str) -> LoadedPartition | None:
+    def _partition_at(
+        self, rel: str, listing: tuple[list[str], list[str]]
+    ) -> LoadedPartition | None:
         cfg_rel = join(rel, CONFIG)
         where = display(self.source, cfg_rel)
         parsed = self._parse(cfg_rel)
         if parsed is None:
             return None
-        value, node = parsed
+        value, node, raw = parsed
         if _ENCLAVE_ONLY & value.keys() and not (_PARTITION_ONLY & value.keys()):
             self.issues.append(
-                Issue(where, 1, "", "an enclave config inside another enclave's directory: "
-                      "enclaves do not nest (move it out, or make it a partition)")
+                Issue(
+                    where,
+                    1,
+                    "",
+                    "an enclave config inside another enclave's directory: "
+                    "enclaves do not nest (move it out, or make it a partition)",
+                )
             )
             return None
         config = self._validate(PartitionConfig, value, node, where, PARTITION_KEYS)
-        files = self._partition_files(rel)
+        files = self._partition_files(rel, "", listing)
         if config is None:
             return None
-        return LoadedPartition(config, where, rel, files, node)
+        return LoadedPartition(config, where, rel, files, raw)
 
-    def _partition_files(self, rel: str, prefix: str = "") -> tuple[tuple[str, str], ...]:
+    def _partition_files(
+        self, rel: str, prefix: str, listing: tuple[list[str], list[str]] | None = None
+    ) -> tuple[tuple[str, str], ...]:
         out: list[tuple[str, str]] = []
-        dirs, files = self.source.listdir(join(rel, prefix) if prefix else rel)
+        dirs, files = listing or self.source.listdir(join(rel, prefix) if prefix else rel)
         for name in files:
             if (not prefix and name == CONFIG) or name.endswith(_IGNORED_SUFFIXES):
                 continue
@@ -247,10 +300,14 @@ def _issue_from_pydantic(err: Any, node: Node, where: str, known: frozenset[str]
     if kind == "extra_forbidden":
         key = str(loc[-1])
         message = f"unknown key {key!r}"
-        if len(loc) == 1:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            message += f" (did you mean {close[0]!r}?)" if close else (
-                f"; expected one of: {', '.join(sorted(known))}")
+        scope = known if len(loc) == 1 else _NESTED_KEYS.get(str(loc[0]), frozenset())
+        if scope:
+            close = difflib.get_close_matches(key, sorted(scope), n=1, cutoff=0.6)
+            message += (
+                f" (did you mean {close[0]!r}?)"
+                if close
+                else (f"; expected one of: {', '.join(sorted(scope))}")
+            )
         return Issue(where, line_of(node, loc, key=True), field_name, message)
     if kind == "missing":
         return Issue(where, line_of(node, loc), field_name, "required field is missing")
@@ -263,15 +320,21 @@ def _issue_from_pydantic(err: Any, node: Node, where: str, known: frozenset[str]
     if kind == "string_pattern_mismatch":
         pattern = err.get("ctx", {}).get("pattern", "")
         rule = ID_RULE if pattern.startswith("^[A-Za-z0-9]") else NAME_RULE
-        return Issue(where, line_of(node, loc), field_name, f"{value!r} is not valid: expected {rule}")
+        return Issue(
+            where, line_of(node, loc), field_name, f"{value!r} is not valid: expected {rule}"
+        )
     if kind == "string_type":
         got = _describe(value)
         extra = " (inputs take text, numbers or booleans)" if loc[:1] == ("inputs",) else ""
         return Issue(where, line_of(node, loc), field_name, f"expected text, got {got}{extra}")
     if kind in ("tuple_type", "list_type"):
-        return Issue(where, line_of(node, loc), field_name, f"expected a list, got {_describe(value)}")
+        return Issue(
+            where, line_of(node, loc), field_name, f"expected a list, got {_describe(value)}"
+        )
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return Issue(where, line_of(node, loc), field_name, f"expected a mapping, got {_describe(value)}")
+        return Issue(
+            where, line_of(node, loc), field_name, f"expected a mapping, got {_describe(value)}"
+        )
     if kind == "value_error":
         message = str(err.get("ctx", {}).get("error", err["msg"]))
         return Issue(where, line_of(node, loc), field_name, message)
@@ -292,7 +355,8 @@ def load_tree(source: TreeSource) -> Desired:
     """Load every enclave and partition of ``source``; raise one SpecError listing all issues."""
     walk = _Walk(source)
     try:
-        enclaves = walk.walk("")
+        with paused_gc():
+            enclaves = walk.walk("")
     except SpecError as exc:  # listing a directory failed: nothing sensible can follow
         raise SpecError([*walk.issues, *exc.issues]) from None
     if walk.issues:

@@ -8,11 +8,12 @@ entries (names starting with '.') are never part of a tree.
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nclav.errors import Issue, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class TreeSource(Protocol):
@@ -49,7 +50,7 @@ class DirectorySource:
             raise SpecError([Issue(self.display_root, None, "", f"enclaves directory {what}")])
 
     def _abs(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel else self.root
+        return f"{self.root}/{rel}" if rel else self.root
 
     def _inside(self, path: str) -> bool:
         real = os.path.realpath(path)
@@ -61,23 +62,29 @@ class DirectorySource:
         try:
             entries = list(os.scandir(self._abs(rel)))
         except OSError as exc:
-            raise SpecError([Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")])
+            issue = Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")
+            raise SpecError([issue]) from exc
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink() and not self._inside(entry.path):
                 raise SpecError(
-                    [Issue(display(self, join(rel, entry.name)), None, "",
-                           "symbolic link points outside the enclaves directory")]
+                    [
+                        Issue(
+                            display(self, join(rel, entry.name)),
+                            None,
+                            "",
+                            "symbolic link points outside the enclaves directory",
+                        )
+                    ]
                 )
-            try:
-                mode = entry.stat().st_mode
+            try:  # d_type from the directory listing: no stat() per entry
+                if entry.is_dir():
+                    dirs.append(entry.name)
+                elif entry.is_file():
+                    files.append(entry.name)
             except OSError:
                 continue  # a dangling link is not part of the tree
-            if stat.S_ISDIR(mode):
-                dirs.append(entry.name)
-            elif stat.S_ISREG(mode):
-                files.append(entry.name)
         dirs.sort()
         files.sort()
         return dirs, files
@@ -87,7 +94,8 @@ class DirectorySource:
             with open(self._abs(rel), "rb") as fh:
                 return fh.read()
         except OSError as exc:
-            raise SpecError([Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")])
+            issue = Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")
+            raise SpecError([issue]) from exc
 
     def is_file(self, rel: str) -> bool:
         return os.path.isfile(self._abs(rel))

@@ -2,9 +2,9 @@
 
 PyYAML's constructors resolve ``5432`` to an int, ``0755`` to 493 and ``yes`` to True. nclav's
 string fields must keep the literal text, so we compose the node graph with the C parser and
-convert it ourselves: every scalar becomes its source text, except the null scalars (``~``,
-``null``, empty), which become None. The node graph is kept so that an error found later
-(by pydantic or the graph checks) can be placed on its line.
+convert it ourselves: every scalar becomes its source text, except the plain (unquoted) null
+scalars (``~``, ``null``, empty), which become None. ``line_of`` places an error found later
+(by pydantic or the graph checks) on its line.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from nclav.errors import Issue
 
-try:  # the C parser is much faster; fall back to the pure-Python one where libyaml is absent
-    from yaml import CSafeLoader as _Loader
+# The base loader resolves no implicit types (every plain scalar stays text), which is what we
+# want and is the cheapest; the C parser is much faster where libyaml is available.
+try:
+    from yaml import CBaseLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
-_NULL_TAG = "tag:yaml.org,2002:null"
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _MAX_NODES = 100_000  # aliases can expand a small file into a huge tree ("billion laughs")
+_MAX_DEPTH = 64  # far deeper than any config; also stops recursive aliases
 
 
 class YamlDocError(Exception):
@@ -35,12 +38,26 @@ class YamlDocError(Exception):
         self.field = field
 
 
+_TAGS = {
+    ScalarNode: "tag:yaml.org,2002:str",
+    SequenceNode: "tag:yaml.org,2002:seq",
+    MappingNode: "tag:yaml.org,2002:map",
+}
+
+
+class _TextLoader(_Loader):
+    """Tags every untagged node by its kind alone: no implicit typing, no path resolvers."""
+
+    def resolve(self, kind: type[Node], value: object, implicit: object) -> str:
+        return _TAGS[kind]
+
+
 def compose(data: bytes | str) -> Node | None:
     """Parse one YAML document into its node graph (None for an empty document)."""
     try:
-        loader = _Loader(data)
+        loader = _TextLoader(data)
         try:
-            return loader.get_single_node()  # type: ignore[no-any-return]
+            return loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -54,34 +71,36 @@ def compose(data: bytes | str) -> Node | None:
 def to_plain(node: Node) -> Any:
     """Convert a node graph to dicts, lists, str and None (scalars keep their source text)."""
     budget = [_MAX_NODES]
-    return _convert(node, budget, set())
+    return _convert(node, budget, 0)
 
 
-def _convert(node: Node, budget: list[int], active: set[int]) -> Any:
+def _is_null(node: ScalarNode) -> bool:
+    if node.tag == "tag:yaml.org,2002:null":
+        return True
+    return not node.style and node.value in _NULLS  # plain style is '' in libyaml, None in Python
+
+
+def _convert(node: Node, budget: list[int], depth: int) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
         raise YamlDocError("document too large after expanding aliases", node.start_mark.line + 1)
     if isinstance(node, ScalarNode):
-        return None if node.tag == _NULL_TAG else node.value
-    ident = id(node)
-    if ident in active:
-        raise YamlDocError("recursive YAML alias", node.start_mark.line + 1)
-    active.add(ident)
-    try:
-        if isinstance(node, SequenceNode):
-            return [_convert(item, budget, active) for item in node.value]
-        if isinstance(node, MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL_TAG:
-                    raise YamlDocError("mapping keys must be plain text", key_node.start_mark.line + 1)
-                key = key_node.value
-                if key in out:
-                    raise YamlDocError(f"duplicate key {key!r}", key_node.start_mark.line + 1, key)
-                out[key] = _convert(value_node, budget, active)
-            return out
-    finally:
-        active.discard(ident)
+        return None if _is_null(node) else node.value
+    if depth > _MAX_DEPTH:
+        raise YamlDocError("nesting too deep (or a recursive alias)", node.start_mark.line + 1)
+    depth += 1
+    if isinstance(node, SequenceNode):
+        return [_convert(item, budget, depth) for item in node.value]
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or _is_null(key_node):
+                raise YamlDocError("mapping keys must be plain text", key_node.start_mark.line + 1)
+            key = key_node.value
+            if key in out:
+                raise YamlDocError(f"duplicate key {key!r}", key_node.start_mark.line + 1, key)
+            out[key] = _convert(value_node, budget, depth)
+        return out
     raise YamlDocError(f"unsupported YAML node {node.tag}", node.start_mark.line + 1)
 
 
@@ -98,7 +117,9 @@ def line_of(node: Node | None, loc: tuple[str | int, ...], *, key: bool = False)
                 if isinstance(k, ScalarNode) and k.value == part:
                     key_node, found = k, v
                     break
-        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        elif (
+            isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value)
+        ):
             found = node.value[part]
         if found is None:
             return line
