@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint fmt check bench-core clean
+.PHONY: install demo serve test lint fmt check bench-core clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Validate the example trees offline (the local server replaces this as the first command).
+demo: $(STAMP)
+	$(BIN)/nclav validate examples/product-a/enclaves
+	$(BIN)/nclav validate examples/chain/enclaves
 
 ## The product: a local server on the embedded SQLite default.
 serve: $(STAMP)
