@@ -383,6 +383,10 @@ class _Builder:
                         alias,
                         [],
                     )
+                    # Partitions that read through the import are re-applied without it first.
+                    for other, (step, _) in list(self.steps.items()):
+                        if step.enclave_id == eid and step.action == Action.PROVISION_PARTITION:
+                            self.steps[sid][1].append(other)
                     imp = stored.get(alias)
                     if imp is not None:  # the export it used may be going away too
                         unwire = step_id(Action.UNWIRE_EXPORT, imp.from_, imp.export_name)

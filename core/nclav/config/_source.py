@@ -56,6 +56,15 @@ class DirectorySource:
         real = os.path.realpath(path)
         return real == self.root or real.startswith(self.root + os.sep)
 
+    def _link_problem(self, rel: str, link: str) -> str | None:
+        if not self._inside(link):
+            return "symbolic link points outside the enclaves directory"
+        target = os.path.realpath(link)
+        here = os.path.realpath(self._abs(rel))
+        if os.path.isdir(target) and (here == target or here.startswith(target + os.sep)):
+            return "symbolic link points at a directory that contains it (a loop)"
+        return None
+
     def listdir(self, rel: str) -> tuple[list[str], list[str]]:
         dirs: list[str] = []
         files: list[str] = []
@@ -67,17 +76,12 @@ class DirectorySource:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not self._inside(entry.path):
-                raise SpecError(
-                    [
-                        Issue(
-                            display(self, join(rel, entry.name)),
-                            None,
-                            "",
-                            "symbolic link points outside the enclaves directory",
-                        )
-                    ]
-                )
+            if entry.is_symlink():
+                problem = self._link_problem(rel, entry.path)
+                if problem:
+                    raise SpecError(
+                        [Issue(display(self, join(rel, entry.name)), None, "", problem)]
+                    )
             try:  # d_type from the directory listing: no stat() per entry
                 if entry.is_dir():
                     dirs.append(entry.name)
@@ -149,6 +153,6 @@ def bundle_path_problem(path: str) -> str | None:
         return "bundle paths may not contain empty, '.' or '..' segments"
     if any(p.startswith(".") for p in parts):
         return "hidden files are not part of an enclaves tree"
-    if len(parts) > 2 and parts[0][1:2] == ":":
+    if len(parts[0]) == 2 and parts[0][1] == ":":  # a Windows drive, "C:/..."
         return "bundle paths must be relative"
     return None
