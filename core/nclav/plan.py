@@ -16,13 +16,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from nclav._gc import paused_gc
+from nclav.config import Desired
 from nclav.graph import Graph, kahn
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
 from nclav.state import EnclaveState, Status
 from nclav.templates import TemplateSyntaxError, resolve_inputs, tokens
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from nclav.model import EnclaveConfig, Import
 
@@ -508,13 +509,35 @@ def plan_changes(graph: Graph, applied: Mapping[str, EnclaveState]) -> Plan:
         return builder.finish()
 
 
+def plan_teardown(applied: Mapping[str, EnclaveState], enclave_ids: Iterable[str]) -> Plan:
+    """Steps that tear down the given applied enclaves (imperative destroy), importers first."""
+    chosen = {eid: applied[eid] for eid in enclave_ids if eid in applied}
+    builder = _Builder(empty_graph(Desired(())), chosen)
+    builder.deletions()
+    return builder.finish()
+
+
+def plan_partition_teardown(state: EnclaveState, partition_id: str) -> Plan:
+    """The one step that tears down a single applied partition (imperative destroy)."""
+    builder = _Builder(empty_graph(Desired(())), {state.enclave_id: state})
+    builder._teardown_partition(state, partition_id)
+    return builder.finish()
+
+
+def empty_graph(desired: Desired) -> Graph:
+    return Graph(desired=desired, order=(), enclaves={}, aliases={})
+
+
 __all__ = [
     "Action",
     "Change",
     "ChangeKind",
     "Plan",
     "Step",
+    "empty_graph",
     "plan_changes",
+    "plan_partition_teardown",
+    "plan_teardown",
     "resolve_partition_inputs",
     "step_id",
 ]

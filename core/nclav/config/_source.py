@@ -94,9 +94,16 @@ class DirectorySource:
         return dirs, files
 
     def read(self, rel: str) -> bytes:
-        try:
-            with open(self._abs(rel), "rb") as fh:
-                return fh.read()
+        try:  # os-level calls: a large tree reads tens of thousands of small files
+            fd = os.open(self._abs(rel), os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                chunks = [os.read(fd, max(size, 1))]
+                while chunks[-1]:
+                    chunks.append(os.read(fd, 65536))
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
         except OSError as exc:
             issue = Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")
             raise SpecError([issue]) from exc

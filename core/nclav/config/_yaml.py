@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_NULL_TAG = "tag:yaml.org,2002:null"
 _MAX_NODES = 100_000  # aliases can expand a small file into a huge tree ("billion laughs")
 _MAX_DEPTH = 64  # far deeper than any config; also stops recursive aliases
 
@@ -75,9 +76,7 @@ def to_plain(node: Node) -> Any:
 
 
 def _is_null(node: ScalarNode) -> bool:
-    if node.tag == "tag:yaml.org,2002:null":
-        return True
-    return not node.style and node.value in _NULLS  # plain style is '' in libyaml, None in Python
+    return (not node.style and node.value in _NULLS) or node.tag == _NULL_TAG
 
 
 def _convert(node: Node, budget: list[int], depth: int) -> Any:
@@ -85,7 +84,11 @@ def _convert(node: Node, budget: list[int], depth: int) -> Any:
     if budget[0] < 0:
         raise YamlDocError("document too large after expanding aliases", node.start_mark.line + 1)
     if isinstance(node, ScalarNode):
-        return None if _is_null(node) else node.value
+        value = node.value
+        # plain style is '' in libyaml and None in the Python parser; "!!null x" is null too
+        if (not node.style and value in _NULLS) or node.tag == _NULL_TAG:
+            return None
+        return value
     if depth > _MAX_DEPTH:
         raise YamlDocError("nesting too deep (or a recursive alias)", node.start_mark.line + 1)
     depth += 1

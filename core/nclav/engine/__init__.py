@@ -1,0 +1,10 @@
+"""The run engine: runs, steps, leases, retries, fan-out, the sweeper; drivers; Terraform steps."""
+
+from __future__ import annotations
+
+from nclav.engine.driver import Driver, LocalDriver
+from nclav.engine.engine import Engine
+from nclav.engine.iac_steps import PartitionIac
+from nclav.engine.steps import StepContext, carry_out
+
+__all__ = ["Driver", "Engine", "LocalDriver", "PartitionIac", "StepContext", "carry_out"]

@@ -1,0 +1,315 @@
+"""The run engine: runs and steps persisted, steps carried out from queue messages.
+
+A reconcile persists a run with the plan's steps and enqueues the ready ones. A worker
+receives ``{run_id, step_id}``, claims the step under a lease (a conditional write), carries
+it out, stores the new applied state with optimistic concurrency, finishes the step and
+readies each dependent whose last dependency just finished. A failed step blocks its
+dependents; independent branches go on. Runs touching the same enclave go one after another,
+first come first served: a later run stays queued until the earlier ones are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from nclav.config import Desired
+from nclav.engine.steps import StepContext, carry_out
+from nclav.errors import ConflictError, NclavError, TemporaryError
+from nclav.plan import empty_graph, plan_changes
+from nclav.records import (
+    AuditEvent,
+    EventKind,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    iso_time,
+    new_id,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from nclav.engine.driver import Driver
+    from nclav.engine.iac_steps import PartitionIac
+    from nclav.graph import Graph
+    from nclav.model import Cloud
+    from nclav.plan import Plan
+    from nclav.ports import BlobStore, Clock, StateStore, WorkQueue
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: StateStore,
+        queue: WorkQueue,
+        blobs: BlobStore,
+        clock: Clock,
+        drivers: Mapping[Cloud, Driver],
+        default_cloud: Cloud,
+        iac: PartitionIac,
+        bundles: Callable[[str], tuple[Graph, Mapping[str, Mapping[str, bytes]]]],
+        *,
+        lease_s: float = 120.0,
+        max_attempts: int = 4,
+        backoff_s: float = 2.0,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.blobs = blobs
+        self.clock = clock
+        self.drivers = drivers
+        self.default_cloud = default_cloud
+        self.iac = iac
+        self.bundles = bundles
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.owner = owner or f"worker-{new_id()[:8]}"
+
+    # -- starting a run -------------------------------------------------------------------
+
+    def start_run(self, bundle: str, trigger: str = "api") -> Run:
+        """Plan the bundle against the applied state and start carrying the plan out."""
+        graph, _ = self.bundles(bundle)
+        applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+        return self.start_plan(plan_changes(graph, applied), bundle, trigger)
+
+    def start_plan(self, plan: Plan, bundle: str | None, trigger: str = "api") -> Run:
+        """Persist a run for ``plan`` (teardown plans need no bundle) and enqueue its steps."""
+        touched = sorted({s.enclave_id for s in plan.steps})
+        run = Run(
+            bundle=bundle,
+            enclave_ids=tuple(touched),
+            trigger=trigger,
+            created_at=self._now_text(),
+            changes=len(plan.changes),
+        )
+        steps = [StepRecord.of(run.id, step) for step in plan.steps]
+        run = self.store.create_run(run, steps)
+        self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields={"dry_run": False})
+        self.kick()
+        return self.store.get_run(run.id) or run
+
+    def kick(self) -> None:
+        """Start every queued run that no earlier unfinished run blocks; finish empty ones."""
+        busy: set[str] = set()
+        for run in self.store.list_unfinished_runs():
+            mine = set(run.enclave_ids)
+            if run.status == RunStatus.QUEUED and not (mine & busy):
+                run = self._begin(run)
+            if run.status == RunStatus.RUNNING:
+                self._finish_run_if_done(run.id)
+            busy |= mine
+
+    def _begin(self, run: Run) -> Run:
+        started = run.model_copy(
+            update={"status": RunStatus.RUNNING, "started_at": self._now_text()}
+        )
+        try:
+            started = self.store.update_run(started)
+        except ConflictError:
+            return self.store.get_run(run.id) or run
+        for step in self.store.list_steps(run.id):
+            if step.status == StepStatus.READY:
+                self._send(step)
+        return started
+
+    # -- carrying out a step --------------------------------------------------------------
+
+    def handle(self, message: Mapping[str, str]) -> None:
+        """One queue message: claim the step, carry it out, record the outcome, fan out."""
+        run_id, step_id = message["run_id"], message["step_id"]
+        run = self.store.get_run(run_id)
+        if run is None or run.status != RunStatus.RUNNING:
+            return  # an unknown, queued or finished run: nothing to do (redelivery is harmless)
+        now = self.clock.now()
+        step = self.store.claim_step(run_id, step_id, self.owner, self.lease_s, now)
+        if step is None:
+            return  # someone else holds it, or it is already done
+        graph, files = self.bundles(run.bundle) if run.bundle else (empty_graph(Desired(())), {})
+        ctx = StepContext(
+            store=self.store,
+            graph=graph,
+            files=files,
+            drivers=self.drivers,
+            default_cloud=self.default_cloud,
+            iac=self.iac,
+            run_id=run_id,
+            event=self._event,
+        )
+        try:
+            with self._lease_kept(step):
+                outcome = carry_out(ctx, step)
+        except TemporaryError as exc:
+            self._retry_or_fail(step, str(exc), exc.retry_after_s)
+            return
+        except NclavError as exc:
+            self._finish(step, StepStatus.FAILED, str(exc))
+            return
+        except Exception as exc:  # a bug or an unexpected SDK error: record it, do not loop
+            logger.exception("step %s of run %s crashed", step_id, run_id)
+            self._finish(step, StepStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        self._finish(step, outcome, None)
+
+    def _retry_or_fail(self, step: StepRecord, error: str, retry_after_s: float) -> None:
+        if step.attempts >= self.max_attempts:
+            self._finish(
+                step, StepStatus.FAILED, f"{error} (gave up after {step.attempts} attempts)"
+            )
+            return
+        delay = max(retry_after_s, self.backoff_s * 2 ** (step.attempts - 1))
+        delay *= random.uniform(0.8, 1.2)  # jitter keeps retries of many steps apart
+        now = self.clock.now()
+        done = self.store.finish_step(
+            step.run_id,
+            step.step_id,
+            self.owner,
+            StepStatus.READY,
+            error,
+            now,
+            not_before=now + delay,
+        )
+        if done is not None:
+            self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
+
+    def _finish(self, step: StepRecord, status: StepStatus, error: str | None) -> None:
+        done = self.store.finish_step(
+            step.run_id, step.step_id, self.owner, status, error, self.clock.now()
+        )
+        if done is None:
+            return  # our lease expired and someone else took over
+        self._fan_out(step.run_id)
+
+    def _fan_out(self, run_id: str) -> None:
+        """Ready or block every pending step whose dependencies are all final."""
+        changed = True
+        while changed:
+            changed = False
+            steps = {s.step_id: s for s in self.store.list_steps(run_id)}
+            for step in steps.values():
+                if step.status != StepStatus.PENDING:
+                    continue
+                deps = [steps[d] for d in step.depends_on if d in steps]
+                if not all(d.status.final for d in deps):
+                    continue
+                bad = [
+                    d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)
+                ]
+                update = (
+                    {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
+                    if bad
+                    else {"status": StepStatus.READY}
+                )
+                try:
+                    new = self.store.update_step(step.model_copy(update=update), step.version)
+                except ConflictError:
+                    changed = True  # another worker moved it; look again
+                    continue
+                changed = True
+                if new.status == StepStatus.READY:
+                    self._send(new)
+        self._finish_run_if_done(run_id)
+
+    def _finish_run_if_done(self, run_id: str) -> None:
+        steps = self.store.list_steps(run_id)
+        if not all(s.status.final for s in steps):
+            return
+        run = self.store.get_run(run_id)
+        if run is None or run.status.final:
+            return
+        errors = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.FAILED)
+        blocked = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.BLOCKED)
+        final = run.model_copy(
+            update={
+                "status": RunStatus.FAILED if errors or blocked else RunStatus.SUCCEEDED,
+                "finished_at": self._now_text(),
+                "errors": errors + blocked,
+            }
+        )
+        try:
+            self.store.update_run(final)
+        except ConflictError:
+            return  # someone else finalised it
+        self._event(
+            EventKind.RECONCILE_COMPLETED,
+            run_id=run_id,
+            fields={"changes": run.changes, "dry_run": False},
+        )
+        self.kick()  # runs waiting behind this one may start now
+
+    @contextmanager
+    def _lease_kept(self, step: StepRecord) -> Iterator[None]:
+        """Renew the step's lease while it runs, so a long apply is not taken over."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease_s / 3):
+                now = self.clock.now()
+                if not self.store.renew_lease(
+                    step.run_id, step.step_id, self.owner, self.lease_s, now
+                ):
+                    return  # lost it: finish_step will refuse our result
+
+        thread = threading.Thread(target=renew, name=f"lease-{step.step_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # -- the sweeper ------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Re-enqueue steps whose worker died, start runs that may start; return re-enqueued."""
+        expired = self.store.list_expired_leases(self.clock.now())
+        for step in expired:
+            self._send(step)
+        for run in self.store.list_unfinished_runs():
+            if run.status == RunStatus.RUNNING:
+                for step in self.store.list_steps(run.id):
+                    not_before = step.not_before or 0.0
+                    if step.status == StepStatus.READY and not_before <= self.clock.now():
+                        self._send(step)
+        self.kick()
+        return len(expired)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _send(self, step: StepRecord) -> None:
+        self.queue.send({"run_id": step.run_id, "step_id": step.step_id})
+
+    def _now_text(self) -> str:
+        return iso_time(self.clock.now())
+
+    def _event(
+        self,
+        kind: EventKind,
+        *,
+        enclave_id: str | None = None,
+        partition_id: str | None = None,
+        run_id: str | None = None,
+        fields: Mapping[str, str | int | bool | None] | None = None,
+    ) -> None:
+        self.store.append_event(
+            AuditEvent(
+                kind=kind,
+                at=self._now_text(),
+                enclave_id=enclave_id,
+                partition_id=partition_id,
+                run_id=run_id,
+                fields=dict(fields or {}),
+            )
+        )
+
+
+__all__ = ["Engine"]

@@ -1,0 +1,302 @@
+"""Carrying out one step: driver and Terraform calls, then the applied state it leaves.
+
+Each step is idempotent. A conditional step recomputes its hash from the fresh upstream state
+and is skipped when nothing moved. State is written with optimistic concurrency: read the
+enclave record and its version, apply the pure transition, write it back if nobody else did in
+the meantime, and try again if somebody did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from nclav import transitions
+from nclav.errors import ConflictError, PermanentError
+from nclav.hashing import export_hash, import_hash, inputs_hash, partition_hash
+from nclav.plan import Action, resolve_partition_inputs
+from nclav.records import EventKind, StepStatus
+from nclav.state import EnclaveState, PartitionState, Status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from nclav.engine.driver import Driver
+    from nclav.engine.iac_steps import PartitionIac
+    from nclav.graph import Graph
+    from nclav.model import Cloud
+    from nclav.ports import StateStore
+    from nclav.records import StepRecord
+
+
+class EventSink(Protocol):
+    def __call__(
+        self,
+        kind: EventKind,
+        *,
+        enclave_id: str | None = None,
+        partition_id: str | None = None,
+        run_id: str | None = None,
+        fields: Mapping[str, str | int | bool | None] | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    store: StateStore
+    graph: Graph
+    files: Mapping[str, Mapping[str, bytes]]  # "enclave/partition" -> its files
+    drivers: Mapping[Cloud, Driver]
+    default_cloud: Cloud
+    iac: PartitionIac
+    run_id: str
+    event: EventSink
+
+    def driver_for(self, cloud: Cloud | None) -> Driver:
+        cloud = cloud or self.default_cloud
+        driver = self.drivers.get(cloud)
+        if driver is None:
+            raise PermanentError(f"driver not configured for cloud: {cloud.value}")
+        return driver
+
+    def applied(self) -> dict[str, EnclaveState]:
+        return {s.enclave_id: s for s in self.store.list_enclaves()}
+
+    def update(
+        self, enclave_id: str, change: Callable[[EnclaveState | None], EnclaveState | None]
+    ) -> EnclaveState | None:
+        """Read-modify-write one enclave record; ``None`` from ``change`` deletes it."""
+        for _ in range(20):
+            found = self.store.get_enclave(enclave_id)
+            state, version = found if found else (None, None)
+            new = change(state)
+            try:
+                if new is None:
+                    if version is not None:
+                        self.store.delete_enclave(enclave_id, version)
+                    return None
+                self.store.put_enclave(new, version)
+                return new
+            except ConflictError:
+                continue
+        raise ConflictError(f"enclave {enclave_id}: too many concurrent updates")
+
+
+def carry_out(ctx: StepContext, step: StepRecord) -> StepStatus:
+    handler = _HANDLERS[step.action]
+    return handler(ctx, step)
+
+
+def _require(state: EnclaveState | None, enclave_id: str) -> EnclaveState:
+    if state is None:
+        raise PermanentError(f"enclave {enclave_id} has not been provisioned")
+    return state
+
+
+def _provision_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid = step.enclave_id
+    loaded = ctx.graph.enclaves[eid]
+    cloud = loaded.config.cloud or ctx.default_cloud
+    driver = ctx.driver_for(cloud)
+    found = ctx.store.get_enclave(eid)
+    old = found[0] if found else None
+    try:
+        handle, context = driver.provision_enclave(
+            loaded.config, old.enclave_handle if old else None
+        )
+    except PermanentError as exc:
+        _mark_failed(ctx, eid, None, str(exc))
+        raise
+    ctx.update(
+        eid, lambda s: transitions.enclave_provisioned(ctx.graph, s, eid, cloud, handle, context)
+    )
+    ctx.event(EventKind.ENCLAVE_PROVISIONED, enclave_id=eid, run_id=ctx.run_id)
+    return StepStatus.SUCCEEDED
+
+
+def _provision_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid, pid = step.enclave_id, step.target or ""
+    loaded = ctx.graph.enclaves[eid]
+    part = loaded.partition(pid)
+    assert part is not None
+    applied = ctx.applied()
+    state = _require(applied.get(eid), eid)
+    inputs, problems = resolve_partition_inputs(ctx.graph, applied, eid, pid)
+    if problems:
+        message = "; ".join(problems)
+        _mark_failed(ctx, eid, pid, message)
+        raise PermanentError(message)
+    stored = state.partitions.get(pid)
+    if (
+        step.conditional
+        and stored is not None
+        and stored.meta.status == Status.ACTIVE
+        and stored.meta.desired_hash == partition_hash(part)
+        and stored.inputs_hash == inputs_hash(inputs)
+    ):
+        return StepStatus.SKIPPED
+    driver = ctx.driver_for(state.resolved_cloud)
+    ctx.update(eid, lambda s: _partition_started(_require(s, eid), pid))
+    try:
+        handle = driver.provision_partition(
+            loaded.config, part.config, stored.partition_handle if stored else None
+        )
+        env = driver.auth_env(state.enclave_handle, handle)
+        outputs = ctx.iac.apply(
+            ctx.run_id,
+            eid,
+            part.config,
+            ctx.files.get(f"{eid}/{pid}", {}),
+            inputs,
+            env,
+            update=stored is not None,
+        )
+    except PermanentError as exc:
+        _mark_failed(ctx, eid, pid, str(exc))
+        raise
+    ctx.update(
+        eid,
+        lambda s: transitions.partition_applied(
+            ctx.graph, _require(s, eid), pid, handle, outputs, inputs
+        ),
+    )
+    ctx.event(EventKind.PARTITION_PROVISIONED, enclave_id=eid, partition_id=pid, run_id=ctx.run_id)
+    return StepStatus.SUCCEEDED
+
+
+def _wire_export(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid, name = step.enclave_id, step.target or ""
+    loaded = ctx.graph.enclaves[eid]
+    export = next(e for e in loaded.config.exports if e.name == name)
+    found = ctx.store.get_enclave(eid)
+    state = _require(found[0] if found else None, eid)
+    target = state.partitions.get(export.target_partition)
+    outputs = target.resolved_outputs if target else {}
+    if step.conditional and state.export_hashes.get(name) == export_hash(export, outputs):
+        return StepStatus.SKIPPED
+    handle = ctx.driver_for(state.resolved_cloud).provision_export(loaded.config, export, outputs)
+    ctx.update(eid, lambda s: transitions.export_wired(ctx.graph, _require(s, eid), name, handle))
+    ctx.event(
+        EventKind.EXPORT_WIRED, enclave_id=eid, run_id=ctx.run_id, fields={"export_name": name}
+    )
+    return StepStatus.SUCCEEDED
+
+
+def _wire_import(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid, alias = step.enclave_id, step.target or ""
+    wiring = ctx.graph.aliases[eid][alias]
+    applied = ctx.applied()
+    state = _require(applied.get(eid), eid)
+    exporter = applied.get(wiring.exporter)
+    exp_hash = exporter.export_hashes.get(wiring.export.name) if exporter else None
+    if step.conditional and state.import_hashes.get(alias) == import_hash(wiring.imp, exp_hash):
+        return StepStatus.SKIPPED
+    export_handle = exporter.export_handles.get(wiring.export.name) if exporter else None
+    driver = ctx.driver_for(state.resolved_cloud)
+    handle = driver.provision_import(ctx.graph.enclaves[eid].config, wiring.imp, export_handle)
+    ctx.update(
+        eid,
+        lambda s: transitions.import_wired(
+            ctx.graph, _require(s, eid), ctx.applied().get(wiring.exporter), alias, handle
+        ),
+    )
+    fields = {"export_name": wiring.export.name}
+    ctx.event(EventKind.IMPORT_WIRED, enclave_id=eid, run_id=ctx.run_id, fields=fields)
+    return StepStatus.SUCCEEDED
+
+
+def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid, pid = step.enclave_id, step.target or ""
+    found = ctx.store.get_enclave(eid)
+    if found is None or pid not in found[0].partitions:
+        return StepStatus.SUCCEEDED  # already gone (a redelivered message)
+    state = found[0]
+    stored = state.partitions[pid]
+    driver = ctx.driver_for(state.resolved_cloud)
+    env = driver.auth_env(state.enclave_handle, stored.partition_handle)
+    try:
+        ctx.iac.destroy(ctx.run_id, eid, stored.desired, env)
+        driver.teardown_partition(eid, pid, stored.partition_handle)
+    except PermanentError as exc:
+        _mark_failed(ctx, eid, pid, str(exc))
+        raise
+    ctx.update(eid, lambda s: transitions.removed(s, Action.TEARDOWN_PARTITION, pid) if s else None)
+    ctx.event(EventKind.PARTITION_DELETED, enclave_id=eid, partition_id=pid, run_id=ctx.run_id)
+    return StepStatus.SUCCEEDED
+
+
+def _unwire(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid, target = step.enclave_id, step.target or ""
+    found = ctx.store.get_enclave(eid)
+    if found is None:
+        return StepStatus.SUCCEEDED
+    state = found[0]
+    driver = ctx.driver_for(state.resolved_cloud)
+    if step.action == Action.UNWIRE_EXPORT:
+        driver.teardown_export(eid, target, state.export_handles.get(target))
+        kind, fields = EventKind.EXPORT_UNWIRED, {"export_name": target}
+    else:
+        driver.teardown_import(eid, target, state.import_handles.get(target))
+        kind, fields = EventKind.IMPORT_UNWIRED, {"alias": target}
+    ctx.update(eid, lambda s: transitions.removed(s, step.action, target) if s else None)
+    ctx.event(kind, enclave_id=eid, run_id=ctx.run_id, fields=fields)
+    return StepStatus.SUCCEEDED
+
+
+def _teardown_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
+    eid = step.enclave_id
+    found = ctx.store.get_enclave(eid)
+    if found is None:
+        return StepStatus.SUCCEEDED
+    state = found[0]
+    ctx.driver_for(state.resolved_cloud).teardown_enclave(state.desired, state.enclave_handle)
+    ctx.update(eid, lambda s: None)
+    ctx.event(EventKind.ENCLAVE_DELETED, enclave_id=eid, run_id=ctx.run_id)
+    return StepStatus.SUCCEEDED
+
+
+def _partition_started(state: EnclaveState, pid: str) -> EnclaveState:
+    old = state.partitions.get(pid) or PartitionState()
+    status = Status.UPDATING if old.partition_handle else Status.PROVISIONING
+    new = old.model_copy(update={"meta": old.meta.started(status)})
+    return state.model_copy(update={"partitions": {**state.partitions, pid: new}})
+
+
+def _mark_failed(ctx: StepContext, eid: str, pid: str | None, message: str) -> None:
+    def change(state: EnclaveState | None) -> EnclaveState | None:
+        if pid is None:
+            base = state or EnclaveState(enclave_id=eid)
+            return base.model_copy(update={"meta": base.meta.failed(message)})
+        if state is None:
+            return None
+        old = state.partitions.get(pid) or PartitionState()
+        new = old.model_copy(update={"meta": old.meta.failed(message)})
+        return state.model_copy(update={"partitions": {**state.partitions, pid: new}})
+
+    ctx.update(eid, change)
+    if pid is None:
+        ctx.event(
+            EventKind.ENCLAVE_ERROR, enclave_id=eid, run_id=ctx.run_id, fields={"message": message}
+        )
+    else:
+        ctx.event(
+            EventKind.PARTITION_ERROR,
+            enclave_id=eid,
+            partition_id=pid,
+            run_id=ctx.run_id,
+            fields={"message": message},
+        )
+
+
+_HANDLERS: dict[Action, Callable[[StepContext, StepRecord], StepStatus]] = {
+    Action.PROVISION_ENCLAVE: _provision_enclave,
+    Action.PROVISION_PARTITION: _provision_partition,
+    Action.WIRE_EXPORT: _wire_export,
+    Action.WIRE_IMPORT: _wire_import,
+    Action.TEARDOWN_PARTITION: _teardown_partition,
+    Action.UNWIRE_EXPORT: _unwire,
+    Action.UNWIRE_IMPORT: _unwire,
+    Action.TEARDOWN_ENCLAVE: _teardown_enclave,
+}
+
+__all__ = ["StepContext", "carry_out"]

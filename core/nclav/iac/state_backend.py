@@ -1,0 +1,111 @@
+"""Terraform's HTTP state backend, without the HTTP: what ``/terraform/state/{enc}/{part}`` does.
+
+State is opaque bytes. Every POST writes a new blob
+``tfstate/<enc>/<part>/<seq:08d>-<UTC time>-<sha256[:12]>`` and then moves the pointer in the
+state store, so no version is ever overwritten or lost, and DELETE only drops the pointer.
+The lock lives in the state store behind a conditional write, so it holds across processes.
+
+The API maps the outcomes: ``lock`` returning a holder is 423 with the holder's info,
+``LockHeldError`` from ``unlock`` or ``post_state`` is 409 with it, ``SpecError`` is 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import TYPE_CHECKING
+
+from nclav.errors import ConflictError, Issue, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic import JsonValue
+
+    from nclav.ports import BlobStore, Clock, StateStore
+    from nclav.records import TfLock
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_VERSION = re.compile(r"^(\d{8})-")
+
+
+class LockHeldError(ConflictError):
+    """The state is locked under another ID; ``holder`` is the lock terraform should see."""
+
+    def __init__(self, holder: TfLock) -> None:
+        super().__init__(f"terraform state {holder.key} is locked by {holder.lock_id!r}")
+        self.holder = holder
+
+
+def _check_segment(field: str, value: str) -> str:
+    if not _SEGMENT.match(value):
+        issue = Issue(path="terraform state", line=None, field=field, message="not a valid id")
+        raise SpecError([issue])
+    return value
+
+
+class TerraformStateBackend:
+    def __init__(self, store: StateStore, blobs: BlobStore, clock: Clock) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._clock = clock
+
+    @staticmethod
+    def key(enclave_id: str, partition_id: str) -> str:
+        return (
+            f"{_check_segment('enclave', enclave_id)}/{_check_segment('partition', partition_id)}"
+        )
+
+    def get_state(self, enclave_id: str, partition_id: str) -> bytes | None:
+        pointer = self._store.get_tf_state(self.key(enclave_id, partition_id))
+        return None if pointer is None else self._blobs.get(pointer)
+
+    def post_state(
+        self, enclave_id: str, partition_id: str, body: bytes, lock_id: str | None
+    ) -> str:
+        """Store a new version and make it current; returns its blob key."""
+        key = self.key(enclave_id, partition_id)
+        holder = self._store.get_lock(key)
+        if holder is not None and lock_id != holder.lock_id:
+            raise LockHeldError(holder)
+        versions = self.list_versions(enclave_id, partition_id)
+        last = _VERSION.match(versions[-1].rsplit("/", 1)[-1]) if versions else None
+        seq = int(last.group(1)) + 1 if last else 1
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.now()))
+        digest = hashlib.sha256(body).hexdigest()[:12]
+        blob_key = f"tfstate/{key}/{seq:08d}-{stamp}-{digest}"
+        self._blobs.put(blob_key, body)
+        self._store.set_tf_state(key, blob_key)
+        return blob_key
+
+    def delete_state(self, enclave_id: str, partition_id: str) -> None:
+        """Forget the current state; its versions stay in the blob store."""
+        self._store.set_tf_state(self.key(enclave_id, partition_id), None)
+
+    def list_versions(self, enclave_id: str, partition_id: str) -> list[str]:
+        """Blob keys of every stored version, oldest first."""
+        return self._blobs.list(f"tfstate/{self.key(enclave_id, partition_id)}/")
+
+    def lock(
+        self, enclave_id: str, partition_id: str, info: Mapping[str, JsonValue]
+    ) -> TfLock | None:
+        """``None`` when acquired, else the holder (a lock is never taken twice, same ID or not)."""
+        if not isinstance(info.get("ID"), str):
+            issue = Issue(path="lock info", line=None, field="ID", message="expected a string")
+            raise SpecError([issue])
+        return self._store.lock(self.key(enclave_id, partition_id), info)
+
+    def unlock(
+        self, enclave_id: str, partition_id: str, info: Mapping[str, JsonValue] | None
+    ) -> None:
+        """Release the lock named by ``info["ID"]``; no info, or no ID in it, forces."""
+        lock_id = info.get("ID") if info is not None else None
+        holder = self._store.unlock(
+            self.key(enclave_id, partition_id), lock_id if isinstance(lock_id, str) else None
+        )
+        if holder is not None:
+            raise LockHeldError(holder)
+
+
+__all__ = ["LockHeldError", "TerraformStateBackend"]

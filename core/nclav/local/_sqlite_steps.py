@@ -1,0 +1,150 @@
+"""The SQLite store's steps: claims, leases and compare-and-swap, each one conditional UPDATE."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from nclav.errors import ConflictError, NotFoundError
+from nclav.records import StepRecord, check_finish_status, iso_time
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from nclav.local._sqlite_db import Database
+    from nclav.records import StepStatus
+
+_COLUMNS = tuple(StepRecord.model_fields)
+INSERT_STEP = (
+    f"INSERT INTO steps (position, {', '.join(_COLUMNS)}) "
+    f"VALUES (:position, {', '.join(':' + c for c in _COLUMNS)})"
+)
+_UPDATE = (
+    "UPDATE steps SET "
+    + ", ".join(f"{c} = :{c}" for c in _COLUMNS if c not in ("run_id", "step_id"))
+    + " WHERE run_id = :run_id AND step_id = :step_id AND version = :expected"
+)
+_CLAIM = """
+    UPDATE steps SET status = 'running', attempts = attempts + 1, lease_owner = :owner,
+        lease_expires_at = :expires, not_before = NULL, started_at = :started,
+        version = version + 1
+    WHERE run_id = :run_id AND step_id = :step_id AND (
+        (status = 'ready' AND (not_before IS NULL OR not_before <= :now))
+        OR (status = 'running' AND lease_expires_at <= :now))
+"""
+# Holding a step means owning its lease, expired or not, until someone else claims it.
+_HELD = "run_id = :run_id AND step_id = :step_id AND status = 'running' AND lease_owner = :owner"
+_ONE = "SELECT * FROM steps WHERE run_id = ? AND step_id = ?"
+
+
+def step_params(step: StepRecord, position: int | None = None) -> dict[str, Any]:
+    params = step.model_dump(mode="json")
+    params["depends_on"] = json.dumps(params["depends_on"])
+    params["conditional"] = int(step.conditional)
+    if position is not None:
+        params["position"] = position
+    return params
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    data = {c: row[c] for c in _COLUMNS}
+    data["depends_on"] = json.loads(data["depends_on"])
+    return StepRecord.model_validate(data)
+
+
+class SqliteSteps:
+    """The step methods of ``SqliteStateStore``."""
+
+    _db: Database
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        rows = self._db.rows("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
+        return [_step(r) for r in rows]
+
+    def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
+        rows = self._db.rows(_ONE, (run_id, step_id))
+        return _step(rows[0]) if rows else None
+
+    def claim_step(
+        self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
+    ) -> StepRecord | None:
+        params = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "owner": owner,
+            "expires": now + lease_s,
+            "started": iso_time(now),
+            "now": now,
+        }
+        with self._db.write() as conn:
+            if conn.execute(_CLAIM, params).rowcount != 1:
+                return None
+            return _step(conn.execute(_ONE, (run_id, step_id)).fetchone())
+
+    def renew_lease(
+        self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
+    ) -> bool:
+        params = {"run_id": run_id, "step_id": step_id, "owner": owner, "expires": now + lease_s}
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE steps SET lease_expires_at = :expires, version = version + 1 "
+                f"WHERE {_HELD}",
+                params,
+            )
+            return cur.rowcount == 1
+
+    def finish_step(
+        self,
+        run_id: str,
+        step_id: str,
+        owner: str,
+        status: StepStatus,
+        error: str | None,
+        now: float,
+        *,
+        not_before: float | None = None,
+    ) -> StepRecord | None:
+        check_finish_status(status)
+        params = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "owner": owner,
+            "status": status.value,
+            "error": error,
+            "finished": iso_time(now),
+            "not_before": not_before,
+        }
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE steps SET status = :status, error = :error, finished_at = :finished, "
+                "lease_owner = NULL, lease_expires_at = NULL, not_before = :not_before, "
+                f"version = version + 1 WHERE {_HELD}",
+                params,
+            )
+            if cur.rowcount != 1:
+                return None
+            return _step(conn.execute(_ONE, (run_id, step_id)).fetchone())
+
+    def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
+        params = step_params(step.model_copy(update={"version": expected_version + 1}))
+        with self._db.write() as conn:
+            if conn.execute(_UPDATE, {**params, "expected": expected_version}).rowcount == 1:
+                return _step(conn.execute(_ONE, (step.run_id, step.step_id)).fetchone())
+            row = conn.execute(_ONE, (step.run_id, step.step_id)).fetchone()
+        if row is None:
+            raise NotFoundError(f"step not found: {step.run_id}/{step.step_id}")
+        raise ConflictError(
+            f"step {step.step_id}: expected version {expected_version}, found {row['version']}"
+        )
+
+    def list_expired_leases(self, now: float) -> list[StepRecord]:
+        rows = self._db.rows(
+            "SELECT steps.* FROM steps JOIN runs ON runs.id = steps.run_id "
+            "WHERE steps.status = 'running' AND steps.lease_expires_at <= ? "
+            "ORDER BY runs.seq, steps.position",
+            (now,),
+        )
+        return [_step(r) for r in rows]
+
+
+__all__ = ["INSERT_STEP", "SqliteSteps", "step_params"]

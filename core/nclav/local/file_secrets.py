@@ -1,0 +1,49 @@
+"""``FileSecretStore``: one file per secret in a directory only the owner can enter.
+
+The directory is kept at mode 0700 and every file is created at 0600 (never widened by the
+umask, never briefly readable), then renamed into place so a reader never sees half a value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from nclav.ports import check_secret_name
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+class FileSecretStore:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.directory, _DIR_MODE)
+
+    def get(self, name: str) -> str | None:
+        try:
+            return (self.directory / check_secret_name(name)).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, value: str) -> None:
+        path = self.directory / check_secret_name(name)
+        tmp = self.directory / f".{name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _FILE_MODE)  # O_CREAT's mode is masked by the umask; this is not
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+__all__ = ["FileSecretStore"]

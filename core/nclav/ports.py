@@ -1,0 +1,320 @@
+"""The ports: what the engine, the API and the Terraform state backend need from a runtime.
+
+Each runtime (local, AWS, GCP, Azure) implements these protocols; every implementation passes
+the same contract suite in ``tests/contract``. The rules a cloud adapter must keep:
+
+* Every conditional write (enclave versions, step claims and leases, Terraform locks, the
+  partition mutex) is a single conditional operation in the backing service, so it holds
+  across processes and machines, never a read followed by a write.
+* A lost condition raises ``ConflictError`` (or returns ``None``/``False`` where the method
+  says so); SDK exceptions never escape an adapter.
+* Times the store compares are epoch seconds passed in by the caller (``now``), never read
+  from the store's own clock, so a ``ManualClock`` drives every lease in tests.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from nclav.errors import Issue, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pydantic import JsonValue
+
+    from nclav.records import (
+        AuditEvent,
+        IacRun,
+        Run,
+        RunStatus,
+        StepRecord,
+        StepStatus,
+        TfLock,
+    )
+    from nclav.state import EnclaveState
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Epoch seconds."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests)."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+
+class StateStore(Protocol):
+    """Applied state, runs and steps, audit events, IaC runs and Terraform locks."""
+
+    def ping(self) -> None:
+        """Return if the store answers; raise otherwise (``/ready``)."""
+        ...
+
+    # -- enclaves: versioned documents (optimistic concurrency) -------------------------
+
+    def get_enclave(self, enclave_id: str) -> tuple[EnclaveState, int] | None: ...
+
+    def list_enclaves(self) -> list[EnclaveState]:
+        """Every enclave, sorted by id."""
+        ...
+
+    def put_enclave(self, state: EnclaveState, expected_version: int | None) -> int:
+        """Write ``state`` if the stored version is ``expected_version`` and return the new one.
+
+        ``None`` means the enclave must not exist yet. Versions start at 1.
+        Raises ``ConflictError`` on a mismatch.
+        """
+        ...
+
+    def delete_enclave(self, enclave_id: str, expected_version: int) -> None:
+        """Raises ``ConflictError`` unless the enclave exists at ``expected_version``."""
+        ...
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
+        """Store a run and its steps in one write; returns the run with its ``seq``.
+
+        Steps keep the given order in ``list_steps``. Raises ``ConflictError`` if the id exists.
+        """
+        ...
+
+    def get_run(self, run_id: str) -> Run | None: ...
+
+    def list_runs(self, limit: int = 50, status: RunStatus | None = None) -> list[Run]:
+        """Newest first."""
+        ...
+
+    def update_run(self, run: Run) -> Run:
+        """Replace a run's document (``seq`` stays the store's).
+
+        Raises ``NotFoundError`` for an unknown run and ``ConflictError`` when the stored run
+        is already final (succeeded or failed), so a run is finalised exactly once.
+        """
+        ...
+
+    def list_unfinished_runs(self) -> list[Run]:
+        """Queued and running runs, oldest (lowest ``seq``) first."""
+        ...
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        """In the order given to ``create_run``."""
+        ...
+
+    def get_step(self, run_id: str, step_id: str) -> StepRecord | None: ...
+
+    def claim_step(
+        self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
+    ) -> StepRecord | None:
+        """Take a step under a lease, or return ``None`` if it is not claimable.
+
+        Claimable: ready with ``not_before`` unset or ``<= now``, or running with a lease
+        that expired (``lease_expires_at <= now``). The claim sets status running, the lease,
+        ``started_at`` and adds one to ``attempts``.
+        """
+        ...
+
+    def renew_lease(
+        self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
+    ) -> bool:
+        """Extend the lease to ``now + lease_s`` if ``owner`` still holds the step."""
+        ...
+
+    def finish_step(
+        self,
+        run_id: str,
+        step_id: str,
+        owner: str,
+        status: StepStatus,
+        error: str | None,
+        now: float,
+        *,
+        not_before: float | None = None,
+    ) -> StepRecord | None:
+        """Record the outcome if ``owner`` still holds the step; ``None`` if it does not.
+
+        Releases the lease. ``status`` is final, or ``ready`` with ``not_before`` to hand the
+        step back for a retry after a backoff.
+        """
+        ...
+
+    def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
+        """Replace a step if it is at ``expected_version``; returns it at the next version.
+
+        Raises ``NotFoundError`` for an unknown step, ``ConflictError`` on a mismatch.
+        """
+        ...
+
+    def list_expired_leases(self, now: float) -> list[StepRecord]:
+        """Running steps whose lease ran out (their worker died or stalled)."""
+        ...
+
+    # -- audit events ------------------------------------------------------------------------
+
+    def append_event(self, event: AuditEvent) -> AuditEvent:
+        """Append; returns the event with its ``seq`` (strictly increasing)."""
+        ...
+
+    def list_events(
+        self, enclave_id: str | None = None, limit: int = 100, *, run_id: str | None = None
+    ) -> list[AuditEvent]:
+        """The last ``limit`` events matching the filters, oldest first."""
+        ...
+
+    # -- IaC runs ----------------------------------------------------------------------------
+
+    def put_iac_run(self, run: IacRun) -> None:
+        """Insert or replace by id."""
+        ...
+
+    def get_iac_run(self, run_id: str) -> IacRun | None: ...
+
+    def list_iac_runs(self, enclave_id: str, partition_id: str, limit: int = 100) -> list[IacRun]:
+        """Newest ``started_at`` first."""
+        ...
+
+    # -- Terraform state locks and state pointers --------------------------------------------
+
+    def lock(self, key: str, info: Mapping[str, JsonValue]) -> TfLock | None:
+        """Take the lock: ``None`` when acquired, else the current holder (even for its ID)."""
+        ...
+
+    def unlock(self, key: str, lock_id: str | None) -> TfLock | None:
+        """Release the lock held under ``lock_id``; ``None`` forces.
+
+        Returns ``None`` when released or when there was no lock, and the holder, untouched,
+        when it holds another ID.
+        """
+        ...
+
+    def get_lock(self, key: str) -> TfLock | None: ...
+
+    def get_tf_state(self, key: str) -> str | None:
+        """The blob key of the current Terraform state version."""
+        ...
+
+    def set_tf_state(self, key: str, blob_key: str | None) -> None: ...
+
+    # -- partition mutex: one terraform process per partition, across processes ------------
+
+    def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
+        """Take or renew the mutex; succeeds if free, expired, or already ``owner``'s."""
+        ...
+
+    def release_partition(self, key: str, owner: str) -> bool:
+        """Release if ``owner`` holds it."""
+        ...
+
+
+class WorkQueue(Protocol):
+    """Messages such as ``{"run_id": ..., "step_id": ...}``, delivered at least once.
+
+    How messages are consumed is the runtime's: a worker pool calling a handler locally, a
+    function trigger in the cloud. A handler that raises gets the message again later.
+    """
+
+    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None: ...
+
+    def close(self) -> None:
+        """Stop consuming; a message being handled finishes first."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Bytes under '/'-separated keys (bundles, IaC logs, Terraform state versions)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Replace the whole object at once: a reader sees the old or the new bytes."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Raises ``NotFoundError``."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Deleting a missing key is not an error."""
+        ...
+
+    def append(self, key: str, data: bytes) -> None:
+        """Add to the end, creating the object; what was appended is readable at once."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+        ...
+
+
+class SecretStore(Protocol):
+    def get(self, name: str) -> str | None: ...
+
+    def put(self, name: str, value: str) -> None: ...
+
+
+class InvalidKeyError(SpecError):
+    """A blob key or secret name that could escape its namespace or is malformed."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__([Issue(path=repr(key), line=None, field="", message=message)])
+        self.key = key
+
+
+_MAX_KEY = 1024
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_blob_key(key: str) -> str:
+    """Return ``key`` if it is a relative '/'-separated key with no empty, '.' or '..' part."""
+    if not key or len(key) > _MAX_KEY:
+        raise InvalidKeyError(key, f"a blob key has 1-{_MAX_KEY} characters")
+    if "\\" in key or "\0" in key:
+        raise InvalidKeyError(key, "a blob key cannot contain '\\' or NUL")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidKeyError(key, "a blob key is relative, with no empty, '.' or '..' part")
+    return key
+
+
+def check_secret_name(name: str) -> str:
+    if not _SECRET_NAME.match(name):
+        raise InvalidKeyError(name, "a secret name is 1-128 letters, digits, '.', '_' or '-'")
+    return name
+
+
+__all__ = [
+    "BlobStore",
+    "Clock",
+    "InvalidKeyError",
+    "ManualClock",
+    "SecretStore",
+    "StateStore",
+    "SystemClock",
+    "WorkQueue",
+    "check_blob_key",
+    "check_secret_name",
+]

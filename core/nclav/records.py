@@ -1,0 +1,261 @@
+"""What the engine persists besides ``EnclaveState``: runs, steps, audit events, IaC runs, locks.
+
+Every record is a frozen pydantic model, so the same document travels through every store and
+the HTTP API. Fields a store owns (a run's and an event's ``seq``, a step's ``version``) are
+assigned by the store on write; whatever the caller put there is ignored.
+
+Times people read (``created_at``, ``at``, ...) are RFC 3339 strings in UTC, like the applied
+state's; times the engine compares (``lease_expires_at``, ``not_before``) are epoch seconds
+from the injected ``Clock``, so tests can move time by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from nclav.plan import Action, Step
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_RECORD = ConfigDict(frozen=True, extra="forbid")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso_time(ts: float) -> str:
+    """Epoch seconds as the fixed-width UTC text used in every record (sorts as it reads)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"  # waiting for dependencies
+    READY = "ready"  # dependencies met; may be claimed once not_before has passed
+    RUNNING = "running"  # claimed under a lease
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # a conditional step whose inputs did not move
+    FAILED = "failed"
+    BLOCKED = "blocked"  # a dependency failed
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL_STEP
+
+
+_FINAL_STEP = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.BLOCKED}
+)
+
+
+class Run(BaseModel):
+    """One reconcile: the plan's steps carried out for a bundle."""
+
+    model_config = _RECORD
+
+    id: str = Field(default_factory=new_id)
+    seq: int = 0
+    status: RunStatus = RunStatus.QUEUED
+    dry_run: bool = False
+    bundle: str | None = None  # the bundle's sha256 digest
+    enclave_ids: tuple[str, ...] = ()
+    trigger: str = "api"
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    changes: int = 0
+    errors: tuple[str, ...] = ()
+
+
+class StepRecord(BaseModel):
+    """A plan ``Step`` inside a run, with its progress and lease."""
+
+    model_config = _RECORD
+
+    run_id: str
+    step_id: str
+    action: Action
+    enclave_id: str
+    target: str | None = None
+    depends_on: tuple[str, ...] = ()
+    conditional: bool = False
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    not_before: float | None = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    version: int = 0
+
+    @classmethod
+    def of(cls, run_id: str, step: Step) -> StepRecord:
+        """A fresh record: ready when the step has no dependencies, pending otherwise."""
+        return cls(
+            run_id=run_id,
+            step_id=step.id,
+            action=step.action,
+            enclave_id=step.enclave_id,
+            target=step.target,
+            depends_on=step.depends_on,
+            conditional=step.conditional,
+            status=StepStatus.PENDING if step.depends_on else StepStatus.READY,
+        )
+
+
+def check_run_steps(run: Run, steps: Sequence[StepRecord]) -> None:
+    """What every store checks before ``create_run``."""
+    ids = [s.step_id for s in steps]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"run {run.id}: duplicate step ids")
+    if any(s.run_id != run.id for s in steps):
+        raise ValueError(f"run {run.id}: every step must carry its run's id")
+
+
+def check_finish_status(status: StepStatus) -> None:
+    """What every store checks before ``finish_step``: a finished step is not running."""
+    if status in (StepStatus.RUNNING, StepStatus.PENDING):
+        raise ValueError(f"a step cannot finish as {status}")
+
+
+class EventKind(StrEnum):
+    RECONCILE_STARTED = "ReconcileStarted"
+    RECONCILE_COMPLETED = "ReconcileCompleted"
+    ENCLAVE_PROVISIONED = "EnclaveProvisioned"
+    PARTITION_PROVISIONED = "PartitionProvisioned"
+    EXPORT_WIRED = "ExportWired"
+    IMPORT_WIRED = "ImportWired"
+    ENCLAVE_ERROR = "EnclaveError"
+    PARTITION_ERROR = "PartitionError"
+    # Added kinds: the original wrote no events for teardown.
+    ENCLAVE_DELETED = "EnclaveDeleted"
+    PARTITION_DELETED = "PartitionDeleted"
+    EXPORT_UNWIRED = "ExportUnwired"
+    IMPORT_UNWIRED = "ImportUnwired"
+
+
+_RUN_KINDS = frozenset({EventKind.RECONCILE_STARTED, EventKind.RECONCILE_COMPLETED})
+_IMPORT_KINDS = frozenset({EventKind.IMPORT_WIRED, EventKind.IMPORT_UNWIRED})
+
+EventField = str | int | bool | None
+
+
+class AuditEvent(BaseModel):
+    """One line of the append-only audit log.
+
+    ``enclave_id`` is the enclave the event is filed under (for imports, the importer).
+    ``fields`` holds the kind's remaining fields (``message``, ``export_name``, ``changes``,
+    ``dry_run``) so the original's flat JSON shape comes back from ``to_json``.
+    """
+
+    model_config = _RECORD
+
+    seq: int = 0
+    id: str = Field(default_factory=new_id)
+    kind: EventKind
+    at: str
+    enclave_id: str | None = None
+    partition_id: str | None = None
+    run_id: str | None = None
+    fields: dict[str, EventField] = Field(default_factory=dict)
+
+    def to_json(self) -> dict[str, JsonValue]:
+        # The original's Reconcile events carry the run id as their id.
+        ident = self.run_id if self.kind in _RUN_KINDS and self.run_id else self.id
+        out: dict[str, JsonValue] = {"kind": self.kind.value, "id": ident, "at": self.at}
+        if self.enclave_id is not None:
+            key = "importer_enclave" if self.kind in _IMPORT_KINDS else "enclave_id"
+            out[key] = self.enclave_id
+        if self.partition_id is not None:
+            out["partition_id"] = self.partition_id
+        out.update(self.fields)
+        out["seq"] = self.seq
+        if self.run_id is not None:
+            out["run_id"] = self.run_id
+        return out
+
+
+class IacOperation(StrEnum):
+    PROVISION = "provision"
+    UPDATE = "update"
+    TEARDOWN = "teardown"
+
+
+class IacStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class IacRun(BaseModel):
+    """One terraform invocation on a partition; stored from the moment it starts.
+
+    ``log`` keeps the original's field (a tail, or empty while running); the whole combined
+    log is the blob at ``log_blob``, appended as the command runs.
+    """
+
+    model_config = _RECORD
+
+    id: str = Field(default_factory=new_id)
+    enclave_id: str
+    partition_id: str
+    operation: IacOperation
+    status: IacStatus = IacStatus.RUNNING
+    started_at: str
+    finished_at: str | None = None
+    exit_code: int | None = None
+    reconcile_run_id: str | None = None
+    log: str = ""
+    log_blob: str | None = None
+
+
+class TfLock(BaseModel):
+    """A Terraform state lock: the lock info exactly as terraform sent it."""
+
+    model_config = _RECORD
+
+    key: str
+    info: dict[str, JsonValue]
+
+    @property
+    def lock_id(self) -> str | None:
+        """Terraform's ``ID`` field, when it is a string."""
+        value = self.info.get("ID")
+        return value if isinstance(value, str) else None
+
+
+__all__ = [
+    "AuditEvent",
+    "EventField",
+    "EventKind",
+    "IacOperation",
+    "IacRun",
+    "IacStatus",
+    "Run",
+    "RunStatus",
+    "StepRecord",
+    "StepStatus",
+    "TfLock",
+    "check_finish_status",
+    "check_run_steps",
+    "iso_time",
+    "new_id",
+]

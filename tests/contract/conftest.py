@@ -1,0 +1,115 @@
+"""Every implementation of each port, as parametrized fixtures.
+
+A cloud adapter joins by adding its id to the matching ``params`` (skipping when its stand-in
+server is not running); the contract tests themselves do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from nclav.local import (
+    DirectoryBlobStore,
+    FileSecretStore,
+    InMemoryStateStore,
+    SqliteStateStore,
+    ThreadWorkQueue,
+)
+from nclav.plan import Action, Step
+from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
+from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nclav.local.thread_queue import Handler
+
+STATE_STORES = ["memory", "sqlite"]
+T0 = 1_767_225_600.0
+LEASE = 30.0
+
+
+def make_run(run_id: str | None = None, **fields: object) -> Run:
+    extra = {"id": run_id} if run_id else {}
+    return Run(created_at=iso_time(T0), **extra, **fields)
+
+
+def chain(run_id: str, *ids: str) -> list[StepRecord]:
+    """Steps ``ids`` where each depends on the one before (the first is ready)."""
+    steps: list[StepRecord] = []
+    previous: tuple[str, ...] = ()
+    for sid in ids:
+        step = Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous)
+        steps.append(StepRecord.of(run_id, step))
+        previous = (sid,)
+    return steps
+
+
+def independent(run_id: str, count: int) -> list[StepRecord]:
+    return [
+        StepRecord.of(run_id, Step(f"s{i:02d}", Action.PROVISION_ENCLAVE, f"e{i:02d}", None, ()))
+        for i in range(count)
+    ]
+
+
+def started(store: StateStore, *ids: str) -> Run:
+    run = make_run()
+    return store.create_run(run, chain(run.id, *ids))
+
+
+def event(kind: EventKind, enclave_id: str | None = None, **fields: object) -> AuditEvent:
+    return AuditEvent(kind=kind, at=iso_time(T0), enclave_id=enclave_id, **fields)
+
+
+def open_state_store(kind: str, path: Path) -> StateStore:
+    if kind == "memory":
+        return InMemoryStateStore()
+    if kind == "sqlite":
+        return SqliteStateStore(path / "state.db")
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=STATE_STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    opened = open_state_store(request.param, tmp_path)
+    yield opened
+    close = getattr(opened, "close", None)
+    if close is not None:
+        close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=["directory"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return DirectoryBlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture(params=["file"])
+def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> SecretStore:
+    return FileSecretStore(tmp_path / "secrets")
+
+
+QueueFactory = Callable[..., ThreadWorkQueue]
+
+
+@pytest.fixture(params=["thread"])
+def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
+    """``make_queue(handler, **options)``; every queue made is closed after the test."""
+    made: list[ThreadWorkQueue] = []
+
+    def make(handler: Handler, **options: Any) -> ThreadWorkQueue:
+        options.setdefault("retry_delay_s", 0.01)
+        queue = ThreadWorkQueue(handler, **options)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        queue.close(timeout=5)

@@ -1,0 +1,105 @@
+"""What only the SQLite store promises: a file that persists, migrations, other processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+
+from nclav.local import SqliteStateStore
+from nclav.local._sqlite_schema import SCHEMA_VERSION, SchemaError
+from nclav.records import EventKind
+from nclav.state import EnclaveState
+
+from .conftest import LEASE, T0, event, independent, make_run, started
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    run = started(store, "x", "y")
+    store.claim_step(run.id, "x", "w", LEASE, T0)
+    store.append_event(event(EventKind.ENCLAVE_PROVISIONED, "a"))
+    store.lock("a/p", {"ID": "one"})
+    store.close()
+
+    reopened = SqliteStateStore(path)
+    assert reopened.get_enclave("a") == (EnclaveState(enclave_id="a"), 1)
+    assert reopened.get_run(run.id) == run
+    step = reopened.get_step(run.id, "x")
+    assert step is not None and step.lease_owner == "w"
+    assert [e.enclave_id for e in reopened.list_events()] == ["a"]
+    holder = reopened.lock("a/p", {"ID": "two"})
+    assert holder is not None and holder.lock_id == "one"
+    assert reopened.migrated_from == SCHEMA_VERSION
+    reopened.close()
+
+
+def test_sqlite_migrations_are_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "state.db"
+    first = SqliteStateStore(path)
+    assert first.migrated_from == 0
+    second = SqliteStateStore(path)  # while the first is still open
+    assert second.migrated_from == SCHEMA_VERSION
+    first.close()
+    second.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SqliteStateStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaError):
+        SqliteStateStore(path)
+
+
+def test_sqlite_needs_a_file() -> None:
+    with pytest.raises(ValueError):
+        SqliteStateStore(":memory:")
+
+
+def _claim_all(path: str, run_id: str, owner: str, start: object) -> list[str]:
+    """Child process: claim every step of ``run_id`` it can; also try the Terraform lock."""
+    store = SqliteStateStore(path)
+    start.wait()  # type: ignore[attr-defined]
+    won = [
+        s.step_id
+        for s in store.list_steps(run_id)
+        if store.claim_step(run_id, s.step_id, owner, LEASE, T0) is not None
+    ]
+    if store.lock("e/p", {"ID": owner}) is None:
+        won.append("lock")
+    store.close()
+    return won
+
+
+def test_sqlite_claims_and_locks_hold_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SqliteStateStore(path)
+    run = make_run()
+    store.create_run(run, independent(run.id, 40))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        start = manager.Event()
+        pending = [
+            pool.apply_async(_claim_all, (path, run.id, f"proc{i}", start)) for i in range(3)
+        ]
+        start.set()
+        results = [p.get(timeout=60) for p in pending]
+    claimed = sorted(sid for won in results for sid in won)
+    assert claimed == sorted([f"s{i:02d}" for i in range(40)] + ["lock"])
+    holder = store.lock("e/p", {"ID": "parent"})
+    winner = next(f"proc{i}" for i, won in enumerate(results) if "lock" in won)
+    assert holder is not None and holder.lock_id == winner
+    assert store.claim_step(run.id, "s00", "parent", LEASE, T0) is None
+    store.close()

@@ -1,0 +1,351 @@
+"""The StateStore contract, run against every implementation (``store`` in conftest.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conftest import SEED, load_graph, write_tree
+from nclav.errors import ConflictError, NotFoundError
+from nclav.ports import ManualClock, StateStore
+from nclav.records import (
+    EventKind,
+    IacOperation,
+    IacRun,
+    IacStatus,
+    RunStatus,
+    StepStatus,
+    iso_time,
+)
+from nclav.state import EnclaveState, Status
+from nclav.transitions import simulate_apply
+
+from .conftest import T0, chain, event, make_run, started
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# -- enclaves -------------------------------------------------------------------------------------
+
+
+def test_ping(store: StateStore) -> None:
+    store.ping()
+
+
+def test_missing_enclave_is_none(store: StateStore) -> None:
+    assert store.get_enclave("nope") is None
+
+
+def test_put_new_enclave_starts_at_version_1(store: StateStore) -> None:
+    state = EnclaveState(enclave_id="a")
+    assert store.put_enclave(state, None) == 1
+    assert store.get_enclave("a") == (state, 1)
+
+
+def test_put_new_enclave_twice_conflicts(store: StateStore) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    with pytest.raises(ConflictError):
+        store.put_enclave(EnclaveState(enclave_id="a"), None)
+
+
+def test_put_enclave_at_version_advances_it(store: StateStore) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    changed = EnclaveState(enclave_id="a", context_vars={"k": "v"})
+    assert store.put_enclave(changed, 1) == 2
+    assert store.get_enclave("a") == (changed, 2)
+
+
+def test_put_enclave_with_stale_version_conflicts_and_changes_nothing(store: StateStore) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    store.put_enclave(EnclaveState(enclave_id="a", context_vars={"k": "1"}), 1)
+    with pytest.raises(ConflictError):
+        store.put_enclave(EnclaveState(enclave_id="a", context_vars={"k": "stale"}), 1)
+    stored = store.get_enclave("a")
+    assert stored is not None
+    assert stored[0].context_vars == {"k": "1"}
+    assert stored[1] == 2
+
+
+def test_put_missing_enclave_with_a_version_conflicts(store: StateStore) -> None:
+    with pytest.raises(ConflictError):
+        store.put_enclave(EnclaveState(enclave_id="a"), 3)
+    assert store.get_enclave("a") is None
+
+
+def test_list_enclaves_sorted_by_id(store: StateStore) -> None:
+    for eid in ("c", "a", "b10", "b2"):
+        store.put_enclave(EnclaveState(enclave_id=eid), None)
+    assert [e.enclave_id for e in store.list_enclaves()] == ["a", "b10", "b2", "c"]
+
+
+def test_list_enclaves_empty(store: StateStore) -> None:
+    assert store.list_enclaves() == []
+
+
+def test_delete_enclave_at_its_version(store: StateStore) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    store.delete_enclave("a", 1)
+    assert store.get_enclave("a") is None
+    assert store.put_enclave(EnclaveState(enclave_id="a"), None) == 1
+
+
+def test_delete_enclave_with_wrong_version_or_missing_conflicts(store: StateStore) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    with pytest.raises(ConflictError):
+        store.delete_enclave("a", 2)
+    with pytest.raises(ConflictError):
+        store.delete_enclave("missing", 1)
+    assert store.get_enclave("a") is not None
+
+
+def test_full_enclave_state_round_trips(store: StateStore, tmp_path: Path) -> None:
+    graph = load_graph(write_tree(tmp_path / "tree", SEED))
+    applied = simulate_apply(graph, {})
+    for state in applied.values():
+        store.put_enclave(state, None)
+    assert {s.enclave_id: s for s in store.list_enclaves()} == applied
+    state = applied["product-a-dev"]
+    assert state.desired is not None and state.desired.imports  # the aliased `from` field
+    assert state.meta.status == Status.ACTIVE
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+def test_create_run_assigns_increasing_seq(store: StateStore) -> None:
+    first = started(store, "a")
+    second = started(store, "b")
+    assert 0 < first.seq < second.seq
+    assert store.get_run(first.id) == first
+
+
+def test_create_run_keeps_step_order_and_starts_versions_at_1(store: StateStore) -> None:
+    run = started(store, "z", "a", "m")
+    steps = store.list_steps(run.id)
+    assert [s.step_id for s in steps] == ["z", "a", "m"]
+    assert [s.status for s in steps] == [StepStatus.READY, StepStatus.PENDING, StepStatus.PENDING]
+    assert all(s.version == 1 for s in steps)
+    assert steps[1].depends_on == ("z",)
+    assert store.get_step(run.id, "a") == steps[1]
+
+
+def test_create_run_twice_conflicts(store: StateStore) -> None:
+    run = make_run()
+    store.create_run(run, chain(run.id, "a"))
+    with pytest.raises(ConflictError):
+        store.create_run(run, [])
+
+
+def test_create_run_rejects_foreign_or_duplicate_steps(store: StateStore) -> None:
+    run = make_run()
+    with pytest.raises(ValueError):
+        store.create_run(run, chain("other", "a"))
+    with pytest.raises(ValueError):
+        store.create_run(run, chain(run.id, "a") + chain(run.id, "a"))
+    assert store.get_run(run.id) is None
+
+
+def test_unknown_run_and_step(store: StateStore) -> None:
+    assert store.get_run("nope") is None
+    assert store.list_steps("nope") == []
+    assert store.get_step("nope", "a") is None
+
+
+def test_list_runs_newest_first_with_limit_and_status(store: StateStore) -> None:
+    runs = [started(store, "a") for _ in range(4)]
+    store.update_run(runs[1].model_copy(update={"status": RunStatus.RUNNING}))
+    assert [r.id for r in store.list_runs()] == [r.id for r in reversed(runs)]
+    assert [r.id for r in store.list_runs(limit=2)] == [runs[3].id, runs[2].id]
+    assert [r.id for r in store.list_runs(status=RunStatus.RUNNING)] == [runs[1].id]
+    assert store.list_runs(limit=0) == []
+
+
+def test_update_run_keeps_the_stores_seq(store: StateStore) -> None:
+    run = started(store, "a")
+    updated = store.update_run(
+        run.model_copy(update={"seq": 999, "status": RunStatus.RUNNING, "changes": 3})
+    )
+    assert updated.seq == run.seq
+    assert store.get_run(run.id) == updated
+    assert updated.changes == 3
+
+
+def test_a_final_run_cannot_be_updated(store: StateStore) -> None:
+    run = started(store, "a")
+    done = run.model_copy(update={"status": RunStatus.FAILED, "errors": ("boom",)})
+    store.update_run(done)
+    with pytest.raises(ConflictError):
+        store.update_run(run.model_copy(update={"status": RunStatus.SUCCEEDED}))
+    assert store.get_run(run.id) == done
+
+
+def test_update_unknown_run(store: StateStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.update_run(make_run())
+
+
+def test_unfinished_runs_in_seq_order(store: StateStore) -> None:
+    runs = [started(store, "a") for _ in range(4)]
+    store.update_run(runs[0].model_copy(update={"status": RunStatus.SUCCEEDED}))
+    store.update_run(runs[2].model_copy(update={"status": RunStatus.RUNNING}))
+    assert [r.id for r in store.list_unfinished_runs()] == [runs[1].id, runs[2].id, runs[3].id]
+
+
+# -- audit events ---------------------------------------------------------------------------------
+
+
+def test_events_get_increasing_seq(store: StateStore) -> None:
+    a = store.append_event(event(EventKind.RECONCILE_STARTED, run_id="r"))
+    b = store.append_event(event(EventKind.ENCLAVE_PROVISIONED, "e1"))
+    assert 0 < a.seq < b.seq
+    assert store.list_events() == [a, b]
+
+
+def test_list_events_last_limit_in_chronological_order(store: StateStore) -> None:
+    stored = [store.append_event(event(EventKind.ENCLAVE_PROVISIONED, f"e{i}")) for i in range(6)]
+    assert store.list_events(limit=3) == stored[3:]
+    assert store.list_events(limit=100) == stored
+    assert store.list_events(limit=0) == []
+
+
+def test_list_events_by_enclave(store: StateStore) -> None:
+    stored = [
+        store.append_event(event(EventKind.PARTITION_PROVISIONED, eid, partition_id="p"))
+        for eid in ("a", "b", "a", "c", "a")
+    ]
+    assert store.list_events("a", 100) == [stored[0], stored[2], stored[4]]
+    assert store.list_events("a", 2) == [stored[2], stored[4]]
+    assert store.list_events("zzz", 10) == []
+
+
+def test_list_events_by_run(store: StateStore) -> None:
+    a = store.append_event(event(EventKind.RECONCILE_STARTED, run_id="r1"))
+    store.append_event(event(EventKind.RECONCILE_STARTED, run_id="r2"))
+    c = store.append_event(event(EventKind.ENCLAVE_PROVISIONED, "e", run_id="r1"))
+    assert store.list_events(run_id="r1") == [a, c]
+    assert store.list_events("e", run_id="r1") == [c]
+
+
+def test_event_fields_round_trip_to_the_original_shape(store: StateStore) -> None:
+    done = store.append_event(
+        event(
+            EventKind.RECONCILE_COMPLETED,
+            run_id="run-1",
+            fields={"changes": 6, "dry_run": False, "note": None},
+        )
+    )
+    wired = store.append_event(
+        event(EventKind.IMPORT_WIRED, "importer", fields={"export_name": "db-tcp"})
+    )
+    assert store.list_events() == [done, wired]
+    assert done.to_json() == {
+        "kind": "ReconcileCompleted",
+        "id": "run-1",
+        "at": iso_time(T0),
+        "changes": 6,
+        "dry_run": False,
+        "note": None,
+        "seq": done.seq,
+        "run_id": "run-1",
+    }
+    assert wired.to_json()["importer_enclave"] == "importer"
+    assert wired.to_json()["export_name"] == "db-tcp"
+
+
+# -- IaC runs -------------------------------------------------------------------------------------
+
+
+def iac(partition: str, started_at: float, **fields: object) -> IacRun:
+    return IacRun(
+        enclave_id="e",
+        partition_id=partition,
+        operation=IacOperation.PROVISION,
+        started_at=iso_time(started_at),
+        **fields,
+    )
+
+
+def test_iac_run_put_get_and_replace(store: StateStore) -> None:
+    run = iac("p", T0, log_blob="iac/x.log")
+    store.put_iac_run(run)
+    assert store.get_iac_run(run.id) == run
+    done = run.model_copy(
+        update={"status": IacStatus.SUCCEEDED, "exit_code": 0, "finished_at": iso_time(T0 + 9)}
+    )
+    store.put_iac_run(done)
+    assert store.get_iac_run(run.id) == done
+    assert store.list_iac_runs("e", "p") == [done]
+    assert store.get_iac_run("nope") is None
+
+
+def test_iac_runs_newest_first_per_partition(store: StateStore) -> None:
+    runs = [iac("p", T0 + t) for t in (5, 1, 9, 3)]
+    for run in runs:
+        store.put_iac_run(run)
+    store.put_iac_run(iac("other", T0 + 100))
+    assert store.list_iac_runs("e", "p") == [runs[2], runs[0], runs[3], runs[1]]
+    assert store.list_iac_runs("e", "p", limit=2) == [runs[2], runs[0]]
+    assert store.list_iac_runs("x", "p") == []
+
+
+# -- Terraform locks and state pointers -----------------------------------------------------------
+
+
+def test_lock_acquire_and_held(store: StateStore) -> None:
+    info = {"ID": "one", "Operation": "OperationTypeApply", "Who": "me@host", "Info": ""}
+    assert store.lock("e/p", info) is None
+    holder = store.lock("e/p", {"ID": "two"})
+    assert holder is not None and holder.info == info and holder.lock_id == "one"
+    assert store.lock("e/p", info) == holder  # even the same ID cannot take it twice
+    assert store.get_lock("e/p") == holder
+    assert store.lock("e/q", {"ID": "two"}) is None
+
+
+def test_unlock_with_another_id_keeps_the_lock(store: StateStore) -> None:
+    store.lock("e/p", {"ID": "one"})
+    holder = store.unlock("e/p", "two")
+    assert holder is not None and holder.lock_id == "one"
+    assert store.get_lock("e/p") == holder
+
+
+def test_unlock_with_the_id_or_forced(store: StateStore) -> None:
+    store.lock("e/p", {"ID": "one"})
+    assert store.unlock("e/p", "one") is None
+    assert store.get_lock("e/p") is None
+    store.lock("e/p", {"ID": "two"})
+    assert store.unlock("e/p", None) is None
+    assert store.get_lock("e/p") is None
+    assert store.unlock("e/p", "any") is None  # nothing to release
+
+
+def test_tf_state_pointer(store: StateStore) -> None:
+    assert store.get_tf_state("e/p") is None
+    store.set_tf_state("e/p", "tfstate/e/p/1")
+    store.set_tf_state("e/p", "tfstate/e/p/2")
+    assert store.get_tf_state("e/p") == "tfstate/e/p/2"
+    store.set_tf_state("e/p", None)
+    assert store.get_tf_state("e/p") is None
+    store.set_tf_state("e/p", None)
+
+
+# -- partition mutex ------------------------------------------------------------------------------
+
+
+def test_partition_mutex(store: StateStore) -> None:
+    assert store.acquire_partition("e/p", "a", 10, T0)
+    assert not store.acquire_partition("e/p", "b", 10, T0 + 5)
+    assert store.acquire_partition("e/p", "a", 10, T0 + 5)  # renewed until T0 + 15
+    assert not store.acquire_partition("e/p", "b", 10, T0 + 14)
+    assert store.acquire_partition("e/q", "b", 10, T0)
+    assert store.acquire_partition("e/p", "b", 10, T0 + 15)  # a's lease ran out
+    assert not store.release_partition("e/p", "a")
+    assert store.release_partition("e/p", "b")
+    assert not store.release_partition("e/p", "b")
+    assert store.acquire_partition("e/p", "a", 10, T0 + 16)
+
+
+def test_manual_clock() -> None:
+    clock = ManualClock(T0)
+    assert clock.now() == T0
+    assert clock.advance(2.5) == T0 + 2.5 == clock.now()
