@@ -228,7 +228,9 @@ class _Builder:
             self.add(
                 Change(ChangeKind.ENCLAVE_CREATED, eid), Action.PROVISION_ENCLAVE, eid, None, []
             )
-        elif state.meta.desired_hash != enclave_hash(loaded):
+        elif state.meta.desired_hash is not None and state.meta.desired_hash != enclave_hash(
+            loaded
+        ):
             reason = "settings changed"
             self.add(
                 Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
@@ -237,7 +239,7 @@ class _Builder:
                 None,
                 [],
             )
-        elif state.meta.status != Status.ACTIVE:
+        elif state.meta.status != Status.ACTIVE or state.meta.desired_hash is None:
             reason = f"last attempt ended {state.meta.status.value}"
             self.add(
                 Change(ChangeKind.ENCLAVE_UPDATED, eid, reason=reason),
@@ -302,9 +304,11 @@ class _Builder:
         change: Change | None = None
         if stored is None:
             change = Change(ChangeKind.PARTITION_CREATED, eid, pid)
-        elif stored.meta.desired_hash != partition_hash(part):
+        elif stored.meta.desired_hash is not None and stored.meta.desired_hash != partition_hash(
+            part
+        ):
             change = Change(ChangeKind.PARTITION_UPDATED, eid, pid, "config or files changed")
-        elif stored.meta.status != Status.ACTIVE:
+        elif stored.meta.status != Status.ACTIVE or stored.meta.desired_hash is None:
             change = Change(
                 ChangeKind.PARTITION_UPDATED,
                 eid,

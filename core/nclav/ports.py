@@ -116,6 +116,15 @@ class StateStore(Protocol):
         """
         ...
 
+    def begin_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
+        """Move a queued run to ``run`` (running) and give it ``steps``, in one atomic write.
+
+        A run planned when it starts (``plan_on_start``) gets its steps here, against the
+        applied state of that moment. Raises ``ConflictError`` unless the stored run is still
+        queued and has no steps (another worker began it first).
+        """
+        ...
+
     def list_unfinished_runs(self) -> list[Run]:
         """Queued and running runs, oldest (lowest ``seq``) first."""
         ...

@@ -82,6 +82,8 @@ class Run(BaseModel):
     finished_at: str | None = None
     changes: int = 0
     errors: tuple[str, ...] = ()
+    # Planned when it begins (behind earlier runs on the same enclaves), not when requested.
+    plan_on_start: bool = False
 
 
 class StepRecord(BaseModel):

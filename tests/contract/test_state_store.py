@@ -146,6 +146,27 @@ def test_create_run_rejects_foreign_or_duplicate_steps(store: StateStore) -> Non
     assert store.get_run(run.id) is None
 
 
+def test_begin_run_gives_a_queued_run_its_steps_once(store: StateStore) -> None:
+    queued = store.create_run(make_run(plan_on_start=True), [])
+    assert store.list_steps(queued.id) == []
+    running = queued.model_copy(update={"status": RunStatus.RUNNING, "changes": 2})
+    began = store.begin_run(running, chain(queued.id, "a", "b"))
+    assert (began.seq, began.status, began.changes) == (queued.seq, RunStatus.RUNNING, 2)
+    assert store.get_run(queued.id) == began
+    assert [s.step_id for s in store.list_steps(queued.id)] == ["a", "b"]
+    with pytest.raises(ConflictError):  # a second worker beginning it too loses
+        store.begin_run(running, chain(queued.id, "c"))
+    assert [s.step_id for s in store.list_steps(queued.id)] == ["a", "b"]
+
+
+def test_begin_run_refuses_a_run_that_has_steps_or_is_unknown(store: StateStore) -> None:
+    run = started(store, "a")
+    with pytest.raises(ConflictError):
+        store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), [])
+    with pytest.raises(NotFoundError):
+        store.begin_run(make_run(status=RunStatus.RUNNING), [])
+
+
 def test_unknown_run_and_step(store: StateStore) -> None:
     assert store.get_run("nope") is None
     assert store.list_steps("nope") == []

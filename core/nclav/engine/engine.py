@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from nclav.config import Desired
-from nclav.engine.steps import StepContext, carry_out
-from nclav.errors import ConflictError, NclavError, TemporaryError
+from nclav.engine.steps import StepContext, carry_out, record_failure
+from nclav.errors import ConflictError, NclavError, PermanentError, TemporaryError
 from nclav.plan import empty_graph, plan_changes
 from nclav.records import (
     AuditEvent,
@@ -77,10 +77,25 @@ class Engine:
     # -- starting a run -------------------------------------------------------------------
 
     def start_run(self, bundle: str, trigger: str = "api") -> Run:
-        """Plan the bundle against the applied state and start carrying the plan out."""
+        """Queue a reconcile of ``bundle``; it is planned when it begins.
+
+        Planning waits until every earlier unfinished run on the same enclaves is final, so a
+        run never plans against state another run is still changing. The run claims every
+        enclave of the bundle and every applied enclave missing from it (those are deleted).
+        """
         graph, _ = self.bundles(bundle)
         applied = {s.enclave_id: s for s in self.store.list_enclaves()}
-        return self.start_plan(plan_changes(graph, applied), bundle, trigger)
+        preview = plan_changes(graph, applied)  # what a dry run would say now, for the record
+        touched = set(graph.enclaves) | set(applied)
+        run = Run(
+            bundle=bundle,
+            enclave_ids=tuple(sorted(touched)),
+            trigger=trigger,
+            created_at=self._now_text(),
+            changes=len(preview.changes),
+            plan_on_start=True,
+        )
+        return self._create(run, [])
 
     def start_plan(self, plan: Plan, bundle: str | None, trigger: str = "api") -> Run:
         """Persist a run for ``plan`` (teardown plans need no bundle) and enqueue its steps."""
@@ -92,7 +107,9 @@ class Engine:
             created_at=self._now_text(),
             changes=len(plan.changes),
         )
-        steps = [StepRecord.of(run.id, step) for step in plan.steps]
+        return self._create(run, [StepRecord.of(run.id, step) for step in plan.steps])
+
+    def _create(self, run: Run, steps: list[StepRecord]) -> Run:
         run = self.store.create_run(run, steps)
         self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields={"dry_run": False})
         self.kick()
@@ -114,7 +131,15 @@ class Engine:
             update={"status": RunStatus.RUNNING, "started_at": self._now_text()}
         )
         try:
-            started = self.store.update_run(started)
+            if run.plan_on_start and run.bundle:
+                graph, _ = self.bundles(run.bundle)
+                applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+                plan = plan_changes(graph, applied)
+                started = started.model_copy(update={"changes": len(plan.changes)})
+                steps = [StepRecord.of(run.id, step) for step in plan.steps]
+                started = self.store.begin_run(started, steps)
+            else:
+                started = self.store.update_run(started)
         except ConflictError:
             return self.store.get_run(run.id) or run
         for step in self.store.list_steps(run.id):
@@ -149,25 +174,32 @@ class Engine:
             with self._lease_kept(step):
                 outcome = carry_out(ctx, step)
         except TemporaryError as exc:
-            self._retry_or_fail(step, str(exc), exc.retry_after_s)
+            self._retry_or_fail(ctx, step, str(exc), exc.retry_after_s)
+            return
+        except PermanentError as exc:  # the step recorded it on its resource already
+            self._finish(step, StepStatus.FAILED, str(exc))
             return
         except NclavError as exc:
-            self._finish(step, StepStatus.FAILED, str(exc))
+            self._finish(step, StepStatus.FAILED, str(exc), failed=ctx)
             return
         except Exception as exc:  # a bug or an unexpected SDK error: record it, do not loop
             logger.exception("step %s of run %s crashed", step_id, run_id)
-            self._finish(step, StepStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            self._finish(step, StepStatus.FAILED, error, failed=ctx)
             return
         self._finish(step, outcome, None)
 
-    def _retry_or_fail(self, step: StepRecord, error: str, retry_after_s: float) -> None:
+    def _retry_or_fail(
+        self, ctx: StepContext, step: StepRecord, error: str, retry_after_s: float
+    ) -> None:
         if step.attempts >= self.max_attempts:
-            self._finish(
-                step, StepStatus.FAILED, f"{error} (gave up after {step.attempts} attempts)"
-            )
+            message = f"{error} (gave up after {step.attempts} attempts)"
+            self._finish(step, StepStatus.FAILED, message, failed=ctx)
             return
-        delay = max(retry_after_s, self.backoff_s * 2 ** (step.attempts - 1))
-        delay *= random.uniform(0.8, 1.2)  # jitter keeps retries of many steps apart
+        # Exponential backoff with jitter (keeps retries of many steps apart), never sooner
+        # than the error itself asked for.
+        backoff = self.backoff_s * 2 ** (step.attempts - 1) * random.uniform(0.8, 1.2)
+        delay = max(retry_after_s, backoff)
         now = self.clock.now()
         done = self.store.finish_step(
             step.run_id,
@@ -181,12 +213,25 @@ class Engine:
         if done is not None:
             self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
 
-    def _finish(self, step: StepRecord, status: StepStatus, error: str | None) -> None:
+    def _finish(
+        self,
+        step: StepRecord,
+        status: StepStatus,
+        error: str | None,
+        *,
+        failed: StepContext | None = None,
+    ) -> None:
+        """Record the step's outcome; with ``failed``, also leave its resource in error."""
         done = self.store.finish_step(
             step.run_id, step.step_id, self.owner, status, error, self.clock.now()
         )
         if done is None:
             return  # our lease expired and someone else took over
+        if failed is not None and error is not None:
+            try:
+                record_failure(failed, step, error)
+            except Exception:  # the step's outcome is stored; the fan-out must still happen
+                logger.exception("recording the failure of step %s failed", step.step_id)
         self._fan_out(step.run_id)
 
     def _fan_out(self, run_id: str) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from nclav.errors import TemporaryError
 from nclav.iac import HttpBackend, TerraformRunner, prepare_workspace, select_tool
-from nclav.records import IacOperation, IacRun, IacStatus, iso_time
+from nclav.records import IacOperation, IacRun, IacStatus, iso_time, new_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +39,7 @@ class PartitionIac:
         token: str | None = None,
         timeout_s: float = 1800.0,
         owner: str = "local",
+        lease_s: float = 60.0,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -48,6 +49,9 @@ class PartitionIac:
         self.token = token
         self.timeout_s = timeout_s
         self.owner = owner
+        # The per-partition mutex's lease; no longer than the engine's step lease, or a step
+        # taken over after its worker died finds the partition still "busy" and gives up.
+        self.lease_s = lease_s
 
     def workdir(self, enclave_id: str, partition_id: str) -> Path:
         return self.workspaces / enclave_id / partition_id
@@ -118,23 +122,52 @@ class PartitionIac:
 
     @contextmanager
     def _exclusive(self, enclave_id: str, partition_id: str) -> Iterator[None]:
-        key, lease = f"{enclave_id}/{partition_id}", 60.0
-        if not self.store.acquire_partition(key, self.owner, lease, self.clock.now()):
+        key, lease = f"{enclave_id}/{partition_id}", self.lease_s
+        owner = f"{self.owner}:{new_id()}"  # one holder per call, even among a process's threads
+        if not self.store.acquire_partition(key, owner, lease, self.clock.now()):
             raise TemporaryError(f"partition {key} is busy with another run", retry_after_s=5)
         stop = threading.Event()
 
         def renew() -> None:  # keep the lease alive while terraform runs
             while not stop.wait(lease / 3):
-                self.store.acquire_partition(key, self.owner, lease, self.clock.now())
+                self.store.acquire_partition(key, owner, lease, self.clock.now())
 
         renewer = threading.Thread(target=renew, daemon=True)
         renewer.start()
         try:
+            self._recover_abandoned(enclave_id, partition_id)
             yield
         finally:
             stop.set()
             renewer.join()
-            self.store.release_partition(key, self.owner)
+            self.store.release_partition(key, owner)
+
+    def _recover_abandoned(self, enclave_id: str, partition_id: str) -> None:
+        """Clean up after a terraform whose nclav process died (kill -9, power loss).
+
+        Called holding the partition mutex, so an IaC run still marked running belongs to a
+        process that no longer holds it: mark it failed and force-release the Terraform state
+        lock it left behind, or every later apply would fail with "state already locked".
+        A lock with no abandoned run (someone's manual ``terraform`` session) is left alone.
+        """
+        stale = [
+            r
+            for r in self.store.list_iac_runs(enclave_id, partition_id)
+            if r.status == IacStatus.RUNNING
+        ]
+        if not stale:
+            return
+        note = "abandoned: the nclav process running it stopped before it finished"
+        for run in stale:
+            if run.log_blob:
+                self.blobs.append(run.log_blob, f"{note}\n".encode())
+            done = {
+                "status": IacStatus.FAILED,
+                "finished_at": iso_time(self.clock.now()),
+                "log": f"{run.log}\n{note}"[-LOG_TAIL:] if run.log else note,
+            }
+            self.store.put_iac_run(run.model_copy(update=done))
+        self.store.unlock(f"{enclave_id}/{partition_id}", None)
 
     @contextmanager
     def _recorded(

@@ -87,6 +87,18 @@ def carry_out(ctx: StepContext, step: StepRecord) -> StepStatus:
     return handler(ctx, step)
 
 
+def record_failure(ctx: StepContext, step: StepRecord, message: str) -> None:
+    """Leave the enclave or partition a failed step worked on in error, with ``message``.
+
+    For failures a step does not record itself (retries given up, unexpected errors): without
+    it the resource would stay ``provisioning`` or ``updating`` after its run ended.
+    """
+    if step.action in (Action.PROVISION_PARTITION, Action.TEARDOWN_PARTITION):
+        _mark_failed(ctx, step.enclave_id, step.target or "", message)
+    elif step.action == Action.PROVISION_ENCLAVE:
+        _mark_failed(ctx, step.enclave_id, None, message)
+
+
 def _require(state: EnclaveState | None, enclave_id: str) -> EnclaveState:
     if state is None:
         raise PermanentError(f"enclave {enclave_id} has not been provisioned")
@@ -299,4 +311,4 @@ _HANDLERS: dict[Action, Callable[[StepContext, StepRecord], StepStatus]] = {
     Action.TEARDOWN_ENCLAVE: _teardown_enclave,
 }
 
-__all__ = ["StepContext", "carry_out"]
+__all__ = ["StepContext", "carry_out", "record_failure"]

@@ -119,6 +119,19 @@ class InMemoryStateStore:
             self._runs[run.id] = updated
             return updated
 
+    def begin_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
+        check_run_steps(run, steps)
+        with self._lock:
+            stored = self._runs.get(run.id)
+            if stored is None:
+                raise NotFoundError(f"run not found: {run.id}")
+            if stored.status != RunStatus.QUEUED or self._steps.get(run.id):
+                raise ConflictError(f"run {run.id} has already begun")
+            updated = run.model_copy(update={"seq": stored.seq})
+            self._runs[run.id] = updated
+            self._steps[run.id] = {s.step_id: s.model_copy(update={"version": 1}) for s in steps}
+            return updated
+
     def list_unfinished_runs(self) -> list[Run]:
         with self._lock:
             runs = [r for r in self._runs.values() if not r.status.final]

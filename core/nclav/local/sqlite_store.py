@@ -140,6 +140,29 @@ class SqliteStateStore(SqliteSteps):
             raise ConflictError(f"run {run.id} is already {row['status']}")
         return run.model_copy(update={"seq": row["seq"]})
 
+    def begin_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
+        check_run_steps(run, steps)
+        doc = run.model_dump_json(exclude={"seq"})
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET status = ?, doc = ? WHERE id = ? AND status = ? "
+                "AND NOT EXISTS (SELECT 1 FROM steps WHERE run_id = ?)",
+                (run.status.value, doc, run.id, RunStatus.QUEUED.value, run.id),
+            )
+            row = conn.execute("SELECT seq FROM runs WHERE id = ?", (run.id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"run not found: {run.id}")
+            if cur.rowcount != 1:
+                raise ConflictError(f"run {run.id} has already begun")
+            conn.executemany(
+                INSERT_STEP,
+                [
+                    step_params(s.model_copy(update={"version": 1}), position=i)
+                    for i, s in enumerate(steps)
+                ],
+            )
+        return run.model_copy(update={"seq": row["seq"]})
+
     def list_unfinished_runs(self) -> list[Run]:
         rows = self._db.rows(
             "SELECT seq, doc FROM runs WHERE status NOT IN (?, ?) ORDER BY seq", _FINAL_RUN
