@@ -1,3 +1,3 @@
 from nclav.cli import main
 
-main()
+main(prog_name="nclav")

@@ -7,6 +7,7 @@ JSON. Reconciles answer 202 with the run id, or wait for the end when ``?wait=se
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from nclav.api.http import (
 from nclav.api.openapi import openapi
 from nclav.api.router import RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
+from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
 MAX_WAIT_S = 3600.0
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class ReconcileBody(RequestBody):
@@ -121,6 +124,14 @@ def build_router(
         max_body=MAX_BUNDLE,
         status=201,
     )
+
+    def get_bundle(_r: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        digest = params["digest"]
+        if not _DIGEST.fullmatch(digest) or not service.bundles.blobs.exists(bundle_blob(digest)):
+            raise NotFound(f"bundle {digest!r} not found")
+        return json_response(200, {"digest": digest})
+
+    router.add("GET", "/bundles/{digest}", get_bundle, summary="200 when the server has a bundle")
 
     def dry_run(_r: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
         digest = service.bundle_for(body.bundle, body.enclaves_dir)
@@ -323,7 +334,11 @@ def build_router(
 
     def tf_unlock(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         try:
-            tf_state.unlock(params["enc"], params["part"], lock_info(request, required=False))
+            # No body forces (terraform force-unlock); a body must be lock info, or a garbled
+            # request would silently release somebody else's lock.
+            forced = not request.body.strip()
+            info = lock_info(request, required=not forced)
+            tf_state.unlock(params["enc"], params["part"], info)
         except LockHeldError as exc:
             return holder_response(409, exc)
         return ApiResponse(200)

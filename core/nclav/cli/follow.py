@@ -1,0 +1,228 @@
+"""Following a run to its end with live per-step progress, on stderr.
+
+* On a terminal: one status line redrawn in place (done/total, what is running, elapsed), with
+  failures and retries printed above it as they happen; cleared at the end.
+* Not a terminal, or ``--no-progress``: one plain line per step event, for CI logs.
+
+The final report is the caller's (on stdout); progress is a diagnostic and never mixes with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from nclav.cli.common import EXIT_INTERRUPTED, CliError, colors, err, is_tty
+from nclav.cli.render import duration, seconds_between, step_label
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from nclav.cli.client import Client
+
+FINAL_STEP = frozenset({"succeeded", "skipped", "failed", "blocked"})
+FINAL_RUN = frozenset({"succeeded", "failed"})
+
+
+class Progress(Protocol):
+    def update(self, run: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _first_line(text: object) -> str:
+    """An error's first line, with the last ``Error:`` line of a tool's output when there is
+    one (terraform's first line only says which command failed)."""
+    lines = [line.strip() for line in str(text or "").strip().split("\n")]
+    first = lines[0] if lines else ""
+    causes = [line for line in lines[1:] if line.startswith("Error: ")]
+    return f"{first}: {causes[-1]}" if causes else first
+
+
+class _Tracker:
+    """The step events between two polls of a run."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, int]] = {}
+
+    def events(self, steps: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for step in steps:
+            key = str(step.get("step_id"))
+            now = (str(step.get("status")), int(step.get("attempts") or 0))
+            before = self.seen.get(key)
+            self.seen[key] = now
+            if before == now:
+                continue
+            status, attempts = now
+            if status in FINAL_STEP:
+                found.append((status, step))
+            elif status == "running" and (before is None or before[0] != "running"):
+                found.append(("running", step))
+            elif status == "ready" and step.get("error") and attempts >= 1:
+                found.append(("retrying", step))
+        return found
+
+
+class LineProgress:
+    """One plain line per step event (not a terminal, or --no-progress)."""
+
+    def __init__(self, write: Callable[[str], None] = err) -> None:
+        self.write = write
+        self.tracker = _Tracker()
+        self.done = 0
+
+    def update(self, run: dict[str, Any]) -> None:
+        steps = run.get("steps") or []
+        total = len(steps)
+        for event, step in self.tracker.events(steps):
+            if event in FINAL_STEP:
+                self.done += 1
+            counter = f"[{self.done:>{len(str(total))}}/{total}]"
+            label = step_label(step)
+            if event in FINAL_STEP:
+                took = seconds_between(step.get("started_at"), step.get("finished_at"))
+                tail = f" ({duration(took)})" if took is not None else ""
+                if event == "failed":
+                    tail += f": {_first_line(step.get('error'))}"
+                elif event == "blocked":
+                    tail = " (a step it depends on failed)"
+                elif event == "skipped":
+                    tail = " (nothing upstream changed)"
+                self.write(f"{counter} {event:<9} {label}{tail}")
+            elif event == "retrying":
+                attempt = int(step.get("attempts") or 0) + 1
+                self.write(
+                    f"{counter} retrying  {label} (attempt {attempt}): "
+                    f"{_first_line(step.get('error'))}"
+                )
+            else:
+                self.write(f"{counter} {event:<9} {label}")
+
+    def close(self) -> None:
+        pass
+
+
+_SPIN_UTF8 = "\u280b\u2819\u2839\u2838\u283c\u2834\u2826\u2827\u2807\u280f"
+_SPIN_ASCII = "|/-\\"
+
+
+class LiveProgress:
+    """A status line redrawn in place on a terminal; failures and retries scroll above it."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tracker = _Tracker()
+        self.started = time.monotonic()
+        self.ticks = 0
+        encoding = (getattr(self.stream, "encoding", None) or "").lower().replace("-", "")
+        self.spin = _SPIN_UTF8 if encoding == "utf8" else _SPIN_ASCII
+        self.color = colors(err=True)
+        self.drawn = False
+
+    def _paint(self, text: str, fg: str) -> str:
+        import click
+
+        return click.style(text, fg=fg) if self.color else text
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[2K")
+            self.drawn = False
+
+    def update(self, run: dict[str, Any]) -> None:
+        steps = run.get("steps") or []
+        events = self.tracker.events(steps)
+        self._clear()
+        for event, step in events:
+            if event == "failed":
+                mark = self._paint("failed  ", "red")
+                self.stream.write(f"{mark} {step_label(step)}: {_first_line(step.get('error'))}\n")
+            elif event == "retrying":
+                mark = self._paint("retrying", "yellow")
+                self.stream.write(f"{mark} {step_label(step)}: {_first_line(step.get('error'))}\n")
+        done = sum(1 for s in steps if s.get("status") in FINAL_STEP)
+        failed = sum(1 for s in steps if s.get("status") in ("failed", "blocked"))
+        running = [s for s in steps if s.get("status") == "running"]
+        self.ticks += 1
+        spinner = self.spin[self.ticks % len(self.spin)]
+        elapsed = duration(time.monotonic() - self.started)
+        parts = [f"{spinner} {done}/{len(steps)} steps", elapsed]
+        if failed:
+            parts.append(f"{failed} failed")
+        if running:
+            more = f" +{len(running) - 1}" if len(running) > 1 else ""
+            parts.append(f"{step_label(running[0])}{more}")
+        line = (" \u00b7 " if self.spin is _SPIN_UTF8 else " - ").join(parts)
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        if len(line) > width:  # a wrapped line could not be redrawn in place
+            line = line[: max(width - 1, 10)] + ("\u2026" if self.spin is _SPIN_UTF8 else "~")
+        if failed:
+            line = line.replace(f"{failed} failed", self._paint(f"{failed} failed", "red"), 1)
+        self.stream.write(line)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        self._clear()
+        self.stream.flush()
+
+
+def make_progress(plain: bool) -> Progress:
+    """Live on a terminal (stderr) unless ``plain``; plain lines otherwise."""
+    if not plain and is_tty(sys.stderr) and not _dumb():
+        return LiveProgress()
+    return LineProgress()
+
+
+def _dumb() -> bool:
+    import os
+
+    return os.environ.get("TERM") == "dumb"
+
+
+def follow_run(
+    api: Client,
+    run_id: str,
+    progress: Progress | None,
+    *,
+    poll_s: float = 0.2,
+    max_poll_s: float = 1.0,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Poll ``GET /runs/{id}`` until the run is final; returns the final run with its steps.
+
+    Ctrl-C stops following (the run carries on on the server) and exits 130.
+    """
+    from nclav.cli.client import seg
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay = poll_s
+    try:
+        while True:
+            run: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
+            if progress is not None:
+                progress.update(run)
+            if run.get("status") in FINAL_RUN:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CliError(
+                    f"run {run_id} is still {run.get('status')} after {timeout_s:g}s",
+                    hint=f"It carries on on the server: nclav runs show {run_id} --follow",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.25, max_poll_s)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        err(f"Stopped following run {run_id}; it carries on on the server.")
+        err(f"Follow it again with: nclav runs show {run_id} --follow")
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+__all__ = ["LineProgress", "LiveProgress", "Progress", "follow_run", "make_progress"]

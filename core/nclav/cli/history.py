@@ -1,0 +1,214 @@
+"""Run history: ``runs``, ``runs show ID``, ``iac runs ENC PART``, ``iac logs ENC PART [RUN]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from nclav.cli.common import (
+    EXIT_INTERRUPTED,
+    CliError,
+    client,
+    err,
+    global_options,
+    out,
+    output_option,
+    print_json,
+    style,
+)
+
+
+@click.group(invoke_without_command=True, short_help="List runs; `runs show ID` for one.")
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=20, show_default=True, help="How many runs."
+)
+@output_option("text", "json")
+@global_options
+@click.pass_context
+def runs(ctx: click.Context, limit: int, output: str) -> None:
+    """List reconcile and destroy runs, newest first (or `runs show ID` for one).
+
+    \b
+    Example:
+      nclav runs
+      nclav runs --limit 5 --output json | jq '.[].status'
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from nclav.cli.render import runs_table
+
+    found = client().get("/runs", query={"limit": limit})
+    if output == "json":
+        print_json(found)
+    elif not found:
+        out("No runs yet.")
+    else:
+        for line in runs_table(found):
+            out(line)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="While the run is in flight, follow it.")
+@click.option("--no-progress", is_flag=True, help="Plain progress lines even on a terminal.")
+@output_option("text", "json")
+@global_options
+def runs_show(run_id: str, follow: bool, no_progress: bool, output: str) -> None:
+    """Show one run: its status, each step and every error.
+
+    Exits 1 when the run failed, so a script can wait on a run started with
+    `apply --no-wait`: `nclav runs show ID --follow`.
+
+    \b
+    Example:
+      nclav runs show 3f6d9e1a-c4b2-4d91-a8f0-123456789abc
+      nclav runs show 3f6d9e1a-c4b2-4d91-a8f0-123456789abc --follow
+    """
+    from nclav.cli.client import seg
+    from nclav.cli.render import error_lines, run_detail
+
+    api = client()
+    if follow:
+        from nclav.cli.follow import follow_run, make_progress
+
+        run: dict[str, Any] = follow_run(api, run_id, make_progress(no_progress))
+    else:
+        run = api.get(f"/runs/{seg(run_id)}")
+    errors = [str(e) for e in run.get("errors") or []]
+    if output == "json":
+        print_json(run)
+    else:
+        for line in run_detail(run):
+            out(line)
+        if errors:
+            err()
+            for line in error_lines(errors):
+                err(style(line, fg="red", err=True) if line.startswith("  !") else line)
+    if errors or run.get("status") == "failed":
+        raise SystemExit(1)
+
+
+@click.group(short_help="IaC (Terraform/OpenTofu) runs and logs.")
+def iac() -> None:
+    """Terraform / OpenTofu runs of a partition: their history and logs.
+
+    \b
+    Example:
+      nclav iac runs product-a-dev db
+      nclav iac logs product-a-dev db --follow
+    """
+
+
+@iac.command("runs")
+@click.argument("enclave_id")
+@click.argument("partition_id")
+@output_option("text", "json")
+@global_options
+def iac_runs(enclave_id: str, partition_id: str, output: str) -> None:
+    """List a partition's IaC runs (init/apply/destroy), newest first.
+
+    \b
+    Example:
+      nclav iac runs product-a-dev db
+    """
+    from nclav.cli.client import seg
+    from nclav.cli.render import iac_runs_table
+
+    found = client().get(f"/enclaves/{seg(enclave_id)}/partitions/{seg(partition_id)}/iac/runs")
+    if output == "json":
+        print_json(found)
+    elif not found:
+        out(f"No IaC runs found for {enclave_id}/{partition_id}")
+    else:
+        for line in iac_runs_table(found):
+            out(line)
+
+
+@iac.command("logs")
+@click.argument("enclave_id")
+@click.argument("partition_id")
+@click.argument("run_id", required=False)
+@click.option(
+    "--follow", "-f", is_flag=True, help="While the run is in flight, print the log as it grows."
+)
+@output_option("text", "json")
+@global_options
+def iac_logs(
+    enclave_id: str, partition_id: str, run_id: str | None, follow: bool, output: str
+) -> None:
+    """Print the full log of an IaC run (the newest unless RUN_ID is given).
+
+    With --follow, keeps printing while the run is in flight (polling the log from the
+    offset already shown) and stops when it ends.
+
+    \b
+    Example:
+      nclav iac logs product-a-dev db
+      nclav iac logs product-a-dev db 3f6d9e1a-c4b2-4d91-a8f0-123456789abc
+      nclav iac logs product-a-dev db --follow
+    """
+    from nclav.cli.client import ApiError, seg
+    from nclav.cli.render import iac_log_header
+
+    api = client()
+    base = f"/enclaves/{seg(enclave_id)}/partitions/{seg(partition_id)}/iac/runs"
+    try:
+        run: dict[str, Any] = api.get(f"{base}/{seg(run_id) if run_id else 'latest'}")
+    except ApiError as exc:
+        if exc.status == 404:
+            which = f"IaC run {run_id}" if run_id else "IaC run"
+            raise CliError(f"No {which} found for {enclave_id}/{partition_id}") from None
+        raise
+    log_path = f"{base}/{seg(str(run['id']))}/log"
+    response = api.request("GET", log_path)
+    status = response.headers.get("X-Nclav-Run-Status") or run.get("status")
+    if output == "json":
+        if follow:
+            while status == "running":
+                time.sleep(0.5)
+                response = api.request("GET", log_path)
+                status = response.headers.get("X-Nclav-Run-Status") or status
+            run = api.get(f"{base}/{seg(str(run['id']))}")
+        print_json({**run, "log": response.body.decode("utf-8", "replace")})
+        return
+    for line in iac_log_header(run):
+        out(line)
+    shown = len(response.body)
+    _write(response.body)
+    ends_with_newline = response.body.endswith(b"\n") or not response.body
+    try:
+        while follow and status == "running":
+            time.sleep(0.5)
+            more = api.request("GET", log_path, query={"offset": shown})
+            status = more.headers.get("X-Nclav-Run-Status") or status
+            if more.body:
+                _write(more.body)
+                shown += len(more.body)
+                ends_with_newline = more.body.endswith(b"\n")
+    except KeyboardInterrupt:
+        if not ends_with_newline:
+            out()
+        err("Stopped following the log.")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if not ends_with_newline:
+        out()
+    if follow:
+        err(f"IaC run {run['id']} ended: {status}")
+
+
+def _write(data: bytes) -> None:
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        stream.flush()
+        buffer.write(data)
+        buffer.flush()
+    else:  # pragma: no cover - a text-only stream
+        stream.write(data.decode("utf-8", "replace"))
+        stream.flush()
+
+
+__all__ = ["iac", "runs"]

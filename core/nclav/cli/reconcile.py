@@ -1,0 +1,267 @@
+"""``nclav diff DIR`` and ``nclav apply DIR``: pack, upload unless the server has it, plan, run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from nclav.cli.common import (
+    InvalidError,
+    client,
+    err,
+    global_options,
+    out,
+    output_option,
+    print_json,
+    style,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from nclav.cli.client import Client
+
+_COLOURS = {"+": "green", "~": "yellow", "-": "red", ">": "cyan", "<": "cyan", "?": "magenta"}
+
+
+def pack(directory: str) -> tuple[str, bytes]:
+    """The tree's bundle digest and bytes; a broken tree exits 2 with ``path:line`` lines."""
+    from nclav.bundle import pack_directory
+    from nclav.errors import SpecError
+
+    try:
+        digest, data, _ = pack_directory(directory)
+    except SpecError as exc:
+        raise InvalidError(
+            f"{len(exc.issues)} error(s) in {directory}", issues=[i.render() for i in exc.issues]
+        ) from exc
+    return digest, data
+
+
+def upload(api: Client, digest: str, data: bytes) -> bool:
+    """Send the bundle unless the server already holds that digest; True when it was sent."""
+    from nclav.cli.client import ApiError
+
+    try:
+        api.request("GET", f"/bundles/{digest}")
+        return False
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    timeout = max(api.timeout_s, len(data) / 1_000_000)  # at least 1 MB/s
+    api.request("POST", "/bundles", data=data, content_type="application/gzip", timeout_s=timeout)
+    return True
+
+
+def dry_run(api: Client, digest: str, directory: str) -> dict[str, Any]:
+    """The server's plan; its 422 issues are printed with paths under ``directory``."""
+    from nclav.cli.client import InvalidRequest, issue_line
+
+    try:
+        doc: dict[str, Any] = api.post("/reconcile/dry-run", {"bundle": digest})
+    except InvalidRequest as exc:
+        if not exc.details:
+            raise
+        raise InvalidError(
+            f"{len(exc.details)} error(s) in {directory}",
+            issues=[issue_line(d, directory) for d in exc.details],
+        ) from exc
+    return doc
+
+
+def prepare(api: Client, directory: str) -> tuple[str, dict[str, Any]]:
+    digest, data = pack(directory)
+    sent = upload(api, digest, data)
+    if api.verbose:
+        err(f"bundle {digest}: {'uploaded' if sent else 'already on the server'}")
+    return digest, dry_run(api, digest, directory)
+
+
+def print_changes(changes: Sequence[Mapping[str, Any]]) -> None:
+    from nclav.cli.render import change_line
+
+    for change in changes:
+        line = change_line(change)
+        out(style(line, fg=_COLOURS.get(line.lstrip()[:1])))
+
+
+def deletes_everything(api: Client, changes: Sequence[Mapping[str, Any]]) -> int:
+    """How many enclaves the server holds when the plan deletes every one of them, else 0."""
+    gone = sum(1 for c in changes if c.get("kind") == "EnclaveDeleted")
+    if not gone:
+        return 0
+    held = int(api.get("/status").get("enclave_count", 0))
+    return held if gone >= held else 0
+
+
+@click.command(short_help="Show what `apply` would change.")
+@click.argument("directory", type=click.Path(file_okay=False))
+@output_option("text", "json")
+@global_options
+def diff(directory: str, output: str) -> None:
+    """Show what `apply` would change, without changing anything.
+
+    Packs DIRECTORY (only the files the loader reads: config.yml files and partition files),
+    uploads it unless the server already has it, and asks the server for a dry run. Lines:
+    `+` create, `~` update (with the reason), `-` delete or unwire, `>` export wired,
+    `<` import wired. Exits 0 whatever the plan; 2 when the tree is invalid.
+
+    \b
+    Example:
+      nclav diff ./enclaves
+      nclav diff ./enclaves --output json | jq '.changes | length'
+    """
+    api = client()
+    digest, doc = prepare(api, directory)
+    changes = doc.get("changes") or []
+    if output == "json":
+        print_json(doc)
+        return
+    from nclav.cli.render import diff_summary
+
+    print_changes(changes)
+    out(diff_summary(changes))
+    every = deletes_everything(api, changes)
+    if every:
+        warning = f"Warning: this plan deletes every enclave on the server ({every})."
+        err(style(warning, fg="yellow", err=True))
+
+
+@click.command(short_help="Apply a tree and follow the run to its end.")
+@click.argument("directory", type=click.Path(file_okay=False))
+@output_option("text", "json")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Follow the run to its end, or print its id and return at once.",
+)
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="Plain progress lines even on a terminal (progress always goes to stderr).",
+)
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Stop before applying a plan that destroys more enclaves/partitions than this.",
+)
+@click.option(
+    "--allow-delete",
+    is_flag=True,
+    help="Apply even a plan that deletes every enclave or more than --max-deletes.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop following after SECONDS (exit 1); the run carries on on the server.",
+)
+@global_options
+def apply(
+    directory: str,
+    output: str,
+    wait: bool,
+    no_progress: bool,
+    max_deletes: int,
+    allow_delete: bool,
+    timeout: float | None,
+) -> None:
+    """Apply an enclaves tree: plan it, then provision and tear down until it matches.
+
+    Packs and uploads DIRECTORY like `diff`, prints the plan, then starts a reconcile run and
+    follows it with live per-step progress on stderr (plain lines when stderr is not a
+    terminal, or with --no-progress). The final report goes to stdout; every error goes to
+    stderr. Safety: a plan that deletes every enclave, or more than --max-deletes enclaves and
+    partitions (an enclave's own partitions count with it), stops before anything is applied
+    (exit 2) until you pass --allow-delete.
+
+    Exit codes: 0 applied, 1 the run failed (errors printed), 2 invalid tree or refused plan,
+    3 server unreachable or token refused.
+
+    \b
+    Example:
+      nclav apply ./enclaves
+      nclav apply ./enclaves --no-wait            # start it; follow with `nclav runs show`
+      nclav apply ./enclaves --output json --no-progress > report.json
+    """
+    from nclav.cli.render import deletions, error_lines, run_summary
+
+    api = client()
+    digest, plan = prepare(api, directory)
+    changes = plan.get("changes") or []
+    gone = deletions(changes)
+    if gone and not allow_delete:
+        every = deletes_everything(api, changes)
+        if every or len(gone) > max_deletes:
+            why = (
+                f"the plan deletes every enclave on the server ({every})"
+                if every
+                else f"the plan deletes {len(gone)} enclave(s)/partition(s), "
+                f"more than --max-deletes {max_deletes}"
+            )
+            raise InvalidError(
+                f"refusing to apply: {why}",
+                [f"  - {g}" for g in gone],
+                hint=f"Review the plan with `nclav diff {directory}`; if it is what you want, "
+                "re-run with --allow-delete"
+                + ("" if every else f" (or raise --max-deletes to {len(gone)})")
+                + ".",
+            )
+    report: dict[str, Any] = {
+        "bundle": digest,
+        "changes": changes,
+        "dry_run": False,
+        "errors": [],
+        "run": None,
+    }
+    if not changes:
+        if output == "json":
+            print_json(report)
+        else:
+            out("No changes detected.")
+        return
+    if output == "text":
+        print_changes(changes)  # the plan first, as it is about to be applied
+    run = api.post("/reconcile", {"bundle": digest}, headers={"X-Nclav-Trigger": "cli"})
+    run_id = str(run.get("id") or run.get("run_id"))
+    if run.get("changes") not in (None, len(changes)):
+        err(
+            f"Warning: the server planned {run.get('changes')} change(s), the preview showed "
+            f"{len(changes)}: its state changed in between."
+        )
+    if not wait:
+        report["run"] = run
+        if output == "json":
+            print_json(report)
+        else:
+            out(f"Run {run_id} started with {len(changes)} change(s).")
+            err(f"Follow it with: nclav runs show {run_id} --follow")
+        return
+    from nclav.cli.follow import follow_run, make_progress
+
+    final = follow_run(api, run_id, make_progress(no_progress), timeout_s=timeout)
+    errors = [str(e) for e in final.get("errors") or []]
+    failed = bool(errors) or final.get("status") != "succeeded"
+    report.update(errors=errors, run=final)
+    if output == "json":
+        print_json(report)
+    else:
+        out(run_summary(final))
+        if not failed:
+            skipped = sum(1 for s in final.get("steps") or [] if s.get("status") == "skipped")
+            tail = f"; {skipped} skipped (nothing upstream changed)" if skipped else ""
+            out(f"{len(changes) - skipped} change(s) applied{tail}.")
+        if errors:
+            err()
+            for line in error_lines(errors):
+                err(style(line, fg="red", err=True) if line.startswith("  !") else line)
+    if failed:
+        raise SystemExit(1)
+
+
+__all__ = ["apply", "diff", "pack", "upload"]
