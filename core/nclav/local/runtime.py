@@ -102,6 +102,7 @@ class LocalRuntime:
             root / "workspaces",
             token=self.token,
             timeout_s=opts.iac_timeout_s,
+            lease_s=opts.lease_s,
         )
         bundles = Bundles(blobs, opts.default_cloud)
         self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
@@ -151,11 +152,15 @@ class LocalRuntime:
                 logger.exception("sweep failed")
 
     def stop(self) -> None:
-        """Stop accepting requests, let steps in flight finish, close the store."""
+        """Let steps in flight finish, stop serving, close the store.
+
+        The HTTP server stops last: a terraform still running for a step in flight reads and
+        writes its state through this server's state backend, and would fail without it.
+        """
         self._stop.set()
+        self.queue.close(drain=False, timeout=self.options.iac_timeout_s)
         if self._server is not None:
             stop_server(self._server, self._threads[0])
-        self.queue.close(drain=False, timeout=self.options.iac_timeout_s)
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
