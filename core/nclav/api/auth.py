@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
 import logging
 import os
@@ -19,6 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from nclav._fs import atomic_write
 from nclav.api.http import ApiRequest, AuthMode, Unauthorized
 from nclav.errors import NclavError
 
@@ -152,33 +152,11 @@ def _write_token(path: Path, token: str) -> None:
             pass  # an existing directory is the user's; only the file's mode is ours to set
         else:
             parent.chmod(0o700)  # mkdir's mode is filtered through the umask
-        # Write a private temp file, then rename it over the target: a reader sees the old
-        # token or the new one, never a partial file, and the token is never world-readable.
-        temp = parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(f"{token}\n".encode("ascii"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(parent)
+        # A reader sees the old token or the new one, never a partial file, and the token is
+        # never readable by anyone else, not even for a moment.
+        atomic_write(path, f"{token}\n".encode("ascii"), mode=0o600)
     except OSError as exc:
         raise TokenError(f"cannot write token file {path}: {exc.strerror}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable across a crash; some filesystems refuse, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 __all__ = ["TOKEN_PATTERN", "TokenAuth", "TokenError", "generate_token", "load_or_create_token"]

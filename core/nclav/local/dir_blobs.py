@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nclav._fs import TMP_PREFIX, atomic_write
 from nclav.errors import ConflictError, NotFoundError
 from nclav.ports import InvalidKeyError, check_blob_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-_TMP = ".nclav-tmp-"
+_TMP = TMP_PREFIX
 
 
 class DirectoryBlobStore:
@@ -51,17 +51,7 @@ class DirectoryBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         with self._writing(key) as path:
-            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(path, data, mode=0o644, durable=True)
 
     def get(self, key: str) -> bytes:
         try:

@@ -6,11 +6,10 @@ umask, never briefly readable), then renamed into place so a reader never sees h
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
 
+from nclav._fs import atomic_write
 from nclav.ports import check_secret_name
 
 _DIR_MODE = 0o700
@@ -31,19 +30,7 @@ class FileSecretStore:
 
     def put(self, name: str, value: str) -> None:
         path = self.directory / check_secret_name(name)
-        tmp = self.directory / f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(value)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, _FILE_MODE)  # O_CREAT's mode is masked by the umask; this is not
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, value.encode("utf-8"), mode=_FILE_MODE)
 
 
 __all__ = ["FileSecretStore"]
