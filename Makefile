@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint fmt check bench-core clean
+.PHONY: install demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,18 @@ check: test
 ## Load + validate + plan a synthetic 1,000 x 10 tree against PyYAML's C loader.
 bench-core: $(STAMP)
 	$(BIN)/python scripts/bench_core.py
+
+## Apply makespan of a 50-partition DAG (real terraform) at 1, 2, 4 workers vs the lower bound.
+bench-apply: $(STAMP)
+	$(BIN)/python scripts/bench_apply.py
+
+## A no-op apply of the 1,000 x 10 synthetic tree (applied state seeded) vs its dry-run.
+bench-noop: $(STAMP)
+	$(BIN)/python scripts/bench_noop.py
+
+## `nclav --help` cold start, and `nclav diff` (pack + upload + dry-run) of the 1,000 x 10 tree.
+bench-cli: $(STAMP)
+	$(BIN)/python scripts/bench_cli.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -93,7 +93,11 @@ class Service:
             raise _request_error("bundle", "a bundle digest (POST /bundles) is required")
         if not self.local_dirs:
             raise _request_error("enclaves_dir", "only the local runtime reads server-side paths")
-        _, data, _ = pack_directory(enclaves_dir)
+        digest, data, desired = pack_directory(enclaves_dir)
+        # Validate here too, so every problem names the file under the directory as given.
+        validate_graph(desired, self.default_cloud)
+        if self.bundles.blobs.exists(bundle_blob(digest)):
+            return digest  # an unchanged tree: unpacking what we just packed would only cost
         return str(self.bundles.put(data)["digest"])
 
     def dry_run(self, digest: str) -> dict[str, Any]:

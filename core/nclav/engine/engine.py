@@ -73,6 +73,9 @@ class Engine:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
+        # One kick at a time in this process: a sweeper's kick must not plan a run again
+        # while a request's kick is planning it (the begin_run write decides across processes).
+        self._kicking = threading.RLock()
 
     # -- starting a run -------------------------------------------------------------------
 
@@ -85,14 +88,16 @@ class Engine:
         """
         graph, _ = self.bundles(bundle)
         applied = {s.enclave_id: s for s in self.store.list_enclaves()}
-        preview = plan_changes(graph, applied)  # what a dry run would say now, for the record
         touched = set(graph.enclaves) | set(applied)
+        # A run that will wait behind earlier ones records what a dry run would say now; one
+        # that begins at once (the usual case) is planned by kick() below, so not twice here.
+        behind = any(touched & set(r.enclave_ids) for r in self.store.list_unfinished_runs())
         run = Run(
             bundle=bundle,
             enclave_ids=tuple(sorted(touched)),
             trigger=trigger,
             created_at=self._now_text(),
-            changes=len(preview.changes),
+            changes=len(plan_changes(graph, applied).changes) if behind else 0,
             plan_on_start=True,
         )
         return self._create(run, [])
@@ -117,14 +122,15 @@ class Engine:
 
     def kick(self) -> None:
         """Start every queued run that no earlier unfinished run blocks; finish empty ones."""
-        busy: set[str] = set()
-        for run in self.store.list_unfinished_runs():
-            mine = set(run.enclave_ids)
-            if run.status == RunStatus.QUEUED and not (mine & busy):
-                run = self._begin(run)
-            if run.status == RunStatus.RUNNING:
-                self._finish_run_if_done(run.id)
-            busy |= mine
+        with self._kicking:
+            busy: set[str] = set()
+            for run in self.store.list_unfinished_runs():
+                mine = set(run.enclave_ids)
+                if run.status == RunStatus.QUEUED and not (mine & busy):
+                    run = self._begin(run)
+                if run.status == RunStatus.RUNNING:
+                    self._finish_run_if_done(run.id)
+                busy |= mine
 
     def _begin(self, run: Run) -> Run:
         started = run.model_copy(

@@ -161,6 +161,8 @@ class LocalRuntime:
         self.queue.close(drain=False, timeout=self.options.iac_timeout_s)
         if self._server is not None:
             stop_server(self._server, self._threads[0])
+        for thread in self._threads[1:]:  # the sweeper: it must not touch a closed store
+            thread.join(timeout=30)
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
