@@ -14,6 +14,9 @@ from nclav.graph import Graph, validate_graph
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+# Real stand-in servers (moto, ...) as session fixtures: tests/stand_ins.py.
+pytest_plugins = ["stand_ins"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
