@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from pydantic import JsonValue
 
+    from nclav.model import PartitionConfig
     from nclav.records import (
         AuditEvent,
         IacRun,
@@ -237,6 +238,36 @@ class StateStore(Protocol):
 
     def release_partition(self, key: str, owner: str) -> bool:
         """Release if ``owner`` holds it."""
+        ...
+
+
+class IacRunner(Protocol):
+    """Runs a partition's Terraform/OpenTofu: apply returns its declared outputs.
+
+    ``nclav.engine.PartitionIac`` is the implementation (workspace, IaC run record, streamed
+    log, per-partition mutex); a runtime that runs Terraform elsewhere provides another.
+    """
+
+    def apply(
+        self,
+        run_id: str | None,
+        enclave_id: str,
+        config: PartitionConfig,
+        files: Mapping[str, bytes],
+        inputs: Mapping[str, str],
+        env: Mapping[str, str],
+        *,
+        update: bool,
+    ) -> dict[str, str]: ...
+
+    def destroy(
+        self,
+        run_id: str | None,
+        enclave_id: str,
+        config: PartitionConfig | None,
+        env: Mapping[str, str],
+    ) -> bool:
+        """``terraform destroy``; False when there was nothing to destroy."""
         ...
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nclav.engine.driver import Driver, LocalDriver
 from nclav.engine.engine import Engine
 from nclav.engine.iac_steps import PartitionIac
 from nclav.engine.steps import StepContext, carry_out
+
+if TYPE_CHECKING:
+    from nclav.ports import IacRunner
+
+    def _implements(iac: PartitionIac, driver: LocalDriver) -> tuple[IacRunner, Driver]:
+        return iac, driver  # mypy proves the implementations fit their ports
+
 
 __all__ = ["Driver", "Engine", "LocalDriver", "PartitionIac", "StepContext", "carry_out"]

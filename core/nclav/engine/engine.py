@@ -35,11 +35,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
     from nclav.engine.driver import Driver
-    from nclav.engine.iac_steps import PartitionIac
     from nclav.graph import Graph
     from nclav.model import Cloud
     from nclav.plan import Plan
-    from nclav.ports import BlobStore, Clock, StateStore, WorkQueue
+    from nclav.ports import BlobStore, Clock, IacRunner, StateStore, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class Engine:
         clock: Clock,
         drivers: Mapping[Cloud, Driver],
         default_cloud: Cloud,
-        iac: PartitionIac,
+        iac: IacRunner,
         bundles: Callable[[str], tuple[Graph, Mapping[str, Mapping[str, bytes]]]],
         *,
         lease_s: float = 120.0,

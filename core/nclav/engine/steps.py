@@ -22,10 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from nclav.engine.driver import Driver
-    from nclav.engine.iac_steps import PartitionIac
     from nclav.graph import Graph
     from nclav.model import Cloud
-    from nclav.ports import StateStore
+    from nclav.ports import IacRunner, StateStore
     from nclav.records import StepRecord
 
 
@@ -48,7 +47,7 @@ class StepContext:
     files: Mapping[str, Mapping[str, bytes]]  # "enclave/partition" -> its files
     drivers: Mapping[Cloud, Driver]
     default_cloud: Cloud
-    iac: PartitionIac
+    iac: IacRunner
     run_id: str
     event: EventSink
 
