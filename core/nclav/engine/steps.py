@@ -225,6 +225,7 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     stored = state.partitions[pid]
     driver = ctx.driver_for(state.resolved_cloud)
     env = driver.auth_env(state.enclave_handle, stored.partition_handle)
+    ctx.update(eid, lambda s: _partition_started(_require(s, eid), pid, Status.DELETING))
     try:
         ctx.iac.destroy(ctx.run_id, eid, stored.desired, env)
         driver.teardown_partition(eid, pid, stored.partition_handle)
@@ -260,15 +261,20 @@ def _teardown_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
     if found is None:
         return StepStatus.SUCCEEDED
     state = found[0]
+    ctx.update(
+        eid,
+        lambda s: s.model_copy(update={"meta": s.meta.started(Status.DELETING)}) if s else None,
+    )
     ctx.driver_for(state.resolved_cloud).teardown_enclave(state.desired, state.enclave_handle)
     ctx.update(eid, lambda s: None)
     ctx.event(EventKind.ENCLAVE_DELETED, enclave_id=eid, run_id=ctx.run_id)
     return StepStatus.SUCCEEDED
 
 
-def _partition_started(state: EnclaveState, pid: str) -> EnclaveState:
+def _partition_started(state: EnclaveState, pid: str, status: Status | None = None) -> EnclaveState:
     old = state.partitions.get(pid) or PartitionState()
-    status = Status.UPDATING if old.partition_handle else Status.PROVISIONING
+    if status is None:
+        status = Status.UPDATING if old.partition_handle else Status.PROVISIONING
     new = old.model_copy(update={"meta": old.meta.started(status)})
     return state.model_copy(update={"partitions": {**state.partitions, pid: new}})
 
