@@ -9,8 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from functions_aws.dynamodb_store import DynamoStateStore, create_table
+from functions_aws.s3_blobs import S3BlobStore, create_bucket
+from functions_aws.secrets import SecretsManagerSecretStore
+from functions_aws.sqs_queue import SqsWorkQueue, create_queues
 from nclav.local import (
     DirectoryBlobStore,
     FileSecretStore,
@@ -21,13 +27,14 @@ from nclav.local import (
 from nclav.plan import Action, Step
 from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
 from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time
+from sqs_pump import SqsPump
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nclav.local.thread_queue import Handler
 
-STATE_STORES = ["memory", "sqlite"]
+STATE_STORES = ["memory", "sqlite", "dynamodb"]
 T0 = 1_767_225_600.0
 LEASE = 30.0
 
@@ -74,6 +81,13 @@ def open_state_store(kind: str, path: Path) -> StateStore:
 
 @pytest.fixture(params=STATE_STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "dynamodb":
+        request.getfixturevalue("aws")  # a clean moto server behind boto3
+        # Room for the 20-thread contract tests without discarding pooled connections.
+        client = boto3.client("dynamodb", config=Config(max_pool_connections=32))
+        create_table(client, "nclav-state")
+        yield DynamoStateStore("nclav-state", client=client)
+        return
     opened = open_state_store(request.param, tmp_path)
     yield opened
     close = getattr(opened, "close", None)
@@ -86,27 +100,46 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["directory"])
+@pytest.fixture(params=["directory", "s3"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "s3":
+        request.getfixturevalue("aws")  # a clean moto server behind boto3
+        client = boto3.client("s3")
+        create_bucket(client, "nclav-blobs")
+        return S3BlobStore("nclav-blobs", "blobs/", client=client)
     return DirectoryBlobStore(tmp_path / "blobs")
 
 
-@pytest.fixture(params=["file"])
+@pytest.fixture(params=["file", "secretsmanager"])
 def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> SecretStore:
+    if request.param == "secretsmanager":
+        request.getfixturevalue("aws")
+        return SecretsManagerSecretStore("nclav/", client=boto3.client("secretsmanager"))
     return FileSecretStore(tmp_path / "secrets")
 
 
-QueueFactory = Callable[..., ThreadWorkQueue]
+# The local queue, or SQS (moto server) consumed by the test pump: both take a handler and
+# the same options, and have send / pending / wait_idle / close.
+QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]
 
 
-@pytest.fixture(params=["thread"])
+@pytest.fixture(params=["thread", "sqs"])
 def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
     """``make_queue(handler, **options)``; every queue made is closed after the test."""
-    made: list[ThreadWorkQueue] = []
+    made: list[ThreadWorkQueue | SqsPump] = []
 
-    def make(handler: Handler, **options: Any) -> ThreadWorkQueue:
+    def make(handler: Handler, **options: Any) -> ThreadWorkQueue | SqsPump:
         options.setdefault("retry_delay_s", 0.01)
-        queue = ThreadWorkQueue(handler, **options)
+        queue: ThreadWorkQueue | SqsPump
+        if request.param == "sqs":
+            request.getfixturevalue("aws")
+            client = boto3.client("sqs")
+            url, _dlq = create_queues(
+                client, f"nclav-steps-{len(made)}", options.get("max_deliveries", 5)
+            )
+            queue = SqsPump(SqsWorkQueue(url, client=client), handler, **options)
+        else:
+            queue = ThreadWorkQueue(handler, **options)
         made.append(queue)
         return queue
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import SEED, load_graph, write_tree
 from nclav.errors import ConflictError, NotFoundError
 from nclav.ports import ManualClock, StateStore
 from nclav.records import (
@@ -20,6 +19,7 @@ from nclav.records import (
 )
 from nclav.state import EnclaveState, Status
 from nclav.transitions import simulate_apply
+from support import SEED, load_graph, write_tree
 
 from .conftest import T0, chain, event, make_run, started
 

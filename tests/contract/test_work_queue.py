@@ -1,4 +1,10 @@
-"""The WorkQueue contract: delivery, delay, at-least-once redelivery, dead letters, close."""
+"""The WorkQueue contract: delivery, delay, at-least-once redelivery, dead letters, close.
+
+Each test runs against the local ``ThreadWorkQueue`` and against SQS (moto server) consumed
+by the test pump (``tests/sqs_pump.py``), except where the two differ on purpose: a message
+sent to a closed local queue is dropped, SQS keeps it for the next consumer.
+SQS counts delays in whole seconds, so its runs take a few seconds longer.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from nclav.errors import TemporaryError
 from nclav.local.thread_queue import Message, ThreadWorkQueue
+from sqs_pump import SqsPump
 
-QueueFactory = Callable[..., ThreadWorkQueue]  # the `make_queue` fixture
+QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]  # the `make_queue` fixture
 
 WAIT = 5.0
 
@@ -159,6 +168,7 @@ def test_close_stops_the_workers_after_the_message_in_hand(make_queue: QueueFact
     assert not any(t.name.startswith("nclav-worker") and t.is_alive() for t in queue._threads)
 
 
+@pytest.mark.parametrize("make_queue", ["thread"], indirect=True)
 def test_send_after_close_is_dropped(make_queue: QueueFactory) -> None:
     handler = Recorder()
     queue = make_queue(handler)

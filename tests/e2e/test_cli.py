@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cli_harness import Server, clean_env, run_cli
 
-from conftest import EXAMPLES, SEED, write_tree
+from support import EXAMPLES, SEED, write_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,7 +10,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_tree
 from nclav.config import load_bundle, load_directory
 from nclav.errors import SpecError
 from nclav.graph import Graph, validate_graph
@@ -18,6 +17,7 @@ from nclav.hashing import enclave_hash, partition_hash
 from nclav.model import AUTH_MATRIX, REQUIRED_OUTPUTS, ExportType
 from nclav.plan import Action, ChangeKind, Plan, plan_changes
 from nclav.transitions import simulate_apply
+from support import write_tree
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

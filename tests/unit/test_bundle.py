@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import EXAMPLES, enclave_files, write_tree
 from nclav.bundle import bundle_digest, pack, pack_directory, unpack
 from nclav.config import load_bundle, load_directory
 from nclav.errors import Issue, SpecError
 from nclav.hashing import partition_hash
+from support import EXAMPLES, enclave_files, write_tree
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXAMPLES, enclave_files, write_tree
 from nclav.bundle import unpack
 from nclav.cli import main
 from nclav.cli.common import EXIT_INVALID, InvalidError
 from nclav.cli.reconcile import pack
+from support import EXAMPLES, enclave_files, write_tree
 
 if TYPE_CHECKING:
     from pathlib import Path

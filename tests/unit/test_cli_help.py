@@ -13,8 +13,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
 from nclav.cli import main
+from support import REPO
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

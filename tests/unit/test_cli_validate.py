@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from click.testing import CliRunner
 
-from conftest import EXAMPLES, SEED, write_tree
 from nclav.cli import main
+from support import EXAMPLES, SEED, write_tree
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import pytest
 from engine_fakes import EXAMPLES, Rig, wait_for
 
-from conftest import HTTP, enclave_files, write_tree
 from nclav.errors import PermanentError, TemporaryError
 from nclav.plan import plan_teardown
 from nclav.records import EventKind, RunStatus, StepStatus
 from nclav.state import Status
+from support import HTTP, enclave_files, write_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import HTTP, QUEUE, SEED, TCP, enclave_files, load_graph, only_issue, spec_issues
-from conftest import write_tree as write
 from nclav.config import load_directory
 from nclav.graph import validate_graph
 from nclav.model import AUTH_MATRIX, Auth, Cloud, ExportType
+from support import HTTP, QUEUE, SEED, TCP, enclave_files, load_graph, only_issue, spec_issues
+from support import write_tree as write
 
 if TYPE_CHECKING:
     from pathlib import Path

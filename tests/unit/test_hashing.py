@@ -6,10 +6,10 @@ import hashlib
 import shutil
 from typing import TYPE_CHECKING
 
-from conftest import SEED, load_graph, write_tree
 from nclav.config import load_bundle, load_directory
 from nclav.graph import validate_graph
 from nclav.hashing import canonical_json, digest, enclave_hash, partition_hash
+from support import SEED, load_graph, write_tree
 
 if TYPE_CHECKING:
     from pathlib import Path

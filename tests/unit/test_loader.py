@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import EXAMPLES, HTTP, enclave_files, load_graph, only_issue, spec_issues, write_tree
 from nclav.config import load_bundle, load_directory
 from nclav.errors import SpecError
 from nclav.hashing import enclave_hash, partition_hash
 from nclav.model import EnclaveTarget, PartitionTarget
+from support import EXAMPLES, HTTP, enclave_files, load_graph, only_issue, spec_issues, write_tree
 
 if TYPE_CHECKING:
     from pathlib import Path

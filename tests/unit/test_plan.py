@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import EXAMPLES, SEED, load_graph, write_tree
 from nclav.hashing import inputs_hash
 from nclav.plan import Action, ChangeKind, Plan, plan_changes
 from nclav.state import EnclaveState, Status
 from nclav.transitions import simulate_apply
+from support import EXAMPLES, SEED, load_graph, write_tree
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

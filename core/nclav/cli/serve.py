@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nclav.cli.common import EXIT_FAILED, EXIT_INVALID, InvalidError, settings
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 CLOUDS = ["local", "gcp", "azure", "aws"]
+
+
+# The seed's AWS driver settings: (flag, option name, help). They reach the driver as a
+# generic mapping (LocalOptions.driver_options["aws"]), so serve never imports it.
+AWS_OPTIONS = (
+    ("--aws-org-unit-id", "org_unit_id", "OU id where new account enclaves are placed."),
+    ("--aws-email-domain", "email_domain", "Email domain for new account registration."),
+    ("--aws-default-region", "default_region", "Default AWS region (default: us-east-1)."),
+    ("--aws-account-prefix", "account_prefix", "Prefix for account names (myorg -> myorg-<id>)."),
+    (
+        "--aws-cross-account-role",
+        "cross_account_role",
+        "IAM role assumed in enclave accounts (default: OrganizationAccountAccessRole).",
+    ),
+    ("--aws-role-arn", "role_arn", "IAM role ARN assumed for management API calls."),
+)
+
+
+def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
+    for flag, name, text in reversed(AWS_OPTIONS):
+        command = click.option(
+            flag, f"aws_{name}", envvar=f"NCLAV_AWS_{name.upper()}", default=None, help=text
+        )(command)
+    return command
 
 
 @click.command(short_help="Run the nclav server and its workers here.")
@@ -78,6 +106,7 @@ CLOUDS = ["local", "gcp", "azure", "aws"]
     help="Seconds a step (and its partition) stays claimed by a worker that stopped renewing "
     "it; after a crash, unfinished steps resume this long after the next start.",
 )
+@_aws_options
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -88,6 +117,7 @@ def serve(
     home: str,
     workers: int,
     lease_s: float,
+    **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
 
@@ -100,6 +130,7 @@ def serve(
     Example:
       nclav serve --cloud local
       NCLAV_PORT=9090 nclav serve --ephemeral
+      nclav serve --cloud aws --aws-org-unit-id ou-ab12-cdef3456 --aws-email-domain example.com
     """
     if settings().remote:  # NCLAV_URL is ignored here: it is for the client commands
         raise InvalidError("serve does not support --remote; run the server locally")
@@ -130,6 +161,7 @@ def serve(
             port=port,
             workers=workers,
             lease_s=lease_s,
+            driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError) as exc:

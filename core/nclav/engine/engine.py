@@ -164,17 +164,17 @@ class Engine:
         step = self.store.claim_step(run_id, step_id, self.owner, self.lease_s, now)
         if step is None:
             return  # someone else holds it, or it is already done
+        if step.attempts > self.max_attempts:
+            # Every earlier attempt ended without an outcome (its worker died or timed out and
+            # the sweeper handed the step out again): stop here instead of looping forever.
+            error = (
+                f"gave up after {step.attempts - 1} attempts that ended without a result "
+                "(the worker stopped or timed out)"
+            )
+            self._finish(step, StepStatus.FAILED, error, failed=self._context(run_id))
+            return
         graph, files = self.bundles(run.bundle) if run.bundle else (empty_graph(Desired(())), {})
-        ctx = StepContext(
-            store=self.store,
-            graph=graph,
-            files=files,
-            drivers=self.drivers,
-            default_cloud=self.default_cloud,
-            iac=self.iac,
-            run_id=run_id,
-            event=self._event,
-        )
+        ctx = self._context(run_id, graph, files)
         try:
             with self._lease_kept(step):
                 outcome = carry_out(ctx, step)
@@ -193,6 +193,48 @@ class Engine:
             self._finish(step, StepStatus.FAILED, error, failed=ctx)
             return
         self._finish(step, outcome, None)
+
+    def give_up(self, message: Mapping[str, str], error: str) -> bool:
+        """Record a message's step failed with ``error`` without carrying it out.
+
+        For a runtime whose deliveries of the message ran out while every one of them failed
+        before the step could record an outcome (a store that keeps failing, say): the step
+        fails, its dependents are blocked and the run can end, instead of waiting forever.
+        Returns False, changing nothing, when the step is final or another live lease holds it.
+        """
+        run_id, step_id = message["run_id"], message["step_id"]
+        run = self.store.get_run(run_id)
+        if run is None or run.status != RunStatus.RUNNING:
+            return False
+        step = self.store.get_step(run_id, step_id)
+        if step is None or step.status.final:
+            return False
+        if step.status != StepStatus.RUNNING or step.lease_owner != self.owner:
+            step = self.store.claim_step(
+                run_id, step_id, self.owner, self.lease_s, self.clock.now()
+            )
+            if step is None:
+                return False
+        self._finish(step, StepStatus.FAILED, error, failed=self._context(run_id))
+        return True
+
+    def _context(
+        self,
+        run_id: str,
+        graph: Graph | None = None,
+        files: Mapping[str, Mapping[str, bytes]] | None = None,
+    ) -> StepContext:
+        """What a step works with; without a graph only failures can be recorded with it."""
+        return StepContext(
+            store=self.store,
+            graph=graph if graph is not None else empty_graph(Desired(())),
+            files=files if files is not None else {},
+            drivers=self.drivers,
+            default_cloud=self.default_cloud,
+            iac=self.iac,
+            run_id=run_id,
+            event=self._event,
+        )
 
     def _retry_or_fail(
         self, ctx: StepContext, step: StepRecord, error: str, retry_after_s: float

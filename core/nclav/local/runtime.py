@@ -54,19 +54,51 @@ class LocalOptions:
     iac_timeout_s: float = 1800.0
     max_attempts: int = 4
     backoff_s: float = 2.0
+    # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
+    driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
 
-def drivers_for(default: Cloud, enabled: tuple[Cloud, ...]) -> dict[Cloud, Driver]:
-    """Every driver must be asked for: ``--cloud`` names the default, ``--enable-cloud`` more."""
+# Entry-point group of cloud drivers: ``<cloud> = "package.module:factory"``, where
+# ``factory(options: Mapping[str, str | None]) -> Driver``. The core finds a cloud's driver
+# through installed package metadata and never imports a cloud package by name.
+DRIVER_GROUP = "nclav.drivers"
+
+
+def drivers_for(
+    default: Cloud,
+    enabled: tuple[Cloud, ...],
+    options: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> dict[Cloud, Driver]:
+    """Every driver must be asked for: ``--cloud`` names the default, ``--enable-cloud`` more.
+
+    ``options`` holds each cloud's settings by cloud name (``{"aws": {"org_unit_id": ...}}``),
+    passed to its driver factory as they are.
+    """
     out: dict[Cloud, Driver] = {}
     for cloud in dict.fromkeys((default, *enabled)):
-        if cloud != Cloud.LOCAL:
-            message = (
-                f"the {cloud.value} driver is not available in this build yet; use --cloud local"
-            )
-            raise SpecError([Issue("--cloud", None, "cloud", message)])
-        out[cloud] = LocalDriver()
+        if cloud == Cloud.LOCAL:
+            out[cloud] = LocalDriver()
+        else:
+            out[cloud] = _plugin_driver(cloud, (options or {}).get(cloud.value, {}))
     return out
+
+
+def _plugin_driver(cloud: Cloud, options: Mapping[str, str | None]) -> Driver:
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=DRIVER_GROUP, name=cloud.value))
+    try:
+        if not found:
+            raise ImportError(f"no {cloud.value!r} entry point in group {DRIVER_GROUP}")
+        factory = found[0].load()
+    except ImportError as exc:
+        message = (
+            f"the {cloud.value} driver is not installed ({exc}); install nclav[{cloud.value}] "
+            "or use --cloud local"
+        )
+        raise SpecError([Issue("--cloud", None, "cloud", message)]) from exc
+    driver: Driver = factory(options)
+    return driver
 
 
 @dataclass
@@ -84,7 +116,9 @@ class LocalRuntime:
 
     def __post_init__(self) -> None:
         opts = self.options
-        drivers: Mapping[Cloud, Driver] = drivers_for(opts.default_cloud, opts.enabled)
+        drivers: Mapping[Cloud, Driver] = drivers_for(
+            opts.default_cloud, opts.enabled, opts.driver_options
+        )
         if opts.ephemeral:
             self._scratch = tempfile.mkdtemp(prefix="nclav-ephemeral-")
             root = Path(self._scratch)

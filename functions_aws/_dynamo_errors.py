@@ -1,0 +1,166 @@
+"""DynamoDB failures as nclav errors: the one place where botocore exceptions are caught.
+
+Every request the state store makes runs inside ``translated``, so no botocore exception
+leaves the adapter; the original is always chained as ``__cause__``::
+
+    NclavError
+    ├── ConflictError
+    │   └── ConditionFailedError   a condition lost (ConditionalCheckFailedException, or a
+    │                              TransactionCanceledException with a ConditionalCheckFailed
+    │                              reason); carries the stored item(s) when DynamoDB returned them
+    ├── ReconcileError
+    │   └── TemporaryError         throttling, a 5xx, a dropped connection: retry later
+    │       └── ContendedError     a transaction cancelled only by other transactions in flight
+    └── DynamoStoreError           anything else (missing table, access denied, bad request)
+        └── ItemTooLargeError      a record that would not fit in a 400 KB item
+
+DynamoDB has its own translation, apart from ``_errors.aws_errors`` of the other adapters:
+its ResourceNotFoundException is a missing *table* (not a missing record, so never a
+``NotFoundError``), and a lost condition carries the stored item the store reports on.
+
+Botocore already retries throttling and 5xx responses with backoff before they get here, so
+a ``TemporaryError`` means those retries ran out: the caller should wait longer.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from nclav.errors import ConflictError, NclavError, TemporaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# A DynamoDB attribute value as the low-level client speaks it ({"S": "x"}, {"N": "1"}, ...).
+AttributeValue = dict[str, Any]
+Item = dict[str, AttributeValue]
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_CANCELLED = "TransactionCanceledException"
+TEMPORARY_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    }
+)
+# Cancellation reasons that say "someone else was busy with this item", not "your request
+# is wrong": the same transaction can succeed a moment later.
+_BUSY_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+# Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
+_NETWORK = (ConnectionError, HTTPClientError)
+_RETRY_AFTER_S = 2.0
+
+
+class DynamoStoreError(NclavError):
+    """A DynamoDB failure that retrying will not fix (missing table, permissions, bad input)."""
+
+
+class ItemTooLargeError(DynamoStoreError):
+    """A record that does not fit in one DynamoDB item, even compressed."""
+
+
+class ConditionFailedError(ConflictError):
+    """A conditional write lost.
+
+    ``item`` is the stored item when the request asked for it
+    (``ReturnValuesOnConditionCheckFailure``), else ``None``, which also means "no item".
+    For a transaction, ``reasons`` holds one cancellation code per action ("None" for the
+    actions that were fine) and ``items`` the matching stored items.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        item: Item | None = None,
+        reasons: tuple[str, ...] = (),
+        items: tuple[Item | None, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.item = item
+        self.reasons = reasons
+        self.items = items
+
+    def failed(self, index: int) -> bool:
+        """Whether the transaction's action at ``index`` lost its condition."""
+        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
+
+
+class ContendedError(TemporaryError):
+    """A transaction cancelled because other transactions held its items at that moment."""
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    meta: Any = exc.response.get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode") or 0)
+
+
+def _cancelled(exc: ClientError, operation: str) -> NclavError:
+    reasons_raw = cast("list[dict[str, Any]]", exc.response.get("CancellationReasons") or [])
+    reasons = tuple(str(r.get("Code") or "None") for r in reasons_raw)
+    items = tuple(r.get("Item") for r in reasons_raw)
+    if "ConditionalCheckFailed" in reasons:
+        return ConditionFailedError(
+            f"{operation}: a condition failed ({', '.join(reasons)})", reasons=reasons, items=items
+        )
+    if reasons and all(r in _BUSY_REASONS or r == "None" for r in reasons):
+        return ContendedError(
+            f"{operation}: items busy in other transactions", retry_after_s=_RETRY_AFTER_S
+        )
+    return DynamoStoreError(f"{operation}: transaction cancelled ({', '.join(reasons)})")
+
+
+def translate(exc: Exception, operation: str) -> NclavError:
+    """The nclav error for a botocore exception raised by ``operation``."""
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "")) or code
+        if code == _CONDITION_FAILED:
+            item = cast("Item | None", exc.response.get("Item"))
+            return ConditionFailedError(f"{operation}: condition failed", item=item)
+        if code == _CANCELLED:
+            return _cancelled(exc, operation)
+        if code in TEMPORARY_CODES or _status(exc) >= 500:
+            return TemporaryError(f"{operation}: {code}: {message}", retry_after_s=_RETRY_AFTER_S)
+        return DynamoStoreError(f"{operation}: {code}: {message}")
+    if isinstance(exc, _NETWORK):
+        return TemporaryError(
+            f"{operation}: DynamoDB unreachable: {exc}", retry_after_s=_RETRY_AFTER_S
+        )
+    return DynamoStoreError(f"{operation}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def translated(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, operation) from exc
+
+
+__all__ = [
+    "TEMPORARY_CODES",
+    "AttributeValue",
+    "ConditionFailedError",
+    "ContendedError",
+    "DynamoStoreError",
+    "Item",
+    "ItemTooLargeError",
+    "translate",
+    "translated",
+]

@@ -1,0 +1,116 @@
+"""The DynamoDB store's IaC runs: listed by partition, found by id.
+
+Runs of a partition live in one item collection sorted by ``started_at`` (then by an insert
+counter, so equal start times keep insertion order), because the engine reads them right after
+taking the partition mutex to find abandoned ones: that read must be consistent, which an
+index could not promise. ``get_iac_run`` goes through a small locator item keyed by id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from functions_aws._dynamo_errors import ConditionFailedError
+from functions_aws._dynamo_keys import (
+    S,
+    counter_key,
+    doc_attrs,
+    iac_key,
+    iac_locator_key,
+    iac_partition,
+    key,
+    present,
+    read_doc,
+)
+from functions_aws._dynamo_table import Expr
+from nclav.records import IacRun
+
+if TYPE_CHECKING:
+    from functions_aws._dynamo_errors import Item
+    from functions_aws._dynamo_table import Table
+
+IAC_COUNTER = "IAC"
+
+
+def _iac_item(run: IacRun, order: int) -> Item:
+    return {
+        **iac_key(run.enclave_id, run.partition_id, run.started_at, order),
+        "id": S(run.id),
+        **present(doc_attrs(run.model_dump_json(), f"IaC run {run.id}")),
+    }
+
+
+def _where(item: Item) -> tuple[str, str]:
+    return str(item["pk"]["S"]), str(item["sk"]["S"])
+
+
+class DynamoIacRuns:
+    """The IaC run methods of ``DynamoStateStore``."""
+
+    _table: Table
+
+    def put_iac_run(self, run: IacRun) -> None:
+        locator = self._table.get(iac_locator_key(run.id))
+        if locator is None:
+            self._insert_iac_run(run)
+            return
+        old = (str(locator["list_pk"]["S"]), str(locator["list_sk"]["S"]))
+        item = _iac_item(run, order=int(old[1].rsplit("#", 1)[1]))
+        if _where(item) == old:
+            self._table.put(item)
+            return
+        # Its start time or partition changed: move it, and its locator, in one transaction.
+        e = Expr()
+        condition = f"{e.n('list_sk')} = {e.v(S(old[1]))}"
+        self._table.transact(
+            [
+                {"Delete": self._table.delete_op(key(*old))},
+                {"Put": self._table.put_op(item)},
+                {"Put": self._table.put_op(self._locator(run.id, item), condition, e)},
+            ]
+        )
+
+    def _insert_iac_run(self, run: IacRun) -> None:
+        item = _iac_item(run, self._table.add_one(counter_key(IAC_COUNTER)))
+        e = Expr()
+        try:
+            self._table.transact(
+                [
+                    {
+                        "Put": self._table.put_op(
+                            self._locator(run.id, item), f"attribute_not_exists({e.n('pk')})", e
+                        )
+                    },
+                    {"Put": self._table.put_op(item)},
+                ]
+            )
+        except ConditionFailedError:
+            self.put_iac_run(run)  # a concurrent first put of this id won: replace its record
+
+    @staticmethod
+    def _locator(run_id: str, item: Item) -> Item:
+        pk, sk = _where(item)
+        return {**iac_locator_key(run_id), "list_pk": S(pk), "list_sk": S(sk)}
+
+    def get_iac_run(self, run_id: str) -> IacRun | None:
+        locator = self._table.get(iac_locator_key(run_id))
+        if locator is None:
+            return None
+        item = self._table.get(key(str(locator["list_pk"]["S"]), str(locator["list_sk"]["S"])))
+        return IacRun.model_validate_json(read_doc(item)) if item is not None else None
+
+    def list_iac_runs(self, enclave_id: str, partition_id: str, limit: int = 100) -> list[IacRun]:
+        if limit <= 0:
+            return []
+        e = Expr()
+        items = self._table.query(
+            f"{e.n('pk')} = {e.v(S(iac_partition(enclave_id, partition_id)))}",
+            e,
+            forward=False,
+            limit=limit,
+            consistent=True,
+        )
+        return [IacRun.model_validate_json(read_doc(i)) for i in items]
+
+
+__all__ = ["IAC_COUNTER", "DynamoIacRuns"]

@@ -1,0 +1,246 @@
+"""The table's keys, indexes and attribute encoding (the design is in ``dynamodb_store``).
+
+Every key the store reads or writes is built here, so the documented layout and the code
+cannot drift apart, and ``create_table`` declares exactly the indexes the store queries.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from functions_aws._dynamo_errors import ItemTooLargeError, translated
+
+if TYPE_CHECKING:
+    from functions_aws._dynamo_errors import AttributeValue, Item
+
+# -- partition keys of the shared collections and sort keys of single items ---------------------
+
+ENCLAVES = "ENCLAVES"
+UNFINISHED_RUNS = "UNFINISHED_RUNS"
+EVENTS = "EVENTS"
+COUNTER = "COUNTER"
+RUNS = "RUNS"
+LEASES = "LEASES"
+RUN_SK = "#RUN"  # sorts before every "STEP#..." of the same run partition
+STEP_PREFIX = "STEP#"
+
+# -- indexes -------------------------------------------------------------------------------------
+
+GSI1 = "gsi1"  # runs newest first; events of one enclave
+GSI2 = "gsi2"  # runs of one status; events of one run
+LEASE_INDEX = "leases"  # sparse: running steps by lease expiry
+LEASE_PK = "lease_pk"
+LEASE_SK = "lease_expires_at"  # the step's own attribute, so the index needs no copy
+
+# Items above this are compressed (zlib): it saves write capacity (billed per KB) long before
+# the 400 KB item limit matters.
+COMPRESS_ABOVE = 4_096
+# The most a document may take after compression: the rest of the item (keys, index keys,
+# small attributes) fits easily in the ~50 KB left below DynamoDB's 400 KB.
+MAX_DOC_BYTES = 350_000
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def seq_text(seq: int) -> str:
+    """A sequence number as a sort key: zero-padded so text order is number order."""
+    return f"{seq:020d}"
+
+
+def S(text: str) -> AttributeValue:  # noqa: N802 - DynamoDB's own type letters
+    return {"S": text}
+
+
+def N(number: int | float) -> AttributeValue:  # noqa: N802
+    # repr() of a float round-trips exactly, and DynamoDB keeps 38 significant digits.
+    return {"N": repr(number)}
+
+
+def text(attr: AttributeValue | None) -> str | None:
+    return None if attr is None else str(attr["S"])
+
+
+def number(attr: AttributeValue | None) -> float | None:
+    return None if attr is None else float(attr["N"])
+
+
+def integer(attr: AttributeValue) -> int:
+    return int(attr["N"])
+
+
+def key(pk: str, sk: str) -> Item:
+    return {"pk": S(pk), "sk": S(sk)}
+
+
+def enclave_key(enclave_id: str) -> Item:
+    return key(ENCLAVES, enclave_id)
+
+
+def run_partition(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def run_key(run_id: str) -> Item:
+    return key(run_partition(run_id), RUN_SK)
+
+
+def step_key(run_id: str, step_id: str) -> Item:
+    return key(run_partition(run_id), f"{STEP_PREFIX}{step_id}")
+
+
+def unfinished_key(seq: int) -> Item:
+    return key(UNFINISHED_RUNS, seq_text(seq))
+
+
+def event_key(seq: int) -> Item:
+    return key(EVENTS, seq_text(seq))
+
+
+def events_of_enclave(enclave_id: str) -> str:
+    return f"{EVENTS}#ENCLAVE#{enclave_id}"
+
+
+def events_of_run(run_id: str) -> str:
+    return f"{EVENTS}#RUN#{run_id}"
+
+
+def iac_partition(enclave_id: str, partition_id: str) -> str:
+    # Ids never contain '#' (model.Id), so the separator cannot make two pairs collide.
+    return f"IAC#{enclave_id}#{partition_id}"
+
+
+def iac_key(enclave_id: str, partition_id: str, started_at: str, order: int) -> Item:
+    return key(iac_partition(enclave_id, partition_id), f"{started_at}#{seq_text(order)}")
+
+
+def iac_locator_key(run_id: str) -> Item:
+    return key(f"IACRUN#{run_id}", "#IACRUN")
+
+
+def tf_lock_key(lock_key: str) -> Item:
+    return key(f"TF#{lock_key}", "LOCK")
+
+
+def tf_state_key(lock_key: str) -> Item:
+    return key(f"TF#{lock_key}", "STATE")
+
+
+def mutex_key(mutex: str) -> Item:
+    return key(f"MUTEX#{mutex}", "#MUTEX")
+
+
+def counter_key(name: str) -> Item:
+    return key(COUNTER, name)
+
+
+# -- documents -----------------------------------------------------------------------------------
+
+
+def doc_attrs(doc: str, what: str) -> dict[str, AttributeValue | None]:
+    """A JSON document as ``doc`` (plain) or ``docz`` (zlib), the other one to be removed.
+
+    Raises ``ItemTooLargeError`` when even the compressed document would not fit an item.
+    """
+    raw = doc.encode()
+    if len(raw) <= COMPRESS_ABOVE:
+        return {"doc": S(doc), "docz": None}
+    packed = zlib.compress(raw, 6)
+    if len(packed) > MAX_DOC_BYTES:
+        raise ItemTooLargeError(
+            f"{what} is {len(raw):,} bytes ({len(packed):,} compressed); a DynamoDB item "
+            f"holds at most {MAX_DOC_BYTES:,} bytes of document: make it smaller"
+        )
+    return {"doc": None, "docz": {"B": packed}}
+
+
+def present(attrs: dict[str, AttributeValue | None]) -> Item:
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def read_doc(item: Item) -> str:
+    if "docz" in item:
+        return zlib.decompress(item["docz"]["B"]).decode()
+    return str(item["doc"]["S"])
+
+
+def _value_size(value: AttributeValue) -> int:
+    (kind, inner), *_ = value.items()
+    if kind == "S":
+        return len(str(inner).encode())
+    if kind == "B":
+        return len(inner)
+    if kind == "N":
+        return len(str(inner)) // 2 + 2
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + _value_size(v) for k, v in inner.items())
+    return 1  # BOOL, NULL
+
+
+def item_size(item: Item) -> int:
+    """An upper estimate of DynamoDB's size of ``item`` (names plus values)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [
+            {"AttributeName": pk, "KeyType": "HASH"},
+            {"AttributeName": sk, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": projection},
+    }
+
+
+def table_definition(name: str) -> dict[str, Any]:
+    """The ``CreateTable`` request for the store (infra/aws declares the same in Terraform)."""
+    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK)
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            *({"AttributeName": a, "AttributeType": "S"} for a in strings),
+            {"AttributeName": LEASE_SK, "AttributeType": "N"},
+        ],
+        "GlobalSecondaryIndexes": [
+            _index(GSI1, "gsi1pk", "gsi1sk", "ALL"),
+            _index(GSI2, "gsi2pk", "gsi2sk", "ALL"),
+            # Keys only: the sweeper re-reads each candidate consistently anyway.
+            _index(LEASE_INDEX, LEASE_PK, LEASE_SK, "KEYS_ONLY"),
+        ],
+    }
+
+
+def create_table(client: Any, name: str) -> None:
+    """Create the store's table (PAY_PER_REQUEST, with its indexes) and wait until it is active."""
+    with translated("CreateTable"):
+        client.create_table(**table_definition(name))
+        client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+
+
+__all__ = [
+    "COMPRESS_ABOVE",
+    "GSI1",
+    "GSI2",
+    "LEASE_INDEX",
+    "MAX_DOC_BYTES",
+    "MAX_ITEM_BYTES",
+    "N",
+    "S",
+    "create_table",
+    "doc_attrs",
+    "item_size",
+    "read_doc",
+    "table_definition",
+]

@@ -1,0 +1,128 @@
+"""SDK errors of the storage and queue adapters, translated to nclav's errors in one place.
+
+The adapters (SQS queue, S3 blobs, Secrets Manager secrets) wrap every AWS call in
+``aws_errors(what)``, so no botocore exception escapes them::
+
+    ClientError / BotoCoreError
+    ├── a missing thing (NoSuchKey, 404, ResourceNotFoundException, ...) -> NotFoundError
+    ├── a lost condition (PreconditionFailed, ...)                       -> ConflictError
+    ├── throttling, 5xx, timeouts, dropped connections                   -> TemporaryError
+    └── anything else (AccessDenied, validation, no credentials, ...)    -> AwsServiceError
+
+botocore has already retried throttling and 5xx with its own backoff by the time an error
+gets here, so a ``TemporaryError`` means "later, through the queue", not "again now".
+Adapters that expect a code (a missing secret is ``None``) catch the translated error.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+NOT_FOUND = frozenset(
+    {
+        "404",
+        "NotFound",
+        "NoSuchKey",
+        "NoSuchBucket",
+        "NoSuchVersion",
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+    }
+)
+CONFLICT = frozenset(
+    {
+        "PreconditionFailed",
+        "ConditionalRequestConflict",  # S3: a concurrent conditional write to the same key
+        "OperationAborted",
+        "ResourceExistsException",
+        "QueueAlreadyExists",
+        "QueueNameExists",
+    }
+)
+THROTTLING = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "SlowDown",
+    }
+)
+TRANSIENT = frozenset(
+    {
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "KMSThrottlingException",
+    }
+)
+THROTTLED_RETRY_S = 10.0
+TRANSIENT_RETRY_S = 5.0
+
+
+class AwsServiceError(NclavError):
+    """An AWS error that is neither missing, conflicting nor transient (access, validation)."""
+
+    def __init__(self, message: str, *, code: str = "", status: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    meta: Any = exc.response.get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode") or 0)
+
+
+def translate(exc: Exception, what: str) -> NclavError:
+    """The nclav error for an SDK error raised while doing ``what``."""
+    if isinstance(exc, ClientError):
+        code, status = error_code(exc), _status(exc)
+        detail = str(exc.response.get("Error", {}).get("Message") or "")
+        text = f"{what}: {code}: {detail}" if detail else f"{what}: {code}"
+        if code in NOT_FOUND:
+            return NotFoundError(text)
+        if code in CONFLICT:
+            return ConflictError(text)
+        if code in THROTTLING or status == 429:
+            return TemporaryError(f"{text} (throttled)", retry_after_s=THROTTLED_RETRY_S)
+        if code in TRANSIENT or status >= 500:
+            return TemporaryError(text, retry_after_s=TRANSIENT_RETRY_S)
+        return AwsServiceError(text, code=code, status=status)
+    if isinstance(exc, ConnectionError | HTTPClientError):  # timeouts, resets, DNS
+        return TemporaryError(f"{what}: {exc}", retry_after_s=TRANSIENT_RETRY_S)
+    return AwsServiceError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """Translate SDK errors raised inside the block, chaining the original as ``__cause__``."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, what) from exc
+
+
+__all__ = ["AwsServiceError", "aws_errors", "error_code", "translate"]

@@ -1,0 +1,274 @@
+"""``SqsWorkQueue``: the work queue on an SQS standard queue with a dead-letter queue.
+
+Producer side (the ``WorkQueue`` port): ``send`` puts ``{"run_id", "step_id"}`` as a JSON body.
+Consumer side (the SQS-triggered worker Lambda, and the tests' pump): ``receive``, ``delete``,
+``delay`` and ``defer``, plus ``Received.from_record`` for the records of a Lambda SQS event.
+
+Delivery is at least once and a failed message comes back after a backoff: the consumer sets
+the message's visibility timeout (``delay``, ChangeMessageVisibility) to ``retry_delay(...)``
+and lets it go. Every receive counts, so after ``maxReceiveCount`` failed deliveries SQS's
+redrive policy moves the message to the DLQ on its next receive (``create_queues``).
+
+Delays longer than SQS's 900 s ``DelaySeconds`` cap: the message is sent with 900 s and the
+time it is due in the ``nclav-not-before`` attribute. A consumer that receives it early calls
+``defer``, which sends it again with the rest of the delay (at most 900 s again), and then
+deletes the early copy. Re-sending, rather than extending the visibility timeout, keeps the
+receive count for real delivery attempts, so a long wait never pushes a message towards the
+DLQ, and it has no upper bound (a visibility timeout ends 12 h after the receive).
+
+SQS counts whole seconds: delays are rounded up, never down, so a message is never early.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from functions_aws._errors import aws_errors
+from nclav.errors import PermanentError, TemporaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+MAX_DELAY_S = 900  # SQS DelaySeconds cap
+MAX_VISIBILITY_S = 43_200  # SQS visibility timeout cap (12 h)
+MAX_BATCH = 10  # SQS ReceiveMessage cap
+MAX_WAIT_S = 20  # SQS long-poll cap
+NOT_BEFORE = "nclav-not-before"  # message attribute: epoch seconds the message is due
+DLQ_RETENTION_S = 1_209_600  # 14 days, the SQS maximum, to leave time to look at failures
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One delivery of a message: the body, the handle to act on it, and its attempt number."""
+
+    body: str
+    receipt: str
+    receive_count: int
+    not_before: float | None = None
+    message_id: str = ""
+
+    @property
+    def message(self) -> dict[str, str]:
+        """The decoded body; ``PermanentError`` for one nclav did not write."""
+        try:
+            decoded = json.loads(self.body)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
+        ):
+            raise PermanentError(f"SQS message {self.message_id or '?'}: malformed body")
+        return decoded
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Received:
+        """A record of a Lambda SQS event (``event["Records"][i]``)."""
+        attributes = record.get("messageAttributes") or {}
+        due = attributes.get(NOT_BEFORE, {}).get("stringValue")
+        return cls(
+            body=record["body"],
+            receipt=record["receiptHandle"],
+            receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
+            not_before=float(due) if due is not None else None,
+            message_id=record.get("messageId", ""),
+        )
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Received:
+        """A message of a ReceiveMessage response."""
+        attributes = message.get("MessageAttributes") or {}
+        due = attributes.get(NOT_BEFORE, {}).get("StringValue")
+        return cls(
+            body=message["Body"],
+            receipt=message["ReceiptHandle"],
+            receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            not_before=float(due) if due is not None else None,
+            message_id=message.get("MessageId", ""),
+        )
+
+
+def retry_delay(
+    error: BaseException, receive_count: int, *, base_s: float = 1.0, max_s: float = 900.0
+) -> float:
+    """Seconds before a failed delivery is tried again: what a ``TemporaryError`` asks for,
+    else exponential in the attempt number; at most ``max_s``."""
+    if isinstance(error, TemporaryError):
+        delay = float(error.retry_after_s)
+    else:
+        delay = base_s * 2 ** max(receive_count - 1, 0)
+    return max(min(delay, max_s), 0.0)
+
+
+def _whole_seconds(seconds: float, cap: int) -> int:
+    return min(max(math.ceil(seconds), 0), cap)
+
+
+class SqsWorkQueue:
+    def __init__(
+        self,
+        queue_url: str,
+        client: Any = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue_url = queue_url
+        self._client = client
+        self._clock = clock  # wall clock: due times cross processes, like SQS's own timers
+
+    @property
+    def client(self) -> Any:
+        # Created on first use, so importing a handler module reaches no network or credentials.
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sqs")
+        return self._client
+
+    # -- producer: the WorkQueue port --------------------------------------------------------
+
+    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
+        due = self._clock() + delay_s if delay_s > MAX_DELAY_S else None
+        self._send(json.dumps(dict(message), sort_keys=True), delay_s, due)
+
+    def _send(self, body: str, delay_s: float, due: float | None) -> None:
+        params: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MessageBody": body,
+            "DelaySeconds": _whole_seconds(delay_s, MAX_DELAY_S),
+        }
+        if due is not None:
+            params["MessageAttributes"] = {
+                NOT_BEFORE: {"DataType": "Number", "StringValue": repr(due)}
+            }
+        with aws_errors("sqs:SendMessage"):
+            self.client.send_message(**params)
+
+    def close(self) -> None:
+        """Nothing to stop: consuming is the worker function's (or a pump's) business."""
+
+    # -- consumer ----------------------------------------------------------------------------
+
+    def receive(
+        self, max_messages: int = MAX_BATCH, wait_s: float = 0, *, visibility_s: float | None = None
+    ) -> list[Received]:
+        """Up to ``max_messages``, long-polling up to ``wait_s`` seconds for the first."""
+        params: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": min(max(max_messages, 1), MAX_BATCH),
+            "WaitTimeSeconds": _whole_seconds(wait_s, MAX_WAIT_S),
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            "MessageAttributeNames": [NOT_BEFORE],
+        }
+        if visibility_s is not None:
+            params["VisibilityTimeout"] = _whole_seconds(visibility_s, MAX_VISIBILITY_S)
+        with aws_errors("sqs:ReceiveMessage"):
+            response = self.client.receive_message(**params)
+        return [Received.from_message(m) for m in response.get("Messages", [])]
+
+    def delete(self, receipt: str) -> None:
+        """Acknowledge: the message is done."""
+        with aws_errors("sqs:DeleteMessage"):
+            self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+
+    def delay(self, receipt: str, seconds: float) -> None:
+        """Let a received message come back after ``seconds`` (0: now), up to 12 h.
+
+        ChangeMessageVisibility counts from now; the next receive adds one to the receive
+        count, so this is the backoff of a failed attempt, not a way to wait for a due time.
+        """
+        with aws_errors("sqs:ChangeMessageVisibility"):
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url,
+                ReceiptHandle=receipt,
+                VisibilityTimeout=_whole_seconds(seconds, MAX_VISIBILITY_S),
+            )
+
+    def defer(self, received: Received) -> bool:
+        """Send an early message again for the rest of its delay; True if it was early.
+
+        The caller then deletes (acknowledges) the early copy. Should that fail, the copy
+        comes back and is deferred again: two copies of a step message are harmless, the
+        engine's claim makes the second a no-op.
+        """
+        if received.not_before is None:
+            return False
+        left = received.not_before - self._clock()
+        if left <= 0:
+            return False
+        due = received.not_before if left > MAX_DELAY_S else None
+        self._send(received.body, left, due)
+        return True
+
+    def pending(self) -> int:
+        """Messages waiting, delayed or in flight (SQS's approximate counts)."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        with aws_errors("sqs:GetQueueAttributes"):
+            response = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=names
+            )
+        return sum(int(response["Attributes"].get(name, 0)) for name in names)
+
+
+def create_queues(
+    client: Any,
+    name: str,
+    max_receive_count: int = 5,
+    *,
+    visibility_timeout_s: int = 900,
+) -> tuple[str, str]:
+    """Create (or find, with the same settings) the queue ``name`` and its DLQ ``name-dlq``.
+
+    Returns ``(queue_url, dlq_url)``. ``visibility_timeout_s`` should be at least the worker
+    function's timeout (AWS suggests six times it), or a message still being handled is
+    delivered again. Both queues use SQS-managed encryption.
+    """
+    if max_receive_count < 1:
+        raise ValueError("max_receive_count must be at least 1")
+    with aws_errors(f"sqs:CreateQueue {name}-dlq"):
+        dlq_url = client.create_queue(
+            QueueName=f"{name}-dlq",
+            Attributes={
+                "MessageRetentionPeriod": str(DLQ_RETENTION_S),
+                "SqsManagedSseEnabled": "true",
+            },
+        )["QueueUrl"]
+    with aws_errors(f"sqs:GetQueueAttributes {name}-dlq"):
+        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+    with aws_errors(f"sqs:CreateQueue {name}"):
+        queue_url = client.create_queue(
+            QueueName=name,
+            Attributes={
+                "RedrivePolicy": json.dumps(redrive),
+                "VisibilityTimeout": str(visibility_timeout_s),
+                "SqsManagedSseEnabled": "true",
+            },
+        )["QueueUrl"]
+    return str(queue_url), str(dlq_url)
+
+
+if TYPE_CHECKING:
+    from nclav.ports import WorkQueue
+
+    def _implements(adapter: SqsWorkQueue) -> WorkQueue:  # mypy proves the port is implemented
+        return adapter
+
+
+__all__ = [
+    "MAX_DELAY_S",
+    "NOT_BEFORE",
+    "Received",
+    "SqsWorkQueue",
+    "create_queues",
+    "retry_delay",
+]

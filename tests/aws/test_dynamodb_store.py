@@ -1,0 +1,515 @@
+"""What only the DynamoDB store promises: its key design, no Scan, sizes, atomicity, errors.
+
+The StateStore contract itself runs against it in tests/contract (``store[dynamodb]``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.stub import Stubber
+
+from functions_aws import _dynamo_runs
+from functions_aws._dynamo_errors import (
+    TEMPORARY_CODES,
+    ConditionFailedError,
+    ContendedError,
+    translate,
+)
+from functions_aws._dynamo_items import MAX_STEP_ERROR
+from functions_aws._dynamo_keys import run_key, step_key
+from functions_aws._dynamo_table import Table
+from functions_aws.dynamodb_store import (
+    DynamoStateStore,
+    DynamoStoreError,
+    ItemTooLargeError,
+    count_requests,
+    create_table,
+)
+from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
+from nclav.plan import Action, Step
+from nclav.ports import StateStore
+from nclav.records import (
+    AuditEvent,
+    EventKind,
+    IacOperation,
+    IacRun,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    iso_time,
+)
+from nclav.state import EnclaveState
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+T0 = 1_767_225_600.0
+TABLE = "nclav-state"
+
+
+@pytest.fixture
+def client(aws: str) -> Any:
+    made = boto3.client("dynamodb", config=Config(max_pool_connections=32))
+    create_table(made, TABLE)
+    return made
+
+
+@pytest.fixture
+def store(client: Any) -> DynamoStateStore:
+    return DynamoStateStore(TABLE, client=client)
+
+
+def make_run(**fields: Any) -> Run:
+    return Run(created_at=iso_time(T0), **fields)
+
+
+def steps_of(run: Run, count: int) -> list[StepRecord]:
+    return [
+        StepRecord.of(run.id, Step(f"s{i:03d}", Action.PROVISION_ENCLAVE, f"e{i}", None, ()))
+        for i in range(count)
+    ]
+
+
+def all_items(client: Any) -> list[dict[str, Any]]:
+    """Every item of the table (the test inspects with Scan; the store never does)."""
+    pages = client.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True)
+    return [item for page in pages for item in page["Items"]]
+
+
+def raw(client: Any, key: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = client.get_item(TableName=TABLE, Key=key, ConsistentRead=True)["Item"]
+    return item
+
+
+# -- the key design ------------------------------------------------------------------------------
+
+
+def test_the_table_is_on_demand_with_the_three_indexes(client: Any) -> None:
+    table = client.describe_table(TableName=TABLE)["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"gsi1", "gsi2", "leases"}
+    assert indexes["leases"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert [k["AttributeName"] for k in indexes["leases"]["KeySchema"]] == [
+        "lease_pk",
+        "lease_expires_at",
+    ]
+
+
+def test_items_carry_the_documented_keys(store: DynamoStateStore, client: Any) -> None:
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    run = store.create_run(make_run(), steps_of(make_run(), 0))
+    big = make_run()
+    big = store.create_run(big, steps_of(big, 1))
+    store.claim_step(big.id, "s000", "w", 30, T0)
+    store.append_event(AuditEvent(kind=EventKind.ENCLAVE_PROVISIONED, at="t", enclave_id="a"))
+    store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at="t", run_id=run.id))
+    iac = IacRun(
+        enclave_id="a", partition_id="p", operation=IacOperation.PROVISION, started_at="T1"
+    )
+    store.put_iac_run(iac)
+    store.lock("a/p", {"ID": "l1"})
+    store.set_tf_state("a/p", "tfstate/a/p/1")
+    store.acquire_partition("a/p", "w", 30, T0)
+
+    keys = {(i["pk"]["S"], i["sk"]["S"]) for i in all_items(client)}
+    seq = f"{1:020d}"
+    assert keys == {
+        ("ENCLAVES", "a"),
+        (f"RUN#{run.id}", "#RUN"),
+        (f"RUN#{big.id}", "#RUN"),
+        (f"RUN#{big.id}", "STEP#s000"),
+        ("UNFINISHED_RUNS", seq),
+        ("UNFINISHED_RUNS", f"{2:020d}"),
+        ("EVENTS", seq),
+        ("EVENTS", f"{2:020d}"),
+        ("IAC#a#p", f"T1#{seq}"),
+        (f"IACRUN#{iac.id}", "#IACRUN"),
+        ("TF#a/p", "LOCK"),
+        ("TF#a/p", "STATE"),
+        ("MUTEX#a/p", "#MUTEX"),
+        ("COUNTER", "RUNS"),
+        ("COUNTER", "EVENTS"),
+        ("COUNTER", "IAC"),
+    }
+    run_item = raw(client, run_key(big.id))
+    assert (run_item["gsi1pk"]["S"], run_item["gsi1sk"]["S"]) == ("RUNS", f"{2:020d}")
+    assert run_item["gsi2pk"]["S"] == "RUNS#queued"
+    step = raw(client, step_key(big.id, "s000"))
+    assert (step["lease_pk"]["S"], step["lease_expires_at"]["N"]) == ("LEASES", repr(T0 + 30))
+    assert step["plan"] == run_item["plan"]
+    events = {i["sk"]["S"]: i for i in all_items(client) if i["pk"]["S"] == "EVENTS"}
+    assert events[seq]["gsi1pk"]["S"] == "EVENTS#ENCLAVE#a"
+    assert events[f"{2:020d}"]["gsi2pk"]["S"] == f"EVENTS#RUN#{run.id}"
+
+
+def test_a_finished_step_leaves_the_lease_index_and_a_final_run_its_unfinished_copy(
+    store: DynamoStateStore, client: Any
+) -> None:
+    run = make_run()
+    run = store.create_run(run, steps_of(run, 1))
+    store.claim_step(run.id, "s000", "w", 30, T0)
+    store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    step = raw(client, step_key(run.id, "s000"))
+    assert not {"lease_pk", "lease_expires_at", "lease_owner"} & set(step)
+    store.update_run(run.model_copy(update={"status": RunStatus.SUCCEEDED}))
+    assert raw(client, run_key(run.id))["gsi2pk"]["S"] == "RUNS#succeeded"
+    assert not [i for i in all_items(client) if i["pk"]["S"] == "UNFINISHED_RUNS"]
+
+
+# -- no Scan, and the request counter --------------------------------------------------------------
+
+
+class Recorder:
+    """Forwards to a store and records which methods were called."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+        self.called: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        self.called.add(name)
+        return getattr(self.inner, name)
+
+
+def workload(store: Any) -> None:
+    """Every StateStore method, with small and chunked runs (their paths differ)."""
+    store.ping()
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    store.put_enclave(EnclaveState(enclave_id="a", context_vars={"k": "v"}), 1)
+    store.put_enclave(EnclaveState(enclave_id="b"), None)
+    store.get_enclave("a")
+    store.list_enclaves()
+    store.delete_enclave("b", 1)
+    small, big = make_run(), make_run(plan_on_start=True)
+    store.create_run(small, steps_of(small, 3))
+    store.create_run(big, [])
+    store.begin_run(big.model_copy(update={"status": RunStatus.RUNNING}), steps_of(big, 120))
+    huge = make_run()
+    store.create_run(huge, steps_of(huge, 130))
+    store.get_run(small.id)
+    store.list_runs(10)
+    store.list_runs(10, RunStatus.QUEUED)
+    store.list_unfinished_runs()
+    store.list_steps(big.id)
+    store.get_step(small.id, "s000")
+    store.claim_step(small.id, "s000", "w", 30, T0)
+    store.claim_step(small.id, "s001", "w", 30, T0)
+    store.renew_lease(small.id, "s000", "w", 30, T0 + 1)
+    store.finish_step(small.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 2)
+    pending = store.get_step(small.id, "s002")
+    store.update_step(pending.model_copy(update={"error": "x"}), pending.version)
+    store.list_expired_leases(T0 + 100)
+    store.update_run(small.model_copy(update={"status": RunStatus.FAILED}))
+    store.append_event(AuditEvent(kind=EventKind.ENCLAVE_PROVISIONED, at="t", enclave_id="a"))
+    store.list_events()
+    store.list_events("a", 5)
+    store.list_events("a", 5, run_id="r")
+    store.list_events(run_id="r")
+    iac = IacRun(enclave_id="a", partition_id="p", operation=IacOperation.PROVISION, started_at="1")
+    store.put_iac_run(iac)
+    store.put_iac_run(iac.model_copy(update={"started_at": "2"}))
+    store.get_iac_run(iac.id)
+    store.list_iac_runs("a", "p")
+    store.lock("a/p", {"ID": "1"})
+    store.lock("a/p", {"ID": "2"})
+    store.get_lock("a/p")
+    store.unlock("a/p", "2")
+    store.unlock("a/p", "1")
+    store.set_tf_state("a/p", "k")
+    store.get_tf_state("a/p")
+    store.set_tf_state("a/p", None)
+    store.acquire_partition("a/p", "w", 30, T0)
+    store.release_partition("a/p", "w")
+
+
+def test_no_store_method_ever_scans(store: DynamoStateStore, client: Any) -> None:
+    counts = count_requests(client)
+    recorder = Recorder(store)
+    workload(recorder)
+    protocol = {n for n in vars(StateStore) if not n.startswith("_")}
+    assert protocol <= recorder.called  # the workload really covers every method
+    assert "Scan" not in counts
+    assert set(counts) <= {
+        "GetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "Query",
+        "BatchGetItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+    }
+    assert counts["BatchWriteItem"] >= 10  # the 120- and 130-step plans went in chunks
+
+
+def test_count_requests_counts_each_call_by_operation(store: DynamoStateStore, client: Any) -> None:
+    counts: Counter[str] = count_requests(client)
+    assert store.get_enclave("nope") is None
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    store.list_enclaves()
+    assert dict(counts) == {"GetItem": 1, "PutItem": 1, "Query": 1}
+    run = make_run()
+    store.create_run(run, steps_of(run, 5))
+    assert counts["TransactWriteItems"] == 1  # the run, its steps and the seq in one commit
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+
+
+def test_a_small_state_is_plain_json_and_a_large_one_compressed(
+    store: DynamoStateStore, client: Any
+) -> None:
+    small = EnclaveState(enclave_id="s")
+    store.put_enclave(small, None)
+    assert "doc" in raw(client, {"pk": {"S": "ENCLAVES"}, "sk": {"S": "s"}})
+    # ~1.2 MB of JSON, three times the item limit, that compresses well (like real state).
+    large = EnclaveState(
+        enclave_id="l", context_vars={f"var_{i:05d}": "value-" * 20 for i in range(10_000)}
+    )
+    store.put_enclave(large, None)
+    item = raw(client, {"pk": {"S": "ENCLAVES"}, "sk": {"S": "l"}})
+    assert "docz" in item and "doc" not in item
+    assert len(item["docz"]["B"]) < 350_000 < len(large.model_dump_json())
+    assert store.get_enclave("l") == (large, 1)
+    assert store.list_enclaves() == [large, small]
+
+
+def test_a_state_too_large_even_compressed_is_refused_clearly(store: DynamoStateStore) -> None:
+    # Random text does not compress: ~1.4 MB of it stays far above what an item holds.
+    noise = {f"v{i}": os.urandom(350).hex() for i in range(2_000)}
+    state = EnclaveState(enclave_id="big", context_vars=noise)
+    with pytest.raises(ItemTooLargeError) as caught:
+        store.put_enclave(state, None)
+    assert isinstance(caught.value, NclavError)
+    assert "enclave big" in str(caught.value) and "compressed" in str(caught.value)
+    assert store.get_enclave("big") is None
+    # Shrinking the same state a little lets the compressed fallback take over: no limbo.
+    store.put_enclave(EnclaveState(enclave_id="big"), None)
+
+
+def test_a_huge_step_error_keeps_its_head_and_tail(store: DynamoStateStore) -> None:
+    run = make_run()
+    store.create_run(run, steps_of(run, 1))
+    store.claim_step(run.id, "s000", "w", 30, T0)
+    error = "HEAD" + "x" * 500_000 + "TAIL"
+    done = store.finish_step(run.id, "s000", "w", StepStatus.FAILED, error, T0 + 1)
+    assert done is not None and done.error is not None
+    assert done.error.startswith("HEAD") and done.error.endswith("TAIL")
+    assert "characters cut" in done.error
+    assert len(done.error) < MAX_STEP_ERROR + 100
+
+
+# -- atomic runs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [3, 150], ids=["one-transaction", "chunked"])
+def test_a_duplicate_run_changes_nothing(store: DynamoStateStore, client: Any, count: int) -> None:
+    run = make_run()
+    first = store.create_run(run, steps_of(run, count))
+    before = all_items(client)
+    other_steps = [
+        s.model_copy(update={"step_id": f"x{s.step_id}", "error": "dup"})
+        for s in steps_of(run, count)
+    ]
+    with pytest.raises(ConflictError):
+        store.create_run(run.model_copy(update={"trigger": "dup"}), other_steps)
+    assert sorted(map(str, all_items(client))) == sorted(map(str, before))
+    assert store.get_run(run.id) == first
+    assert [s.step_id for s in store.list_steps(run.id)] == [f"s{i:03d}" for i in range(count)]
+    assert store.create_run(make_run(), []).seq == first.seq + 1  # no seq was used up
+
+
+def test_a_chunked_run_that_never_commits_stays_invisible(
+    store: DynamoStateStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = make_run()
+
+    def dies(self: Table, actions: Any) -> None:
+        raise TemporaryError("the worker died before the commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Table, "transact", dies)
+        with pytest.raises(TemporaryError):
+            store.create_run(run, steps_of(run, 150))
+    assert len([i for i in all_items(client) if i["sk"]["S"].startswith("STEP#")]) == 150
+    assert store.get_run(run.id) is None
+    assert store.list_steps(run.id) == []
+    assert store.list_unfinished_runs() == []
+    store.claim_step(run.id, "s000", "w", 1, T0)  # an orphan with a lease
+    assert store.list_expired_leases(T0 + 10) == []
+    # A retry of the same create then commits every step.
+    stored = store.create_run(run, steps_of(run, 150))
+    assert len(store.list_steps(stored.id)) == 150
+
+
+def test_a_chunked_begin_is_claimed_once(store: DynamoStateStore) -> None:
+    queued = store.create_run(make_run(plan_on_start=True, status=RunStatus.QUEUED), [])
+    running = queued.model_copy(update={"status": RunStatus.RUNNING, "started_at": iso_time(T0)})
+    store.begin_run(running, steps_of(queued, 120))
+    with pytest.raises(ConflictError):
+        store.begin_run(running, steps_of(queued, 130))
+    steps = store.list_steps(queued.id)
+    assert [s.step_id for s in steps] == [f"s{i:03d}" for i in range(120)]
+    assert store.list_unfinished_runs()[0].status == RunStatus.RUNNING
+
+
+def test_a_begin_claim_left_by_a_dead_worker_expires(store: DynamoStateStore, client: Any) -> None:
+    queued = store.create_run(make_run(plan_on_start=True), [])
+    dead_at = iso_time(T0)
+    # What a worker leaves when it dies between claiming the run and committing its steps.
+    client.update_item(
+        TableName=TABLE,
+        Key=run_key(queued.id),
+        UpdateExpression="SET begin_claim = :c, begin_at = :at",
+        ExpressionAttributeValues={":c": {"S": "dead"}, ":at": {"S": dead_at}},
+    )
+    stray = {**step_key(queued.id, "stray"), "plan": {"S": "dead"}}
+    client.put_item(TableName=TABLE, Item=stray)
+
+    def begin_at(ts: float) -> Run:
+        update = {"status": RunStatus.RUNNING, "started_at": iso_time(ts)}
+        return store.begin_run(queued.model_copy(update=update), steps_of(queued, 110))
+
+    with pytest.raises(ConflictError):  # the claim may still be live
+        begin_at(T0 + _dynamo_runs.CLAIM_TTL_S - 1)
+    began = begin_at(T0 + _dynamo_runs.CLAIM_TTL_S + 1)
+    assert began.status == RunStatus.RUNNING
+    assert len(store.list_steps(queued.id)) == 110
+    assert store.get_step(queued.id, "stray") is None  # what the dead worker wrote is gone
+    assert "begin_claim" not in raw(client, run_key(queued.id))
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stubbed() -> Any:
+    """A store on a stubbed client: no server, each response given by the test."""
+    offline = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    with Stubber(offline) as stubber:
+        yield DynamoStateStore(TABLE, client=offline), stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    "code", ["ThrottlingException", "ProvisionedThroughputExceededException", "InternalServerError"]
+)
+def test_throttling_and_server_errors_are_temporary(stubbed: Any, code: str) -> None:
+    store, stubber = stubbed
+    stubber.add_client_error("get_item", service_error_code=code, http_status_code=400)
+    with pytest.raises(TemporaryError) as caught:
+        store.get_enclave("a")
+    assert isinstance(caught.value.__cause__, ClientError)
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ResourceNotFoundException"])
+def test_other_errors_are_store_errors(stubbed: Any, code: str) -> None:
+    store, stubber = stubbed
+    stubber.add_client_error("query", service_error_code=code, http_status_code=400)
+    with pytest.raises(DynamoStoreError) as caught:
+        store.list_enclaves()
+    assert not isinstance(caught.value, TemporaryError | ConflictError | NotFoundError)
+    assert code in str(caught.value)
+    assert isinstance(caught.value.__cause__, ClientError)
+
+
+def test_a_lost_condition_is_a_conflict(stubbed: Any) -> None:
+    store, stubber = stubbed
+    stubber.add_client_error(
+        "put_item", service_error_code="ConditionalCheckFailedException", http_status_code=400
+    )
+    with pytest.raises(ConflictError) as caught:
+        store.put_enclave(EnclaveState(enclave_id="a"), None)
+    assert isinstance(caught.value.__cause__, ConditionFailedError)
+
+
+@pytest.mark.parametrize(
+    ("reasons", "expected"),
+    [
+        (["None", "ConditionalCheckFailed"], ConditionFailedError),
+        (["TransactionConflict", "None"], ContendedError),
+        (["ValidationError"], DynamoStoreError),
+    ],
+)
+def test_cancelled_transactions_by_reason(reasons: list[str], expected: type[Exception]) -> None:
+    exc = ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+            "CancellationReasons": [{"Code": r} for r in reasons],
+        },
+        "TransactWriteItems",
+    )
+    translated = translate(exc, "TransactWriteItems")
+    assert type(translated) is expected
+    if isinstance(translated, ConditionFailedError):
+        assert translated.failed(1) and not translated.failed(0)
+
+
+def test_contended_run_creation_is_retried(stubbed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, stubber = stubbed
+    monkeypatch.setattr(_dynamo_runs, "_backoff", lambda attempt: None)
+    run = make_run()
+    contended = {"CancellationReasons": [{"Code": "TransactionConflict"}]}
+    counter_moved = {"CancellationReasons": [{"Code": "ConditionalCheckFailed"}, {"Code": "None"}]}
+    for response in (contended, counter_moved):
+        stubber.add_response("get_item", {"Item": {"n": {"N": "4"}}})
+        stubber.add_client_error(
+            "transact_write_items",
+            service_error_code="TransactionCanceledException",
+            http_status_code=400,
+            response_meta=None,
+            modeled_fields=response,
+        )
+    stubber.add_response("get_item", {"Item": {"n": {"N": "5"}}})
+    stubber.add_response("transact_write_items", {})
+    assert store.create_run(run, []).seq == 6
+
+
+@pytest.mark.parametrize("code", sorted(TEMPORARY_CODES))
+def test_every_temporary_code_is_mapped(code: str) -> None:
+    exc = ClientError({"Error": {"Code": code, "Message": "m"}}, "GetItem")
+    assert isinstance(translate(exc, "GetItem"), TemporaryError)
+
+
+def test_network_failures_are_temporary() -> None:
+    for exc in (
+        EndpointConnectionError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+    ):
+        assert isinstance(translate(exc, "GetItem"), TemporaryError)
+
+
+def test_a_missing_table_fails_ping(aws: str) -> None:
+    with pytest.raises(DynamoStoreError, match="ResourceNotFoundException"):
+        DynamoStateStore("no-such-table", client=boto3.client("dynamodb")).ping()
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+def test_the_client_is_made_on_first_use_from_the_environment(client: Any) -> None:
+    store = DynamoStateStore(TABLE)
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    assert DynamoStateStore(TABLE, client=client).get_enclave("a") is not None
+    assert store.client is store.client
+
+
+def test_importing_the_store_loads_no_sdk_client() -> None:
+    code = "import sys, functions_aws.dynamodb_store; print('boto3' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

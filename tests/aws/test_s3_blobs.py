@@ -1,0 +1,204 @@
+"""S3BlobStore beyond the BlobStore contract: the bucket's settings, append segments, several
+writers with their own caches, pagination, and SDK error translation (Stubber)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from functions_aws._errors import AwsServiceError
+from functions_aws.s3_blobs import S3BlobStore, create_bucket
+from nclav.errors import ConflictError, NotFoundError, TemporaryError
+from nclav.ports import InvalidKeyError
+
+BUCKET = "nclav-test-blobs"
+LOG = "iac-logs/e/p/run.log"
+
+
+@pytest.fixture
+def s3(aws: str) -> Any:
+    client = boto3.client("s3")
+    create_bucket(client, BUCKET)
+    return client
+
+
+def store(s3: Any, segment_bytes: int = 16) -> S3BlobStore:
+    """Small segments, so a few appends span several of them."""
+    return S3BlobStore(BUCKET, "nclav", client=s3, segment_bytes=segment_bytes)
+
+
+def raw_keys(s3: Any) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def test_the_bucket_is_versioned_encrypted_and_private(s3: Any) -> None:
+    create_bucket(s3, BUCKET)  # again: it is ours, nothing changes
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    rules = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    segments = next(r for r in lifecycle if r["ID"] == "nclav-log-segment-versions")
+    assert segments["Filter"] == {"Tag": {"Key": "nclav-segment", "Value": "1"}}
+    assert segments["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+
+
+def test_a_put_over_a_key_keeps_the_old_version(s3: Any) -> None:
+    blobs = store(s3)
+    blobs.put("tfstate/e/p/current", b"one")
+    blobs.put("tfstate/e/p/current", b"two")
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix="nclav/tfstate/")["Versions"]
+    assert len(versions) == 2
+    assert blobs.get("tfstate/e/p/current") == b"two"
+
+
+def test_appends_fill_segments_that_list_does_not_show(s3: Any) -> None:
+    blobs = store(s3)
+    lines = [f"line {i:02d}\n".encode() for i in range(10)]  # 8 bytes each: 2 per segment
+    for line in lines:
+        blobs.append(LOG, line)
+    assert blobs.get(LOG) == b"".join(lines)
+    assert blobs.list() == [LOG]
+    segments = [k for k in raw_keys(s3) if "//" in k]
+    assert len(segments) == 5
+    assert all(k.startswith(f"nclav/{LOG}//") for k in segments)
+    tags = s3.get_object_tagging(Bucket=BUCKET, Key=segments[0])["TagSet"]
+    assert tags == [{"Key": "nclav-segment", "Value": "1"}]
+
+
+def test_put_replaces_an_appended_blob_and_removes_its_segments(s3: Any) -> None:
+    blobs = store(s3)
+    for i in range(5):
+        blobs.append(LOG, f"line {i}\n".encode())
+    blobs.put(LOG, b"fresh\n")
+    assert blobs.get(LOG) == b"fresh\n"
+    assert raw_keys(s3) == [f"nclav/{LOG}"]
+    blobs.append(LOG, b"more\n")
+    assert blobs.get(LOG) == b"fresh\nmore\n"
+
+
+def test_delete_removes_an_appended_blob_and_its_segments(s3: Any) -> None:
+    blobs = store(s3)
+    for i in range(5):
+        blobs.append(LOG, f"line {i}\n".encode())
+    blobs.delete(LOG)
+    assert not blobs.exists(LOG)
+    assert raw_keys(s3) == []
+    with pytest.raises(NotFoundError):
+        blobs.get(LOG)
+
+
+def test_writers_with_their_own_caches_take_turns(s3: Any) -> None:
+    """Two processes appending to one log: each one's cached tail goes stale in turn."""
+    first, second = store(s3), store(s3)
+    expected = b""
+    for i in range(12):
+        line = f"{'ab'[i % 2]}{i:02d}\n".encode()
+        (first if i % 2 == 0 else second).append(LOG, line)
+        expected += line
+    assert first.get(LOG) == second.get(LOG) == expected
+
+
+def test_an_append_after_another_process_put_lands_in_the_new_blob(s3: Any) -> None:
+    writer, other = store(s3), store(s3)
+    writer.append(LOG, b"old 1\n")
+    other.put(LOG, b"replaced\n")
+    writer.append(LOG, b"new 1\n")  # its cached tail belongs to the replaced generation
+    assert other.get(LOG) == b"replaced\nnew 1\n"
+
+
+def test_an_append_after_another_process_deleted_recreates_the_blob(s3: Any) -> None:
+    writer, other = store(s3), store(s3)
+    writer.append(LOG, b"old 1\n")
+    other.delete(LOG)
+    writer.append(LOG, b"new 1\n")
+    assert other.get(LOG) == b"new 1\n"
+
+
+def test_an_object_written_by_another_tool_can_be_appended_to(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=f"nclav/{LOG}", Body=b"from elsewhere\n")
+    blobs = store(s3)
+    blobs.append(LOG, b"appended\n")
+    assert blobs.get(LOG) == b"from elsewhere\nappended\n"
+
+
+def test_segments_with_a_gap_are_never_read_as_the_blob(s3: Any) -> None:
+    """A gap means a put or delete is removing them under the reader: it reads again and
+    gives up with a conflict rather than return bytes out of order."""
+    blobs = store(s3)
+    blobs.append(LOG, b"0123456789abcdef")  # fills segment 1
+    blobs.append(LOG, b"second segment")
+    first = next(k for k in raw_keys(s3) if k.endswith("/00000001"))
+    s3.delete_object(Bucket=BUCKET, Key=first)
+    with pytest.raises(ConflictError):
+        blobs.get(LOG)
+
+
+def test_list_pages_through_more_than_a_thousand_keys() -> None:
+    """S3 returns at most 1000 keys a page (seen through Stubber: 1000 puts to moto are slow)."""
+    client = boto3.client("s3", region_name="us-east-1")
+    keys = [f"bundles/{i:05d}" for i in range(1500)]
+
+    def page(names: list[str], **more: Any) -> dict[str, Any]:
+        return {"Contents": [{"Key": f"nclav/{k}"} for k in names], "KeyCount": len(names), **more}
+
+    asked = {"Bucket": BUCKET, "Prefix": "nclav/bundles/"}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_objects_v2",
+            page(keys[:1000], IsTruncated=True, NextContinuationToken="t1"),
+            asked,
+        )
+        stub.add_response(
+            "list_objects_v2",
+            page(keys[1000:], IsTruncated=False),
+            {**asked, "ContinuationToken": "t1"},
+        )
+        assert S3BlobStore(BUCKET, "nclav/", client=client).list("bundles/") == keys
+        stub.assert_no_pending_responses()
+
+
+def test_a_key_too_long_for_s3_with_the_prefix_is_refused(s3: Any) -> None:
+    blobs = S3BlobStore(BUCKET, "p" * 100, client=s3)
+    with pytest.raises(InvalidKeyError):
+        blobs.put("k" * 1000, b"x")
+
+
+def test_the_client_is_made_on_first_use_only(aws: str) -> None:
+    blobs = S3BlobStore(BUCKET)
+    assert blobs._client is None
+    create_bucket(blobs.client, BUCKET)
+    blobs.put("a", b"x")
+    assert blobs.get("a") == b"x"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("SlowDown", 503, TemporaryError),
+        ("InternalError", 500, TemporaryError),
+        ("AccessDenied", 403, AwsServiceError),
+        ("NoSuchBucket", 404, NotFoundError),
+    ],
+)
+def test_sdk_errors_are_translated(code: str, status: int, expected: type[Exception]) -> None:
+    client = boto3.client("s3", region_name="us-east-1")
+    blobs = S3BlobStore(BUCKET, client=client)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", code, "nope", http_status_code=status)
+        with pytest.raises(expected) as caught:
+            blobs.get("a")
+    assert isinstance(caught.value.__cause__, ClientError)
+    assert "s3:GetObject a" in str(caught.value)
+
+
+def test_a_missing_object_on_head_is_not_an_error() -> None:
+    client = boto3.client("s3", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_client_error("head_object", "404", "Not Found", http_status_code=404)
+        assert not S3BlobStore(BUCKET, client=client).exists("a")
