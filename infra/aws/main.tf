@@ -128,6 +128,39 @@ resource "aws_s3_bucket_public_access_block" "blobs" {
   restrict_public_buckets = true
 }
 
+# Superseded versions of IaC log segments (rewritten as a log grows; see
+# functions_aws/s3_blobs.py) expire after a day; Terraform state versions are kept.
+resource "aws_s3_bucket_lifecycle_configuration" "blobs" {
+  bucket     = aws_s3_bucket.blobs.id
+  depends_on = [aws_s3_bucket_versioning.blobs]
+
+  rule {
+    id     = "nclav-log-segment-versions"
+    status = "Enabled"
+    filter {
+      tag {
+        key   = "nclav-segment"
+        value = "1"
+      }
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
+  rule {
+    id     = "nclav-housekeeping"
+    status = "Enabled"
+    filter {}
+    expiration {
+      expired_object_delete_marker = true
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+}
+
 resource "aws_s3_bucket_ownership_controls" "blobs" {
   bucket = aws_s3_bucket.blobs.id
   rule {
