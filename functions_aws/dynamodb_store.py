@@ -33,7 +33,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     get_run                     GetItem RUN#<id>/#RUN, consistent
     list_runs                   Query gsi1 (or gsi2 for a status), newest first, Limit
     update_run / begin_run      GetItem, then TransactWriteItems: run (conditional on status),
-                                its unfinished copy put or deleted, and begin_run's steps
+                                its unfinished copy put or deleted, and begin_run's steps; a
+                                bigger plan: UpdateItem claim, BatchWriteItem steps, commit
     list_unfinished_runs        Query pk=UNFINISHED_RUNS, consistent (sk order is seq order)
     list_steps                  Query pk=RUN#<id>, consistent (run item + steps), sorted by pos
     get_step                    GetItem, consistent
