@@ -9,6 +9,8 @@ the edge that called them and chained as ``__cause__``::
     ├── ConflictError        a conditional write lost (generation, lease, lock)
     └── ReconcileError       carrying out a step failed
         ├── TemporaryError   worth retrying later (retry_after_s)
+        │   └── WaitingError not ready yet (a quota, a slow outside process): waits
+        │                    without using up an attempt
         └── PermanentError   retrying will not help; record and move on
 
 A ``SpecError`` holds every problem found in one pass, so a user fixes them all at once.
@@ -78,6 +80,14 @@ class TemporaryError(ReconcileError):
         self.retry_after_s = retry_after_s
 
 
+class WaitingError(TemporaryError):
+    """Not ready yet, through no fault of the step: retry after ``retry_after_s``, however often.
+
+    Used where waiting is the expected path (e.g. an account-closure quota that frees up over
+    days), so the step waits in the queue instead of failing after its attempts run out.
+    """
+
+
 class PermanentError(ReconcileError):
     """A failure that another attempt will not fix."""
 
@@ -91,4 +101,5 @@ __all__ = [
     "ReconcileError",
     "SpecError",
     "TemporaryError",
+    "WaitingError",
 ]

@@ -491,6 +491,12 @@ def resolve_partition_inputs(
     aliases = graph.aliases.get(enclave_id, {})
 
     def outputs(alias: str, key: str) -> str | None:
+        # The import's own view first: a cloud driver may rewrite what the importer reaches
+        # (an endpoint's DNS name instead of the exporter's internal address).
+        handle = state.import_handles.get(alias) if state else None
+        seen = handle.get("outputs") if handle else None
+        if isinstance(seen, dict) and isinstance(seen.get(key), str):
+            return str(seen[key])
         wiring = aliases.get(alias)
         exporter = applied.get(wiring.exporter) if wiring else None
         if wiring is None or exporter is None:

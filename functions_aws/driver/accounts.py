@@ -25,7 +25,7 @@ from functions_aws.driver.config import (
     tags,
 )
 from functions_aws.driver.errors import aws_errors, error_code, error_reason
-from nclav.errors import PermanentError, TemporaryError
+from nclav.errors import PermanentError, TemporaryError, WaitingError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -261,10 +261,11 @@ class Accounts:
         reason = error_reason(exc)
         message = str(exc.response.get("Error", {}).get("Message", ""))
         text = f"enclave {enclave_id}: closing account {account_id} is queued: {reason or message}"
+        # Queued, not failed: the step waits in the queue without using up its attempts.
         if reason == "CLOSE_ACCOUNT_QUOTA_EXCEEDED" or (not reason and "quota" in message.lower()):
-            raise TemporaryError(text, retry_after_s=self.close_quota_retry_s) from exc
+            raise WaitingError(text, retry_after_s=self.close_quota_retry_s) from exc
         if reason == "CLOSE_ACCOUNT_REQUESTS_LIMIT_EXCEEDED":
-            raise TemporaryError(text, retry_after_s=900.0) from exc
+            raise WaitingError(text, retry_after_s=900.0) from exc
 
     def describe(self, account_id: str) -> dict[str, Any] | None:
         with aws_errors(f"organizations:DescribeAccount {account_id}"):

@@ -29,7 +29,7 @@ from functions_aws.driver.identity import delete_role
 from functions_aws.driver.imports import provision_import
 from functions_aws.driver.network import ensure_zone
 from functions_aws.driver.sessions import principal_for
-from nclav.errors import PermanentError, TemporaryError
+from nclav.errors import PermanentError, TemporaryError, WaitingError
 from nclav.model import EnclaveConfig, Import, Network, PartitionConfig
 
 if TYPE_CHECKING:
@@ -341,7 +341,7 @@ def test_the_close_account_quota_queues_the_teardown(rig: Rig) -> None:
         modeled_fields={"Reason": "CLOSE_ACCOUNT_QUOTA_EXCEEDED"},
         expected_params={"AccountId": ACCOUNT},
     )
-    with pytest.raises(TemporaryError, match="queued") as caught:
+    with pytest.raises(WaitingError, match="queued") as caught:
         rig.driver.teardown_enclave(DEV, HANDLE)
     assert caught.value.retry_after_s == 86_400.0
 
@@ -353,7 +353,7 @@ def test_too_many_closures_at_once_is_retried_sooner(rig: Rig) -> None:
         "too many at a time",
         modeled_fields={"Reason": "CLOSE_ACCOUNT_REQUESTS_LIMIT_EXCEEDED"},
     )
-    with pytest.raises(TemporaryError) as caught:
+    with pytest.raises(WaitingError) as caught:
         rig.driver.teardown_enclave(DEV, HANDLE)
     assert caught.value.retry_after_s == 900.0
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from engine_fakes import EXAMPLES, Rig, wait_for
 
-from nclav.errors import PermanentError, TemporaryError
+from nclav.errors import PermanentError, TemporaryError, WaitingError
 from nclav.plan import plan_teardown
 from nclav.records import EventKind, RunStatus, StepStatus
 from nclav.state import Status
@@ -239,6 +239,17 @@ def test_a_retry_follows_the_errors_retry_after_hint(rig: Rig) -> None:
     rig.drain()
     assert rig.run(run.id).status == RunStatus.SUCCEEDED
     assert rig.step(run.id, S_ENC_WEB).attempts == 2
+
+
+def test_a_waiting_error_waits_past_the_attempt_limit(rig: Rig) -> None:
+    waiting = WaitingError("closing account is queued", retry_after_s=3600)
+    rig.driver.failures.times(f"provision_enclave:{WEB}", waiting, 6)  # more than max_attempts
+    run = rig.apply("pa")
+    assert run.status == RunStatus.SUCCEEDED
+    step = rig.step(run.id, S_ENC_WEB)
+    assert step.attempts == 1 and step.status == StepStatus.SUCCEEDED  # waits are not attempts
+    delays = [d for m, d in rig.queue.sent if m["step_id"] == S_ENC_WEB and d > 0]
+    assert len(delays) == 6 and all(d >= 3600 for d in delays)
 
 
 def test_exhausted_attempts_fail_the_step_and_block_its_dependents(rig: Rig) -> None:

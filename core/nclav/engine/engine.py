@@ -10,6 +10,7 @@ first come first served: a later run stays queued until the earlier ones are fin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from nclav.config import Desired
 from nclav.engine.steps import StepContext, carry_out, record_failure
-from nclav.errors import ConflictError, NclavError, PermanentError, TemporaryError
+from nclav.errors import (
+    ConflictError,
+    NclavError,
+    PermanentError,
+    TemporaryError,
+    WaitingError,
+)
 from nclav.plan import empty_graph, plan_changes
 from nclav.records import (
     AuditEvent,
@@ -179,7 +186,8 @@ class Engine:
             with self._lease_kept(step):
                 outcome = carry_out(ctx, step)
         except TemporaryError as exc:
-            self._retry_or_fail(ctx, step, str(exc), exc.retry_after_s)
+            waiting = isinstance(exc, WaitingError)
+            self._retry_or_fail(ctx, step, str(exc), exc.retry_after_s, waiting=waiting)
             return
         except PermanentError as exc:  # the step recorded it on its resource already
             self._finish(step, StepStatus.FAILED, str(exc))
@@ -237,9 +245,15 @@ class Engine:
         )
 
     def _retry_or_fail(
-        self, ctx: StepContext, step: StepRecord, error: str, retry_after_s: float
+        self,
+        ctx: StepContext,
+        step: StepRecord,
+        error: str,
+        retry_after_s: float,
+        *,
+        waiting: bool = False,
     ) -> None:
-        if step.attempts >= self.max_attempts:
+        if step.attempts >= self.max_attempts and not waiting:
             message = f"{error} (gave up after {step.attempts} attempts)"
             self._finish(step, StepStatus.FAILED, message, failed=ctx)
             return
@@ -257,8 +271,14 @@ class Engine:
             now,
             not_before=now + delay,
         )
-        if done is not None:
-            self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
+        if done is None:
+            return  # our lease ran out and someone else holds the step now
+        if waiting:  # a wait is not an attempt: give back the one this claim took
+            with contextlib.suppress(ConflictError):
+                self.store.update_step(
+                    done.model_copy(update={"attempts": max(done.attempts - 1, 0)}), done.version
+                )
+        self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
 
     def _finish(
         self,
