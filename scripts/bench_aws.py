@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -89,8 +89,10 @@ def bench_imports(runs: int) -> None:
         f"import functions_aws.api, functions_aws.worker; import {', '.join(FIRST_USE.split())}"
     )
     times = [import_ms(statement, FIRST_USE) for _ in range(runs)]
+    median = statistics.median(times)
+    lowest = min(times)
     print(
-        f"  first invocation adds      {statistics.median(times):7.1f} ms (core, boto3, adapters)"
+        f"  first invocation imports   {median:7.1f} ms (min {lowest:.1f}): core, boto3, adapters"
     )
 
 
@@ -273,6 +275,49 @@ def who() -> str:
     return "lease renewals"  # the engine's step lease and the partition mutex, while steps run
 
 
+def tally(counter: Counter[str]) -> Callable[..., None]:
+    """A botocore event handler counting requests by ``who`` makes them."""
+
+    def count(**_: Any) -> None:
+        counter.update([who()])
+
+    return count
+
+
+def deploy(name: str, api_url: str, scratch: Path) -> tuple[str, str, str]:
+    """Resources for one deployment in moto, and the environment that points at them.
+
+    Returns the API token and the two queue URLs.
+    """
+    import boto3
+
+    from functions_aws import bootstrap
+    from functions_aws.dynamodb_store import create_table
+    from functions_aws.s3_blobs import create_bucket
+    from functions_aws.sqs_queue import create_queues
+
+    sqs = boto3.client("sqs")
+    create_table(boto3.client("dynamodb"), name)
+    create_bucket(boto3.client("s3"), name)
+    steps_url, _ = create_queues(sqs, f"{name}-steps", 6, visibility_timeout_s=60)
+    iac_url, _ = create_queues(sqs, f"{name}-iac", 6, visibility_timeout_s=60)
+    token = secrets.token_hex(32)
+    prefix = f"{name}/"
+    boto3.client("secretsmanager").create_secret(Name=f"{prefix}api-token", SecretString=token)
+    os.environ.update(
+        NCLAV_TABLE=name,
+        NCLAV_BUCKET=name,
+        NCLAV_STEPS_QUEUE_URL=steps_url,
+        NCLAV_IAC_QUEUE_URL=iac_url,
+        NCLAV_SECRET_PREFIX=prefix,
+        NCLAV_CLOUD="local",
+        NCLAV_WORKSPACES=str(scratch / name),
+        NCLAV_API_URL=api_url,
+    )
+    bootstrap.install(None)
+    return token, steps_url, iac_url
+
+
 def bench_dynamodb() -> None:
     if shutil.which("terraform") is None:
         print("DynamoDB requests: skipped (terraform is not on PATH)")
@@ -280,9 +325,7 @@ def bench_dynamodb() -> None:
     import boto3
 
     from functions_aws import bootstrap
-    from functions_aws.dynamodb_store import count_requests, create_table
-    from functions_aws.s3_blobs import create_bucket
-    from functions_aws.sqs_queue import create_queues
+    from functions_aws.dynamodb_store import count_requests
     from nclav.bundle import pack_directory
 
     os.environ.update(
@@ -294,33 +337,17 @@ def bench_dynamodb() -> None:
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), FunctionUrl)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_url = f"http://127.0.0.1:{server.server_address[1]}"
+    print("DynamoDB requests (moto; real terraform; local driver; a fresh deployment per tree)")
     with moto_server() as moto, tempfile.TemporaryDirectory() as scratch:
         os.environ["AWS_ENDPOINT_URL"] = moto
-        sqs = boto3.client("sqs")
-        create_table(boto3.client("dynamodb"), "nclav")
-        create_bucket(boto3.client("s3"), "nclav")
-        steps_url, _ = create_queues(sqs, "nclav-steps", 6, visibility_timeout_s=60)
-        iac_url, _ = create_queues(sqs, "nclav-iac", 6, visibility_timeout_s=60)
-        token = secrets.token_hex(32)
-        boto3.client("secretsmanager").create_secret(Name="nclav/api-token", SecretString=token)
-        os.environ.update(
-            NCLAV_TABLE="nclav",
-            NCLAV_BUCKET="nclav",
-            NCLAV_STEPS_QUEUE_URL=steps_url,
-            NCLAV_IAC_QUEUE_URL=iac_url,
-            NCLAV_CLOUD="local",
-            NCLAV_WORKSPACES=str(Path(scratch) / "workspaces"),
-            NCLAV_API_URL=f"http://127.0.0.1:{server.server_address[1]}",
-        )
-        runtime = bootstrap.runtime()
-        counts: Counter[str] = count_requests(runtime.client("dynamodb"))
-        by_who: Counter[str] = Counter()
-        runtime.client("dynamodb").meta.events.register(
-            "before-call.dynamodb.*", lambda **_: by_who.update([who()])
-        )
-        pump = Pump(sqs, steps_url, iac_url)
-        print("DynamoDB requests (moto; real terraform; local driver)")
         for example in ("product-a", "chain"):
+            token, steps_url, iac_url = deploy(f"nclav-{example}", api_url, Path(scratch))
+            client = bootstrap.runtime().client("dynamodb")
+            counts: Counter[str] = count_requests(client)
+            by_who: Counter[str] = Counter()
+            client.meta.events.register("before-call.dynamodb.*", tally(by_who))
+            pump = Pump(boto3.client("sqs"), steps_url, iac_url)
             tree = REPO / "examples" / example / "enclaves"
             digest = call_api("POST", "/bundles", token, pack_directory(tree)[1])[1]["digest"]
             for label in ("apply", "no-op apply"):
@@ -330,18 +357,14 @@ def bench_dynamodb() -> None:
                 status, run = call_api("POST", "/reconcile", token, body)
                 assert status in (200, 202), run
                 pump.drain()
+                total, ops, parts = sum(counts.values()), counts.most_common(), by_who.most_common()
                 status, final = call_api("GET", f"/runs/{run['id']}", token)
                 assert final["status"] == "succeeded", final
                 steps = len(final["steps"])
-                total = sum(counts.values())
-                ops = ", ".join(f"{op} {n}" for op, n in counts.most_common())
-                parts = ", ".join(f"{k} {n}" for k, n in by_who.most_common())
-                per_step = (
-                    f"{total / steps:.1f} per step over {steps} steps" if steps else "no steps"
-                )
+                per_step = f"{total / steps:.1f} per step, {steps} steps" if steps else "no steps"
                 print(f"  {example:<10} {label:<12} {total:5d} requests ({per_step})")
-                print(f"  {'':<23} by operation: {ops}")
-                print(f"  {'':<23} by caller:    {parts}")
+                print(f"  {'':<23} by operation: {', '.join(f'{k} {n}' for k, n in ops)}")
+                print(f"  {'':<23} by caller:    {', '.join(f'{k} {n}' for k, n in parts)}")
     server.shutdown()
     server.server_close()
 

@@ -39,12 +39,12 @@ class FailingStore(DynamoStateStore):
         self.retry_after_s = retry_after_s
         self.left = times
         self.steps = steps
-        self.lock = threading.Lock()
+        self.guard = threading.Lock()
 
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:
-        with self.lock:
+        with self.guard:
             failing = step_id in self.steps and self.left != 0
             if failing and self.left > 0:
                 self.left -= 1
@@ -193,7 +193,7 @@ def test_a_message_in_the_dlq_does_not_strand_its_run(
     (dead,) = d.dead_letters(d.steps)
     assert json.loads(dead["Body"])["step_id"] == step_id("alpha")
     assert d.api.run(run["id"])["status"] == "running"
-    with store.lock:
+    with store.guard:
         store.left = 0  # the store recovers
     assert schedule.handler(load_event("eventbridge_scheduled"), FakeContext()) == {"resent": 0}
     final = pump.run(run)
