@@ -28,12 +28,15 @@ from functions_aws._dynamo_keys import (
     run_key,
     seq_text,
     step_key,
+    steps_left_key,
     text,
     unfinished_key,
 )
 from nclav.records import AuditEvent, Run, StepRecord, StepStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from functions_aws._dynamo_errors import AttributeValue, Item
 
 # A step's error is kept whole up to this many characters; beyond it the middle is cut, so a
@@ -68,6 +71,7 @@ def step_attrs(step: StepRecord) -> dict[str, AttributeValue | None]:
         "enclave_id": S(step.enclave_id),
         "target": _opt_s(step.target),
         "depends_on": {"L": [S(d) for d in step.depends_on]},
+        "dependents": {"L": [S(d) for d in step.dependents]},
         "conditional": {"BOOL": step.conditional},
         "status": S(step.status.value),
         "attempts": N(step.attempts),
@@ -103,6 +107,8 @@ def step_from(item: Item) -> StepRecord:
             "enclave_id": text(item["enclave_id"]),
             "target": text(item.get("target")),
             "depends_on": [d["S"] for d in item["depends_on"]["L"]],
+            # Absent from the items of runs begun before steps knew their dependents.
+            "dependents": [d["S"] for d in item.get("dependents", {"L": []})["L"]],
             "conditional": item["conditional"]["BOOL"],
             "status": text(item["status"]),
             "attempts": integer(item["attempts"]),
@@ -115,6 +121,20 @@ def step_from(item: Item) -> StepRecord:
             "version": integer(item["version"]),
         }
     )
+
+
+def steps_left_item(run_id: str, steps: Sequence[StepRecord]) -> Item:
+    """The run's count of unfinished steps, written in the transaction that commits its steps.
+
+    ``n`` moves (ADD -1 / +1) in the same transaction as each write that takes a step to or
+    from a final status; ``total`` marks a count that was set at commit (an item made by an
+    ADD alone belongs to a run begun before the count existed, and is not trusted).
+    """
+    return {
+        **steps_left_key(run_id),
+        "n": N(sum(1 for s in steps if not s.status.final)),
+        "total": N(len(steps)),
+    }
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -193,5 +213,6 @@ __all__ = [
     "step_attrs",
     "step_from",
     "step_item",
+    "steps_left_item",
     "unfinished_item",
 ]

@@ -23,6 +23,7 @@ COUNTER = "COUNTER"
 RUNS = "RUNS"
 LEASES = "LEASES"
 RUN_SK = "#RUN"  # sorts before every "STEP#..." of the same run partition
+STEPS_LEFT_SK = "#STEPS_LEFT"  # the run's count of unfinished steps (not a STEP# item)
 STEP_PREFIX = "STEP#"
 
 # -- indexes -------------------------------------------------------------------------------------
@@ -82,6 +83,10 @@ def run_partition(run_id: str) -> str:
 
 def run_key(run_id: str) -> Item:
     return key(run_partition(run_id), RUN_SK)
+
+
+def steps_left_key(run_id: str) -> Item:
+    return key(run_partition(run_id), STEPS_LEFT_SK)
 
 
 def step_key(run_id: str, step_id: str) -> Item:

@@ -4,7 +4,10 @@ A run's seq comes from the ``COUNTER/RUN`` item, moved by a compare-and-set insi
 transaction that writes the run: runs therefore become visible in seq order, which the
 engine's ``kick`` relies on (an earlier unfinished run is seen whenever a later one is).
 
-A plan of up to ~97 steps commits in that one ``TransactWriteItems``. A bigger one cannot (100
+Every commit also writes the run's ``#STEPS_LEFT`` count (``has_unfinished_steps``) in the
+same transaction, so the count always matches the committed steps.
+
+A plan of up to ~96 steps commits in that one ``TransactWriteItems``. A bigger one cannot (100
 actions, 4 MB at most), so its steps are written first under a fresh ``plan`` token and the
 run item, written last, commits them by naming that token; readers ignore every step whose
 run item is absent or names another plan. ``begin_run`` of a big plan first claims the
@@ -26,6 +29,7 @@ from functions_aws._dynamo_items import (
     run_from,
     run_item,
     step_item,
+    steps_left_item,
     unfinished_item,
 )
 from functions_aws._dynamo_keys import (
@@ -95,7 +99,7 @@ class DynamoRuns:
             step_item(s.model_copy(update={"version": 1}), i, str(plan))
             for i, s in enumerate(steps)
         ]
-        if not _fits_one_transaction(items, others=3):
+        if not _fits_one_transaction(items, others=4):
             if self._table.get(run_key(run.id)) is not None:
                 raise ConflictError(f"run {run.id} already exists")
             self._table.batch_write(puts=items)  # committed by the run item below
@@ -108,6 +112,7 @@ class DynamoRuns:
                 {"Update": self._advance_counter(last)},
                 {"Put": self._table.put_op(run_item(stored, plan), "attribute_not_exists(pk)")},
                 self._unfinished_action(stored),
+                {"Put": self._table.put_op(steps_left_item(run.id, steps))},
                 *({"Put": self._table.put_op(i)} for i in items),
             ]
             try:
@@ -187,10 +192,11 @@ class DynamoRuns:
         items = [
             step_item(s.model_copy(update={"version": 1}), i, token) for i, s in enumerate(steps)
         ]
-        if _fits_one_transaction(items, others=2):
+        left = steps_left_item(run.id, steps)
+        if _fits_one_transaction(items, others=3):
             e = Expr()
             condition = self._beginnable(e, run)
-            self._commit_begin(began, e, condition, token if steps else None, items)
+            self._commit_begin(began, e, condition, token if steps else None, [left, *items])
             return began
         e = Expr()
         condition = self._beginnable(e, run)
@@ -204,7 +210,7 @@ class DynamoRuns:
         self._table.batch_write(puts=items)
         e = Expr()
         condition = f"{e.n('begin_claim')} = {e.v(S(token))}"
-        self._commit_begin(began, e, condition, token, [])
+        self._commit_begin(began, e, condition, token, [left])
         return began
 
     def _beginnable(self, e: Expr, run: Run) -> str:

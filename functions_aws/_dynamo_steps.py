@@ -4,13 +4,19 @@ A step belongs to its run only while the run item names the step's ``plan``: ``l
 reads the run item in the same Query and drops the rest (steps written by a ``create_run`` or
 ``begin_run`` that never committed). Every lease decision is a ``ConditionExpression`` on the
 step item itself, so it holds across Lambda invocations.
+
+A write that takes a step to a final status (or, never in the engine, back from one) moves the
+run's ``#STEPS_LEFT`` count in the same ``TransactWriteItems``, so ``has_unfinished_steps`` is
+one GetItem, exact under concurrent finishes. Every other step write stays one UpdateItem.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from typing import TYPE_CHECKING
 
-from functions_aws._dynamo_errors import ConditionFailedError
+from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
 from functions_aws._dynamo_items import bounded_error, step_attrs, step_from
 from functions_aws._dynamo_keys import (
     LEASE_INDEX,
@@ -25,15 +31,23 @@ from functions_aws._dynamo_keys import (
     key,
     run_partition,
     step_key,
+    steps_left_key,
     text,
 )
 from functions_aws._dynamo_table import Expr
-from nclav.errors import ConflictError, NotFoundError
+from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from functions_aws._dynamo_errors import Item
     from functions_aws._dynamo_table import Table
+
+# Every finish of a run's steps moves the run's one count item, so two finishes at the same
+# instant can cancel each other's transaction (TransactionConflict): a short wait and a retry
+# settles it (the step's lease is still ours; giving up would leave it running until expiry).
+_CONTENDED_ATTEMPTS = 10
 
 
 def committed_steps(items: list[Item]) -> list[StepRecord]:
@@ -55,10 +69,40 @@ def _held(e: Expr, owner: str) -> str:
     return f"{e.n('status')} = {running} AND {e.n('lease_owner')} = {e.v(S(owner))}"
 
 
+def _unfinished_statuses(e: Expr) -> str:
+    return ", ".join(e.v(S(s.value)) for s in StepStatus if not s.final)
+
+
+def _final_statuses(e: Expr) -> str:
+    return ", ".join(e.v(S(s.value)) for s in StepStatus if s.final)
+
+
 class DynamoSteps:
     """The step methods of ``DynamoStateStore``."""
 
     _table: Table
+
+    def has_unfinished_steps(self, run_id: str) -> bool:
+        item = self._table.get(steps_left_key(run_id))
+        if item is not None and "total" in item:
+            return integer(item["n"]) > 0
+        # No count set at commit: a run begun before the count existed. Its steps decide.
+        return any(not s.status.final for s in self.list_steps(run_id))
+
+    def _count_op(self, run_id: str, delta: int) -> dict[str, Any]:
+        e = Expr()
+        update = f"ADD {e.n('n')} {e.v(N(delta))}"
+        return {"Update": self._table.update_op(steps_left_key(run_id), update, e)}
+
+    def _transact_retrying(self, actions: list[dict[str, Any]]) -> None:
+        for attempt in range(_CONTENDED_ATTEMPTS):
+            try:
+                self._table.transact(actions)
+            except ContendedError:
+                time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
+            else:
+                return
+        raise TemporaryError("a run's step count is too contended; try again", retry_after_s=1.0)
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
         e = Expr()
@@ -141,37 +185,76 @@ class DynamoSteps:
             },
             bump=("version",),
         )
+        target = step_key(run_id, step_id)
+        if not status.final:  # handed back for a retry: still unfinished, the count stays
+            try:
+                item = self._table.update(target, update, e, condition, returns="ALL_NEW")
+            except ConditionFailedError:
+                return None
+            return step_from(item)
+        step_op = {"Update": self._table.update_op(target, update, e, condition)}
         try:
-            item = self._table.update(
-                step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
-            )
+            self._transact_retrying([step_op, self._count_op(run_id, -1)])
         except ConditionFailedError:
             return None
-        return step_from(item)
+        # A transaction returns no attributes. A final step is never written again by the
+        # engine, so this consistent read sees what the transaction wrote.
+        stored = self._table.get(target)
+        return step_from(stored) if stored is not None else None
 
     def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
-        e = Expr()
-        condition = (
-            f"attribute_exists({e.n('pk')}) AND {e.n('version')} = {e.v(N(expected_version))}"
-        )
-        update = e.assign(step_attrs(step.model_copy(update={"version": expected_version + 1})))
+        # The stored status decides whether the count moves, and only the condition can tell
+        # it without a read first: guess "unfinished" (the engine only ever updates pending or
+        # ready steps), and on a lost condition at the expected version, the stored step was
+        # final: write again with that knowledge (same version, so still the same CAS).
         try:
-            item = self._table.update(
-                step_key(step.run_id, step.step_id),
-                update,
-                e,
-                condition,
-                returns="ALL_NEW",
-                old=True,
-            )
+            return self._update_step(step, expected_version, was_final=False)
         except ConditionFailedError as exc:
-            if exc.item is None:
+            stored = exc.item if exc.item is not None else next(iter(exc.items[:1]), None)
+            if stored is None:
                 raise NotFoundError(f"step not found: {step.run_id}/{step.step_id}") from exc
-            found = integer(exc.item["version"])
+            found = integer(stored["version"])
+            if found != expected_version:
+                raise ConflictError(
+                    f"step {step.step_id}: expected version {expected_version}, found {found}"
+                ) from exc
+        try:
+            return self._update_step(step, expected_version, was_final=True)
+        except ConditionFailedError as exc:
             raise ConflictError(
-                f"step {step.step_id}: expected version {expected_version}, found {found}"
+                f"step {step.step_id}: changed while at expected version {expected_version}"
             ) from exc
-        return step_from(item)
+
+    def _update_step(self, step: StepRecord, expected: int, *, was_final: bool) -> StepRecord:
+        """The CAS write of ``step``, given whether the stored one is final.
+
+        Raises ``ConditionFailedError`` carrying the stored item (``item`` for a single write,
+        ``items[0]`` for a transaction) when the version or the guess about it is wrong.
+        """
+        e = Expr()
+        statuses = _final_statuses(e) if was_final else _unfinished_statuses(e)
+        condition = (
+            f"attribute_exists({e.n('pk')}) AND {e.n('version')} = {e.v(N(expected))} "
+            f"AND {e.n('status')} IN ({statuses})"
+        )
+        new = step.model_copy(update={"version": expected + 1})
+        attrs = step_attrs(new)
+        target = step_key(step.run_id, step.step_id)
+        update = e.assign(attrs)
+        delta = int(was_final) - int(new.status.final)  # unfinished steps gained
+        if delta == 0:
+            item = self._table.update(target, update, e, condition, returns="ALL_NEW", old=True)
+            return step_from(item)
+        step_op = {"Update": self._table.update_op(target, update, e, condition, old=True)}
+        self._transact_retrying([step_op, self._count_op(step.run_id, delta)])
+        # What the transaction wrote, read back from the same attributes (an error is kept
+        # bounded exactly as stored).
+        written = {
+            "run_id": S(step.run_id),
+            "step_id": S(step.step_id),
+            **{k: v for k, v in attrs.items() if v is not None},
+        }
+        return step_from(written)
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         # The lease index is eventually consistent and projects keys only: it names the

@@ -6,6 +6,7 @@ Keys (``pk`` / ``sk``, both strings; ``<seq>`` is a 20-digit zero-padded number)
     enclave state               ENCLAVES                    <enclave_id>
     run                         RUN#<run_id>                #RUN
     step of a run               RUN#<run_id>                STEP#<step_id>
+    unfinished steps of a run   RUN#<run_id>                #STEPS_LEFT
     copy of an unfinished run   UNFINISHED_RUNS             <seq>
     audit event                 EVENTS                      <seq>
     IaC run                     IAC#<enclave>#<partition>   <started_at>#<n>
@@ -29,16 +30,23 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     put/delete_enclave          PutItem/DeleteItem conditional on ``version``
     create_run                  GetItem COUNTER/RUNS, then TransactWriteItems: counter
                                 compare-and-set, run (attribute_not_exists), unfinished copy,
-                                steps; more than ~97 steps: steps first (BatchWriteItem), run last
+                                steps-left count, steps; more than ~96 steps: steps first
+                                (BatchWriteItem), run last
     get_run                     GetItem RUN#<id>/#RUN, consistent
     list_runs                   Query gsi1 (or gsi2 for a status), newest first, Limit
     update_run / begin_run      GetItem, then TransactWriteItems: run (conditional on status),
-                                its unfinished copy put or deleted, and begin_run's steps; a
-                                bigger plan: UpdateItem claim, BatchWriteItem steps, commit
+                                its unfinished copy put or deleted, and begin_run's steps and
+                                steps-left count; a bigger plan: UpdateItem claim,
+                                BatchWriteItem steps, commit (with the count)
     list_unfinished_runs        Query pk=UNFINISHED_RUNS, consistent (sk order is seq order)
     list_steps                  Query pk=RUN#<id>, consistent (run item + steps), sorted by pos
     get_step                    GetItem, consistent
-    claim/renew/finish/update   UpdateItem with a ConditionExpression, ReturnValues ALL_NEW
+    has_unfinished_steps        GetItem RUN#<id>/#STEPS_LEFT, consistent (runs committed before
+                                the count existed: list_steps)
+    claim/renew/finish/update   UpdateItem with a ConditionExpression, ReturnValues ALL_NEW;
+                                a write taking a step to a final status: TransactWriteItems of
+                                that UpdateItem and ADD -1 on #STEPS_LEFT (finish_step then
+                                GetItem, as a transaction returns no attributes)
     list_expired_leases         Query leases (lease_expires_at <= now), then BatchGetItem of the
                                 candidates and their runs, consistent
     append_event                UpdateItem ADD on COUNTER/EVENTS, then PutItem
@@ -62,9 +70,22 @@ Sizes: documents (enclave states, runs, events, IaC runs) are JSON, zlib-compres
 4 KB; one that is still above 350 KB compressed is refused with ``ItemTooLargeError`` (never
 silently cut). A step's error is kept up to 16,000 characters, its middle cut beyond that.
 
+The steps-left count: the engine asks after every finished step whether its run is done.
+Listing the run's steps for that made a run of N steps cost O(N^2) item reads (a 30,000-step
+run, ~10^9). The count answers in one GetItem instead. It lives in its own small item, not on
+the run item, because a transaction is billed twice the size of every item it writes and a
+run's document can be tens of KB. It moves in the same transaction as the step write, never
+in a second request that a crash could skip (a count left too high would keep the run open
+forever), and not in a sparse index of unfinished steps, as indexes are eventually
+consistent: a run could be declared done while its last step's write was still propagating.
+
 Hot keys: ENCLAVES, EVENTS, UNFINISHED_RUNS, the counters and the RUNS / LEASES index
 partitions each hold one partition key, good for ~1,000 writes a second each, far above the
-engine's rate (a few writes per step).
+engine's rate (a few writes per step). A run's #STEPS_LEFT item takes one transaction per
+finished step of that run; transactions on one item go one at a time, and two at the same
+instant cancel one (TransactionConflict, retried with a short backoff in the store), which is
+fine up to some tens of finishes a second per run, far above what steps that each run a
+driver call or a terraform apply reach.
 """
 
 from __future__ import annotations

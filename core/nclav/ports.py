@@ -138,6 +138,16 @@ class StateStore(Protocol):
 
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None: ...
 
+    def has_unfinished_steps(self, run_id: str) -> bool:
+        """Whether any step of the run is not final (pending, ready or running).
+
+        Cheap whatever the run's size (an indexed lookup or a counter, never a listing): the
+        engine asks after every finished step whether the run is done. Exact once the write
+        that finished a step has returned, including under concurrent finishes: the last of
+        them to return sees ``False``. An unknown run, or one without steps, has none.
+        """
+        ...
+
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:

@@ -97,6 +97,9 @@ class StepRecord(BaseModel):
     enclave_id: str
     target: str | None = None
     depends_on: tuple[str, ...] = ()
+    # The steps that depend on this one (``depends_on`` inverted, in plan order), so that a
+    # finished step visits only those instead of every step of its run.
+    dependents: tuple[str, ...] = ()
     conditional: bool = False
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
@@ -109,8 +112,11 @@ class StepRecord(BaseModel):
     version: int = 0
 
     @classmethod
-    def of(cls, run_id: str, step: Step) -> StepRecord:
-        """A fresh record: ready when the step has no dependencies, pending otherwise."""
+    def of(cls, run_id: str, step: Step, dependents: tuple[str, ...] = ()) -> StepRecord:
+        """A fresh record: ready when the step has no dependencies, pending otherwise.
+
+        A run's records come from ``step_records``, which also fills in ``dependents``.
+        """
         return cls(
             run_id=run_id,
             step_id=step.id,
@@ -118,9 +124,26 @@ class StepRecord(BaseModel):
             enclave_id=step.enclave_id,
             target=step.target,
             depends_on=step.depends_on,
+            dependents=dependents,
             conditional=step.conditional,
             status=StepStatus.PENDING if step.depends_on else StepStatus.READY,
         )
+
+
+def step_records(run_id: str, steps: Sequence[Step]) -> list[StepRecord]:
+    """The fresh records of a run's plan steps, each knowing the steps that depend on it.
+
+    ``dependents`` is computed here, once per run, so the engine's fan-out after a finished
+    step touches only that step's neighbours, never the whole run. A dependency outside
+    ``steps`` is ignored, as the engine ignores it when it decides whether a step is ready.
+    """
+    known = {s.id for s in steps}
+    dependents: dict[str, list[str]] = {s.id: [] for s in steps}
+    for step in steps:
+        for dep in dict.fromkeys(step.depends_on):  # a repeated dependency counts once
+            if dep in known:
+                dependents[dep].append(step.id)
+    return [StepRecord.of(run_id, s, tuple(dependents[s.id])) for s in steps]
 
 
 def check_run_steps(run: Run, steps: Sequence[StepRecord]) -> None:
@@ -260,4 +283,5 @@ __all__ = [
     "check_run_steps",
     "iso_time",
     "new_id",
+    "step_records",
 ]

@@ -24,7 +24,7 @@ from functions_aws._dynamo_errors import (
     translate,
 )
 from functions_aws._dynamo_items import MAX_STEP_ERROR
-from functions_aws._dynamo_keys import run_key, step_key
+from functions_aws._dynamo_keys import run_key, step_key, steps_left_key
 from functions_aws._dynamo_table import Table
 from functions_aws.dynamodb_store import (
     DynamoStateStore,
@@ -126,7 +126,9 @@ def test_items_carry_the_documented_keys(store: DynamoStateStore, client: Any) -
     assert keys == {
         ("ENCLAVES", "a"),
         (f"RUN#{run.id}", "#RUN"),
+        (f"RUN#{run.id}", "#STEPS_LEFT"),
         (f"RUN#{big.id}", "#RUN"),
+        (f"RUN#{big.id}", "#STEPS_LEFT"),
         (f"RUN#{big.id}", "STEP#s000"),
         ("UNFINISHED_RUNS", seq),
         ("UNFINISHED_RUNS", f"{2:020d}"),
@@ -202,6 +204,7 @@ def workload(store: Any) -> None:
     store.list_unfinished_runs()
     store.list_steps(big.id)
     store.get_step(small.id, "s000")
+    store.has_unfinished_steps(small.id)
     store.claim_step(small.id, "s000", "w", 30, T0)
     store.claim_step(small.id, "s001", "w", 30, T0)
     store.renew_lease(small.id, "s000", "w", 30, T0 + 1)
@@ -388,6 +391,82 @@ def test_a_begin_claim_left_by_a_dead_worker_expires(store: DynamoStateStore, cl
     assert "begin_claim" not in raw(client, run_key(queued.id))
 
 
+# -- the steps-left count ------------------------------------------------------------------------
+
+
+def steps_left(client: Any, run_id: str) -> tuple[int, int | None] | None:
+    found = client.get_item(TableName=TABLE, Key=steps_left_key(run_id), ConsistentRead=True)
+    item = found.get("Item")
+    if item is None:
+        return None
+    total = item.get("total")
+    return int(item["n"]["N"]), int(total["N"]) if total else None
+
+
+@pytest.mark.parametrize("count", [3, 150], ids=["one-transaction", "chunked"])
+def test_the_count_is_committed_with_the_steps_and_moves_with_each_finish(
+    store: DynamoStateStore, client: Any, count: int
+) -> None:
+    run = make_run()
+    store.create_run(run, steps_of(run, count))
+    assert steps_left(client, run.id) == (count, count)
+    store.claim_step(run.id, "s000", "w", 30, T0)
+    store.finish_step(run.id, "s000", "w", StepStatus.READY, "retry", T0 + 1, not_before=T0)
+    assert steps_left(client, run.id) == (count, count)
+    store.claim_step(run.id, "s000", "w", 30, T0 + 2)
+    store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 3)
+    assert steps_left(client, run.id) == (count - 1, count)
+    queued = store.create_run(make_run(plan_on_start=True), [])
+    assert steps_left(client, queued.id) == (0, 0)
+    running = queued.model_copy(update={"status": RunStatus.RUNNING, "started_at": iso_time(T0)})
+    store.begin_run(running, steps_of(queued, count))
+    assert steps_left(client, queued.id) == (count, count)
+
+
+def test_a_finish_costs_one_transaction_and_one_read_and_the_question_one_read(
+    store: DynamoStateStore, client: Any
+) -> None:
+    run = make_run()
+    store.create_run(run, steps_of(run, 2))
+    store.claim_step(run.id, "s000", "w", 30, T0)
+    counts: Counter[str] = count_requests(client)
+    store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
+    counts.clear()
+    assert store.has_unfinished_steps(run.id)
+    assert dict(counts) == {"GetItem": 1}
+
+
+def test_an_uncommitted_run_has_no_count(
+    store: DynamoStateStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = make_run()
+
+    def dies(self: Table, actions: Any) -> None:
+        raise TemporaryError("the worker died before the commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Table, "transact", dies)
+        with pytest.raises(TemporaryError):
+            store.create_run(run, steps_of(run, 150))
+    assert steps_left(client, run.id) is None
+    assert not store.has_unfinished_steps(run.id)  # its steps are not the run's
+
+
+def test_a_run_committed_before_the_count_existed_asks_its_steps(
+    store: DynamoStateStore, client: Any
+) -> None:
+    run = make_run()
+    store.create_run(run, steps_of(run, 2))
+    client.delete_item(TableName=TABLE, Key=steps_left_key(run.id))  # what an older store wrote
+    assert store.has_unfinished_steps(run.id)
+    for sid in ("s000", "s001"):
+        store.claim_step(run.id, sid, "w", 30, T0)
+        store.finish_step(run.id, sid, "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert steps_left(client, run.id) == (-2, None)  # made by the ADDs alone: not trusted
+    assert not store.has_unfinished_steps(run.id)
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -477,6 +556,36 @@ def test_contended_run_creation_is_retried(stubbed: Any, monkeypatch: pytest.Mon
     stubber.add_response("get_item", {"Item": {"n": {"N": "5"}}})
     stubber.add_response("transact_write_items", {})
     assert store.create_run(run, []).seq == 6
+
+
+def test_a_contended_finish_is_retried(stubbed: Any) -> None:
+    store, stubber = stubbed
+    contended = {"CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}]}
+    stubber.add_client_error(
+        "transact_write_items",
+        service_error_code="TransactionCanceledException",
+        http_status_code=400,
+        response_meta=None,
+        modeled_fields=contended,
+    )
+    stubber.add_response("transact_write_items", {})
+    run = make_run()
+    (step,) = steps_of(run, 1)
+    stored = {
+        **step_key(run.id, step.step_id),
+        "run_id": {"S": run.id},
+        "step_id": {"S": step.step_id},
+        "action": {"S": step.action.value},
+        "enclave_id": {"S": step.enclave_id},
+        "depends_on": {"L": []},
+        "conditional": {"BOOL": False},
+        "status": {"S": "succeeded"},
+        "attempts": {"N": "1"},
+        "version": {"N": "3"},
+    }
+    stubber.add_response("get_item", {"Item": stored})
+    done = store.finish_step(run.id, step.step_id, "w", StepStatus.SUCCEEDED, None, T0)
+    assert done is not None and done.status == StepStatus.SUCCEEDED and done.dependents == ()
 
 
 @pytest.mark.parametrize("code", sorted(TEMPORARY_CODES))

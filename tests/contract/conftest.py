@@ -26,7 +26,7 @@ from nclav.local import (
 )
 from nclav.plan import Action, Step
 from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
-from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time
+from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step_records
 from sqs_pump import SqsPump
 
 if TYPE_CHECKING:
@@ -46,13 +46,12 @@ def make_run(run_id: str | None = None, **fields: object) -> Run:
 
 def chain(run_id: str, *ids: str) -> list[StepRecord]:
     """Steps ``ids`` where each depends on the one before (the first is ready)."""
-    steps: list[StepRecord] = []
+    steps: list[Step] = []
     previous: tuple[str, ...] = ()
     for sid in ids:
-        step = Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous)
-        steps.append(StepRecord.of(run_id, step))
+        steps.append(Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous))
         previous = (sid,)
-    return steps
+    return step_records(run_id, steps)
 
 
 def independent(run_id: str, count: int) -> list[StepRecord]:

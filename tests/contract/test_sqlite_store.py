@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nclav.local import SqliteStateStore
-from nclav.local._sqlite_schema import SCHEMA_VERSION, SchemaError
+from nclav.local._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SchemaError
 from nclav.records import EventKind
 from nclav.state import EnclaveState
 
@@ -61,6 +62,40 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaError):
         SqliteStateStore(path)
+
+
+def test_sqlite_migration_gives_steps_in_flight_their_dependents(tmp_path: Path) -> None:
+    """A file of schema 1 (steps without dependents) with a run in flight, then opened."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO runs (id, status, doc) VALUES ('r', 'running', '{}')")
+        rows = [  # a done, b and c both after a, d after b and c
+            ("a", 0, [], "succeeded"),
+            ("b", 1, ["a"], "ready"),
+            ("c", 2, ["a"], "running"),
+            ("d", 3, ["c", "b"], "pending"),
+        ]
+        conn.executemany(
+            "INSERT INTO steps (run_id, step_id, position, action, enclave_id, depends_on, "
+            "conditional, status, attempts, version) "
+            "VALUES ('r', ?, ?, 'provision_enclave', 'e', ?, 0, ?, 0, 1)",
+            [(sid, pos, json.dumps(deps), status) for sid, pos, deps, status in rows],
+        )
+    store = SqliteStateStore(path)
+    assert store.migrated_from == 1
+    # Only unfinished steps fan out again, so only theirs are filled in ("a" is done).
+    assert {s.step_id: s.dependents for s in store.list_steps("r")} == {
+        "a": (),
+        "b": ("d",),
+        "c": ("d",),
+        "d": (),
+    }
+    assert store.has_unfinished_steps("r")
+    store.close()
 
 
 def test_sqlite_needs_a_file() -> None:

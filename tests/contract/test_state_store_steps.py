@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nclav.errors import ConflictError, NotFoundError
-from nclav.records import StepStatus, iso_time
+from nclav.records import RunStatus, StepStatus, iso_time
 
 from .conftest import LEASE, T0, chain, independent, make_run, started
 
@@ -205,3 +205,101 @@ def test_twenty_threads_compare_and_swap_one_wins(store: StateStore) -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["lost"] * 19 + ["won"]
+
+
+# -- dependents and unfinished steps ---------------------------------------------------------------
+
+
+def test_steps_keep_their_dependents(store: StateStore) -> None:
+    run = started(store, "a", "b", "c")
+    assert [s.dependents for s in store.list_steps(run.id)] == [("b",), ("c",), ()]
+    store.claim_step(run.id, "a", "w", LEASE, T0)
+    done = store.finish_step(run.id, "a", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert done is not None and done.dependents == ("b",)
+    pending = store.get_step(run.id, "b")
+    assert pending is not None and pending.dependents == ("c",)
+    ready = store.update_step(pending.model_copy(update={"status": StepStatus.READY}), 1)
+    assert ready.dependents == ("c",)
+    assert store.get_step(run.id, "b") == ready
+
+
+def test_has_unfinished_steps_follows_every_kind_of_step_write(store: StateStore) -> None:
+    assert not store.has_unfinished_steps("nope")
+    empty = store.create_run(make_run(), [])
+    assert not store.has_unfinished_steps(empty.id)
+
+    run = started(store, "a", "b")
+    assert store.has_unfinished_steps(run.id)
+    store.claim_step(run.id, "a", "w", LEASE, T0)
+    # Handed back for a retry: still unfinished.
+    store.finish_step(run.id, "a", "w", StepStatus.READY, "again", T0 + 1, not_before=T0 + 2)
+    store.claim_step(run.id, "a", "w", LEASE, T0 + 2)
+    assert store.has_unfinished_steps(run.id)
+    store.finish_step(run.id, "a", "w", StepStatus.FAILED, "boom", T0 + 3)
+    assert store.has_unfinished_steps(run.id)  # b is still pending
+    b = store.get_step(run.id, "b")
+    assert b is not None
+    blocked = store.update_step(
+        b.model_copy(update={"status": StepStatus.BLOCKED, "error": "blocked by a"}), b.version
+    )
+    assert not store.has_unfinished_steps(run.id)
+    # Final to final leaves the count alone; back from final counts again.
+    reworded = store.update_step(blocked.model_copy(update={"error": "x"}), blocked.version)
+    assert not store.has_unfinished_steps(run.id)
+    store.update_step(reworded.model_copy(update={"status": StepStatus.READY}), reworded.version)
+    assert store.has_unfinished_steps(run.id)
+    # A lost compare-and-swap changes nothing.
+    with pytest.raises(ConflictError):
+        store.update_step(reworded.model_copy(update={"status": StepStatus.SKIPPED}), 1)
+    assert store.has_unfinished_steps(run.id)
+
+
+def test_has_unfinished_steps_of_a_run_given_its_steps_when_it_begins(store: StateStore) -> None:
+    queued = store.create_run(make_run(plan_on_start=True), [])
+    assert not store.has_unfinished_steps(queued.id)
+    running = queued.model_copy(update={"status": RunStatus.RUNNING})
+    store.begin_run(running, chain(queued.id, "a"))
+    assert store.has_unfinished_steps(queued.id)
+    store.claim_step(queued.id, "a", "w", LEASE, T0)
+    store.finish_step(queued.id, "a", "w", StepStatus.SKIPPED, None, T0 + 1)
+    assert not store.has_unfinished_steps(queued.id)
+
+
+def test_has_unfinished_steps_under_concurrent_finishes(store: StateStore) -> None:
+    """20 threads finish or block 30 steps at once: only after the last write is none left."""
+    run = make_run()
+    store.create_run(run, independent(run.id, 30))
+    ids = [s.step_id for s in store.list_steps(run.id)]
+    started_writes: list[str] = []
+    seen_done: list[int] = []  # writes started when a thread saw no unfinished step
+    lock = threading.Lock()
+    barrier = threading.Barrier(20)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for sid in ids[i::20]:
+            with lock:
+                started_writes.append(sid)
+            if int(sid[1:]) % 3 == 0:  # a third blocked by compare-and-swap, like the fan-out
+                step = store.get_step(run.id, sid)
+                assert step is not None
+                store.update_step(step.model_copy(update={"status": StepStatus.BLOCKED}), 1)
+            else:
+                assert store.claim_step(run.id, sid, f"w{i}", LEASE, T0) is not None
+                status = StepStatus.SUCCEEDED if i % 2 else StepStatus.FAILED
+                assert store.finish_step(run.id, sid, f"w{i}", status, None, T0 + 1) is not None
+            if not store.has_unfinished_steps(run.id):
+                with lock:
+                    seen_done.append(len(started_writes))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not store.has_unfinished_steps(run.id)
+    assert all(s.status.final for s in store.list_steps(run.id))
+    # The thread whose write returned last saw none left; nobody saw it before every write
+    # had at least begun.
+    assert seen_done
+    assert set(seen_done) == {30}

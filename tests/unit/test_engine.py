@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import shutil
 import threading
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
-from engine_fakes import EXAMPLES, Rig, wait_for
+from engine_fakes import EXAMPLES, Rig, SyncQueue, wait_for
 
+import nclav.engine.engine as engine_module
+from nclav.engine import Engine
 from nclav.errors import PermanentError, TemporaryError, WaitingError
-from nclav.plan import plan_teardown
-from nclav.records import EventKind, RunStatus, StepStatus
+from nclav.local import DirectoryBlobStore, InMemoryStateStore
+from nclav.model import Cloud
+from nclav.plan import Action, Plan, Step, plan_teardown
+from nclav.ports import ManualClock
+from nclav.records import EventKind, RunStatus, StepRecord, StepStatus
 from nclav.state import Status
 from support import HTTP, enclave_files, write_tree
 
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from nclav.ports import IacRunner, StateStore
     from nclav.records import AuditEvent
 
 DEV, WEB = "product-a-dev", "web-dev"
@@ -673,3 +680,143 @@ def test_removed_enclaves_are_torn_down_importers_first(rig: Rig) -> None:
     )
     assert names[-1] == "ReconcileCompleted"
     assert rig.plan("pa").steps == ()
+
+
+# -- the cost of the fan-out ----------------------------------------------------------------------
+
+
+class CountingStore:
+    """Forwards to an in-memory store, counting the step reads the engine makes.
+
+    A wrapper, not a subclass, so the store's own internal reads are not counted.
+    ``fail_get_step`` makes that many next ``get_step`` calls raise ``TemporaryError``.
+    """
+
+    def __init__(self) -> None:
+        self.inner = InMemoryStateStore()
+        self.calls: Counter[str] = Counter()
+        self.fail_get_step = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_steps(self, run_id: str) -> list[StepRecord]:
+        self.calls["list_steps"] += 1
+        return self.inner.list_steps(run_id)
+
+    def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
+        self.calls["get_step"] += 1
+        if self.fail_get_step:
+            self.fail_get_step -= 1
+            raise TemporaryError("store unavailable", retry_after_s=0)
+        return self.inner.get_step(run_id, step_id)
+
+    def has_unfinished_steps(self, run_id: str) -> bool:
+        self.calls["has_unfinished_steps"] += 1
+        return self.inner.has_unfinished_steps(run_id)
+
+
+def cost_plan(independent: int, chain: int, *, fail: str | None = None) -> Plan:
+    """``independent`` steps with no dependencies, and a chain of ``chain`` after one root."""
+    steps = [
+        Step(f"i{n:04d}", Action.PROVISION_ENCLAVE, f"i{n:04d}", None, ())
+        for n in range(independent)
+    ]
+    previous: tuple[str, ...] = ()
+    for n in range(chain):
+        steps.append(Step(f"c{n:04d}", Action.PROVISION_ENCLAVE, f"c{n:04d}", None, previous))
+        previous = (f"c{n:04d}",)
+    return Plan(changes=(), steps=tuple(steps))
+
+
+@pytest.fixture
+def bare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Engine, CountingStore, SyncQueue]:
+    """An engine whose steps succeed at once (or fail, for ids in ``failing``) without a driver."""
+    failing: set[str] = set()
+
+    def carry_out(ctx: object, step: StepRecord) -> StepStatus:
+        if step.step_id in failing:
+            raise PermanentError(f"{step.step_id} broke")
+        return StepStatus.SUCCEEDED
+
+    monkeypatch.setattr(engine_module, "carry_out", carry_out)
+    clock = ManualClock()
+    store = CountingStore()
+    queue = SyncQueue(clock)
+    engine = Engine(
+        cast("StateStore", store),
+        queue,
+        DirectoryBlobStore(tmp_path / "blobs"),
+        clock,
+        {},
+        Cloud.LOCAL,
+        cast("IacRunner", None),
+        lambda bundle: pytest.fail(f"no bundle expected, got {bundle}"),
+    )
+    engine.failing = failing  # type: ignore[attr-defined]
+    return engine, store, queue
+
+
+@pytest.mark.parametrize("size", [30, 300])
+def test_a_run_lists_its_steps_a_fixed_number_of_times_whatever_its_size(
+    bare: tuple[Engine, CountingStore, SyncQueue], size: int
+) -> None:
+    engine, store, queue = bare
+    plan = cost_plan(size, 10)
+    run = engine.start_plan(plan, None)
+    queue.drain(engine.handle)
+    final = store.get_run(run.id)
+    assert final is not None and final.status == RunStatus.SUCCEEDED, final
+    n = len(plan.steps)
+    assert all(s.status == StepStatus.SUCCEEDED for s in store.list_steps(run.id))
+    store.calls["list_steps"] -= 1  # the check just above
+    # Once to send the ready steps when the run begins, once to collect its errors at the end:
+    # not once per finished step (that made a run of N steps read O(N^2) steps).
+    assert store.calls["list_steps"] == 2
+    # A finished step reads its dependents and their dependencies, nothing else: the 9 links
+    # of the chain cost 2 reads each, the independent steps none, whatever their number.
+    assert store.calls["get_step"] == 2 * 9
+    # And each finish asks once whether the run is done (plus once when the run begins).
+    assert store.calls["has_unfinished_steps"] == n + 1
+
+
+def test_a_failure_blocks_everything_downstream_reading_only_those_steps(
+    bare: tuple[Engine, CountingStore, SyncQueue],
+) -> None:
+    engine, store, queue = bare
+    engine.failing.add("c0002")  # type: ignore[attr-defined]
+    plan = cost_plan(300, 50)
+    run = engine.start_plan(plan, None)
+    queue.drain(engine.handle)
+    final = store.get_run(run.id)
+    assert final is not None and final.status == RunStatus.FAILED
+    steps = {s.step_id: s for s in store.list_steps(run.id)}
+    assert steps["c0002"].status == StepStatus.FAILED
+    for n in range(3, 50):
+        step = steps[f"c{n:04d}"]
+        assert (step.status, step.error) == (StepStatus.BLOCKED, f"blocked by c{n - 1:04d}")
+    assert len(final.errors) == 1 + 47
+    assert store.calls["list_steps"] == 3  # begin, finish, and the listing just above
+    assert store.calls["get_step"] <= 2 * len(plan.steps)
+
+
+def test_a_fan_out_cut_short_is_done_again_when_the_message_comes_back(
+    bare: tuple[Engine, CountingStore, SyncQueue],
+) -> None:
+    engine, store, queue = bare
+    run = engine.start_plan(cost_plan(0, 2), None)
+    (first_message,) = queue.ready
+    queue.ready.clear()
+    store.fail_get_step = 1  # the store fails right after c0000 is recorded as finished
+    with pytest.raises(TemporaryError):
+        engine.handle(first_message)
+    assert store.get_step(run.id, "c0000").status == StepStatus.SUCCEEDED  # type: ignore[union-attr]
+    assert store.get_step(run.id, "c0001").status == StepStatus.PENDING  # type: ignore[union-attr]
+    assert queue.ready == []
+    engine.handle(first_message)  # the queue delivers the message again
+    assert [m["step_id"] for m in queue.ready] == ["c0001"]
+    queue.drain(engine.handle)
+    final = store.get_run(run.id)
+    assert final is not None and final.status == RunStatus.SUCCEEDED

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import threading
+from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from nclav.records import (
     StepStatus,
     iso_time,
     new_id,
+    step_records,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +120,7 @@ class Engine:
             created_at=self._now_text(),
             changes=len(plan.changes),
         )
-        return self._create(run, [StepRecord.of(run.id, step) for step in plan.steps])
+        return self._create(run, step_records(run.id, plan.steps))
 
     def _create(self, run: Run, steps: list[StepRecord]) -> Run:
         run = self.store.create_run(run, steps)
@@ -148,8 +150,7 @@ class Engine:
                 applied = {s.enclave_id: s for s in self.store.list_enclaves()}
                 plan = plan_changes(graph, applied)
                 started = started.model_copy(update={"changes": len(plan.changes)})
-                steps = [StepRecord.of(run.id, step) for step in plan.steps]
-                started = self.store.begin_run(started, steps)
+                started = self.store.begin_run(started, step_records(run.id, plan.steps))
             else:
                 started = self.store.update_run(started)
         except ConflictError:
@@ -170,7 +171,14 @@ class Engine:
         now = self.clock.now()
         step = self.store.claim_step(run_id, step_id, self.owner, self.lease_s, now)
         if step is None:
-            return  # someone else holds it, or it is already done
+            # Someone else holds it, or it is already done. Only a finished step's own fan-out
+            # readies its dependents, so if that was cut short (the worker died, or the store
+            # failed, after finish_step), this redelivery of its message does it again: it is
+            # idempotent, and costs the step's neighbourhood.
+            current = self.store.get_step(run_id, step_id)
+            if current is not None and current.status.final:
+                self._fan_out(current)
+            return
         if step.attempts > self.max_attempts:
             # Every earlier attempt ended without an outcome (its worker died or timed out and
             # the sweeper handed the step out again): stop here instead of looping forever.
@@ -299,44 +307,66 @@ class Engine:
                 record_failure(failed, step, error)
             except Exception:  # the step's outcome is stored; the fan-out must still happen
                 logger.exception("recording the failure of step %s failed", step.step_id)
-        self._fan_out(step.run_id)
+        self._fan_out(done)
 
-    def _fan_out(self, run_id: str) -> None:
-        """Ready or block every pending step whose dependencies are all final."""
-        changed = True
-        while changed:
-            changed = False
-            steps = {s.step_id: s for s in self.store.list_steps(run_id)}
-            for step in steps.values():
-                if step.status != StepStatus.PENDING:
-                    continue
-                deps = [steps[d] for d in step.depends_on if d in steps]
-                if not all(d.status.final for d in deps):
-                    continue
-                bad = [
-                    d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)
-                ]
-                update = (
-                    {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
-                    if bad
-                    else {"status": StepStatus.READY}
-                )
-                try:
-                    new = self.store.update_step(step.model_copy(update=update), step.version)
-                except ConflictError:
-                    changed = True  # another worker moved it; look again
-                    continue
-                changed = True
-                if new.status == StepStatus.READY:
-                    self._send(new)
-        self._finish_run_if_done(run_id)
+    def _fan_out(self, done: StepRecord) -> None:
+        """Ready or block the dependents of ``done``, then finish the run if nothing is left.
+
+        Only ``done``'s dependents are visited (and, when one is blocked, the pending steps
+        downstream of it, breadth first), each with a consistent read of itself and of its own
+        dependencies: the cost of a finished step is its neighbourhood, never its run's size.
+        Two dependencies of one step finishing at once both re-read it after their own write,
+        so the later of the two sees both final and readies it.
+        """
+        # No "seen" set: a step left pending because another dependency was not final yet
+        # must be looked at again when that dependency is blocked. It terminates: only a step
+        # this loop blocks (once each) adds to the queue.
+        queue = deque(done.dependents)
+        while queue:
+            queue.extend(self._settle(done.run_id, queue.popleft()))
+        self._finish_run_if_done(done.run_id)
+
+    def _settle(self, run_id: str, step_id: str) -> tuple[str, ...]:
+        """Ready or block one pending step whose dependencies are all final.
+
+        Returns the dependents to visit next: those of a step just blocked (blocking travels
+        downstream), none otherwise (a readied step fans out itself once it finishes).
+        """
+        while True:
+            step = self.store.get_step(run_id, step_id)
+            if step is None or step.status != StepStatus.PENDING:
+                return ()
+            found = (self.store.get_step(run_id, d) for d in step.depends_on)
+            deps = [d for d in found if d is not None]  # a dependency outside the run: ignored
+            if not all(d.status.final for d in deps):
+                return ()  # the last dependency to finish will come back here
+            bad = [d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
+            update = (
+                {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
+                if bad
+                else {"status": StepStatus.READY}
+            )
+            try:
+                new = self.store.update_step(step.model_copy(update=update), step.version)
+            except ConflictError:
+                continue  # another worker moved it: read it again
+            if new.status == StepStatus.READY:
+                self._send(new)
+                return ()
+            return new.dependents
 
     def _finish_run_if_done(self, run_id: str) -> None:
-        steps = self.store.list_steps(run_id)
-        if not all(s.status.final for s in steps):
+        # The cheap question first (an index seek or a counter): the run's steps are listed
+        # once, when the run is done, to collect its errors, not after every step.
+        if self.store.has_unfinished_steps(run_id):
             return
         run = self.store.get_run(run_id)
         if run is None or run.status.final:
+            return
+        steps = self.store.list_steps(run_id)
+        if not all(s.status.final for s in steps):
+            # Cannot happen with a correct store; never finalise a run with live steps.
+            logger.error("run %s: no unfinished steps reported, yet some are", run_id)
             return
         errors = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.FAILED)
         blocked = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.BLOCKED)

@@ -6,13 +6,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, NotFoundError
-from nclav.records import StepRecord, check_finish_status, iso_time
+from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
 
 if TYPE_CHECKING:
     import sqlite3
 
     from nclav.local._sqlite_db import Database
-    from nclav.records import StepStatus
 
 _COLUMNS = tuple(StepRecord.model_fields)
 INSERT_STEP = (
@@ -37,9 +36,14 @@ _HELD = "run_id = :run_id AND step_id = :step_id AND status = 'running' AND leas
 _ONE = "SELECT * FROM steps WHERE run_id = ? AND step_id = ?"
 
 
+_LISTS = ("depends_on", "dependents")  # JSON arrays in TEXT columns
+_UNFINISHED = "(" + ", ".join(f"'{s.value}'" for s in StepStatus if not s.final) + ")"
+
+
 def step_params(step: StepRecord, position: int | None = None) -> dict[str, Any]:
     params = step.model_dump(mode="json")
-    params["depends_on"] = json.dumps(params["depends_on"])
+    for name in _LISTS:
+        params[name] = json.dumps(params[name])
     params["conditional"] = int(step.conditional)
     if position is not None:
         params["position"] = position
@@ -48,7 +52,8 @@ def step_params(step: StepRecord, position: int | None = None) -> dict[str, Any]
 
 def _step(row: sqlite3.Row) -> StepRecord:
     data = {c: row[c] for c in _COLUMNS}
-    data["depends_on"] = json.loads(data["depends_on"])
+    for name in _LISTS:
+        data[name] = json.loads(data[name])
     return StepRecord.model_validate(data)
 
 
@@ -64,6 +69,14 @@ class SqliteSteps:
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
         rows = self._db.rows(_ONE, (run_id, step_id))
         return _step(rows[0]) if rows else None
+
+    def has_unfinished_steps(self, run_id: str) -> bool:
+        # An index seek on (run_id, status): cost independent of the run's size.
+        rows = self._db.rows(
+            f"SELECT 1 FROM steps WHERE run_id = ? AND status IN {_UNFINISHED} LIMIT 1",
+            (run_id,),
+        )
+        return bool(rows)
 
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float

@@ -44,6 +44,9 @@ class InMemoryStateStore:
         self._runs: dict[str, Run] = {}
         self._run_seq = 0
         self._steps: dict[str, dict[str, StepRecord]] = {}
+        # Per run, the ids of its steps that are not final: kept beside the steps (every
+        # write goes through _store_steps or _replace) so has_unfinished_steps is O(1).
+        self._unfinished: dict[str, set[str]] = {}
         self._events: list[AuditEvent] = []
         self._iac_runs: dict[str, IacRun] = {}  # insertion order breaks started_at ties
         self._locks: dict[str, TfLock] = {}
@@ -96,7 +99,7 @@ class InMemoryStateStore:
             self._run_seq += 1
             stored = run.model_copy(update={"seq": self._run_seq})
             self._runs[run.id] = stored
-            self._steps[run.id] = {s.step_id: s.model_copy(update={"version": 1}) for s in steps}
+            self._store_steps(run.id, steps)
             return stored
 
     def get_run(self, run_id: str) -> Run | None:
@@ -129,7 +132,7 @@ class InMemoryStateStore:
                 raise ConflictError(f"run {run.id} has already begun")
             updated = run.model_copy(update={"seq": stored.seq})
             self._runs[run.id] = updated
-            self._steps[run.id] = {s.step_id: s.model_copy(update={"version": 1}) for s in steps}
+            self._store_steps(run.id, steps)
             return updated
 
     def list_unfinished_runs(self) -> list[Run]:
@@ -147,9 +150,21 @@ class InMemoryStateStore:
         with self._lock:
             return self._steps.get(run_id, {}).get(step_id)
 
+    def has_unfinished_steps(self, run_id: str) -> bool:
+        with self._lock:
+            return bool(self._unfinished.get(run_id))
+
+    def _store_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
+        self._steps[run_id] = {s.step_id: s.model_copy(update={"version": 1}) for s in steps}
+        self._unfinished[run_id] = {s.step_id for s in steps if not s.status.final}
+
     def _replace(self, step: StepRecord, **update: object) -> StepRecord:
         new = step.model_copy(update={**update, "version": step.version + 1})
         self._steps[step.run_id][step.step_id] = new
+        if new.status.final:
+            self._unfinished[step.run_id].discard(step.step_id)
+        else:
+            self._unfinished[step.run_id].add(step.step_id)
         return new
 
     def claim_step(
