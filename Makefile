@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli clean
+.PHONY: install demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-noop: $(STAMP)
 ## `nclav --help` cold start, and `nclav diff` (pack + upload + dry-run) of the 1,000 x 10 tree.
 bench-cli: $(STAMP)
 	$(BIN)/python scripts/bench_cli.py
+
+## AWS handler import times (cold-start floor) and DynamoDB requests per step and per no-op apply.
+bench-aws: $(STAMP)
+	$(BIN)/python scripts/bench_aws.py
+	$(BIN)/python scripts/bench_fan_out.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
