@@ -501,6 +501,8 @@ def test_destroy(fresh: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     result = fresh.cli("destroy", "web-dev", input="web\n")
     assert result.exit_code == 1
     assert "  Type 'web-dev' to confirm: " in result.stderr
+    prompt = "This will destroy enclave 'web-dev' and delete its local environment.\n"
+    assert prompt in result.stderr and "GCP" not in result.stderr
     assert "aborted: web-dev not destroyed" in result.stderr
     result = ok(fresh.cli("destroy", "web-dev", input="web-dev\n"))
     assert re.fullmatch(rf"Destroyed enclave web-dev \(run {RUN_ID}\)\.\n", result.stdout)
