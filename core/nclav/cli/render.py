@@ -198,6 +198,37 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     )
 
 
+_EVENT_KEYS = frozenset(
+    {"kind", "id", "at", "enclave_id", "importer_enclave", "partition_id", "seq", "run_id"}
+)
+
+
+def events_table(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``nclav events``: SEQ, TIME, KIND, WHERE (enclave[/partition]) and the event's details
+    (its other fields; an error message by its first line)."""
+    rows = []
+    for event in events:
+        where = event.get("enclave_id") or event.get("importer_enclave") or "-"
+        if event.get("partition_id"):
+            where = f"{where}/{event['partition_id']}"
+        extra = {k: v for k, v in event.items() if k not in _EVENT_KEYS and k != "message"}
+        details = [f"{k}={_first_line(v)}" for k, v in sorted(extra.items())]
+        if event.get("run_id"):
+            details.insert(0, f"run={event['run_id']}")
+        if event.get("message"):
+            details.append(_first_line(event["message"]))
+        rows.append(
+            [
+                str(event.get("seq", "-")),
+                _time(event.get("at")),
+                str(event.get("kind")),
+                str(where),
+                " ".join(details),
+            ]
+        )
+    return table(["SEQ", "TIME", "KIND", "WHERE", "DETAILS"], rows, [7, 21, 21, 28])
+
+
 # -- tables ------------------------------------------------------------------------------------
 
 
@@ -464,6 +495,7 @@ __all__ = [
     "deletions",
     "diff_summary",
     "error_lines",
+    "events_table",
     "graph_dot",
     "graph_text",
     "iac_log_header",
