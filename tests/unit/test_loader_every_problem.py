@@ -149,3 +149,18 @@ def test_the_examples_still_validate() -> None:
     for tree in ("product-a", "chain"):
         result = CliRunner().invoke(main, ["validate", str(EXAMPLES / tree / "enclaves")])
         assert result.exit_code == 0, result.output
+
+
+def test_diff_refuses_the_same_non_utf8_name(tmp_path: Path) -> None:
+    """`diff` packs with the same loader: the bundle never silently leaves the file out."""
+    from nclav.bundle import pack_directory
+    from nclav.errors import SpecError
+
+    root = write_tree(tmp_path / "tree", SEED)
+    with open(os.fsencode(root / "product-a" / "dev" / "db") + b"/x\xff.tf", "wb") as fh:
+        fh.write(b"")
+    with pytest.raises(SpecError) as caught:
+        pack_directory(root)
+    assert [i.render() for i in caught.value.issues] == [
+        f"{root}/product-a/dev/db/x\\xff.tf: file name is not valid UTF-8: rename it"
+    ]

@@ -467,7 +467,6 @@ def load_tree(source: TreeSource) -> Desired:
             enclaves = walk.walk("")
     except SpecError as exc:  # listing a directory failed: nothing sensible can follow
         raise SpecError([*walk.issues, *exc.issues]) from None
-    walk.issues.extend(getattr(source, "problems", ()))
     if walk.issues:
         issues = list(walk.issues)
         # Check the references and templates of what did load, so every problem is reported

@@ -45,7 +45,6 @@ class DirectorySource:
     def __init__(self, root: str | os.PathLike[str], display_root: str | None = None) -> None:
         self.root = os.path.realpath(root)
         self.display_root = escape_name(str(root) if display_root is None else display_root)
-        self.problems: list[Issue] = []  # found while listing, not fatal to the walk
         if not os.path.isdir(self.root):
             what = "does not exist" if not os.path.exists(self.root) else "is not a directory"
             raise SpecError([Issue(self.display_root, None, "", f"enclaves directory {what}")])
@@ -74,7 +73,7 @@ class DirectorySource:
         except OSError as exc:
             issue = Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")
             raise SpecError([issue]) from exc
-        bad_names: list[Issue] = []  # reported with the rest of the tree's problems
+        bad_names: list[Issue] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -100,7 +99,8 @@ class DirectorySource:
                     files.append(entry.name)
             except OSError:
                 continue  # a dangling link is not part of the tree
-        self.problems.extend(bad_names)
+        if bad_names:  # refused like a bad link: every wrapper of a source passes it on
+            raise SpecError(bad_names)
         dirs.sort()
         files.sort()
         return dirs, files
