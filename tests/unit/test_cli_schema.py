@@ -90,3 +90,13 @@ def test_export_targets_accept_both_spellings() -> None:
         ],
     }
     assert list(validator("enclave").iter_errors(doc)) == []
+
+
+def test_the_readme_schema_line_points_at_the_schema() -> None:
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"# yaml-language-server: \$schema=(\S+)\n", readme)
+    assert found, "README shows no yaml-language-server line"
+    config = EXAMPLES / "product-a" / "enclaves" / "product-a" / "dev" / "config.yml"
+    assert (config.parent / found.group(1)).resolve() == (SCHEMAS / "enclave.schema.json")
