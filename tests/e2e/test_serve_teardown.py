@@ -33,8 +33,13 @@ def half_failing_main_tf(marker: Path, *, destroy_fails: bool = False) -> str:
     """Creates a resource that writes ``marker`` (and removes it on destroy), then fails."""
     on_destroy = "exit 1" if destroy_fails else "rm -f ${self.input}"
     return f"""
+variable "label" {{
+  type = string
+}}
+
 resource "terraform_data" "made" {{
-  input = {json.dumps(str(marker))}
+  input            = {json.dumps(str(marker))}
+  triggers_replace = var.label
   provisioner "local-exec" {{
     command = "echo made > ${{self.input}}"
   }}
@@ -54,7 +59,7 @@ resource "terraform_data" "fails" {{
 
 
 def make_tree(root: Path, marker: Path, *, destroy_fails: bool = False) -> Path:
-    write_tree(root, enclave_files(EID, keep="", broken=""))
+    write_tree(root, enclave_files(EID, keep="", broken="inputs:\n  label: x\n"))
     (root / EID / "broken" / "main.tf").write_text(
         half_failing_main_tf(marker, destroy_fails=destroy_fails)
     )
@@ -83,9 +88,12 @@ def apply_half_failing(server: Server, tree: Path, marker: Path) -> None:
     assert part["desired"]["id"] == "broken"  # recorded when the apply started
 
 
+@pytest.mark.parametrize("workspace", ["kept", "lost"])
 def test_a_half_applied_partition_is_destroyed_and_its_workspace_removed(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, workspace: str
 ) -> None:
+    """``lost``: the teardown runs where the workspace is not (another worker, a new disk):
+    it is rebuilt from the bundle and the inputs recorded when the failed apply started."""
     marker = tmp_path / "marker"
     tree = make_tree(tmp_path / "tree", marker)
     apply_half_failing(server, tree, marker)
@@ -99,6 +107,8 @@ def test_a_half_applied_partition_is_destroyed_and_its_workspace_removed(
     assert "broken" in {p["id"] for p in desired}  # what `nclav graph` (text) lists
     workspaces = server.home / "workspaces" / EID
     assert (workspaces / "broken").is_dir()
+    if workspace == "lost":
+        shutil.rmtree(workspaces / "broken")
 
     # Remove it from the tree: terraform destroy runs with the config that made the state.
     shutil.rmtree(tree / EID / "broken")
