@@ -64,8 +64,8 @@ class StepContext:
     def holds_tf_state(self, key: str) -> bool:
         """Whether the state store's current Terraform state ``key`` holds any resource.
 
-        A state emptied by ``terraform destroy`` holds none (older versions of nclav left
-        such pointers behind); one that cannot be read or parsed counts as holding some.
+        A state emptied by ``terraform destroy`` (what every teardown leaves, readable after
+        it) holds none; one that cannot be read or parsed counts as holding some.
         """
         pointer = self.store.get_tf_state(key)
         if pointer is None:
@@ -278,9 +278,6 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     except PermanentError as exc:
         _mark_failed(ctx, eid, pid, str(exc))
         raise
-    # Destroyed: the state left holds no resources. Clearing the pointer (every version stays
-    # in the blob store) means a later partition with this id starts from nothing.
-    ctx.store.set_tf_state(state_key, None)
     ctx.update(eid, lambda s: transitions.removed(s, Action.TEARDOWN_PARTITION, pid) if s else None)
     ctx.event(EventKind.PARTITION_DELETED, enclave_id=eid, partition_id=pid, run_id=ctx.run_id)
     return StepStatus.SUCCEEDED
