@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
 from nclav.model import Cloud
 from nclav.plan import Action, Plan, plan_changes, resolve_partition_inputs
-from nclav.state import EnclaveState, Handle, PartitionState, Status
+from nclav.state import EnclaveState, Handle, PartitionState, Status, utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -117,7 +117,11 @@ def import_wired(
 
 
 def removed(state: EnclaveState, action: Action, target: str) -> EnclaveState:
-    """The record after a partition teardown, an export or an import unwiring."""
+    """The record after a partition teardown, an export or an import unwiring.
+
+    The enclave's ``updated_at`` moves: its record changed, and "last reconciled" (the newest
+    ``updated_at``) must move after an apply that only removed something.
+    """
     field = {
         Action.TEARDOWN_PARTITION: ("partitions",),
         Action.UNWIRE_EXPORT: ("export_handles", "export_hashes"),
@@ -126,7 +130,8 @@ def removed(state: EnclaveState, action: Action, target: str) -> EnclaveState:
     update = {
         name: {k: v for k, v in getattr(state, name).items() if k != target} for name in field
     }
-    return state.model_copy(update=update)
+    meta = state.meta.model_copy(update={"updated_at": utc_now()})
+    return state.model_copy(update={**update, "meta": meta})
 
 
 def simulate_apply(

@@ -14,6 +14,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cli_harness import clean_env, run_cli
 from serve_harness import require_terraform, server_factory_fixture, server_fixture  # noqa: F401
 
 from support import enclave_files, write_tree
@@ -110,7 +111,13 @@ def test_a_half_applied_partition_is_destroyed_and_its_workspace_removed(
     if workspace == "lost":
         shutil.rmtree(workspaces / "broken")
 
+    graph = run_cli(["graph"], clean_env(NCLAV_URL=server.url, NCLAV_TOKEN=server.token))
+    assert graph.returncode == 0, graph.stderr
+    assert "Partition: broken (broken) [error]" in graph.stdout
+    assert "! error: " in graph.stdout
+
     # Remove it from the tree: terraform destroy runs with the config that made the state.
+    before = server.ok("GET", "/status")["last_reconciled_at"]
     shutil.rmtree(tree / EID / "broken")
     run = server.reconcile(tree)
     assert run["status"] == "succeeded", run
@@ -122,7 +129,8 @@ def test_a_half_applied_partition_is_destroyed_and_its_workspace_removed(
     assert "broken" not in server.ok("GET", f"/enclaves/{EID}")["partitions"]
     assert not (workspaces / "broken").exists()
     assert (workspaces / "keep").is_dir()
-    assert server.ok("GET", "/status")["errors"] == []
+    status = server.ok("GET", "/status")
+    assert status["errors"] == [] and status["last_reconciled_at"] > before
 
     # Destroying the enclave removes what is left of its workspaces.
     run = server.ok("DELETE", f"/enclaves/{EID}?wait=120")
@@ -145,6 +153,8 @@ def test_a_failed_destroy_keeps_the_partition_in_error(server: Server, tmp_path:
     assert "terraform_data.made" in resources(tf_state(server, "broken"))
     errors = server.ok("GET", "/status")["errors"]
     assert [(e["enclave_id"], e.get("partition_id")) for e in errors] == [(EID, "broken")]
+    status = run_cli(["status"], clean_env(NCLAV_URL=server.url, NCLAV_TOKEN=server.token))
+    assert f"! {EID}/broken: " in status.stdout, status
 
     # Destroying the enclave stops at the partition; the enclave record stays.
     run = server.ok("DELETE", f"/enclaves/{EID}?wait=120")

@@ -15,9 +15,11 @@ import pytest
 from engine_fakes import Rig
 
 from nclav.errors import PermanentError
+from nclav.model import Cloud
 from nclav.plan import Action, Plan, Step, plan_teardown
 from nclav.records import RunStatus, StepStatus
 from nclav.state import EnclaveState, PartitionState, ResourceMeta, Status
+from nclav.views import status_json
 from support import enclave_files, write_tree
 
 if TYPE_CHECKING:
@@ -163,3 +165,15 @@ def test_teardown_enclave_refuses_while_terraform_state_remains(rig: Rig) -> Non
     rig.drain()
     assert rig.run(run.id).status == RunStatus.SUCCEEDED
     assert rig.store.get_enclave("ghost") is None
+
+
+def test_last_reconciled_moves_after_an_apply_that_only_removes_a_partition(rig: Rig) -> None:
+    assert rig.apply("v1").status == RunStatus.SUCCEEDED
+
+    def last() -> str:
+        doc = status_json(rig.store.list_enclaves(), Cloud.LOCAL, [Cloud.LOCAL])
+        return str(doc["last_reconciled_at"])
+
+    before = last()
+    assert rig.apply("v2").status == RunStatus.SUCCEEDED  # tears "half" down, nothing else
+    assert last() > before
