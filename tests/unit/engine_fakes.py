@@ -123,6 +123,7 @@ class FakeIac:
     applies: list[ApplyCall] = field(default_factory=list)
     destroys: list[tuple[str | None, str]] = field(default_factory=list)
     destroy_files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # the last ones
+    workdirs_lost: set[str] = field(default_factory=set)  # "e/p" whose workspace is gone
     overlaps: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -178,6 +179,8 @@ class FakeIac:
             error = self.failures.next(f"destroy:{key}")
             if error is not None:
                 raise error
+            if key in self.workdirs_lost and not files:
+                return False  # as PartitionIac: no working directory and nothing to rebuild it
             return config is not None
         finally:
             self._leave(key, "destroy")

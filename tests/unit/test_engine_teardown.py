@@ -9,6 +9,7 @@ is never dropped while partitions or Terraform state of it remain.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -177,3 +178,17 @@ def test_last_reconciled_moves_after_an_apply_that_only_removes_a_partition(rig:
     before = last()
     assert rig.apply("v2").status == RunStatus.SUCCEEDED  # tears "half" down, nothing else
     assert last() > before
+
+
+def test_state_that_cannot_be_destroyed_fails_the_teardown_and_says_why(rig: Rig) -> None:
+    rig.iac.failures.forever(f"apply:{HALF}", PermanentError("terraform apply: exit 1"))
+    assert rig.apply("v1").status == RunStatus.FAILED
+    put_tf_state(rig, HALF, FULL)
+    shutil.rmtree(rig.trees["v1"])  # its bundle no longer loads ...
+    rig.iac.workdirs_lost.add(HALF)  # ... and its working directory is gone
+    run = rig.apply("v2")
+    assert run.status == RunStatus.FAILED
+    error = rig.step(run.id, f"teardown_partition:{HALF}").error or ""
+    assert "terraform destroy could not run" in error and "bundle v1" in error
+    assert rig.enclave(SOLO).partitions["half"].meta.status == Status.ERROR
+    assert rig.journal.count("driver.teardown_partition", HALF) == 0

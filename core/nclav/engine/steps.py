@@ -266,13 +266,14 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     try:
         if stored.desired is None and ctx.holds_tf_state(state_key):
             raise PermanentError(_unrecorded_config(eid, pid))
-        files = _files_as_started(ctx, eid, pid, stored)
+        files, missing = _files_as_started(ctx, eid, pid, stored)
         destroyed = ctx.iac.destroy(ctx.run_id, eid, stored.desired, files, env)
         if not destroyed and ctx.holds_tf_state(state_key):
             raise PermanentError(
                 f"partition {eid}/{pid} holds Terraform state ({state_key}) but terraform "
                 "destroy could not run: neither its working directory nor its files are "
-                "available. Apply the partition again, then remove it."
+                f"available{f' ({missing})' if missing else ''}. Apply the partition again, "
+                "then remove it."
             )
         driver.teardown_partition(eid, pid, stored.partition_handle)
     except PermanentError as exc:
@@ -295,23 +296,24 @@ def _unrecorded_config(eid: str, pid: str) -> str:
 
 def _files_as_started(
     ctx: StepContext, eid: str, pid: str, stored: PartitionState
-) -> Mapping[str, bytes]:
-    """The partition's files from the bundle its last apply started with (empty if unknown)."""
+) -> tuple[Mapping[str, bytes], str | None]:
+    """The partition's files from the bundle its last apply started with, or why there are none.
+
+    A bundle that no longer loads is not an error by itself: the working directory may still
+    be on this machine. It becomes one only when terraform destroy then could not run.
+    """
     key = f"{eid}/{pid}"
     if stored.bundle is None:
-        return {}
+        return {}, "no bundle was recorded for it"
     if stored.bundle == ctx.bundle:
-        return ctx.files.get(key, {})
+        return ctx.files.get(key, {}), None
     if ctx.bundles is None:
-        return {}
+        return {}, "no bundle loader"
     try:
         _, files = ctx.bundles(stored.bundle)
     except (NotFoundError, SpecError) as exc:
-        raise PermanentError(
-            f"partition {eid}/{pid}: cannot load bundle {stored.bundle} its last apply "
-            f"started with: {exc}"
-        ) from exc
-    return files.get(key, {})
+        return {}, f"bundle {stored.bundle} its last apply started with does not load: {exc}"
+    return files.get(key, {}), None
 
 
 def _unwire(ctx: StepContext, step: StepRecord) -> StepStatus:
