@@ -106,16 +106,21 @@ class PartitionIac:
     ) -> bool:
         """Run ``terraform destroy`` for the partition; False when there is nothing to run.
 
-        Without a workspace on this machine it is rebuilt from ``files`` (the files the
-        partition's last apply started with) and the inputs recorded with them. After a
-        successful destroy the workspace goes, and the enclave's directory once it is empty.
+        Without a workspace on this machine, and with state in the state store, it is rebuilt
+        from ``files`` (the files the partition's last apply started with) and the inputs
+        recorded with them. After a successful destroy the workspace goes, and the enclave's
+        directory once it is empty.
         """
         partition_id = config.id if config else ""
         workdir = self.workdir(enclave_id, partition_id)
-        if config is None or not (workdir.is_dir() or files):
+        if config is None:
             return False
-        tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
         backend = self._backend(enclave_id, partition_id)
+        if not workdir.is_dir() and not (
+            files and backend and self.store.get_tf_state(f"{enclave_id}/{partition_id}")
+        ):
+            return False  # no state anywhere (an apply that failed before terraform ran)
+        tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
         with (
             self._exclusive(enclave_id, partition_id),
             self._recorded(run_id, enclave_id, partition_id, IacOperation.TEARDOWN) as log,
