@@ -351,7 +351,7 @@ def check_blob_key(key: str) -> str:
 
 
 def check_secret_name(name: str) -> str:
-    if not _SECRET_NAME.match(name):
+    if not _SECRET_NAME.fullmatch(name):
         raise InvalidKeyError(name, "a secret name is 1-128 letters, digits, '.', '_' or '-'")
     return name
 

@@ -18,9 +18,12 @@ from nclav.api.http import (
     NotFound,
     ServiceUnavailable,
     json_response,
+    query_id,
+    query_int,
+    query_number,
 )
 from nclav.api.openapi import openapi
-from nclav.api.router import RequestBody, Router
+from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
 MAX_WAIT_S = 3600.0
+MAX_OFFSET = 2**53  # any byte offset of a log
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,25 +49,11 @@ class ReconcileBody(RequestBody):
 
 
 def _wait(request: ApiRequest) -> float:
-    raw = request.query_value("wait")
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"wait: expected a number of seconds, got {raw!r}") from None
-    if not 0 <= value <= MAX_WAIT_S:
-        raise BadRequest(f"wait: expected 0 to {MAX_WAIT_S:.0f} seconds")
-    return value
+    return query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
 
 
 def _limit(request: ApiRequest, default: int, maximum: int) -> int:
-    raw = request.query_value("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise BadRequest(f"limit: expected a non-negative integer, got {raw!r}")
-    return min(int(raw), maximum)
+    return query_int(request, "limit", default=default, maximum=maximum)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -87,7 +77,7 @@ def build_router(
     *,
     version: str = "0",
 ) -> Router:
-    router = Router(auth)
+    router = Router(auth, param_rules=PARAM_RULES)
     store = service.store
 
     # -- health --------------------------------------------------------------------------
@@ -194,7 +184,7 @@ def build_router(
         return json_response(200, doc)
 
     def events(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        enclave_id = request.query_value("enclave_id")
+        enclave_id = query_id(request, "enclave_id", ID_PATTERN)
         found = store.list_events(enclave_id, _limit(request, 100, 10_000))
         return json_response(200, [e.to_json() for e in found])
 
@@ -264,11 +254,7 @@ def build_router(
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
         data = blobs.get(run.log_blob) if run.log_blob and blobs.exists(run.log_blob) else b""
-        offset = request.query_value("offset")
-        if offset is not None:
-            if not offset.isdigit():
-                raise BadRequest(f"offset: expected a non-negative integer, got {offset!r}")
-            data = data[int(offset) :]
+        data = data[query_int(request, "offset", default=0, maximum=MAX_OFFSET) :]
         headers = {
             "Content-Type": "text/plain; charset=utf-8",
             "X-Nclav-Run-Status": run.status.value,

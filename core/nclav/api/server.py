@@ -19,6 +19,7 @@ import logging
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -90,7 +91,18 @@ class ApiServer(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         # socketserver's default prints the traceback to stderr; keep it in the log instead.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            # A client that resets or times out is routine on a network: one line, no trace.
+            _log.warning("connection from %s dropped: %s", _peer(client_address), exc)
+            return
         _log.exception("unexpected error while serving a connection")
+
+
+def _peer(client_address: object) -> str:
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return str(client_address)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

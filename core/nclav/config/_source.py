@@ -77,7 +77,10 @@ class DirectorySource:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink():
-                problem = self._link_problem(rel, entry.path)
+                try:
+                    problem = self._link_problem(rel, entry.path)
+                except OSError as exc:  # e.g. /proc/1/cwd: the link cannot even be resolved
+                    problem = f"cannot read symbolic link: {exc.strerror}"
                 if problem:
                     raise SpecError(
                         [Issue(display(self, join(rel, entry.name)), None, "", problem)]

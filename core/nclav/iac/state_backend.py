@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from nclav.ports import BlobStore, Clock, StateStore
     from nclav.records import TfLock
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # nclav.model.Id, in full
 _VERSION = re.compile(r"^(\d{8})-")
 
 
@@ -39,7 +39,7 @@ class LockHeldError(ConflictError):
 
 
 def _check_segment(field: str, value: str) -> str:
-    if not _SEGMENT.match(value):
+    if not _SEGMENT.fullmatch(value):
         issue = Issue(path="terraform state", line=None, field=field, message="not a valid id")
         raise SpecError([issue])
     return value
