@@ -58,7 +58,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     list_iac_runs               Query pk=IAC#<e>#<p>, consistent, newest first, Limit
     lock / unlock               PutItem attribute_not_exists / DeleteItem on the lock ID, with
                                 ReturnValuesOnConditionCheckFailure to report the holder
-    tf state pointer            GetItem / PutItem / DeleteItem
+    tf state pointer            GetItem / PutItem / DeleteItem; swap: PutItem conditional on
+                                the old blob key (attribute_not_exists when none)
     acquire/release_partition   UpdateItem / DeleteItem conditional on owner and expiry
 
 Consistency: everything the engine decides on (enclaves, runs, unfinished runs, steps, IaC runs
@@ -293,6 +294,18 @@ class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
             self._table.delete(tf_state_key(key))
         else:
             self._table.put({**tf_state_key(key), "blob_key": S(blob_key)})
+
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        e = Expr()
+        if expected is None:
+            condition = f"attribute_not_exists({e.n('pk')})"
+        else:
+            condition = f"{e.n('blob_key')} = {e.v(S(expected))}"
+        try:
+            self._table.put({**tf_state_key(key), "blob_key": S(blob_key)}, condition, e)
+        except ConditionFailedError:
+            return False
+        return True
 
     # -- partition mutex -------------------------------------------------------------------------
 

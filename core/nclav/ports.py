@@ -240,6 +240,12 @@ class StateStore(Protocol):
 
     def set_tf_state(self, key: str, blob_key: str | None) -> None: ...
 
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        """Point ``key`` at ``blob_key`` only if it still points at ``expected`` (``None``: no
+        pointer); False, changing nothing, otherwise. How concurrent state POSTs each get
+        their own version number."""
+        ...
+
     # -- partition mutex: one terraform process per partition, across processes ------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:

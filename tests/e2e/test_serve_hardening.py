@@ -11,6 +11,7 @@ import socket
 import struct
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -172,3 +173,19 @@ def test_a_connection_reset_is_one_warning_line(checked: Server) -> None:
     assert all(" WARNING " in line for line in dropped), dropped
     assert "Traceback" not in new and " ERROR " not in new, new
     assert checked.get("/health", auth=False).status == 200
+
+
+# -- Terraform state versions -----------------------------------------------------------------
+
+
+def test_concurrent_state_posts_get_distinct_versions(checked: Server) -> None:
+    """20 POSTs at once without a lock: 20 new versions, numbered apart; current is the last."""
+    path = "/terraform/state/conc/p"
+    assert checked.request("POST", path, b'{"serial": 0}').status == 200
+    bodies = [b'{"serial": %d}' % n for n in range(1, 21)]
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda b: checked.request("POST", path, b).status, bodies))
+    assert statuses == [200] * 20
+    versions = sorted((checked.home / "blobs" / "tfstate" / "conc" / "p").iterdir())
+    assert [v.name[:8] for v in versions] == [f"{n:08d}" for n in range(1, 22)]
+    assert checked.get(path).body == versions[-1].read_bytes()

@@ -11,8 +11,8 @@ same way:
 4. parse and validate a JSON body for routes with a ``request_model`` (400 for bad JSON, 422 with
    one detail per offending field);
 5. call the handler, and map what it raises: ``HttpError`` -> its status, ``SpecError`` -> 422,
-   ``NotFoundError`` -> 404, ``ConflictError`` -> 409, anything else -> 500 whose traceback goes
-   to the log only.
+   ``NotFoundError`` -> 404, ``ConflictError`` -> 409, ``TemporaryError`` -> 503 with
+   Retry-After, anything else -> 500 whose traceback goes to the log only.
 
 Paths match segment by segment. A literal segment beats a parameter, so
 ``/runs/latest`` wins over ``/runs/{run_id}``. Parameters are percent-decoded, and a parameter
@@ -26,6 +26,7 @@ otherwise, before any handler or store sees the value.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from nclav.api.http import (
     error_response,
 )
 from nclav.api.openapi import openapi  # re-exported: the document belongs to the table
-from nclav.errors import ConflictError, Issue, NotFoundError, SpecError
+from nclav.errors import ConflictError, Issue, NotFoundError, SpecError, TemporaryError
 from nclav.model import Id
 
 _log = logging.getLogger(__name__)
@@ -322,6 +323,9 @@ class Router:
             return error_response(404, "not_found", str(exc), rid)
         if isinstance(exc, ConflictError):
             return error_response(409, "conflict", str(exc), rid)
+        if isinstance(exc, TemporaryError):  # e.g. a store that is busy: worth a retry
+            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+            return error_response(503, "unavailable", str(exc), rid, headers=retry)
         # The traceback may name internals and data; it belongs in the log, never the body.
         _log.exception(
             "unhandled error in %s %s (request_id=%s)", request.method, request.path, rid
