@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from serve_harness import Server
 
 ENCLAVE = "id: ne\nname: NE\ncloud: local\nregion: local\nnetwork: {}\n"
-PARTITION = "id: p\nname: P\nproduces: http\nbackend: terraform\n"
+PARTITION = "id: p\nname: P\nbackend: terraform\n"
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,15 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     help="Seconds a step (and its partition) stays claimed by a worker that stopped renewing "
     "it; after a crash, unfinished steps resume this long after the next start.",
 )
+@click.option(
+    "--bundle-cache-mib",
+    "bundle_cache_mib",
+    type=click.IntRange(1, 65536),
+    default=32,
+    show_default=True,
+    envvar="NCLAV_BUNDLE_CACHE_MIB",
+    help="Memory (estimated) kept for loaded bundles; the least recently used go first.",
+)
 @_aws_options
 def serve(
     cloud: str,
@@ -117,6 +126,7 @@ def serve(
     home: str,
     workers: int,
     lease_s: float,
+    bundle_cache_mib: int,
     **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -161,6 +171,7 @@ def serve(
             port=port,
             workers=workers,
             lease_s=lease_s,
+            bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
             driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
         )
         runtime = LocalRuntime(options, token)

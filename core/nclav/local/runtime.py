@@ -28,7 +28,7 @@ from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
 from nclav.model import Cloud
 from nclav.ports import SystemClock
-from nclav.service import Bundles, Service
+from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES, Bundles, Service
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +54,7 @@ class LocalOptions:
     iac_timeout_s: float = 1800.0
     max_attempts: int = 4
     backoff_s: float = 2.0
+    bundle_cache_bytes: int = DEFAULT_BUNDLE_CACHE_BYTES
     # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
@@ -138,7 +139,7 @@ class LocalRuntime:
             timeout_s=opts.iac_timeout_s,
             lease_s=opts.lease_s,
         )
-        bundles = Bundles(blobs, opts.default_cloud)
+        bundles = Bundles(blobs, opts.default_cloud, cache_bytes=opts.bundle_cache_bytes)
         self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
         self.engine = Engine(
             self.store,
