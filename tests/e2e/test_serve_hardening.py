@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from cli_harness import clean_env, run_cli
 from serve_harness import shared_server_fixture  # noqa: F401
 from test_serve_input import assert_error
 
@@ -189,3 +190,10 @@ def test_concurrent_state_posts_get_distinct_versions(checked: Server) -> None:
     versions = sorted((checked.home / "blobs" / "tfstate" / "conc" / "p").iterdir())
     assert [v.name[:8] for v in versions] == [f"{n:08d}" for n in range(1, 22)]
     assert checked.get(path).body == versions[-1].read_bytes()
+
+
+def test_validate_proc_is_a_path_error_exit_2() -> None:
+    """The CLI side of ``enclaves_dir: /proc``: a path error and exit 2, not exit 1."""
+    done = run_cli(["validate", "/proc"], clean_env(), timeout_s=120)
+    assert done.returncode == 2, done
+    assert "/proc/" in done.stderr and "PermissionError" not in done.stderr, done.stderr

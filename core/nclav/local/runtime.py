@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from nclav.api.auth import TokenAuth
 from nclav.api.routes import build_router
-from nclav.api.server import ApiServer, start_server, stop_server
+from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.errors import Issue, SpecError
 from nclav.iac.state_backend import TerraformStateBackend
@@ -164,10 +164,14 @@ class LocalRuntime:
     def _handle(self, message: Mapping[str, str]) -> None:
         self.engine.handle(message)
 
-    def start(self) -> str:
-        """Bind, start serving, resume unfinished work; return the base URL."""
+    def start(self, server: ApiServer | None = None) -> str:
+        """Bind (unless ``server`` was bound already, see ``bind_server``), start serving,
+        resume unfinished work; return the base URL."""
         opts = self.options
-        self._server, thread = start_server(self.router, opts.bind, opts.port)
+        if server is None:
+            self._server, thread = start_server(self.router, opts.bind, opts.port)
+        else:
+            self._server, thread = server, serve_bound(server, self.router)
         self._threads.append(thread)
         host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
         # Terraform reaches the state backend here; a wildcard bind is reached on loopback.
