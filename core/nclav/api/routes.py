@@ -7,6 +7,7 @@ JSON. Reconciles answer 202 with the run id, or wait for the end when ``?wait=se
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,14 @@ from nclav.api.http import (
     NotFound,
     ServiceUnavailable,
     json_response,
+    printable,
     query_id,
     query_int,
     query_number,
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.engine.driver import OrphanScanner
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
     from nclav.ports import BlobStore
     from nclav.records import Run
     from nclav.service import Service
+
+_log = logging.getLogger(__name__)
 
 MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
@@ -189,7 +194,20 @@ def build_router(
         return json_response(200, [e.to_json() for e in found])
 
     def orphans(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        return json_response(200, {"orphans": []})  # local enclaves leave nothing behind
+        applied = store.list_enclaves()
+        found: list[dict[str, Any]] = []
+        unavailable: list[dict[str, str]] = []
+        for cloud, driver in service.drivers.items():
+            if not isinstance(driver, OrphanScanner):
+                unavailable.append({"cloud": cloud.value, "error": "cannot list orphans"})
+                continue
+            try:
+                found += [o.to_json() for o in driver.list_orphans(applied)]
+            except Exception as exc:  # one cloud out of reach must not hide the others
+                _log.warning("orphan scan of %s failed: %s", cloud.value, exc)
+                error = printable(f"{type(exc).__name__}: {exc}")
+                unavailable.append({"cloud": cloud.value, "error": error})
+        return json_response(200, {"orphans": found, "unavailable": unavailable})
 
     router.add("GET", "/enclaves", list_enclaves, summary="Every enclave's applied state")
     router.add("GET", "/enclaves/{id}", get_enclave, summary="One enclave's applied state")
@@ -197,7 +215,13 @@ def build_router(
     router.add("GET", "/graph", graph, summary="System-wide dependency graph")
     router.add("GET", "/status", status, summary="Enclave counts, default cloud, drivers")
     router.add("GET", "/events", events, summary="Audit log", query=("enclave_id", "limit"))
-    router.add("GET", "/orphans", orphans, summary="Tagged resources no partition owns")
+    router.add(
+        "GET",
+        "/orphans",
+        orphans,
+        summary="What nclav made that no partition owns, from every driver; and the drivers "
+        "that could not be asked",
+    )
 
     # -- imperative destroy -------------------------------------------------------------------
 

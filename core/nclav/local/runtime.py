@@ -20,6 +20,7 @@ from nclav.api.auth import TokenAuth
 from nclav.api.routes import build_router
 from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
 from nclav.engine import Engine, LocalDriver, PartitionIac
+from nclav.engine.driver import TerraformHoldings
 from nclav.errors import Issue, SpecError
 from nclav.iac.state_backend import TerraformStateBackend
 from nclav.local.dir_blobs import DirectoryBlobStore
@@ -130,6 +131,9 @@ class LocalRuntime:
             self.store = SqliteStateStore(root / "state.db")
         clock = SystemClock()
         blobs = DirectoryBlobStore(root / "blobs")
+        if isinstance(drivers.get(Cloud.LOCAL), LocalDriver):  # it reports what nclav holds
+            holdings = TerraformHoldings(self.store, blobs, root / "workspaces")
+            drivers = {**drivers, Cloud.LOCAL: LocalDriver(holdings)}
         self.iac = PartitionIac(
             self.store,
             blobs,
