@@ -85,8 +85,8 @@ class Bundles:
         with self._lock:
             if digest in self._cache:
                 self._cache.move_to_end(digest)
-                graph, by_partition, _ = self._cache[digest]
-                return graph, by_partition
+                cached = self._cache[digest]
+                return cached[0], cached[1]
         key = bundle_blob(digest)
         if not self.blobs.exists(key):
             raise NotFoundError(f"bundle {digest!r} not found: upload it with POST /bundles first")
