@@ -99,7 +99,7 @@ def orphans(enclave: str | None, output: str) -> None:
     found = [o for o in doc.get("orphans") or [] if enclave is None or orphan_enclave(o) == enclave]
     unavailable = doc.get("unavailable") or []
     if output == "json":
-        print_json({"orphans": found, "unavailable": unavailable})
+        print_json({"orphans": found, **({"unavailable": unavailable} if unavailable else {})})
     elif not found:
         out("No orphaned resources found.")
     else:
