@@ -392,6 +392,20 @@ def query_choice(
     raise _query_error(name, "one of " + ", ".join(choices), raw)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def query_text(request: ApiRequest, name: str, *, max_length: int = 256) -> str | None:
+    """``?name=`` as free text of at most ``max_length`` characters with no control
+    characters (a lock ID, say), or None when absent."""
+    raw = request.query_value(name)
+    if raw is None:
+        return None
+    if len(raw) > max_length or _CONTROL.search(raw):
+        raise _query_error(name, f"text of at most {max_length} printable characters", raw)
+    return raw
+
+
 def query_id(request: ApiRequest, name: str, check: re.Pattern[str]) -> str | None:
     """``?name=`` as an id matching ``check`` in full, or None when absent."""
     raw = request.query_value(name)
@@ -438,6 +452,7 @@ __all__ = [
     "query_id",
     "query_int",
     "query_number",
+    "query_text",
     "split_target",
     "status_code_name",
 ]

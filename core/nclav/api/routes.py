@@ -23,6 +23,7 @@ from nclav.api.http import (
     query_id,
     query_int,
     query_number,
+    query_text,
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
@@ -324,7 +325,7 @@ def build_router(
     def tf_post(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         try:
             tf_state.post_state(
-                params["enc"], params["part"], request.body, request.query_value("ID")
+                params["enc"], params["part"], request.body, query_text(request, "ID")
             )
         except LockHeldError as exc:
             return holder_response(409, exc)
