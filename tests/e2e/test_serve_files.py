@@ -57,7 +57,10 @@ def test_every_file_under_home_is_private_after_an_apply(
     assert {f: oct(m) for f, m in files.items() if m & 0o077} == {}
     assert {d: oct(m) for d, m in dirs.items() if m != 0o700} == {}
     assert "accessible to other users" not in server.stderr()
-    # Every state and workspace of the apply belongs to an applied partition: no orphans.
+    # Every state and workspace of the apply belongs to an applied partition: no orphans;
+    # nor after a clean destroy (its state is empty).
+    assert server.ok("GET", "/orphans") == {"orphans": [], "unavailable": []}
+    assert server.ok("DELETE", "/enclaves/web-dev?wait=120")["status"] == "succeeded"
     assert server.ok("GET", "/orphans") == {"orphans": [], "unavailable": []}
 
 

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from serve_harness import Server
 
 
+RESOURCE = b'{"version": 4, "resources": [{"mode": "managed", "type": "terraform_data", '
+RESOURCE += b'"name": "x", "instances": [{"attributes": {}}]}]}'
+EMPTY = b'{"version": 4, "resources": []}'
+
+
 def cli(server: Server, *args: str) -> tuple[int, str, str]:
     env = clean_env(NCLAV_URL=server.url, NCLAV_TOKEN=server.token)
     done = run_cli(["orphans", *args], env, timeout_s=60)
@@ -30,15 +35,18 @@ def test_states_and_workspaces_nobody_owns_are_orphans(
     assert cli(server)[0] == 0
 
     # Terraform state held for a partition no enclave has (as a failed teardown leaves it).
-    assert server.request("POST", "/terraform/state/ghost/db", b'{"version": 4}').status == 200
+    assert server.request("POST", "/terraform/state/ghost/db", RESOURCE).status == 200
     (server.home / "workspaces" / "gone" / "api").mkdir(parents=True)
+    # A partition destroyed cleanly (an empty state) is no orphan, nor is its workspace.
+    assert server.request("POST", "/terraform/state/clean/p", EMPTY).status == 200
+    (server.home / "workspaces" / "clean" / "p").mkdir(parents=True)
     doc = server.ok("GET", "/orphans")
     assert doc["unavailable"] == []
     got = {(o["resource_type"], o["enclave_id"], o["partition_id"]) for o in doc["orphans"]}
     assert got == {("terraform-state", "ghost", "db"), ("terraform-workspace", "gone", "api")}
     state = next(o for o in doc["orphans"] if o["resource_type"] == "terraform-state")
     assert state["cloud"] == "local" and state["resource_id"] == "/terraform/state/ghost/db"
-    assert "no applied enclave" in state["reason"]
+    assert "1 resource(s)" in state["reason"] and "no applied enclave" in state["reason"]
 
     code, stdout, _ = cli(server)
     assert code == 1 and "ghost" in stdout and "/terraform/state/ghost/db" in stdout, stdout

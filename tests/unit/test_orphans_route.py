@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from nclav.engine.driver import Orphan
 
 TOKEN = "a" * 64
+RESOURCE = b'{"version": 4, "resources": [{"mode": "managed", "type": "terraform_data", '
+RESOURCE += b'"name": "x", "instances": [{"attributes": {}}]}]}'
 
 
 class Unreachable:
@@ -44,7 +46,8 @@ def orphans(tmp_path: Path, drivers: dict[Cloud, Any]) -> tuple[int, dict[str, A
     drivers = {Cloud.LOCAL: LocalDriver(holdings), **drivers}
     tf = TerraformStateBackend(store, blobs, ManualClock())
     for enclave, partition in (("kept", "db"), ("kept", "gone"), ("left", "api")):
-        tf.post_state(enclave, partition, b"{}", None)
+        tf.post_state(enclave, partition, RESOURCE, None)
+    tf.post_state("clean", "p", b'{"version": 4, "resources": []}', None)  # destroyed: fine
     store.put_enclave(EnclaveState(enclave_id="kept", partitions={"db": PartitionState()}), None)
     service = Service(store, Bundles(blobs, Cloud.LOCAL), None, drivers, Cloud.LOCAL)  # type: ignore[arg-type]
     router = build_router(service, tf, blobs, TokenAuth(TOKEN))

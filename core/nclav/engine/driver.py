@@ -12,6 +12,7 @@ ask.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -107,10 +108,16 @@ class TerraformHoldings:
         self.blobs = blobs
         self.workspaces = workspaces
 
-    def states(self) -> list[tuple[str, str]]:
-        """(enclave, partition) of every state with a current version, sorted."""
+    def states(self) -> dict[tuple[str, str], int | None]:
+        """(enclave, partition) -> resources in the current state, for every partition with a
+        current state version; None when the state cannot be read as Terraform's JSON."""
         held = {tuple(k.split("/")[1:3]) for k in self.blobs.list("tfstate/") if k.count("/") >= 3}
-        return sorted((e, p) for e, p in held if self.store.get_tf_state(f"{e}/{p}") is not None)
+        found: dict[tuple[str, str], int | None] = {}
+        for enclave_id, partition_id in sorted(held):
+            pointer = self.store.get_tf_state(f"{enclave_id}/{partition_id}")
+            if pointer is not None:
+                found[(enclave_id, partition_id)] = _resources(self.blobs.get(pointer))
+        return found
 
     def workspace_dirs(self) -> list[tuple[str, str]]:
         """(enclave, partition) of every workspace directory, sorted."""
@@ -126,12 +133,27 @@ class TerraformHoldings:
         return found
 
 
+def _resources(state: bytes) -> int | None:
+    """Managed resource instances a Terraform state describes (``terraform destroy`` leaves a
+    state with none); None when it is not a state Terraform wrote."""
+    try:
+        doc = json.loads(state)
+        return sum(
+            len(r.get("instances") or [])
+            for r in doc.get("resources") or []
+            if r.get("mode", "managed") == "managed"
+        )
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 class LocalDriver:
     """No cloud, no credentials: deterministic handles, empty project id and region.
 
-    With ``holdings`` it is also an ``OrphanScanner``: a Terraform state or a workspace that
-    nclav holds for a partition no applied enclave has (say, left by a failed teardown) is an
-    orphan, since whatever that state describes is still out there."""
+    With ``holdings`` it is also an ``OrphanScanner``, over the partitions no applied enclave
+    has: a current Terraform state that still describes resources (say, left by a failed
+    teardown: whatever it describes is still out there), and a workspace directory, unless
+    the partition's state shows it was destroyed cleanly (an empty state)."""
 
     cloud = Cloud.LOCAL
 
@@ -143,8 +165,10 @@ class LocalDriver:
             return []
         owned = {(s.enclave_id, p) for s in applied for p in s.partitions}
         found: list[Orphan] = []
-        for enclave_id, partition_id in self.holdings.states():
-            if (enclave_id, partition_id) not in owned:
+        states = self.holdings.states()
+        for (enclave_id, partition_id), count in states.items():
+            if (enclave_id, partition_id) not in owned and count != 0:
+                what = "an unreadable state" if count is None else f"{count} resource(s)"
                 found.append(
                     Orphan(
                         cloud=self.cloud,
@@ -152,12 +176,13 @@ class LocalDriver:
                         resource_type="terraform-state",
                         enclave_id=enclave_id,
                         partition_id=partition_id,
-                        reason="nclav holds a current Terraform state for a partition that "
-                        "no applied enclave has: its resources may still exist",
+                        reason=f"nclav holds a Terraform state with {what} for a partition "
+                        "that no applied enclave has: they may still exist",
                     )
                 )
         for enclave_id, partition_id in self.holdings.workspace_dirs():
-            if (enclave_id, partition_id) not in owned:
+            destroyed = states.get((enclave_id, partition_id), -1) == 0
+            if (enclave_id, partition_id) not in owned and not destroyed:
                 assert self.holdings.workspaces is not None
                 found.append(
                     Orphan(
