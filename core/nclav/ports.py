@@ -254,8 +254,9 @@ class StateStore(Protocol):
 class IacRunner(Protocol):
     """Runs a partition's Terraform/OpenTofu: apply returns its declared outputs.
 
-    ``nclav.engine.PartitionIac`` is the implementation (workspace, IaC run record, streamed
-    log, per-partition mutex); a runtime that runs Terraform elsewhere provides another.
+    ``nclav.iac.PartitionIac`` is the implementation (workspace, IaC run record, shipped
+    log, per-partition mutex, loopback state backend); a runtime that runs Terraform elsewhere
+    provides another.
     """
 
     def apply(
@@ -275,9 +276,15 @@ class IacRunner(Protocol):
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
-        """``terraform destroy``; False when there was nothing to destroy."""
+        """``terraform destroy``; False when there was nothing to destroy.
+
+        ``files`` are the partition's files as last started: when the working directory is
+        not on this machine (and none was saved), it is rebuilt from them. A successful
+        destroy removes the working directory and the saved workspace.
+        """
         ...
 
 

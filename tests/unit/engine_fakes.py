@@ -165,6 +165,7 @@ class FakeIac:
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
         key = f"{enclave_id}/{config.id if config else ''}"

@@ -21,6 +21,7 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import RequestBody, Router
+from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -263,12 +264,11 @@ def build_router(
 
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
-        data = blobs.get(run.log_blob) if run.log_blob and blobs.exists(run.log_blob) else b""
         offset = request.query_value("offset")
-        if offset is not None:
-            if not offset.isdigit():
-                raise BadRequest(f"offset: expected a non-negative integer, got {offset!r}")
-            data = data[int(offset) :]
+        if offset is not None and not offset.isdigit():
+            raise BadRequest(f"offset: expected a non-negative integer, got {offset!r}")
+        # Chunks addressed by byte offset: only those from ``offset`` on are read.
+        data = read_log(blobs, run, int(offset) if offset is not None else 0)
         headers = {
             "Content-Type": "text/plain; charset=utf-8",
             "X-Nclav-Run-Status": run.status.value,

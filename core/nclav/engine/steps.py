@@ -227,7 +227,7 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     env = driver.auth_env(state.enclave_handle, stored.partition_handle)
     ctx.update(eid, lambda s: _partition_started(_require(s, eid), pid, Status.DELETING))
     try:
-        ctx.iac.destroy(ctx.run_id, eid, stored.desired, env)
+        ctx.iac.destroy(ctx.run_id, eid, stored.desired, ctx.files.get(f"{eid}/{pid}", {}), env)
         driver.teardown_partition(eid, pid, stored.partition_handle)
     except PermanentError as exc:
         _mark_failed(ctx, eid, pid, str(exc))
