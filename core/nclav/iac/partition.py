@@ -18,9 +18,9 @@
 
 **Stale state locks: one rule.** The loopback tags every lock with the IaC run whose terraform
 took it. A lock is broken only by nclav holding the partition mutex, and only when the run that
-took it is over: at the end of each run (a terraform stopped at its deadline may leave its lock)
-and when recovery finds an abandoned run. A lock without nclav's tag (an operator's own
-terraform session) is never broken.
+took it is over: at the end of each run that failed (a terraform stopped at its deadline may
+leave its lock; one that exits on its own releases it) and when recovery finds an abandoned
+run. A lock without nclav's tag (an operator's own terraform session) is never broken.
 """
 
 from __future__ import annotations
@@ -177,8 +177,11 @@ class PartitionIac:
                 finally:
                     # Succeeded or not: a destroy elsewhere needs these files and inputs.
                     save_workspace(self.blobs, workdir, enclave_id, pid)
-            finally:
+            except BaseException:
+                # A terraform that exits on its own releases its lock; one that was stopped
+                # (its deadline, a crash of the command) may not have.
                 self._break_stale_lock(enclave_id, pid, {rec.id})
+                raise
 
     def destroy(
         self,
@@ -231,8 +234,9 @@ class PartitionIac:
                         deadline=deadline,
                         on_start=rec.started_group,
                     )
-                finally:
+                except BaseException:
                     self._break_stale_lock(enclave_id, pid, {rec.id})
+                    raise
             shutil.rmtree(workdir, ignore_errors=True)
             self.blobs.delete(workspace_blob(enclave_id, pid))
         return True
