@@ -6,9 +6,12 @@ breaking a lock a stopped terraform left is core's: ``tests/terraform/test_parti
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.request
 from typing import TYPE_CHECKING
 
+import pytest
 from aws_harness import Deployment, FakeContext, Pump
 
 from functions_aws.lambda_iac import workspace_blob
@@ -92,3 +95,23 @@ def test_a_workspace_is_restored_from_its_blob(
 def test_a_missing_workspace_blob_restores_nothing(deployment: Deployment, tmp_path: Path) -> None:
     assert not restore_workspace(deployment.runtime.blobs, tmp_path / "w", "e", "nothing")
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_50_mb_state_saves_and_loads_through_the_workers_loopback(
+    deployment: Deployment,
+) -> None:
+    # The state never reaches the API function (6 MB payload limit): the IaC worker serves it
+    # to terraform itself, over DynamoDB (the pointer) and S3 (the version).
+    iac = deployment.runtime.iac
+    data = json.dumps({"version": 4, "pad": "x" * 52_000_000}).encode()
+    with iac.loopback.grant("e", "big", "run-1") as backend:
+        auth = base64.b64encode(f"nclav:{backend.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}"}
+        post = urllib.request.Request(backend.state_url, data=data, headers=headers)
+        with urllib.request.urlopen(post, timeout=120) as response:
+            assert response.status == 200
+        get = urllib.request.Request(backend.state_url, headers=headers)
+        with urllib.request.urlopen(get, timeout=120) as response:
+            assert response.read() == data
+    assert deployment.runtime.store.get_tf_state("e/big") is not None
