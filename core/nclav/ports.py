@@ -254,7 +254,7 @@ class StateStore(Protocol):
 class IacRunner(Protocol):
     """Runs a partition's Terraform/OpenTofu: apply returns its declared outputs.
 
-    ``nclav.iac.PartitionIac`` is the implementation (workspace, IaC run record, shipped
+    ``nclav.iac.partition.PartitionIac`` is the implementation (workspace, IaC run record, shipped
     log, per-partition mutex, loopback state backend); a runtime that runs Terraform elsewhere
     provides another.
     """
