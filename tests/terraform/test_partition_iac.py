@@ -289,3 +289,56 @@ def test_destroy_rebuilds_the_workspace_from_the_files(tmp_path: Path) -> None:
     # Nothing anywhere and no files: nothing to destroy, and nothing recorded.
     assert iac.destroy(None, "e", config.model_copy(update={"id": "none"}), {}, {}) is False
     assert iac.store.list_iac_runs("e", "none") == []
+
+
+# -- E. a 2,000-line log through PartitionIac -------------------------------------------------
+
+
+class CountingBlobs(DirectoryBlobStore):
+    """The real directory store, counting every request on IaC log keys."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.log_requests = 0
+
+    def _count(self, key: str) -> None:
+        if key.startswith("iac-logs/"):
+            self.log_requests += 1
+
+    def put(self, key: str, data: bytes) -> None:
+        self._count(key)
+        super().put(key, data)
+
+    def append(self, key: str, data: bytes) -> None:
+        self._count(key)
+        super().append(key, data)
+
+    def get(self, key: str) -> bytes:
+        self._count(key)
+        return super().get(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        self._count(prefix)
+        return super().list(prefix)
+
+
+def test_a_2000_line_apply_ships_its_log_in_a_few_requests(tmp_path: Path) -> None:
+    chatty = tmp_path / "chattyform"
+    chatty.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = apply ]; then seq -f "terraform_data.item[%g]: Creation complete" 2000; fi\n'
+        "if [ \"$1\" = output ]; then echo '{}'; fi\n"
+    )
+    chatty.chmod(chatty.stat().st_mode | stat.S_IXUSR)
+    blobs = CountingBlobs(tmp_path / "blobs")
+    iac = PartitionIac(InMemoryStateStore(), blobs, SystemClock(), tmp_path / "ws")
+    config = PartitionConfig(id="p", name="p", terraform=TerraformSettings(tool=str(chatty)))
+    iac.apply(None, "e", config, {"main.tf": b""}, {}, {}, update=False)
+    assert blobs.log_requests <= 20, blobs.log_requests  # before: one append per line
+    (run,) = iac.store.list_iac_runs("e", "p")
+    log = read_log(blobs, run).decode()
+    assert log.count("Creation complete") == 2000
+    assert "=== chattyform apply ===" in log
+    assert run.log_size == len(log.encode())
+    middle = log.index("item[1000]")
+    assert read_log(blobs, run, middle).decode() == log[middle:]
