@@ -103,3 +103,21 @@ def test_a_50_mb_state_saves_and_loads(loopback: LoopbackStateServer) -> None:
         assert call(url, "POST", "/terraform/state/e/big", token, data)[0] == 200
         status, body = call(url, "GET", "/terraform/state/e/big", token)
     assert status == 200 and body == data
+
+
+def test_refused_requests_close_the_connection_and_big_bodies_are_not_read(
+    loopback: LoopbackStateServer,
+) -> None:
+    with loopback.grant("e", "p", "run-1") as backend:
+        where = urlsplit(loopback.address)
+        conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=10)
+        # Announced as larger than any state: refused before the body is sent.
+        conn.putrequest("POST", "/terraform/state/e/p")
+        auth = base64.b64encode(f"nclav:{backend.password}".encode()).decode()
+        conn.putheader("Authorization", f"Basic {auth}")
+        conn.putheader("Content-Length", str(300 * 1024 * 1024))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413
+        assert response.getheader("Connection") == "close"
+        conn.close()

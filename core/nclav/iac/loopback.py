@@ -157,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Basic realm="nclav terraform state"')
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
@@ -172,7 +174,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(400, "Content-Length: expected a non-negative integer")
         length = int(raw)
         if length > MAX_STATE_BYTES:
-            self.close_connection = True
             raise _Refused(413, f"a state is at most {MAX_STATE_BYTES} bytes")
         return self.rfile.read(length) if length else b""
 
@@ -204,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._serve()
         except _Refused as exc:
+            self.close_connection = True  # its body may be unread: no keep-alive after it
             self._error(exc.status, exc.message)
         except LockHeldError as exc:
             self._send(409, json.dumps(exc.holder.info).encode())
