@@ -27,12 +27,12 @@ from functions_aws import constants as env
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from functions_aws.lambda_iac import LambdaIac
     from functions_aws.s3_blobs import S3BlobStore
     from functions_aws.secrets import SecretsManagerSecretStore
     from functions_aws.sqs_queue import SqsWorkQueue
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine
+    from nclav.iac.partition import PartitionIac
     from nclav.model import Cloud
     from nclav.ports import Clock, StateStore
 
@@ -303,36 +303,27 @@ class AwsRuntime:
     # -- core ----------------------------------------------------------------------------------
 
     @property
-    def iac(self) -> LambdaIac:
-        """Terraform for the engine; its token and workspace are only touched when it runs."""
+    def iac(self) -> PartitionIac:
+        """Terraform for the engine, held to the invocation's time left (``lambda_iac``).
 
-        def build() -> LambdaIac:
-            from functions_aws.lambda_iac import LambdaIac
+        Its state backend is a loopback server in this function: no API token needed.
+        """
 
-            return LambdaIac(
-                self._partition_iac,
+        def build() -> PartitionIac:
+            from functions_aws.lambda_iac import lambda_time_limit
+            from nclav.iac.partition import PartitionIac
+
+            s = self.settings
+            return PartitionIac(
+                self.store,
                 self.blobs,
-                min_remaining_s=self.settings.iac_min_remaining_s,
-                margin_s=self.settings.iac_margin_s,
+                self.clock,
+                s.workspaces,
+                lease_s=s.lease_s,
+                time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
             )
 
         return self._once("iac", build)
-
-    def _partition_iac(self) -> Any:
-        from nclav.engine import PartitionIac
-
-        s = self.settings
-        iac = PartitionIac(
-            self.store,
-            self.blobs,
-            self.clock,
-            s.workspaces,
-            api_base=s.api_url,
-            token=self.token,
-            lease_s=s.lease_s,
-        )
-        iac.owner = self.engine.owner
-        return iac
 
     @property
     def engine(self) -> Engine:
@@ -340,7 +331,7 @@ class AwsRuntime:
             from nclav.engine import Engine
 
             s = self.settings
-            return Engine(
+            engine = Engine(
                 self.store,
                 self.queues,
                 self.blobs,
@@ -353,6 +344,8 @@ class AwsRuntime:
                 max_attempts=s.max_attempts,
                 backoff_s=s.backoff_s,
             )
+            self.iac.owner = engine.owner
+            return engine
 
         return self._once("engine", build)
 

@@ -7,9 +7,14 @@ The same delivery as the step worker (``delivery.deliver``), plus two things ter
   a ChangeMessageVisibility to ``NCLAV_IAC_VISIBILITY_S`` from then, so a long apply is not
   delivered again meanwhile;
 * terraform runs within the invocation's time left (``context.get_remaining_time_in_millis``):
-  the long-apply design in ``functions_aws.lambda_iac`` (not started with less than
-  ``NCLAV_IAC_MIN_REMAINING_S`` left; stopped at the budget; either way the step fails with an
-  error naming the long-running runtime, ``nclav serve --cloud aws``).
+  core's sandbox time limit (``nclav.iac.sandbox``) in Lambda's words
+  (``functions_aws.lambda_iac``): not started with less than ``NCLAV_IAC_MIN_REMAINING_S``
+  left; one deadline for the step; either way the step fails with an error naming the
+  long-running runtime, ``nclav serve --cloud aws``.
+
+Terraform's state never leaves this function: it is served to terraform on 127.0.0.1 by core's
+loopback backend, over DynamoDB and S3, with a credential valid for one partition during one
+run (no API token, no payload limit of the API function).
 
 Run it with a batch size of 1 and the 900 s timeout: the budget is per invocation.
 """
@@ -44,7 +49,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         return lambda_context.get_remaining_time_in_millis() / 1000
 
     with (
-        runtime.iac.invocation(remaining_s),
+        runtime.iac.time_limited(remaining_s),
         visibility_kept(
             queue, record.raw_event, settings.iac_heartbeat_s, settings.iac_visibility_s
         ),

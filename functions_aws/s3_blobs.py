@@ -1,6 +1,7 @@
 """``S3BlobStore``: blobs as S3 objects under an optional key prefix.
 
-``put``, ``get``, ``exists``, ``delete`` and ``list`` map onto single S3 calls. S3 has no
+``get``, ``exists``, ``delete`` and ``list`` map onto single S3 calls, and so does ``put`` of a
+new key (a conditional PUT; an existing key costs a HEAD and a second PUT). S3 has no
 append, and the IaC log is appended line by line while ``nclav iac logs --follow`` reads it,
 so ``append`` is built from conditional writes (If-Match / If-None-Match), in segments:
 
@@ -112,6 +113,23 @@ class S3BlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         name = self._object(key)
+        # Most puts write a new key (state versions, IaC log chunks, bundles): try that first,
+        # one conditional PUT with no HEAD. An existing key loses the condition and is replaced
+        # below, with its segments.
+        try:
+            with aws_errors(f"s3:PutObject {key}"):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=name,
+                    Body=data,
+                    Metadata={GENERATION: _new_generation()},
+                    IfNoneMatch="*",
+                )
+        except ConflictError:
+            pass
+        else:
+            self._forget(name)
+            return
         old = self._generation(name)
         with aws_errors(f"s3:PutObject {key}"):
             self.client.put_object(

@@ -266,8 +266,9 @@ class StateStore(Protocol):
 class IacRunner(Protocol):
     """Runs a partition's Terraform/OpenTofu: apply returns its declared outputs.
 
-    ``nclav.engine.PartitionIac`` is the implementation (workspace, IaC run record, streamed
-    log, per-partition mutex); a runtime that runs Terraform elsewhere provides another.
+    ``nclav.iac.partition.PartitionIac`` is the implementation (workspace, IaC run record, shipped
+    log, per-partition mutex, loopback state backend); a runtime that runs Terraform elsewhere
+    provides another.
     """
 
     def apply(
@@ -293,7 +294,9 @@ class IacRunner(Protocol):
         """``terraform destroy``; False when there was nothing to destroy.
 
         ``files``: the partition's files as last started (from the bundle recorded when its
-        apply began); used to rebuild the working directory when it is not on this machine.
+        apply began): when the working directory is not on this machine (and none was saved),
+        it is rebuilt from them. A successful destroy removes the working directory and the
+        saved workspace.
         """
         ...
 

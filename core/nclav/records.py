@@ -233,8 +233,13 @@ class IacStatus(StrEnum):
 class IacRun(BaseModel):
     """One terraform invocation on a partition; stored from the moment it starts.
 
-    ``log`` keeps the original's field (a tail, or empty while running); the whole combined
-    log is the blob at ``log_blob``, appended as the command runs.
+    ``log`` keeps the original's field (a tail, or empty while running). The whole combined
+    log is in chunks under ``log_chunks`` (``nclav.iac.logs``), ``log_size`` bytes once the
+    run ended; runs recorded before chunks have it in one blob at ``log_blob``.
+
+    ``pgid``, ``host`` and ``boot_id`` name the process group of the terraform command that
+    runs partition code (apply or destroy) and the machine and boot it runs in, so recovery
+    after a crash can stop what is left of it on that machine only (``None``: not recorded).
     """
 
     model_config = _RECORD
@@ -250,6 +255,11 @@ class IacRun(BaseModel):
     reconcile_run_id: str | None = None
     log: str = ""
     log_blob: str | None = None
+    log_chunks: str | None = None
+    log_size: int | None = None
+    pgid: int | None = None
+    host: str | None = None
+    boot_id: str | None = None
 
 
 class TfLock(BaseModel):

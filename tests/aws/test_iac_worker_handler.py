@@ -1,18 +1,21 @@
 """The IaC worker's long-apply design, in the parts that need no terraform binary.
 
-(The apply stopped at the budget runs real terraform: ``test_runtime_e2e.py``.)
+(The apply stopped at the budget runs real terraform: ``test_runtime_e2e.py``. The rule for
+breaking a lock a stopped terraform left is core's: ``tests/terraform/test_partition_iac.py``.)
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import time
-from datetime import UTC, datetime
+import urllib.request
 from typing import TYPE_CHECKING
 
+import pytest
 from aws_harness import Deployment, FakeContext, Pump
 
-from functions_aws.lambda_iac import LambdaIac, terraform_who, workspace_blob
+from functions_aws.lambda_iac import workspace_blob
+from nclav.iac.sandbox import restore_workspace, save_workspace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,58 +69,49 @@ def test_too_little_time_left_fails_the_step_without_starting_terraform(
     assert deployment.pending(deployment.iac.url) == 0
 
 
-def _lock(who: str, created: float) -> dict[str, str]:
-    stamp = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-    return {"ID": "lock-1", "Operation": "OperationTypeApply", "Who": who, "Created": stamp}
-
-
-def test_a_lock_left_by_terraform_stopped_here_is_released(deployment: Deployment) -> None:
-    runtime = deployment.runtime
-    iac = runtime.iac
-    store = runtime.store
-    started = time.time() - 5
-    store.lock("e/p", _lock(terraform_who(), started + 1))
-    iac._release_left_lock(iac.partition_iac, "e", "p", started)  # noqa: SLF001
-    assert store.get_lock("e/p") is None
-
-
-def test_someone_elses_lock_is_kept(deployment: Deployment) -> None:
-    runtime = deployment.runtime
-    iac, store = runtime.iac, runtime.store
-    started = time.time()
-    store.lock("e/p", _lock("alice@laptop", started + 1))
-    iac._release_left_lock(iac.partition_iac, "e", "p", started)  # noqa: SLF001
-    assert store.get_lock("e/p") is not None
-    store.unlock("e/p", None)
-    store.lock("e/p", _lock(terraform_who(), started - 3600))  # an older one of ours
-    iac._release_left_lock(iac.partition_iac, "e", "p", started)  # noqa: SLF001
-    assert store.get_lock("e/p") is not None
-    # ... nor while another nclav terraform holds the partition.
-    store.unlock("e/p", None)
-    store.lock("e/p", _lock(terraform_who(), started + 1))
-    assert store.acquire_partition("e/p", "other-worker", 60, runtime.clock.now())
-    iac._release_left_lock(iac.partition_iac, "e", "p", started)  # noqa: SLF001
-    assert store.get_lock("e/p") is not None
-
-
 def test_a_workspace_is_restored_from_its_blob(
     make_deployment: Callable[..., Deployment], tmp_path: Path
 ) -> None:
     d = make_deployment()
-    iac: LambdaIac = d.runtime.iac
+    blobs = d.runtime.blobs
     workdir = tmp_path / "ws" / "e" / "p"
     workdir.mkdir(parents=True)
     (workdir / ".nclav-manifest.json").write_text('{"version": 1, "files": ["main.tf"]}')
     (workdir / "main.tf").write_text("# the partition\n")
     (workdir / ".terraform.lock.hcl").write_text("# providers\n")
     (workdir / "stray.txt").write_text("not nclav's")
-    iac._save_workspace(workdir, "e", "p")  # noqa: SLF001
-    assert d.runtime.blobs.exists(workspace_blob("e", "p"))
+    save_workspace(blobs, workdir, "e", "p")
+    assert blobs.exists(workspace_blob("e", "p"))
     fresh = tmp_path / "other-sandbox" / "e" / "p"
-    iac._restore_workspace(fresh, "e", "p")  # noqa: SLF001
+    assert restore_workspace(blobs, fresh, "e", "p")
     assert sorted(p.name for p in fresh.iterdir()) == [
         ".nclav-manifest.json",
         ".terraform.lock.hcl",
         "main.tf",
     ]
     assert (fresh / "main.tf").read_text() == "# the partition\n"
+
+
+def test_a_missing_workspace_blob_restores_nothing(deployment: Deployment, tmp_path: Path) -> None:
+    assert not restore_workspace(deployment.runtime.blobs, tmp_path / "w", "e", "nothing")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_50_mb_state_saves_and_loads_through_the_workers_loopback(
+    deployment: Deployment,
+) -> None:
+    # The state never reaches the API function (6 MB payload limit): the IaC worker serves it
+    # to terraform itself, over DynamoDB (the pointer) and S3 (the version).
+    iac = deployment.runtime.iac
+    data = json.dumps({"version": 4, "pad": "x" * 52_000_000}).encode()
+    with iac.loopback.grant("e", "big", "run-1") as backend:
+        auth = base64.b64encode(f"nclav:{backend.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}"}
+        post = urllib.request.Request(backend.state_url, data=data, headers=headers)
+        with urllib.request.urlopen(post, timeout=120) as response:
+            assert response.status == 200
+        get = urllib.request.Request(backend.state_url, headers=headers)
+        with urllib.request.urlopen(get, timeout=120) as response:
+            assert response.read() == data
+    assert deployment.runtime.store.get_tf_state("e/big") is not None

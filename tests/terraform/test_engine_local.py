@@ -12,6 +12,7 @@ import pytest
 from nclav.config import load_directory
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.graph import validate_graph
+from nclav.iac.logs import read_log
 from nclav.local import DirectoryBlobStore, InMemoryStateStore, ThreadWorkQueue
 from nclav.model import Cloud
 from nclav.plan import plan_changes
@@ -101,7 +102,7 @@ def test_apply_example_then_no_op_then_edit(harness: Harness) -> None:
     assert harness.plan_text() == "No changes detected."
     iac_runs = harness.store.list_iac_runs("product-a-dev", "db")
     assert [r.status for r in iac_runs] == [IacStatus.SUCCEEDED]
-    log = harness.blobs.get(iac_runs[0].log_blob or "").decode()
+    log = read_log(harness.blobs, iac_runs[0]).decode()
     assert "=== terraform apply ===" in log
 
     # A second apply with nothing changed runs no terraform at all.

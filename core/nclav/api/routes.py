@@ -28,6 +28,7 @@ from nclav.api.http import (
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
 from nclav.engine.driver import OrphanScanner
+from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -278,8 +279,8 @@ def build_router(
 
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
-        data = blobs.get(run.log_blob) if run.log_blob and blobs.exists(run.log_blob) else b""
-        data = data[query_int(request, "offset", default=0, maximum=MAX_OFFSET) :]
+        # Chunks addressed by byte offset: only those from ``offset`` on are read.
+        data = read_log(blobs, run, query_int(request, "offset", default=0, maximum=MAX_OFFSET))
         headers = {
             "Content-Type": "text/plain; charset=utf-8",
             "X-Nclav-Run-Status": run.status.value,

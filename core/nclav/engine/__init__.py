@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from nclav.engine.driver import Driver, LocalDriver
 from nclav.engine.engine import Engine
-from nclav.engine.iac_steps import PartitionIac
 from nclav.engine.steps import StepContext, carry_out
+from nclav.iac.partition import PartitionIac  # re-exported: it moved to nclav.iac
 
 if TYPE_CHECKING:
     from nclav.ports import IacRunner

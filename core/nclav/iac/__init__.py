@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nclav.iac.runner import (
     LOG_TAIL_LINES,
+    Deadline,
     IacCommandError,
     IacOutputError,
     IacTimeoutError,
@@ -29,6 +30,7 @@ __all__ = [
     "MODULE_FILE",
     "MODULE_NAME",
     "OUTPUTS_FILE",
+    "Deadline",
     "HttpBackend",
     "IacCommandError",
     "IacOutputError",

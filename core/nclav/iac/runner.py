@@ -2,8 +2,23 @@
 
 Each command runs with stdin on /dev/null in its own process group. Its output is streamed,
 line by line and as it arrives, to a ``log`` callback (always called on the caller's thread)
-under a ``=== <tool> <command> ===`` header. A command that outlives its timeout has its whole
-process group terminated (SIGTERM, then SIGKILL after a grace period).
+under a ``=== <tool> <command> ===`` header.
+
+**One deadline per step.** ``apply`` (init, apply, output) and ``destroy`` (init, destroy) run
+under one ``Deadline`` for all their commands, checked before each command starts: a command
+gets only the time the step has left, and the process group of one that outlives it is
+terminated (SIGTERM, then SIGKILL after ``kill_grace_s``). So a step ends by its deadline plus
+the grace, however many commands it runs. Without a deadline the runner's ``timeout_s`` is
+the step's.
+
+**A scrubbed environment.** Terraform, its providers and partition code (``local-exec``) get
+only: the variables in ``PASSED_THROUGH`` that this process has (PATH, locale, temp dir, TLS
+and proxy settings, terraform's plugin cache and CLI config), ``HOME`` set to a private
+directory of the workspace (so nobody's ``~/.aws`` or ``~/.terraformrc`` is read),
+``TF_IN_AUTOMATION``/``TF_INPUT``, the state backend's credential (``TF_HTTP_PASSWORD``, valid
+for this partition's state during this run only) and the ``env`` the caller passes (the
+partition's own cloud credentials from the driver). Nothing else: no ``NCLAV_*``, no API
+token, no cloud credentials of the process running nclav.
 
 Nothing from the environment is ever logged, and output values are never logged either:
 ``output -json`` is read from stdout alone and only its stderr reaches the log.
@@ -32,8 +47,47 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 _PUMP_DRAIN_S = 2.0
+HOME_DIR = ".nclav-home"  # the private HOME of terraform, inside the workspace
+
+# What terraform gets from this process's environment (when set); everything else is dropped.
+PASSED_THROUGH = (
+    "PATH",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE",
+    "TF_CLI_CONFIG_FILE",
+)
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 Log = Callable[[str], None]
+OnStart = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a step must be over: ``at`` in ``time.monotonic()`` seconds; ``budget_s`` for words."""
+
+    at: float
+    budget_s: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
 
 
 class IacCommandError(PermanentError):
@@ -54,7 +108,7 @@ class IacCommandError(PermanentError):
 
 
 class IacTimeoutError(IacCommandError):
-    """A terraform command ran longer than the runner's timeout and was killed."""
+    """The step's deadline passed: a command was killed, or not started (``exit_code`` None)."""
 
 
 class IacOutputError(PermanentError):
@@ -77,8 +131,8 @@ class _Result:
 class TerraformRunner:
     """Runs ``tool`` (a terraform or tofu binary) in workspaces built by ``prepare_workspace``.
 
-    ``base_env`` is the environment every command starts from (default: this process's
-    environment at the time of the call).
+    ``base_env`` is where the ``PASSED_THROUGH`` variables are taken from (default: this
+    process's environment at the time of the call).
     """
 
     def __init__(
@@ -103,15 +157,22 @@ class TerraformRunner:
         backend: HttpBackend | None,
         declared_outputs: Sequence[str],
         log: Log,
+        deadline: Deadline | None = None,
+        on_start: OnStart | None = None,
     ) -> dict[str, str]:
         """init + apply, then return the declared outputs as strings.
 
-        Strings are kept as they are; any other value is stored JSON-encoded.
+        Strings are kept as they are; any other value is stored JSON-encoded. All three
+        commands share ``deadline`` (default: ``timeout_s`` from now); ``on_start`` gets the
+        process group id of the apply command (the one that runs partition code).
         """
-        full_env = self._env(env, backend)
-        self._init(workdir, full_env, backend, log)
-        self._run(workdir, ["apply", "-auto-approve", "-input=false", "-no-color"], full_env, log)
-        result = self._run(workdir, ["output", "-json", "-no-color"], full_env, log, stdout=True)
+        deadline = deadline or Deadline.after(self.timeout_s)
+        full_env = self._env(workdir, env, backend)
+        self._init(workdir, full_env, backend, log, deadline)
+        apply = ["apply", "-auto-approve", "-input=false", "-no-color"]
+        self._run(workdir, apply, full_env, log, deadline, on_start=on_start)
+        output = ["output", "-json", "-no-color"]
+        result = self._run(workdir, output, full_env, log, deadline, stdout=True)
         return _declared_outputs(result.stdout, declared_outputs, self._name)
 
     def destroy(
@@ -121,19 +182,33 @@ class TerraformRunner:
         env: Mapping[str, str],
         backend: HttpBackend | None,
         log: Log,
+        deadline: Deadline | None = None,
+        on_start: OnStart | None = None,
     ) -> None:
-        """destroy, running init first when the workspace has not been initialised."""
+        """destroy, running init first when the workspace has not been initialised.
+
+        With a backend, init always runs: its address (a loopback port) changes between runs.
+        """
         if not workdir.is_dir():
             raise PermanentError(f"workspace {workdir} does not exist; prepare it first")
-        full_env = self._env(env, backend)
-        if not (workdir / ".terraform").is_dir():
-            self._init(workdir, full_env, backend, log)
-        self._run(workdir, ["destroy", "-auto-approve", "-input=false", "-no-color"], full_env, log)
+        deadline = deadline or Deadline.after(self.timeout_s)
+        full_env = self._env(workdir, env, backend)
+        if backend is not None or not (workdir / ".terraform").is_dir():
+            self._init(workdir, full_env, backend, log, deadline)
+        destroy = ["destroy", "-auto-approve", "-input=false", "-no-color"]
+        self._run(workdir, destroy, full_env, log, deadline, on_start=on_start)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _env(self, env: Mapping[str, str], backend: HttpBackend | None) -> dict[str, str]:
-        merged = dict(os.environ if self._base_env is None else self._base_env)
+    def _env(
+        self, workdir: Path, env: Mapping[str, str], backend: HttpBackend | None
+    ) -> dict[str, str]:
+        source = os.environ if self._base_env is None else self._base_env
+        merged = {name: source[name] for name in PASSED_THROUGH if name in source}
+        merged.setdefault("PATH", _DEFAULT_PATH)
+        home = workdir / HOME_DIR
+        home.mkdir(mode=0o700, exist_ok=True)
+        merged["HOME"] = str(home)
         merged["TF_IN_AUTOMATION"] = "1"
         merged["TF_INPUT"] = "0"
         if backend is not None:
@@ -142,12 +217,17 @@ class TerraformRunner:
         return merged
 
     def _init(
-        self, workdir: Path, env: Mapping[str, str], backend: HttpBackend | None, log: Log
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        backend: HttpBackend | None,
+        log: Log,
+        deadline: Deadline,
     ) -> None:
         args = ["init", "-input=false", "-no-color"]
         if backend is not None:
             args += ["-reconfigure", *backend.backend_config_args()]
-        self._run(workdir, args, env, log)
+        self._run(workdir, args, env, log, deadline)
 
     def _run(
         self,
@@ -155,8 +235,10 @@ class TerraformRunner:
         args: list[str],
         env: Mapping[str, str],
         log: Log,
+        deadline: Deadline,
         *,
         stdout: bool = False,
+        on_start: OnStart | None = None,
     ) -> _Result:
         """Run one command; with ``stdout`` its stdout is returned and only stderr is logged."""
         command = f"{self._name} {args[0]}"
@@ -167,6 +249,13 @@ class TerraformRunner:
             log(line)
 
         log(f"=== {command} ===")
+        if deadline.left() <= 0:
+            error = (
+                f"{command} timed out after {_duration(deadline.budget_s)}: not started, "
+                "the step's time was used up"
+            )
+            log(error)
+            raise IacTimeoutError(error, command=command, exit_code=None, log_tail="")
         try:
             proc = subprocess.Popen(
                 [self.tool, *args],
@@ -182,6 +271,12 @@ class TerraformRunner:
             log(error)
             raise IacCommandError(error, command=command, exit_code=None, log_tail="") from exc
 
+        if on_start is not None:
+            try:
+                on_start(proc.pid)  # start_new_session: the pid is the process group id
+            except BaseException:
+                self._kill(proc)
+                raise
         lines: queue.Queue[str | None] = queue.Queue()
         captured: list[bytes] = []
         assert proc.stdout is not None
@@ -195,9 +290,8 @@ class TerraformRunner:
         for thread in threads:
             thread.start()
 
-        deadline = time.monotonic() + self.timeout_s
         try:
-            finished = _stream(lines, deadline, emit) and _wait(proc, threads, deadline)
+            finished = _stream(lines, deadline.at, emit) and _wait(proc, threads, deadline.at)
         except BaseException:
             self._kill(proc)
             raise
@@ -206,7 +300,7 @@ class TerraformRunner:
             for thread in threads:
                 thread.join(_PUMP_DRAIN_S)
             _drain(lines, emit)
-            error = f"{command} timed out after {_duration(self.timeout_s)}"
+            error = f"{command} timed out after {_duration(deadline.budget_s)}"
             log(error)
             raise IacTimeoutError(error, command=command, exit_code=None, log_tail="\n".join(tail))
         code = proc.returncode
@@ -294,7 +388,7 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         minutes = int(seconds // 60)
         return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
-    return f"{seconds:g} s"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 def _declared_outputs(stdout: bytes, declared: Sequence[str], tool: str) -> dict[str, str]:
@@ -329,7 +423,10 @@ def _declared_outputs(stdout: bytes, declared: Sequence[str], tool: str) -> dict
 
 
 __all__ = [
+    "HOME_DIR",
     "LOG_TAIL_LINES",
+    "PASSED_THROUGH",
+    "Deadline",
     "IacCommandError",
     "IacOutputError",
     "IacTimeoutError",

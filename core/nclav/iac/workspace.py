@@ -65,10 +65,11 @@ _TF_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True, slots=True)
 class HttpBackend:
-    """Where a partition's state lives: nclav's own ``/terraform/state`` HTTP endpoint.
+    """Where a partition's state lives: a ``/terraform/state`` HTTP endpoint.
 
-    ``password`` is the API token. It travels only in ``TF_HTTP_PASSWORD`` (see ``env``),
-    never in argv or a file, and is left out of ``repr``.
+    ``PartitionIac`` points it at its loopback backend (``nclav.iac.loopback``), and
+    ``password`` is a credential for this partition during one IaC run. It travels only in
+    ``TF_HTTP_PASSWORD`` (see ``env``), never in argv or a file, and is left out of ``repr``.
     """
 
     address: str

@@ -2,8 +2,8 @@
 
 ``nclav serve --cloud local`` runs exactly the engine the cloud functions run, with SQLite (or
 memory, ``--ephemeral``), an in-process queue with a worker pool, blobs and workspaces in
-directories under ``~/.nclav``, and a threaded HTTP server (Terraform calls the state backend
-while applies run).
+directories under ``~/.nclav``, and a threaded HTTP server. Terraform reaches its state through
+``PartitionIac``'s loopback backend with a per-run credential, never through this server.
 """
 
 from __future__ import annotations
@@ -139,7 +139,6 @@ class LocalRuntime:
             blobs,
             clock,
             root / "workspaces",
-            token=self.token,
             timeout_s=opts.iac_timeout_s,
             lease_s=opts.lease_s,
         )
@@ -178,9 +177,6 @@ class LocalRuntime:
             self._server, thread = server, serve_bound(server, self.router)
         self._threads.append(thread)
         host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
-        # Terraform reaches the state backend here; a wildcard bind is reached on loopback.
-        reach = "127.0.0.1" if opts.bind in ("0.0.0.0", "", "::") else host
-        self.iac.api_base = f"http://{reach}:{port}"
         sweeper = threading.Thread(target=self._sweep_loop, name="nclav-sweeper", daemon=True)
         sweeper.start()
         self._threads.append(sweeper)
@@ -197,11 +193,12 @@ class LocalRuntime:
     def stop(self) -> None:
         """Let steps in flight finish, stop serving, close the store.
 
-        The HTTP server stops last: a terraform still running for a step in flight reads and
-        writes its state through this server's state backend, and would fail without it.
+        Terraform's loopback state backend stops after the steps in flight: a terraform still
+        running reads and writes its state through it.
         """
         self._stop.set()
         self.queue.close(drain=False, timeout=self.options.iac_timeout_s)
+        self.iac.close()
         if self._server is not None:
             stop_server(self._server, self._threads[0])
         for thread in self._threads[1:]:  # the sweeper: it must not touch a closed store
