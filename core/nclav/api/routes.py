@@ -20,6 +20,7 @@ from nclav.api.http import (
     json_response,
 )
 from nclav.api.openapi import openapi
+from nclav.api.responses import RAW_REQUESTS, RESPONSES
 from nclav.api.router import RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
@@ -106,7 +107,8 @@ def build_router(
     router.add("GET", "/ready", ready, summary="Readiness: the state store answers", auth="none")
 
     def openapi_doc(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        return json_response(200, openapi(router, "nclav", version))
+        doc = openapi(router, "nclav", version, responses=RESPONSES, raw_requests=RAW_REQUESTS)
+        return json_response(200, doc)
 
     router.add("GET", "/openapi.json", openapi_doc, summary="This API's OpenAPI document")
 
