@@ -263,7 +263,7 @@ class Event(BaseModel):
     ``export_name``, ``changes``, ``dry_run``, ...) sit beside the common ones."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, EventField]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, EventField]
 
     kind: str
     id: str
@@ -276,7 +276,7 @@ class Event(BaseModel):
 
 
 class EventList(RootModel[list[Event]]):
-    """Audit events, newest first."""
+    """The newest audit events, oldest first."""
 
 
 class Orphans(BaseModel):
@@ -336,7 +336,7 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("GET", "/enclaves/{id}/graph"): (Reply(200, "The enclave's graph", EnclaveGraph),),
     ("GET", "/graph"): (Reply(200, "The system graph", SystemGraph),),
     ("GET", "/status"): (Reply(200, "Counts, default cloud, drivers, errors", StatusView),),
-    ("GET", "/events"): (Reply(200, "Audit events, newest first", EventList),),
+    ("GET", "/events"): (Reply(200, "The newest audit events, oldest first", EventList),),
     ("GET", "/orphans"): (Reply(200, "Tagged resources no partition owns", Orphans),),
     ("DELETE", "/enclaves/{id}"): _RUN_STARTED,
     ("DELETE", "/enclaves/{id}/partitions/{part}"): _RUN_STARTED,
