@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import schemathesis
 from jsonschema import Draft202012Validator
 
 from nclav.api import Router, json_response
@@ -93,8 +94,15 @@ def test_the_table_names_only_routes_that_exist(routes: tuple[Route, ...]) -> No
     assert all(r.request_model is None for r in routes if (r.method, r.pattern) in RAW_REQUESTS)
 
 
-def test_document_publishes_media_types_bodies_and_headers(doc: dict[str, Any]) -> None:
+def test_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
     json.loads(json.dumps(doc, allow_nan=False))
+    # schemathesis checks the document against the OpenAPI 3.1 schema (raises when invalid).
+    loaded = schemathesis.openapi.from_dict(doc)
+    loaded.validate()
+    assert list(loaded.iter_schema_warnings()) == []
+
+
+def test_document_publishes_media_types_bodies_and_headers(doc: dict[str, Any]) -> None:
     paths = doc["paths"]
     runs = paths["/runs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert runs == {"$ref": "#/components/schemas/RunList"}
