@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from nclav.api import Router, json_response
 from nclav.api.openapi import openapi
-from nclav.api.responses import RAW_REQUESTS, RESPONSES, Reply
+from nclav.api.responses import QUERY_PARAMETERS, RAW_REQUESTS, RESPONSES, Reply
 from nclav.api.server import start_server, stop_server
 from nclav.config import load_directory
 from nclav.local.runtime import LocalOptions, LocalRuntime
@@ -52,7 +52,14 @@ def doc_fixture(routes: tuple[Route, ...]) -> dict[str, Any]:
     router = Router()
     for route in routes:
         router.add_route(route)
-    return openapi(router, "nclav", "0", responses=RESPONSES, raw_requests=RAW_REQUESTS)
+    return openapi(
+        router,
+        "nclav",
+        "0",
+        responses=RESPONSES,
+        raw_requests=RAW_REQUESTS,
+        query_parameters=QUERY_PARAMETERS,
+    )
 
 
 def validate(doc: dict[str, Any], method: str, path: str, status: int, instance: Any) -> None:
@@ -88,6 +95,7 @@ def test_every_route_documents_its_success_response(routes: tuple[Route, ...]) -
 
 def test_the_table_names_only_routes_that_exist(routes: tuple[Route, ...]) -> None:
     served = {(r.method, r.pattern) for r in routes}
+    assert {name for r in routes for name in r.query} == set(QUERY_PARAMETERS)
     assert set(RESPONSES) - served == set()
     assert set(RAW_REQUESTS) - served == set()
     # A raw body is for routes that read their own body; a request_model route has its schema.
@@ -118,6 +126,8 @@ def test_document_publishes_media_types_bodies_and_headers(doc: dict[str, Any]) 
     log = paths["/enclaves/{id}/partitions/{part}/iac/runs/{run_id}/log"]["get"]["responses"]
     assert log["200"]["content"] == {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}
     assert log["200"]["headers"]["X-Nclav-Run-Status"]["required"] is True
+    limit = [p for p in paths["/runs"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit == [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
     bundles = paths["/bundles"]["post"]
     assert set(bundles["responses"]) == {"200", "201", "default"}
     assert bundles["requestBody"]["content"]["application/gzip"]["schema"]["format"] == "binary"

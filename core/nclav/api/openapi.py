@@ -55,6 +55,7 @@ _ISSUE_SCHEMA: dict[str, Any] = {
         "message": {"type": "string"},
     },
 }
+_STRING: dict[str, Any] = {"type": "string"}
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "bearer": [{"bearerAuth": []}],
     "bearer_or_basic": [{"bearerAuth": []}, {"basicAuth": []}],
@@ -69,13 +70,16 @@ def openapi(
     *,
     responses: ResponseTable | None = None,
     raw_requests: RequestTable | None = None,
+    query_parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document generated from the route table, so it cannot drift from it.
 
     ``responses`` documents each route's answers (see ``Reply``); ``raw_requests`` the bodies
-    of routes that read their body themselves (no ``request_model``)."""
+    of routes that read their body themselves (no ``request_model``); ``query_parameters``
+    the schema of each query parameter by name (a string when not listed)."""
     responses = responses or {}
     raw_requests = raw_requests or {}
+    query_parameters = query_parameters or {}
     replies = {route: _replies(route, responses) for route in router.routes}
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for route in router.routes:
@@ -102,7 +106,10 @@ def openapi(
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in route.params
-        ] + [{"name": name, "in": "query", "schema": {"type": "string"}} for name in route.query]
+        ] + [
+            {"name": name, "in": "query", "schema": dict(query_parameters.get(name, _STRING))}
+            for name in route.query
+        ]
         documented: dict[str, Any] = {}
         for reply in replies[route]:
             doc: dict[str, Any] = {"description": reply.description or "success"}

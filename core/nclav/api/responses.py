@@ -383,6 +383,16 @@ RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
     ),
 }
 
+# Query parameters by name (every route that takes one reads it the same way). Sent as text,
+# so a client or fuzzer knows what the server accepts; anything else is a 400.
+QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
+    "wait": {"type": "number", "minimum": 0, "maximum": 3600},
+    "limit": {"type": "integer", "minimum": 0},
+    "offset": {"type": "integer", "minimum": 0},
+    "enclave_id": {"type": "string"},
+    "ID": {"type": "string"},
+}
+
 # Every response carries the request id it was logged under.
 COMMON_HEADERS: Mapping[str, Mapping[str, Any]] = {
     REQUEST_ID_HEADER: {"type": "string"},
@@ -391,6 +401,7 @@ COMMON_HEADERS: Mapping[str, Mapping[str, Any]] = {
 __all__ = [
     "COMMON_HEADERS",
     "GZIP_CONTENT_TYPE",
+    "QUERY_PARAMETERS",
     "RAW_REQUESTS",
     "RESPONSES",
     "RUN_STATUS_HEADER",

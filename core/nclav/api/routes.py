@@ -20,7 +20,7 @@ from nclav.api.http import (
     json_response,
 )
 from nclav.api.openapi import openapi
-from nclav.api.responses import RAW_REQUESTS, RESPONSES
+from nclav.api.responses import QUERY_PARAMETERS, RAW_REQUESTS, RESPONSES
 from nclav.api.router import RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
@@ -107,7 +107,14 @@ def build_router(
     router.add("GET", "/ready", ready, summary="Readiness: the state store answers", auth="none")
 
     def openapi_doc(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        doc = openapi(router, "nclav", version, responses=RESPONSES, raw_requests=RAW_REQUESTS)
+        doc = openapi(
+            router,
+            "nclav",
+            version,
+            responses=RESPONSES,
+            raw_requests=RAW_REQUESTS,
+            query_parameters=QUERY_PARAMETERS,
+        )
         return json_response(200, doc)
 
     router.add("GET", "/openapi.json", openapi_doc, summary="This API's OpenAPI document")
@@ -348,7 +355,14 @@ def build_router(
     state = "/terraform/state/{enc}/{part}"
     opts: dict[str, Any] = {"auth": "bearer_or_basic", "max_body": MAX_STATE}
     router.add("GET", state, tf_get, summary="Terraform state (204 when none)", **opts)
-    router.add("POST", state, tf_post, summary="Store a Terraform state version", **opts)
+    router.add(
+        "POST",
+        state,
+        tf_post,
+        summary="Store a Terraform state version (?ID= the lock it holds)",
+        query=("ID",),
+        **opts,
+    )
     router.add("DELETE", state, tf_delete, summary="Forget the current state", **opts)
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)
