@@ -17,7 +17,14 @@ from jsonschema import Draft202012Validator
 
 from nclav.api import Router, json_response
 from nclav.api.openapi import openapi
-from nclav.api.responses import QUERY_PARAMETERS, RAW_REQUESTS, RESPONSES, Reply
+from nclav.api.responses import (
+    NCLAV_API,
+    PATH_PARAMETERS,
+    QUERY_PARAMETERS,
+    RAW_REQUESTS,
+    RESPONSES,
+    Reply,
+)
 from nclav.api.server import start_server, stop_server
 from nclav.config import load_directory
 from nclav.local.runtime import LocalOptions, LocalRuntime
@@ -52,14 +59,7 @@ def doc_fixture(routes: tuple[Route, ...]) -> dict[str, Any]:
     router = Router()
     for route in routes:
         router.add_route(route)
-    return openapi(
-        router,
-        "nclav",
-        "0",
-        responses=RESPONSES,
-        raw_requests=RAW_REQUESTS,
-        query_parameters=QUERY_PARAMETERS,
-    )
+    return openapi(router, "nclav", "0", NCLAV_API)
 
 
 def validate(doc: dict[str, Any], method: str, path: str, status: int, instance: Any) -> None:
@@ -96,6 +96,7 @@ def test_every_route_documents_its_success_response(routes: tuple[Route, ...]) -
 def test_the_table_names_only_routes_that_exist(routes: tuple[Route, ...]) -> None:
     served = {(r.method, r.pattern) for r in routes}
     assert {name for r in routes for name in r.query} == set(QUERY_PARAMETERS)
+    assert {name for r in routes for name in r.params} == set(PATH_PARAMETERS)
     assert set(RESPONSES) - served == set()
     assert set(RAW_REQUESTS) - served == set()
     # A raw body is for routes that read their own body; a request_model route has its schema.
@@ -128,6 +129,8 @@ def test_document_publishes_media_types_bodies_and_headers(doc: dict[str, Any]) 
     assert log["200"]["headers"]["X-Nclav-Run-Status"]["required"] is True
     limit = [p for p in paths["/runs"]["get"]["parameters"] if p["name"] == "limit"]
     assert limit == [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
+    (enclave_id,) = paths["/enclaves/{id}"]["get"]["parameters"]
+    assert enclave_id["schema"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
     bundles = paths["/bundles"]["post"]
     assert set(bundles["responses"]) == {"200", "201", "default"}
     assert bundles["requestBody"]["content"]["application/gzip"]["schema"]["format"] == "binary"

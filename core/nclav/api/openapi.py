@@ -21,13 +21,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from nclav.api.http import JSON_CONTENT_TYPE
-from nclav.api.responses import COMMON_HEADERS, RawBody, Reply
+from nclav.api.responses import ApiDescription, Reply
 
 if TYPE_CHECKING:
     from nclav.api.router import Route, Router
 
 ResponseTable = Mapping[tuple[str, str], Sequence[Reply]]
-RequestTable = Mapping[tuple[str, str], RawBody]
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -64,22 +63,18 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 
 
 def openapi(
-    router: Router,
-    title: str,
-    version: str,
-    *,
-    responses: ResponseTable | None = None,
-    raw_requests: RequestTable | None = None,
-    query_parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    router: Router, title: str, version: str, described: ApiDescription | None = None
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document generated from the route table, so it cannot drift from it.
 
-    ``responses`` documents each route's answers (see ``Reply``); ``raw_requests`` the bodies
-    of routes that read their body themselves (no ``request_model``); ``query_parameters``
-    the schema of each query parameter by name (a string when not listed)."""
-    responses = responses or {}
-    raw_requests = raw_requests or {}
-    query_parameters = query_parameters or {}
+    ``described`` adds what the table does not hold: each route's responses (see ``Reply``),
+    the bodies of routes that read their body themselves (no ``request_model``), and the
+    schemas of path and query parameters by name (a plain string when not listed)."""
+    described = described or ApiDescription()
+    responses = described.responses
+    raw_requests = described.raw_requests
+    query_parameters = described.query_parameters
+    path_parameters = described.path_parameters
     replies = {route: _replies(route, responses) for route in router.routes}
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for route in router.routes:
@@ -98,13 +93,18 @@ def openapi(
         "Issue": _ISSUE_SCHEMA,
     }
     error_ref = {"$ref": "#/components/schemas/Error"}
-    common_headers = _headers(COMMON_HEADERS, required=False)
+    common_headers = _headers(described.common_headers, required=False)
 
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
     for route in router.routes:
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": dict(path_parameters.get(name, _STRING)),
+            }
             for name in route.params
         ] + [
             {"name": name, "in": "query", "schema": dict(query_parameters.get(name, _STRING))}
@@ -198,4 +198,4 @@ def _operation_id(route: Route) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", "_".join([route.method.lower(), *words, *by]))
 
 
-__all__ = ["RequestTable", "ResponseTable", "openapi"]
+__all__ = ["openapi"]

@@ -1,16 +1,17 @@
 """What every nclav endpoint answers, as the OpenAPI document publishes it.
 
-``RESPONSES`` maps each route (method and pattern, exactly as ``build_router`` registers it) to
-the responses it gives besides the common JSON error: each status with its media type and body
-schema. JSON bodies are described by pydantic models, the records themselves where the body is
-their dump (``Run``, ``StepRecord``, ``IacRun``, the YAML models inside an enclave's ``desired``),
-so a field added to a record reaches the document without an edit here. The views of
-``nclav.views`` are shaped by hand, so their models forbid unknown fields: a view that grows a
-field without its model here fails the schemathesis suite against a live server instead of
-drifting silently.
+``NCLAV_API`` is what ``openapi`` adds to nclav's route table. ``RESPONSES`` maps each route
+(method and pattern, exactly as ``build_router`` registers it) to the responses it gives besides
+the common JSON error: each status with its media type and body schema. JSON bodies are
+described by pydantic models, the records themselves where the body is their dump (``Run``,
+``StepRecord``, ``IacRun``, the YAML models inside an enclave's ``desired``), so a field added
+to a record reaches the document without an edit here. The views of ``nclav.views`` are shaped
+by hand, so their models forbid unknown fields: a view that grows a field without its model
+here fails the schemathesis suite against a live server instead of drifting silently.
 
 Routes with bodies the router does not parse (bundles, Terraform state) list them in
-``RAW_REQUESTS``, so clients and fuzzers know what to send.
+``RAW_REQUESTS``, so clients and fuzzers know what to send; ``PATH_PARAMETERS`` and
+``QUERY_PARAMETERS`` give each parameter's schema by name.
 
 The table is kept apart from ``routes.py`` so that changing a handler and describing its answer
 are separate edits; ``tests/unit/test_openapi_responses.py`` fails for a route with no entry.
@@ -21,16 +22,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAdapter
 
 from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
-from nclav.model import EnclaveConfig, PartitionConfig
+from nclav.model import EnclaveConfig, Id, PartitionConfig
 from nclav.plan import Action
 from nclav.records import EventField, IacRun, IacStatus, Run, StepRecord
 from nclav.state import LastError, ResourceMeta
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 GZIP_CONTENT_TYPE = "application/gzip"
@@ -60,6 +61,20 @@ class RawBody:
     schema: Mapping[str, Any]
     required: bool = True
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDescription:
+    """What ``openapi`` adds to a route table: each route's responses (by method and pattern),
+    the raw bodies some routes read, and the schema of each path and query parameter by name
+    (a plain string when not listed)."""
+
+    responses: Mapping[tuple[str, str], Sequence[Reply]] = field(default_factory=dict)
+    raw_requests: Mapping[tuple[str, str], RawBody] = field(default_factory=dict)
+    path_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Headers every response carries: name -> JSON schema.
+    common_headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # -- health ---------------------------------------------------------------------------------
@@ -383,6 +398,16 @@ RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
     ),
 }
 
+# Path parameters by name: ids are the YAML's ids, run ids UUIDs, bundles sha256 digests.
+_ID: Mapping[str, Any] = TypeAdapter(Id).json_schema()
+PATH_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
+    "id": _ID,
+    "part": _ID,
+    "enc": _ID,
+    "run_id": {"type": "string", "format": "uuid"},
+    "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+
 # Query parameters by name (every route that takes one reads it the same way). Sent as text,
 # so a client or fuzzer knows what the server accepts; anything else is a 400.
 QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
@@ -398,14 +423,25 @@ COMMON_HEADERS: Mapping[str, Mapping[str, Any]] = {
     REQUEST_ID_HEADER: {"type": "string"},
 }
 
+NCLAV_API = ApiDescription(
+    responses=RESPONSES,
+    raw_requests=RAW_REQUESTS,
+    path_parameters=PATH_PARAMETERS,
+    query_parameters=QUERY_PARAMETERS,
+    common_headers=COMMON_HEADERS,
+)
+
 __all__ = [
     "COMMON_HEADERS",
     "GZIP_CONTENT_TYPE",
+    "NCLAV_API",
+    "PATH_PARAMETERS",
     "QUERY_PARAMETERS",
     "RAW_REQUESTS",
     "RESPONSES",
     "RUN_STATUS_HEADER",
     "TEXT_CONTENT_TYPE",
+    "ApiDescription",
     "RawBody",
     "Reply",
 ]

@@ -20,7 +20,7 @@ from nclav.api.http import (
     json_response,
 )
 from nclav.api.openapi import openapi
-from nclav.api.responses import QUERY_PARAMETERS, RAW_REQUESTS, RESPONSES
+from nclav.api.responses import NCLAV_API
 from nclav.api.router import RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
@@ -107,15 +107,7 @@ def build_router(
     router.add("GET", "/ready", ready, summary="Readiness: the state store answers", auth="none")
 
     def openapi_doc(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        doc = openapi(
-            router,
-            "nclav",
-            version,
-            responses=RESPONSES,
-            raw_requests=RAW_REQUESTS,
-            query_parameters=QUERY_PARAMETERS,
-        )
-        return json_response(200, doc)
+        return json_response(200, openapi(router, "nclav", version, NCLAV_API))
 
     router.add("GET", "/openapi.json", openapi_doc, summary="This API's OpenAPI document")
 
@@ -359,7 +351,7 @@ def build_router(
         "POST",
         state,
         tf_post,
-        summary="Store a Terraform state version (?ID= the lock it holds)",
+        summary="Store a Terraform state version",
         query=("ID",),
         **opts,
     )
