@@ -130,6 +130,11 @@ def tf_state_key(lock_key: str) -> Item:
     return key(f"TF#{lock_key}", "STATE")
 
 
+def tf_states_of_enclave(enclave_id: str) -> str:
+    """gsi1pk of the enclave's state pointers (a state key is ``enclave/partition``)."""
+    return f"TFSTATE#{enclave_id}"
+
+
 def mutex_key(mutex: str) -> Item:
     return key(f"MUTEX#{mutex}", "#MUTEX")
 

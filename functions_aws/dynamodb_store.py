@@ -18,7 +18,8 @@ Keys (``pk`` / ``sk``, both strings; ``<seq>`` is a 20-digit zero-padded number)
 
 Global secondary indexes (eventually consistent, so only for what may lag a moment)::
 
-    gsi1    gsi1pk / gsi1sk   RUNS / <seq> on runs; EVENTS#ENCLAVE#<id> / <seq> on events
+    gsi1    gsi1pk / gsi1sk   RUNS / <seq> on runs; EVENTS#ENCLAVE#<id> / <seq> on events;
+                              TFSTATE#<enclave> / <key> on Terraform state pointers
     gsi2    gsi2pk / gsi2sk   RUNS#<status> / <seq> on runs; EVENTS#RUN#<id> / <seq> on events
     leases  lease_pk / lease_expires_at (N), keys only: sparse, only running steps carry
             lease_pk = LEASES
@@ -59,6 +60,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     lock / unlock               PutItem attribute_not_exists / DeleteItem on the lock ID, with
                                 ReturnValuesOnConditionCheckFailure to report the holder
     tf state pointer            GetItem / PutItem / DeleteItem
+    list_tf_states              Query gsi1 (pointers written before the index attributes
+                                existed are not listed until their next write)
     acquire/release_partition   UpdateItem / DeleteItem conditional on owner and expiry
 
 Consistency: everything the engine decides on (enclaves, runs, unfinished runs, steps, IaC runs
@@ -119,6 +122,7 @@ from functions_aws._dynamo_keys import (
     read_doc,
     tf_lock_key,
     tf_state_key,
+    tf_states_of_enclave,
 )
 from functions_aws._dynamo_runs import DynamoRuns
 from functions_aws._dynamo_steps import DynamoSteps
@@ -292,7 +296,15 @@ class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
         if blob_key is None:
             self._table.delete(tf_state_key(key))
         else:
-            self._table.put({**tf_state_key(key), "blob_key": S(blob_key)})
+            enclave_id = key.split("/", 1)[0]
+            index = {"gsi1pk": S(tf_states_of_enclave(enclave_id)), "gsi1sk": S(key)}
+            self._table.put({**tf_state_key(key), "blob_key": S(blob_key), **index})
+
+    def list_tf_states(self, enclave_id: str) -> list[str]:
+        e = Expr()
+        condition = f"{e.n('gsi1pk')} = {e.v(S(tf_states_of_enclave(enclave_id)))}"
+        items = self._table.query(condition, e, index=GSI1)
+        return sorted(str(i["gsi1sk"]["S"]) for i in items)
 
     # -- partition mutex -------------------------------------------------------------------------
 

@@ -137,6 +137,7 @@ class LambdaIac:
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
         if config is None:
@@ -144,7 +145,7 @@ class LambdaIac:
         iac = self.partition_iac
         self._restore_workspace(iac.workdir(enclave_id, config.id), enclave_id, config.id)
         with self._budgeted(enclave_id, config.id, "destroy") as iac:
-            destroyed = iac.destroy(run_id, enclave_id, config, env)
+            destroyed = iac.destroy(run_id, enclave_id, config, files, env)
         if destroyed:
             self.blobs.delete(workspace_blob(enclave_id, config.id))
         return destroyed

@@ -118,6 +118,19 @@ class _Checker:
         self.aliases: dict[str, dict[str, Wiring]] = {}
         self.upstream: dict[PartKey, list[PartKey]] = {}
 
+    def left_out(self, enclave: str, partition: str, key: str = "", name: str = "") -> bool:
+        """Whether the loader left this out of a broken document (its error is reported
+        already): a check that would only report its absence stays quiet."""
+        broken = self.desired.broken
+        if not broken:
+            return False
+        return any(
+            (e, p, k, n) in broken
+            for e in (enclave, "*")
+            for p in ((partition, "*") if partition else ("",))
+            for k, n in (((key, name), (key, "*")) if key else (("", ""),))
+        )
+
     def add(
         self, where: LoadedEnclave | LoadedPartition, loc: tuple[str | int, ...], msg: str
     ) -> None:
@@ -170,6 +183,8 @@ class _Checker:
                     f"{export.export_type.value} exports take: {ok}",
                 )
             target = enclave.partition(export.target_partition)
+            if target is None and self.left_out(enclave.id, export.target_partition):
+                continue
             if target is None:
                 known = ", ".join(p.id for p in enclave.partitions) or "none"
                 self.add(
@@ -178,7 +193,9 @@ class _Checker:
                     f"export {export.name!r} targets unknown partition "
                     f"{export.target_partition!r} (partitions: {known})",
                 )
-            elif target.config.produces != export.export_type:
+            elif target.config.produces != export.export_type and not self.left_out(
+                enclave.id, target.id, "produces"
+            ):
                 produces = target.config.produces
                 what = f"produces {produces.value}" if produces else "declares no produces"
                 self.add(
@@ -192,7 +209,7 @@ class _Checker:
         cfg = part.config
         if cfg.produces is not None:
             missing = [k for k in REQUIRED_OUTPUTS[cfg.produces] if k not in cfg.declared_outputs]
-            if missing:
+            if missing and not self.left_out(enclave.id, part.id, "declared_outputs"):
                 self.add(
                     part,
                     ("declared_outputs",) if cfg.declared_outputs else ("produces",),
@@ -239,10 +256,14 @@ class _Checker:
                 )
                 continue
             source = self.enclaves.get(imp.from_)
+            if source is None and self.left_out(imp.from_, ""):
+                continue
             if source is None:
                 self.add(where, (*loc, "from"), f"imports from unknown enclave {imp.from_!r}")
                 continue
             export = next((e for e in source.config.exports if e.name == imp.export_name), None)
+            if export is None and self.left_out(imp.from_, "", "exports", imp.export_name):
+                continue
             if export is None:
                 names = ", ".join(e.name for e in source.config.exports) or "none"
                 self.add(
@@ -289,7 +310,9 @@ class _Checker:
                             )
                         continue
                     wiring = aliases.get(alias)
-                    if wiring is None and alias in declared:
+                    if wiring is None and (
+                        alias in declared or self.left_out(enclave.id, "", "imports", alias)
+                    ):
                         continue  # a declared import that failed: reported on the import
                     if wiring is None:
                         known = ", ".join(sorted(aliases)) or "none declared"
@@ -305,7 +328,9 @@ class _Checker:
                     )
                     if upstream is None:
                         continue  # reported on the export
-                    if token.key not in upstream.config.declared_outputs:
+                    if token.key not in upstream.config.declared_outputs and not self.left_out(
+                        wiring.exporter, upstream.id, "declared_outputs"
+                    ):
                         outs = ", ".join(upstream.config.declared_outputs) or "none"
                         self.add(
                             part,
@@ -436,10 +461,9 @@ def _validate(desired: Desired, default_cloud: Cloud | None) -> Graph:
     for enclave in checker.enclaves.values():
         checker.check_templates(enclave)
     checker.check_network()
-    order: list[str] = []
-    if not checker.issues:
-        order = checker.enclave_order()
-        checker.check_partition_cycles()
+    # Cycles are looked for among the references that resolved, whatever else is wrong.
+    order = checker.enclave_order()
+    checker.check_partition_cycles()
     if checker.issues:
         raise SpecError(sorted(checker.issues, key=lambda i: (i.path, i.line or 0)))
     return Graph(

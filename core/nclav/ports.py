@@ -240,6 +240,13 @@ class StateStore(Protocol):
 
     def set_tf_state(self, key: str, blob_key: str | None) -> None: ...
 
+    def list_tf_states(self, enclave_id: str) -> list[str]:
+        """Keys (``enclave/partition``) of the enclave's partitions that have a current state.
+
+        May lag a write by a moment on stores that answer it from an index (DynamoDB).
+        """
+        ...
+
     # -- partition mutex: one terraform process per partition, across processes ------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
@@ -275,9 +282,14 @@ class IacRunner(Protocol):
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
-        """``terraform destroy``; False when there was nothing to destroy."""
+        """``terraform destroy``; False when there was nothing to destroy.
+
+        ``files``: the partition's files as last started (from the bundle recorded when its
+        apply began); used to rebuild the working directory when it is not on this machine.
+        """
         ...
 
 

@@ -79,9 +79,21 @@ class ResourceMeta(BaseModel):
 
 
 class PartitionState(BaseModel):
+    """One partition as nclav last worked on it.
+
+    ``desired``, ``bundle`` and ``started_inputs`` are recorded when an apply STARTS, not when
+    it succeeds: terraform may create resources and then fail, and the teardown of whatever it
+    left must run ``terraform destroy`` with the configuration that produced that state.
+    ``bundle`` is the digest of the content-addressed bundle holding the partition's files
+    (``None`` for records written before it was kept); ``started_inputs`` are the resolved
+    inputs the apply was given (the variables ``terraform destroy`` needs again).
+    """
+
     model_config = ConfigDict(frozen=True)
 
     desired: PartitionConfig | None = None
+    bundle: str | None = None
+    started_inputs: dict[str, str] = Field(default_factory=dict)
     meta: ResourceMeta = Field(default_factory=ResourceMeta)
     partition_handle: Handle | None = None
     resolved_outputs: dict[str, str] = Field(default_factory=dict)

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
 from nclav.model import Cloud
 from nclav.plan import Action, Plan, plan_changes, resolve_partition_inputs
-from nclav.state import EnclaveState, Handle, PartitionState
+from nclav.state import EnclaveState, Handle, PartitionState, Status, utc_now
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from nclav.graph import Graph
+    from nclav.model import PartitionConfig
 
 
 def enclave_provisioned(
@@ -39,6 +40,32 @@ def enclave_provisioned(
             "meta": base.meta.active(enclave_hash(loaded)),
         }
     )
+
+
+def partition_started(
+    state: EnclaveState,
+    partition_id: str,
+    status: Status,
+    config: PartitionConfig | None = None,
+    bundle: str | None = None,
+    resolved_inputs: Mapping[str, str] | None = None,
+) -> EnclaveState:
+    """The record as a partition's apply (``config`` given) or teardown starts.
+
+    An apply records what it is about to run before terraform touches anything: the config,
+    the bundle holding its files and the resolved inputs. Whatever terraform then leaves
+    behind, success or not, the teardown can destroy it with exactly that configuration.
+    """
+    old = state.partitions.get(partition_id) or PartitionState()
+    update: dict[str, object] = {"meta": old.meta.started(status)}
+    if config is not None:
+        update |= {
+            "desired": config,
+            "bundle": bundle,
+            "started_inputs": dict(resolved_inputs or {}),
+        }
+    new = old.model_copy(update=update)
+    return state.model_copy(update={"partitions": {**state.partitions, partition_id: new}})
 
 
 def partition_applied(
@@ -90,7 +117,11 @@ def import_wired(
 
 
 def removed(state: EnclaveState, action: Action, target: str) -> EnclaveState:
-    """The record after a partition teardown, an export or an import unwiring."""
+    """The record after a partition teardown, an export or an import unwiring.
+
+    The enclave's ``updated_at`` moves: its record changed, and "last reconciled" (the newest
+    ``updated_at``) must move after an apply that only removed something.
+    """
     field = {
         Action.TEARDOWN_PARTITION: ("partitions",),
         Action.UNWIRE_EXPORT: ("export_handles", "export_hashes"),
@@ -99,7 +130,8 @@ def removed(state: EnclaveState, action: Action, target: str) -> EnclaveState:
     update = {
         name: {k: v for k, v in getattr(state, name).items() if k != target} for name in field
     }
-    return state.model_copy(update=update)
+    meta = state.meta.model_copy(update={"updated_at": utc_now()})
+    return state.model_copy(update={**update, "meta": meta})
 
 
 def simulate_apply(
@@ -148,6 +180,7 @@ __all__ = [
     "export_wired",
     "import_wired",
     "partition_applied",
+    "partition_started",
     "removed",
     "simulate_apply",
 ]

@@ -55,6 +55,7 @@ def enclave_graph_json(state: EnclaveState, requested_id: str) -> dict[str, Any]
             "name": p.desired.name if p.desired else pid,
             "produces": p.desired.produces.value if p.desired and p.desired.produces else None,
             "status": p.meta.status.value,
+            "last_error": p.meta.last_error.model_dump() if p.meta.last_error else None,
         }
         for pid, p in state.partitions.items()
     ]
@@ -126,7 +127,13 @@ def status_json(
                         **part.meta.last_error.model_dump(),
                     }
                 )
-    updated = [s.meta.updated_at for s in states if s.meta.updated_at]
+    # An apply that changes only partitions leaves the enclave's own meta alone: count them too.
+    updated = [
+        stamp
+        for s in states
+        for stamp in (s.meta.updated_at, *(p.meta.updated_at for p in s.partitions.values()))
+        if stamp
+    ]
     return {
         "active_drivers": sorted(c.value for c in drivers),
         "by_status": dict(Counter(s.meta.status.value for s in states)),

@@ -230,6 +230,7 @@ def workload(store: Any) -> None:
     store.unlock("a/p", "1")
     store.set_tf_state("a/p", "k")
     store.get_tf_state("a/p")
+    store.list_tf_states("a")
     store.set_tf_state("a/p", None)
     store.acquire_partition("a/p", "w", 30, T0)
     store.release_partition("a/p", "w")

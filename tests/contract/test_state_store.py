@@ -350,6 +350,18 @@ def test_tf_state_pointer(store: StateStore) -> None:
     store.set_tf_state("e/p", None)
 
 
+def test_tf_states_listed_by_enclave(store: StateStore) -> None:
+    """Exactly the enclave's current pointers: not a neighbour sharing a prefix, not cleared."""
+    assert store.list_tf_states("e") == []
+    for key in ("e/p2", "e/p1", "e_x/p", "e-x/p", "ex/p", "f/p"):
+        store.set_tf_state(key, f"tfstate/{key}/1")
+    store.set_tf_state("e/gone", "tfstate/e/gone/1")
+    store.set_tf_state("e/gone", None)
+    assert store.list_tf_states("e") == ["e/p1", "e/p2"]
+    assert store.list_tf_states("e_x") == ["e_x/p"]
+    assert store.list_tf_states("nobody") == []
+
+
 # -- partition mutex ------------------------------------------------------------------------------
 
 

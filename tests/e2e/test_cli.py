@@ -40,9 +40,9 @@ PRODUCT_A_PLAN = [
     "  + partition product-a-dev/api",
     "  > export product-a-dev/api-http",
     "  > export product-a-dev/db-tcp",
+    "  < import product-a-dev/database",
     "+ enclave web-dev",
     "  + partition web-dev/frontend",
-    "  < import product-a-dev/database",
     "  < import web-dev/product_api",
 ]
 
@@ -317,7 +317,7 @@ def test_apply_then_every_read_command(fresh: Server, tmp_path: Path) -> None:
     assert dot.startswith("digraph nclav {\n  rankdir=LR;\n")
     assert "  subgraph cluster_product_a_dev {\n" in dot
     assert '    "product-a-dev:db" [label="Database [active]", fillcolor="#c8e6c9"];' in dot
-    assert '  "product-a-dev" -> "web-dev" [label="api-http"];' in dot
+    assert '  "product-a-dev:api" -> "web-dev" [label="api-http"];' in dot
     assert dot.endswith("}\n")
     graph = as_json(fresh.cli("graph", "--output", "json"))
     assert sorted(n["id"] for n in graph["nodes"]) == ["product-a-dev", "web-dev"]
@@ -501,6 +501,8 @@ def test_destroy(fresh: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     result = fresh.cli("destroy", "web-dev", input="web\n")
     assert result.exit_code == 1
     assert "  Type 'web-dev' to confirm: " in result.stderr
+    prompt = "This will destroy enclave 'web-dev' and delete its local environment.\n"
+    assert prompt in result.stderr and "GCP" not in result.stderr
     assert "aborted: web-dev not destroyed" in result.stderr
     result = ok(fresh.cli("destroy", "web-dev", input="web-dev\n"))
     assert re.fullmatch(rf"Destroyed enclave web-dev \(run {RUN_ID}\)\.\n", result.stdout)

@@ -122,6 +122,8 @@ class FakeIac:
     delay_s: float = 0.0
     applies: list[ApplyCall] = field(default_factory=list)
     destroys: list[tuple[str | None, str]] = field(default_factory=list)
+    destroy_files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # the last ones
+    workdirs_lost: set[str] = field(default_factory=set)  # "e/p" whose workspace is gone
     overlaps: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -165,16 +167,20 @@ class FakeIac:
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
         key = f"{enclave_id}/{config.id if config else ''}"
         with self.lock:
             self.destroys.append((run_id, key))
+            self.destroy_files[key] = dict(files)
         self._enter(key, "destroy")
         try:
             error = self.failures.next(f"destroy:{key}")
             if error is not None:
                 raise error
+            if key in self.workdirs_lost and not files:
+                return False  # as PartitionIac: no working directory and nothing to rebuild it
             return config is not None
         finally:
             self._leave(key, "destroy")

@@ -46,6 +46,9 @@ def test_the_issue_s_commands_are_all_there() -> None:
         ("iac",),
         ("iac", "runs"),
         ("iac", "logs"),
+        ("init",),
+        ("events",),
+        ("schema",),
     }
 
 
@@ -96,7 +99,17 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 HEAVY = ("pydantic", "yaml", "urllib.request", "http.client", "nclav.config", "nclav.bundle")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["iac", "logs", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["apply", "--help"],
+        ["iac", "logs", "--help"],
+        ["init", "--help"],
+        ["events", "--help"],
+        ["schema", "--help"],
+    ],
+)
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     code = (
         "import sys\nfrom nclav.cli import main\n"

@@ -275,6 +275,8 @@ def test_graph_dot() -> None:
         '    "my-app.dev:api" [label="API [pending]", fillcolor="#ffffff"];',
         "  }",
         "",
+        '  "up" [label="up", style=dashed, fillcolor="#ffffff"];',
+        "",
         '  "up" -> "my-app.dev:api" [label="api"];',
         "}",
     ]
@@ -317,3 +319,46 @@ def test_destroy_order_puts_importers_before_their_exporters() -> None:
     assert teardown_order(enclaves, ["hub", "app"]) == ["hub", "app"]  # not chained directly
     cycle = [state("a", "b"), state("b", "a")]
     assert sorted(teardown_order(cycle, ["a", "b"])) == ["a", "b"]
+
+
+def test_plan_text_lists_each_import_under_its_own_enclave() -> None:
+    """examples/product-a: web-dev imports from product-a-dev, which imports its own db-tcp.
+    The plan wires imports last; the text still shows each under its importer (issue 8 §9)."""
+    from nclav.cli.render import change_lines
+    from nclav.config import load_directory
+    from nclav.graph import validate_graph
+    from nclav.plan import plan_changes
+    from support import EXAMPLES
+
+    graph = validate_graph(load_directory(EXAMPLES / "product-a" / "enclaves"))
+    changes = [c.to_json() for c in plan_changes(graph, {}).changes]
+    assert change_lines(changes) == [
+        "+ enclave product-a-dev",
+        "  + partition product-a-dev/db",
+        "  + partition product-a-dev/api",
+        "  > export product-a-dev/api-http",
+        "  > export product-a-dev/db-tcp",
+        "  < import product-a-dev/database",
+        "+ enclave web-dev",
+        "  + partition web-dev/frontend",
+        "  < import web-dev/product_api",
+    ]
+
+
+def test_readme_plan_examples_are_the_real_plan_of_product_a() -> None:
+    """The README's plan text is what `nclav diff examples/product-a/enclaves` prints."""
+    import re
+
+    from nclav.cli.render import change_lines, diff_summary
+    from nclav.config import load_directory
+    from nclav.graph import validate_graph
+    from nclav.plan import plan_changes
+    from support import EXAMPLES, REPO
+
+    graph = validate_graph(load_directory(EXAMPLES / "product-a" / "enclaves"))
+    changes = [c.to_json() for c in plan_changes(graph, {}).changes]
+    real = "\n".join([*change_lines(changes), diff_summary(changes)])
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    fenced = re.findall(r"^```[a-z]*\n(.*?)\n```$", readme, re.S | re.M)
+    blocks = [b for b in fenced if "would be applied" in b]
+    assert blocks and all(block == real for block in blocks), blocks

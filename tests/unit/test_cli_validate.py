@@ -51,7 +51,9 @@ def test_invalid_tree_lists_every_error(tmp_path: Path) -> None:
     where = f"{root}/product-a/dev/config.yml"
     assert result.stderr.splitlines() == [
         f"{where}:5: regoin: unknown key 'regoin' (did you mean 'region'?)",
-        f"1 error(s) in {root}",
+        f"{where}:11: exports[0].auth: incompatible auth: export 'api-http' has type http "
+        "but auth native; http exports take: mtls, none, oauth, token",
+        f"2 error(s) in {root}",
     ]
 
 
@@ -98,7 +100,14 @@ def test_json_output_when_invalid(tmp_path: Path) -> None:
                 "line": 5,
                 "field": "regoin",
                 "message": "unknown key 'regoin' (did you mean 'region'?)",
-            }
+            },
+            {
+                "path": f"{root}/product-a/dev/config.yml",
+                "line": 11,
+                "field": "exports[0].auth",
+                "message": "incompatible auth: export 'api-http' has type http but auth "
+                "native; http exports take: mtls, none, oauth, token",
+            },
         ],
     }
 

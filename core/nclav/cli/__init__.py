@@ -24,8 +24,11 @@ from nclav.cli.common import (
     global_options,
     settings,
 )
+from nclav.cli.events import events
 from nclav.cli.history import iac, runs
+from nclav.cli.init import init
 from nclav.cli.reconcile import apply, diff
+from nclav.cli.schema import schema
 from nclav.cli.serve import serve
 from nclav.cli.show import graph, orphans, status
 from nclav.cli.teardown import destroy
@@ -90,7 +93,21 @@ def main() -> None:
     """
 
 
-for _command in (serve, validate, diff, apply, status, graph, destroy, orphans, runs, iac):
+for _command in (
+    serve,
+    init,
+    validate,
+    diff,
+    apply,
+    status,
+    graph,
+    destroy,
+    orphans,
+    runs,
+    events,
+    iac,
+    schema,
+):
     main.add_command(_command)
 
 __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "EXIT_UNREACHABLE", "main"]

@@ -14,7 +14,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nclav.cli.common import EXIT_INTERRUPTED, CliError, colors, err, is_tty
+from nclav.cli.common import (
+    EXIT_INTERRUPTED,
+    CliError,
+    InvalidError,
+    UnreachableError,
+    colors,
+    err,
+    is_tty,
+)
 from nclav.cli.render import duration, seconds_between, step_label
 
 if TYPE_CHECKING:
@@ -183,6 +191,73 @@ def _dumb() -> bool:
     return os.environ.get("TERM") == "dumb"
 
 
+RECONNECT_ENV = "NCLAV_RECONNECT_TIMEOUT"
+DEFAULT_RECONNECT_S = 30.0
+
+
+def reconnect_window() -> float:
+    """How long to keep trying a server that went away mid-run: $NCLAV_RECONNECT_TIMEOUT
+    seconds (0 gives up at once), else 30."""
+    import os
+
+    text = os.environ.get(RECONNECT_ENV, "").strip()
+    if not text:
+        return DEFAULT_RECONNECT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise InvalidError(f"{RECONNECT_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _connection_lost(exc: UnreachableError) -> bool:
+    """A dropped or refused connection (worth retrying), not a refused token."""
+    import http.client
+
+    return isinstance(exc.__cause__, OSError | http.client.HTTPException)
+
+
+class _Reconnect:
+    """Retries of a server that went away while a run was followed: one line when it goes,
+    one when it is back, growing pauses (0.5 s up to 5 s) within ``window_s``."""
+
+    def __init__(self, run_id: str, window_s: float, progress: Progress | None) -> None:
+        self.run_id = run_id
+        self.window_s = window_s
+        self.progress = progress
+        self.since: float | None = None
+        self.pause = 0.5
+
+    def lost(self, exc: UnreachableError) -> None:
+        """Wait before the next try, or give up with the run id and how to follow it."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            if self.progress is not None:
+                self.progress.close()  # a live status line must not swallow the message
+            if self.window_s > 0:
+                err(
+                    f"server unreachable, retrying for up to {self.window_s:g}s "
+                    f"(run {self.run_id} carries on on the server)"
+                )
+        left = self.since + self.window_s - now
+        if left <= 0:
+            raise UnreachableError(
+                f"lost the server while following run {self.run_id}: {exc.message}",
+                hint=f"The run carries on once the server is back; follow it with: "
+                f"nclav runs show {self.run_id} --follow",
+            ) from exc
+        time.sleep(min(self.pause, left))
+        self.pause = min(self.pause * 2, 5.0)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            err(f"server reachable again; following run {self.run_id}")
+            self.since, self.pause = None, 0.5
+
+
 def follow_run(
     api: Client,
     run_id: str,
@@ -191,18 +266,29 @@ def follow_run(
     poll_s: float = 0.2,
     max_poll_s: float = 1.0,
     timeout_s: float | None = None,
+    reconnect_s: float | None = None,
 ) -> dict[str, Any]:
     """Poll ``GET /runs/{id}`` until the run is final; returns the final run with its steps.
 
+    When the server goes away (stopped or restarted mid-run), keep trying for
+    ``reconnect_s`` (default ``reconnect_window()``) before exiting 3 with the run id.
     Ctrl-C stops following (the run carries on on the server) and exits 130.
     """
     from nclav.cli.client import seg
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     delay = poll_s
+    retry = _Reconnect(run_id, reconnect_window() if reconnect_s is None else reconnect_s, progress)
     try:
         while True:
-            run: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
+            try:
+                run: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
+            except UnreachableError as exc:
+                if not _connection_lost(exc):
+                    raise
+                retry.lost(exc)
+                continue
+            retry.answered()
             if progress is not None:
                 progress.update(run)
             if run.get("status") in FINAL_RUN:
@@ -225,4 +311,11 @@ def follow_run(
             progress.close()
 
 
-__all__ = ["LineProgress", "LiveProgress", "Progress", "follow_run", "make_progress"]
+__all__ = [
+    "LineProgress",
+    "LiveProgress",
+    "Progress",
+    "follow_run",
+    "make_progress",
+    "reconnect_window",
+]

@@ -79,10 +79,9 @@ def prepare(api: Client, directory: str) -> tuple[str, dict[str, Any]]:
 
 
 def print_changes(changes: Sequence[Mapping[str, Any]]) -> None:
-    from nclav.cli.render import change_line
+    from nclav.cli.render import change_lines
 
-    for change in changes:
-        line = change_line(change)
+    for line in change_lines(changes):  # grouped under each change's enclave
         out(style(line, fg=_COLOURS.get(line.lstrip()[:1])))
 
 

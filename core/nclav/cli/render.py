@@ -48,8 +48,19 @@ def change_line(change: Mapping[str, Any]) -> str:
     return f"{line}  ({reason})" if reason else line
 
 
+def by_enclave(changes: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The changes grouped under their enclave (in the order enclaves first appear), each
+    group in plan order. A plan wires imports after every enclave is created; shown in that
+    order, an enclave's imports would sit under the enclave listed last."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for change in changes:
+        groups.setdefault(change_subject(change)[0], []).append(change)
+    return [change for group in groups.values() for change in group]
+
+
 def change_lines(changes: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [change_line(c) for c in changes]
+    """The plan as text: one line per change, grouped under its enclave."""
+    return [change_line(c) for c in by_enclave(changes)]
 
 
 def diff_summary(changes: Sequence[Mapping[str, Any]]) -> str:
@@ -185,6 +196,37 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         ],
         [38, 11, 9, 9, 8],
     )
+
+
+_EVENT_KEYS = frozenset(
+    {"kind", "id", "at", "enclave_id", "importer_enclave", "partition_id", "seq", "run_id"}
+)
+
+
+def events_table(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``nclav events``: SEQ, TIME, KIND, WHERE (enclave[/partition]) and the event's details
+    (its other fields; an error message by its first line)."""
+    rows = []
+    for event in events:
+        where = event.get("enclave_id") or event.get("importer_enclave") or "-"
+        if event.get("partition_id"):
+            where = f"{where}/{event['partition_id']}"
+        extra = {k: v for k, v in event.items() if k not in _EVENT_KEYS and k != "message"}
+        details = [f"{k}={_first_line(v)}" for k, v in sorted(extra.items())]
+        if event.get("run_id"):
+            details.insert(0, f"run={event['run_id']}")
+        if event.get("message"):
+            details.append(_first_line(event["message"]))
+        rows.append(
+            [
+                str(event.get("seq", "-")),
+                _time(event.get("at")),
+                str(event.get("kind")),
+                str(where),
+                " ".join(details),
+            ]
+        )
+    return table(["SEQ", "TIME", "KIND", "WHERE", "DETAILS"], rows, [7, 21, 21, 28])
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -370,53 +412,90 @@ def _dot_id(text: object) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _export_node(by_id: Mapping[str, Doc], exporter: str, export_name: object) -> str:
+    """The node an import reads from: the partition its export targets, else the exporter's
+    enclave node (an exporter or export the state does not hold)."""
+    desired = (by_id.get(exporter) or {}).get("desired") or {}
+    for exp in desired.get("exports") or []:
+        if exp.get("name") == export_name:
+            target = exp.get("target_partition")
+            if any(p.get("id") == target for p in desired.get("partitions") or []):
+                return f"{exporter}:{target}"
+    return exporter
+
+
 def graph_dot(enclaves: Sequence[Doc], only: str | None = None) -> str:
-    """Graphviz: one cluster per enclave, one edge per import (edges touching ``only``)."""
-    lines = ["digraph nclav {", "  rankdir=LR;", "  node [shape=box, style=filled];", ""]
-    edges: list[tuple[object, str, object]] = []
+    """Graphviz: one cluster per enclave holding its partitions, one edge per import from the
+    partition the export targets to the importing partition, or to the enclave's own node for
+    an enclave-level import. With ``only``: that enclave's cluster and the edges touching it;
+    their far ends are drawn as dashed nodes outside any cluster.
+
+    Node ids: ``enclave`` and ``enclave:partition`` (an id never holds ':')."""
+    by_id = {str(e.get("enclave_id")): e for e in enclaves}
+    edges: list[tuple[str, str, object]] = []
     for state in enclaves:
-        desired = state.get("desired") or {}
         eid = str(state.get("enclave_id"))
+        desired = state.get("desired") or {}
+        sites = [(eid, imp) for imp in desired.get("imports") or []]
+        for part in desired.get("partitions") or []:
+            sites.extend((f"{eid}:{part.get('id')}", imp) for imp in part.get("imports") or [])
+        for dst, imp in sites:
+            src = _export_node(by_id, str(imp.get("from")), imp.get("export_name"))
+            if only is None or only in (src.split(":", 1)[0], eid):
+                edges.append((src, dst, imp.get("export_name")))
+    referenced = {node for src, dst, _ in edges for node in (src, dst)}
+    declared: set[str] = set()
+    lines = ["digraph nclav {", "  rankdir=LR;", "  node [shape=box, style=filled];", ""]
+    for state in enclaves:
+        eid = str(state.get("enclave_id"))
+        if only is not None and eid != only:
+            continue
+        desired = state.get("desired") or {}
         status = (state.get("meta") or {}).get("status")
         cloud = state.get("resolved_cloud")
         cluster = re.sub(r"[^A-Za-z0-9_]", "_", eid)
         label = f"{desired.get('name', eid)}{f' [{cloud}]' if cloud else ''} [{status}]"
         lines.append(f"  subgraph cluster_{cluster} {{")
         lines.append(f"    label={_dot_id(label)};")
+        if eid in referenced:  # the target of enclave-level imports
+            color = _COLOR.get(str(status), "#ffffff")
+            lines.append(
+                f"    {_dot_id(eid)} [label={_dot_id(f'enclave {eid}')}, shape=folder, "
+                f'fillcolor="{color}"];'
+            )
+            declared.add(eid)
         parts = state.get("partitions") or {}
         for part in desired.get("partitions") or []:
             pid = part.get("id")
             pstatus = _partition_status(parts.get(pid))
-            node = _dot_id(f"{eid}:{pid}")
+            node = f"{eid}:{pid}"
             plabel = _dot_id(f"{part.get('name', pid)} [{pstatus}]")
             color = _COLOR.get(pstatus, "#ffffff")
-            lines.append(f'    {node} [label={plabel}, fillcolor="{color}"];')
+            lines.append(f'    {_dot_id(node)} [label={plabel}, fillcolor="{color}"];')
+            declared.add(node)
         lines.append("  }")
         lines.append("")
-        for imp in desired.get("imports") or []:
-            edges.append((imp.get("from"), eid, imp.get("export_name")))
-        for part in desired.get("partitions") or []:
-            for imp in part.get("imports") or []:
-                edges.append((imp.get("from"), f"{eid}:{part.get('id')}", imp.get("export_name")))
-    return "\n".join(lines + _edge_lines(edges, only) + ["}"])
-
-
-def _edge_lines(edges: Sequence[tuple[object, str, object]], only: str | None) -> list[str]:
-    out = []
+    outside = sorted(referenced - declared)
+    for node in outside:  # an exporter not shown (--enclave) or not applied
+        lines.append(
+            f'  {_dot_id(node)} [label={_dot_id(node)}, style=dashed, fillcolor="#ffffff"];'
+        )
+    if outside:
+        lines.append("")
     for src, dst, name in edges:
-        if only is not None and only not in (src, dst.split(":", 1)[0]):
-            continue
-        out.append(f"  {_dot_id(src)} -> {_dot_id(dst)} [label={_dot_id(name)}];")
-    return out
+        lines.append(f"  {_dot_id(src)} -> {_dot_id(dst)} [label={_dot_id(name)}];")
+    return "\n".join([*lines, "}"])
 
 
 __all__ = [
+    "by_enclave",
     "change_line",
     "change_lines",
     "change_subject",
     "deletions",
     "diff_summary",
     "error_lines",
+    "events_table",
     "graph_dot",
     "graph_text",
     "iac_log_header",

@@ -68,7 +68,7 @@ def graph(output: str, enclave: str | None) -> None:
     if enclave is not None and not chosen:
         raise CliError(f"enclave {enclave!r} not found")
     if output == "dot":
-        out(graph_dot(chosen, enclave))
+        out(graph_dot(enclaves, enclave))  # all of them: an edge starts at its exporter
         return
     if not chosen:
         err("No enclaves applied yet.")

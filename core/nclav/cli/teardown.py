@@ -46,6 +46,38 @@ def teardown_order(enclaves: Sequence[dict[str, Any]], ids: Sequence[str]) -> li
     return order
 
 
+# What deleting an enclave's environment means on each cloud (cloud-drivers-spec: GCP 2.x,
+# Azure 3.5, AWS 4.5): only the clouds that keep something say so.
+_ENVIRONMENT = {
+    "local": "delete its local environment",
+    "gcp": "delete its GCP project (held 30 days by GCP, and restorable during that time)",
+    "azure": "cancel its Azure subscription (its resources linger about 90 days; final "
+    "deletion is manual)",
+    "aws": "close its AWS account (AWS keeps a closed account suspended for 90 days; "
+    "account closures are limited per rolling 30 days)",
+}
+
+
+def destroy_prompt(enclave_id: str, cloud: str | None) -> list[str]:
+    """The warning shown before destroying an enclave, saying what its cloud keeps."""
+    what = _ENVIRONMENT.get(str(cloud), "delete its cloud environment")
+    return [f"This will destroy enclave '{enclave_id}' and {what}."]
+
+
+def _cloud_of(api: Client, enclaves: Sequence[dict[str, Any]], enclave_id: str) -> str | None:
+    """The enclave's resolved cloud, for the prompt; None when the server does not say."""
+    from nclav.cli.client import ApiError, seg
+
+    found = next((e for e in enclaves if e.get("enclave_id") == enclave_id), None)
+    if found is None:
+        try:
+            found = api.get(f"/enclaves/{seg(enclave_id)}")
+        except ApiError:  # the DELETE reports a missing enclave
+            return None
+    cloud = (found or {}).get("resolved_cloud")
+    return str(cloud) if cloud else None
+
+
 def _confirm(lines: Sequence[str], expected: str, yes: bool, what: str) -> bool:
     """On a terminal, ask to type ``expected``; elsewhere only --yes confirms."""
     if yes:
@@ -182,10 +214,7 @@ def destroy(
             yes = True  # one confirmation covers them all
         for eid in teardown_order(enclaves, ids) if len(ids) > 1 else ids:
             what = f"enclave {eid}"
-            lines = [
-                f"This will destroy enclave '{eid}' and delete its cloud environment "
-                "(30-day hold for GCP)."
-            ]
+            lines = destroy_prompt(eid, None if yes else _cloud_of(api, enclaves, eid))
             if _confirm(lines, eid, yes, eid):
                 results.append(_run(api, f"/enclaves/{seg(eid)}", what, wait, no_progress, output))
             else:
@@ -201,4 +230,4 @@ def destroy(
         )
 
 
-__all__ = ["destroy", "teardown_order"]
+__all__ = ["destroy", "destroy_prompt", "teardown_order"]

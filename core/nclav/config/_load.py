@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,10 +46,14 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 CONFIG = "config.yml"
+# (enclave id, partition id or "", top-level key or "", name or "") of something left out of a
+# broken document; "*" stands for any id or name the loader could not read.
+Broken = tuple[str, str, str, str]
 _ENCLAVE_ONLY = frozenset({"region", "cloud", "network", "dns", "identity", "partitions"})
 _PARTITION_ONLY = frozenset({"produces", "backend", "terraform", "inputs", "declared_outputs"})
 _IGNORED_SUFFIXES = (".tfstate", ".tfstate.backup")
 _IGNORED_DIRS = frozenset({"terraform.tfstate.d"})
+_ID_RE = re.compile(EnclaveConfig.model_fields["id"].metadata[0].pattern)
 
 
 def _keys(model: type[BaseModel]) -> frozenset[str]:
@@ -125,6 +130,9 @@ class Desired:
 
     enclaves: tuple[LoadedEnclave, ...]
     files_read: tuple[str, ...] = ()  # every file the loader read, relative to the root
+    # Only while a broken tree is checked further (see ``load_tree``): what the loader had to
+    # leave out, so graph checks do not report its absence. Empty for every tree that loads.
+    broken: frozenset[Broken] = frozenset()
 
     def enclave(self, enclave_id: str) -> LoadedEnclave | None:
         for e in self.enclaves:
@@ -138,6 +146,7 @@ class _Walk:
         self.source = source
         self.issues: list[Issue] = []
         self.read: list[str] = []
+        self.broken: set[Broken] = set()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -187,9 +196,11 @@ class _Walk:
         where = display(self.source, cfg_rel)
         parsed = self._parse(cfg_rel)
         if parsed is None:
+            self.broken.add(("*", "", "", ""))
             return None
         value, node, raw = parsed
         if not (_ENCLAVE_ONLY & value.keys()):
+            self.broken.add(("*", "", "", ""))
             hint = (
                 "this looks like a partition config outside of any enclave directory"
                 if _PARTITION_ONLY & value.keys()
@@ -197,14 +208,16 @@ class _Walk:
             )
             self.issues.append(Issue(where, 1, "", f"not an enclave config: {hint}"))
             return None
-        config = self._validate(EnclaveConfig, value, node, where, ENCLAVE_KEYS)
-        partitions = self._partitions(rel, subdirs, value, node, where)
+        eid = _text_id(value)
+        config = self._validate(EnclaveConfig, value, node, where, ENCLAVE_KEYS, (eid, ""))
+        partitions = self._partitions(rel, subdirs, value, node, where, eid)
         if config is None:
+            self.broken.add((eid, "", "", ""))
             return None
         return LoadedEnclave(config, where, rel, tuple(partitions), raw)
 
     def _partitions(
-        self, rel: str, subdirs: list[str], value: dict[str, Any], node: Node, where: str
+        self, rel: str, subdirs: list[str], value: dict[str, Any], node: Node, where: str, eid: str
     ) -> list[LoadedPartition]:
         listed = value.get("partitions")
         out: list[LoadedPartition] = []
@@ -222,8 +235,9 @@ class _Walk:
                             f"partition directory {name!r} has no {CONFIG}",
                         )
                     )
+                    self.broken.add((eid, "*", "", ""))
                     continue
-                loaded = self._partition_at(part_rel, self.source.listdir(part_rel))
+                loaded = self._partition_at(part_rel, self.source.listdir(part_rel), eid)
                 if loaded:
                     out.append(loaded)
             return out
@@ -231,21 +245,23 @@ class _Walk:
             part_rel = join(rel, name)
             listing = self.source.listdir(part_rel)
             if CONFIG in listing[1]:
-                loaded = self._partition_at(part_rel, listing)
+                loaded = self._partition_at(part_rel, listing, eid)
                 if loaded:
                     out.append(loaded)
         return out
 
     def _partition_at(
-        self, rel: str, listing: tuple[list[str], list[str]]
+        self, rel: str, listing: tuple[list[str], list[str]], eid: str
     ) -> LoadedPartition | None:
         cfg_rel = join(rel, CONFIG)
         where = display(self.source, cfg_rel)
         parsed = self._parse(cfg_rel)
         if parsed is None:
+            self.broken.add((eid, "*", "", ""))
             return None
         value, node, raw = parsed
         if _ENCLAVE_ONLY & value.keys() and not (_PARTITION_ONLY & value.keys()):
+            self.broken.add((eid, "*", "", ""))
             self.issues.append(
                 Issue(
                     where,
@@ -256,9 +272,11 @@ class _Walk:
                 )
             )
             return None
-        config = self._validate(PartitionConfig, value, node, where, PARTITION_KEYS)
+        pid = _text_id(value)
+        config = self._validate(PartitionConfig, value, node, where, PARTITION_KEYS, (eid, pid))
         files = self._partition_files(rel, "", listing)
         if config is None:
+            self.broken.add((eid, pid, "", ""))
             return None
         return LoadedPartition(config, where, rel, files, raw)
 
@@ -282,14 +300,24 @@ class _Walk:
     # -- model validation ----------------------------------------------------------------
 
     def _validate(
-        self, model: type[M], value: dict[str, Any], node: Node, where: str, known: frozenset[str]
+        self,
+        model: type[M],
+        value: dict[str, Any],
+        node: Node,
+        where: str,
+        known: frozenset[str],
+        owner: tuple[str, str],
     ) -> M | None:
+        """The document as ``model``; when it is invalid, every error is an issue and the
+        document is read again without the invalid parts (``_lenient``), so that the graph
+        checks still see the rest of it: one bad enum must not hide a broken reference."""
         try:
             return model.model_validate(value)
         except ValidationError as exc:
-            for err in exc.errors(include_url=False):
+            errors = exc.errors(include_url=False)
+            for err in errors:
                 self.issues.append(_issue_from_pydantic(err, node, where, known))
-            return None
+            return _lenient(model, value, errors, owner, self.broken)
 
 
 def _issue_from_pydantic(err: Any, node: Node, where: str, known: frozenset[str]) -> Issue:
@@ -341,6 +369,86 @@ def _issue_from_pydantic(err: Any, node: Node, where: str, known: frozenset[str]
     return Issue(where, line_of(node, loc), field_name, str(err["msg"]))
 
 
+def _text_id(value: dict[str, Any]) -> str:
+    """A document's id as written, or "*" (any) when it is not a valid id."""
+    ident = value.get("id")
+    return ident if isinstance(ident, str) and _ID_RE.match(ident) else "*"
+
+
+_LENIENT_ROUNDS = 4  # dropping a part can reveal no new error in practice; a bound all the same
+
+
+def _lenient(
+    model: type[M],
+    value: dict[str, Any],
+    errors: list[Any],
+    owner: tuple[str, str],
+    broken: set[Broken],
+) -> M | None:
+    """``value`` validated again without the parts that failed, recording each left-out part
+    in ``broken``; None when a required field itself is invalid (nothing to identify it by).
+
+    Only ever used to check the rest of a tree that already has errors: its result is never
+    planned or applied (``load_tree`` raises the SpecError in every case)."""
+    doc = dict(value)
+    for _ in range(_LENIENT_ROUNDS):
+        for err in errors:
+            loc = tuple(p for p in err["loc"] if p != "[key]")
+            if not loc or not isinstance(loc[0], str):
+                return None
+            key = loc[0]
+            inner = doc.get(key)
+            if len(loc) >= 2 and isinstance(inner, list) and isinstance(loc[1], int):
+                if 0 <= loc[1] < len(inner) and inner[loc[1]] is not _GONE:
+                    item = inner[loc[1]]
+                    name = _item_name(key, item)
+                    inner = list(inner)
+                    inner[loc[1]] = _GONE
+                    doc[key] = inner
+                    broken.add((*_scope(owner, key), key, name))
+                continue
+            if len(loc) >= 2 and isinstance(inner, dict) and loc[1] in inner:
+                doc[key] = {k: v for k, v in inner.items() if k != loc[1]}
+                broken.add((*_scope(owner, key), key, "*"))
+                continue
+            field_info = model.model_fields.get(key) or next(
+                (f for f in model.model_fields.values() if f.alias == key), None
+            )
+            if field_info is None:  # an unknown key: leaving it out is the whole fix
+                doc.pop(key, None)
+                continue
+            if field_info.is_required():
+                return None
+            doc.pop(key, None)
+            broken.add((*_scope(owner, key), key, "*"))
+        doc = {
+            k: [i for i in v if i is not _GONE] if isinstance(v, list) else v
+            for k, v in doc.items()
+        }
+        try:
+            return model.model_validate(doc)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+    return None
+
+
+_GONE = object()  # a list item left out by ``_lenient`` (removed once a round is done)
+
+
+def _scope(owner: tuple[str, str], key: str) -> tuple[str, str]:
+    """Import aliases share one namespace per enclave: record them at the enclave."""
+    return (owner[0], "") if key == "imports" else owner
+
+
+def _item_name(key: str, item: object) -> str:
+    field_name = {"imports": "alias", "exports": "name"}.get(key)
+    if field_name and isinstance(item, dict):
+        name = item.get(field_name)
+        if isinstance(name, str) and name:
+            return name
+    return "*"
+
+
 def _describe(value: object) -> str:
     if value is None:
         return "nothing (null)"
@@ -360,8 +468,19 @@ def load_tree(source: TreeSource) -> Desired:
     except SpecError as exc:  # listing a directory failed: nothing sensible can follow
         raise SpecError([*walk.issues, *exc.issues]) from None
     if walk.issues:
-        raise SpecError(sorted(walk.issues, key=lambda i: (i.path, i.line or 0)))
+        issues = list(walk.issues)
+        # Check the references and templates of what did load, so every problem is reported
+        # at once. Graph problems that only echo a loader error are left out (``broken``).
+        from nclav.graph import validate_graph
+
+        try:
+            with paused_gc():
+                validate_graph(Desired(tuple(enclaves), tuple(walk.read), frozenset(walk.broken)))
+        except SpecError as exc:
+            issues.extend(i for i in exc.issues if i not in walk.issues)
+        unique = list(dict.fromkeys(issues))
+        raise SpecError(sorted(unique, key=lambda i: (i.path, i.line or 0)))
     return Desired(tuple(enclaves), tuple(walk.read))
 
 
-__all__ = ["CONFIG", "Desired", "LoadedEnclave", "LoadedPartition", "load_tree"]
+__all__ = ["CONFIG", "Broken", "Desired", "LoadedEnclave", "LoadedPartition", "load_tree"]

@@ -44,7 +44,7 @@ class DirectorySource:
 
     def __init__(self, root: str | os.PathLike[str], display_root: str | None = None) -> None:
         self.root = os.path.realpath(root)
-        self.display_root = str(root) if display_root is None else display_root
+        self.display_root = escape_name(str(root) if display_root is None else display_root)
         if not os.path.isdir(self.root):
             what = "does not exist" if not os.path.exists(self.root) else "is not a directory"
             raise SpecError([Issue(self.display_root, None, "", f"enclaves directory {what}")])
@@ -73,11 +73,21 @@ class DirectorySource:
         except OSError as exc:
             issue = Issue(display(self, rel), None, "", f"cannot read: {exc.strerror}")
             raise SpecError([issue]) from exc
+        bad_names: list[Issue] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
+            if not _is_utf8(entry.name):
+                # A bundle carries UTF-8 paths only: refuse here too, so `validate` and
+                # `diff` agree about the same tree.
+                where = display(self, join(rel, escape_name(entry.name)))
+                bad_names.append(Issue(where, None, "", "file name is not valid UTF-8: rename it"))
+                continue
             if entry.is_symlink():
-                problem = self._link_problem(rel, entry.path)
+                try:
+                    problem = self._link_problem(rel, entry.path)
+                except OSError as exc:  # e.g. /proc/1/cwd: the link cannot even be resolved
+                    problem = f"cannot read symbolic link: {exc.strerror}"
                 if problem:
                     raise SpecError(
                         [Issue(display(self, join(rel, entry.name)), None, "", problem)]
@@ -89,6 +99,8 @@ class DirectorySource:
                     files.append(entry.name)
             except OSError:
                 continue  # a dangling link is not part of the tree
+        if bad_names:  # refused like a bad link: every wrapper of a source passes it on
+            raise SpecError(bad_names)
         dirs.sort()
         files.sort()
         return dirs, files
@@ -147,6 +159,22 @@ class BundleSource:
 
     def is_file(self, rel: str) -> bool:
         return rel in self.files
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by os as lone surrogates
+        return False
+    return True
+
+
+def escape_name(name: str) -> str:
+    """A file name that may hold undecodable bytes (as surrogates), printable and UTF-8 safe:
+    each such byte becomes ``\\xNN``."""
+    if _is_utf8(name):
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def bundle_path_problem(path: str) -> str | None:

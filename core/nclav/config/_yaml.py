@@ -64,9 +64,42 @@ def compose(data: bytes | str) -> Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlDocError(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from exc
+        raise YamlDocError(f"invalid YAML: {problem}", mark.line + 1 if mark else 1) from exc
+    except yaml.reader.ReaderError as exc:
+        # Invalid UTF-8, NUL or another control character: PyYAML only gives an offset
+        # (bytes for the C reader and undecodable input, characters otherwise).
+        raise YamlDocError(_reader_message(exc), _line_at(data, exc)) from exc
     except yaml.YAMLError as exc:
-        raise YamlDocError(f"invalid YAML: {exc}", None) from exc
+        raise YamlDocError(f"invalid YAML: {_first_line(exc)}", 1) from exc
+    except RecursionError as exc:  # a deeply nested flow collection, before our depth check
+        raise YamlDocError("invalid YAML: nesting too deep", 1) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0] or type(exc).__name__
+
+
+def _reader_message(exc: yaml.reader.ReaderError) -> str:
+    char = exc.character
+    if isinstance(char, bytes):
+        what = f"byte 0x{char[0]:02x}" if char else "byte"
+    elif isinstance(char, int):
+        undecodable = any(w in str(exc.reason) for w in ("UTF", "byte", "octet"))
+        what = f"byte 0x{char:02x}" if undecodable else f"character U+{char:04X}"
+    else:
+        what = f"character U+{ord(char):04X}" if isinstance(char, str) and char else "character"
+    reason = str(exc.reason).rstrip(".")
+    return f"invalid YAML: unacceptable {what}: {reason}"
+
+
+def _line_at(data: bytes | str, exc: yaml.reader.ReaderError) -> int:
+    """The 1-based line holding a reader error's offset."""
+    position = max(int(exc.position or 0), 0)
+    if isinstance(data, str):
+        return data.count("\n", 0, position) + 1
+    if isinstance(exc.character, str):  # the pure-Python reader counts decoded characters
+        return data.decode("utf-8", "replace").count("\n", 0, position) + 1
+    return data.count(b"\n", 0, position) + 1
 
 
 def to_plain(node: Node) -> Any:

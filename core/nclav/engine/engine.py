@@ -189,7 +189,7 @@ class Engine:
             self._finish(step, StepStatus.FAILED, error, failed=self._context(run_id))
             return
         graph, files = self.bundles(run.bundle) if run.bundle else (empty_graph(Desired(())), {})
-        ctx = self._context(run_id, graph, files)
+        ctx = self._context(run_id, graph, files, run.bundle)
         try:
             with self._lease_kept(step):
                 outcome = carry_out(ctx, step)
@@ -239,6 +239,7 @@ class Engine:
         run_id: str,
         graph: Graph | None = None,
         files: Mapping[str, Mapping[str, bytes]] | None = None,
+        bundle: str | None = None,
     ) -> StepContext:
         """What a step works with; without a graph only failures can be recorded with it."""
         return StepContext(
@@ -250,6 +251,9 @@ class Engine:
             iac=self.iac,
             run_id=run_id,
             event=self._event,
+            bundle=bundle,
+            bundles=self.bundles,
+            blobs=self.blobs,
         )
 
     def _retry_or_fail(

@@ -8,9 +8,10 @@ each (enclave, partition) across processes; Terraform's own state lock is the la
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from nclav.errors import TemporaryError
@@ -100,23 +101,53 @@ class PartitionIac:
         run_id: str | None,
         enclave_id: str,
         config: PartitionConfig | None,
+        files: Mapping[str, bytes],
         env: Mapping[str, str],
     ) -> bool:
-        """Run ``terraform destroy`` in the partition's workspace; False when there is none."""
+        """Run ``terraform destroy`` for the partition; False when there is nothing to run.
+
+        Without a workspace on this machine, and with state in the state store, it is rebuilt
+        from ``files`` (the files the partition's last apply started with) and the inputs
+        recorded with them. After a successful destroy the workspace goes, and the enclave's
+        directory once it is empty.
+        """
         partition_id = config.id if config else ""
         workdir = self.workdir(enclave_id, partition_id)
-        if config is None or not workdir.is_dir():
+        if config is None:
             return False
-        tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
         backend = self._backend(enclave_id, partition_id)
+        if not workdir.is_dir() and not (
+            files and backend and self.store.get_tf_state(f"{enclave_id}/{partition_id}")
+        ):
+            return False  # no state anywhere (an apply that failed before terraform ran)
+        tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
         with (
             self._exclusive(enclave_id, partition_id),
             self._recorded(run_id, enclave_id, partition_id, IacOperation.TEARDOWN) as log,
         ):
+            if not workdir.is_dir():
+                prepare_workspace(
+                    workdir,
+                    files=files,
+                    source=config.terraform.source if config.terraform else None,
+                    enclave_id=enclave_id,
+                    partition_id=partition_id,
+                    inputs=self._started_inputs(enclave_id, partition_id),
+                    declared_outputs=config.declared_outputs,
+                    backend=backend,
+                )
             TerraformRunner(tool, timeout_s=self.timeout_s).destroy(
                 workdir, env=env, backend=backend, log=log
             )
+        shutil.rmtree(workdir, ignore_errors=True)
+        with suppress(OSError):
+            workdir.parent.rmdir()  # only when no other partition's workspace is left
         return True
+
+    def _started_inputs(self, enclave_id: str, partition_id: str) -> dict[str, str]:
+        found = self.store.get_enclave(enclave_id)
+        part = found[0].partitions.get(partition_id) if found else None
+        return dict(part.started_inputs) if part else {}
 
     # -- helpers ---------------------------------------------------------------------------
 

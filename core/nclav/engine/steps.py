@@ -8,12 +8,14 @@ the meantime, and try again if somebody did.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from nclav import transitions
-from nclav.errors import ConflictError, PermanentError
+from nclav.errors import ConflictError, NotFoundError, PermanentError, SpecError
 from nclav.hashing import export_hash, import_hash, inputs_hash, partition_hash
+from nclav.iac.state_backend import TerraformStateBackend
 from nclav.plan import Action, resolve_partition_inputs
 from nclav.records import EventKind, StepStatus
 from nclav.state import EnclaveState, PartitionState, Status
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
     from nclav.engine.driver import Driver
     from nclav.graph import Graph
     from nclav.model import Cloud
-    from nclav.ports import IacRunner, StateStore
+    from nclav.ports import BlobStore, IacRunner, StateStore
     from nclav.records import StepRecord
+
+    # The engine's loader of a bundle by digest: its graph and files by "enclave/partition".
+    BundleLoader = Callable[[str], tuple[Graph, Mapping[str, Mapping[str, bytes]]]]
 
 
 class EventSink(Protocol):
@@ -50,6 +55,28 @@ class StepContext:
     iac: IacRunner
     run_id: str
     event: EventSink
+    # The run's bundle digest (None for a teardown-only run), and the engine's loader of any
+    # bundle by digest: a teardown needs the files a partition was last started with.
+    bundle: str | None = None
+    bundles: BundleLoader | None = None
+    blobs: BlobStore | None = None  # to read a Terraform state's resources
+
+    def holds_tf_state(self, key: str) -> bool:
+        """Whether the state store's current Terraform state ``key`` holds any resource.
+
+        A state emptied by ``terraform destroy`` (what every teardown leaves, readable after
+        it) holds none; one that cannot be read or parsed counts as holding some.
+        """
+        pointer = self.store.get_tf_state(key)
+        if pointer is None:
+            return False
+        if self.blobs is None:
+            return True
+        try:
+            doc = json.loads(self.blobs.get(pointer))
+        except (NotFoundError, ValueError):
+            return True
+        return not isinstance(doc, dict) or doc.get("resources") != []
 
     def driver_for(self, cloud: Cloud | None) -> Driver:
         cloud = cloud or self.default_cloud
@@ -147,7 +174,13 @@ def _provision_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     ):
         return StepStatus.SKIPPED
     driver = ctx.driver_for(state.resolved_cloud)
-    ctx.update(eid, lambda s: _partition_started(_require(s, eid), pid))
+    status = Status.UPDATING if stored and stored.partition_handle else Status.PROVISIONING
+    ctx.update(
+        eid,
+        lambda s: transitions.partition_started(
+            _require(s, eid), pid, status, part.config, ctx.bundle, inputs
+        ),
+    )
     try:
         handle = driver.provision_partition(
             loaded.config, part.config, stored.partition_handle if stored else None
@@ -223,11 +256,25 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
         return StepStatus.SUCCEEDED  # already gone (a redelivered message)
     state = found[0]
     stored = state.partitions[pid]
+    state_key = TerraformStateBackend.key(eid, pid)
     driver = ctx.driver_for(state.resolved_cloud)
     env = driver.auth_env(state.enclave_handle, stored.partition_handle)
-    ctx.update(eid, lambda s: _partition_started(_require(s, eid), pid, Status.DELETING))
+    ctx.update(
+        eid,
+        lambda s: transitions.partition_started(_require(s, eid), pid, Status.DELETING),
+    )
     try:
-        ctx.iac.destroy(ctx.run_id, eid, stored.desired, env)
+        if stored.desired is None and ctx.holds_tf_state(state_key):
+            raise PermanentError(_unrecorded_config(eid, pid))
+        files, missing = _files_as_started(ctx, eid, pid, stored)
+        destroyed = ctx.iac.destroy(ctx.run_id, eid, stored.desired, files, env)
+        if not destroyed and ctx.holds_tf_state(state_key):
+            raise PermanentError(
+                f"partition {eid}/{pid} holds Terraform state ({state_key}) but terraform "
+                "destroy could not run: neither its working directory nor its files are "
+                f"available{f' ({missing})' if missing else ''}. Apply the partition again, "
+                "then remove it."
+            )
         driver.teardown_partition(eid, pid, stored.partition_handle)
     except PermanentError as exc:
         _mark_failed(ctx, eid, pid, str(exc))
@@ -235,6 +282,38 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     ctx.update(eid, lambda s: transitions.removed(s, Action.TEARDOWN_PARTITION, pid) if s else None)
     ctx.event(EventKind.PARTITION_DELETED, enclave_id=eid, partition_id=pid, run_id=ctx.run_id)
     return StepStatus.SUCCEEDED
+
+
+def _unrecorded_config(eid: str, pid: str) -> str:
+    return (
+        f"partition {eid}/{pid} holds Terraform state but nclav has no record of the "
+        "configuration that produced it (written by an older nclav version), so it cannot run "
+        "terraform destroy. Either apply the partition again (add it back to the tree and "
+        "apply), then remove it; or destroy its resources yourself and delete the state with "
+        f"DELETE /terraform/state/{eid}/{pid}, then apply again."
+    )
+
+
+def _files_as_started(
+    ctx: StepContext, eid: str, pid: str, stored: PartitionState
+) -> tuple[Mapping[str, bytes], str | None]:
+    """The partition's files from the bundle its last apply started with, or why there are none.
+
+    A bundle that no longer loads is not an error by itself: the working directory may still
+    be on this machine. It becomes one only when terraform destroy then could not run.
+    """
+    key = f"{eid}/{pid}"
+    if stored.bundle is None:
+        return {}, "no bundle was recorded for it"
+    if stored.bundle == ctx.bundle:
+        return ctx.files.get(key, {}), None
+    if ctx.bundles is None:
+        return {}, "no bundle loader"
+    try:
+        _, files = ctx.bundles(stored.bundle)
+    except (NotFoundError, SpecError) as exc:
+        return {}, f"bundle {stored.bundle} its last apply started with does not load: {exc}"
+    return files.get(key, {}), None
 
 
 def _unwire(ctx: StepContext, step: StepRecord) -> StepStatus:
@@ -261,6 +340,14 @@ def _teardown_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
     if found is None:
         return StepStatus.SUCCEEDED
     state = found[0]
+    left = _still_held(ctx, state)
+    if left:
+        message = (
+            f"enclave {eid} was not torn down: it still holds {'; '.join(left)}. Tear those "
+            "down first (apply a tree without them, or nclav destroy the enclave again)."
+        )
+        _mark_failed(ctx, eid, None, message)
+        raise PermanentError(message)
     ctx.update(
         eid,
         lambda s: s.model_copy(update={"meta": s.meta.started(Status.DELETING)}) if s else None,
@@ -271,12 +358,15 @@ def _teardown_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
     return StepStatus.SUCCEEDED
 
 
-def _partition_started(state: EnclaveState, pid: str, status: Status | None = None) -> EnclaveState:
-    old = state.partitions.get(pid) or PartitionState()
-    if status is None:
-        status = Status.UPDATING if old.partition_handle else Status.PROVISIONING
-    new = old.model_copy(update={"meta": old.meta.started(status)})
-    return state.model_copy(update={"partitions": {**state.partitions, pid: new}})
+def _still_held(ctx: StepContext, state: EnclaveState) -> list[str]:
+    """What dropping this enclave's record would forget: partitions, Terraform states."""
+    left: list[str] = []
+    if state.partitions:
+        left.append(f"partitions {', '.join(sorted(state.partitions))}")
+    states = sorted(k for k in ctx.store.list_tf_states(state.enclave_id) if ctx.holds_tf_state(k))
+    if states:
+        left.append(f"Terraform state {', '.join(states)}")
+    return left
 
 
 def _mark_failed(ctx: StepContext, eid: str, pid: str | None, message: str) -> None:

@@ -327,6 +327,11 @@ class InMemoryStateStore:
             else:
                 self._tf_state[key] = blob_key
 
+    def list_tf_states(self, enclave_id: str) -> list[str]:
+        prefix = f"{enclave_id}/"
+        with self._lock:
+            return sorted(k for k in self._tf_state if k.startswith(prefix))
+
     # -- partition mutex -------------------------------------------------------------------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:

@@ -263,6 +263,15 @@ class SqliteStateStore(SqliteSteps):
                     (key, blob_key),
                 )
 
+    def list_tf_states(self, enclave_id: str) -> list[str]:
+        # A range on the primary key ('0' is the character after '/'), not LIKE: an id's '_'
+        # would be a LIKE wildcard.
+        rows = self._db.rows(
+            "SELECT key FROM tf_state WHERE key > ? AND key < ? ORDER BY key",
+            (f"{enclave_id}/", f"{enclave_id}0"),
+        )
+        return [str(r["key"]) for r in rows]
+
     # -- partition mutex ---------------------------------------------------------------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
