@@ -205,6 +205,7 @@ class PartitionNode(BaseModel):
     name: str
     produces: str | None
     status: str
+    last_error: LastError | None
 
 
 class ExportEdge(BaseModel):
