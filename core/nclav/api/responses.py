@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAdapter
 
 from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
-from nclav.model import EnclaveConfig, Id, PartitionConfig
-from nclav.plan import Action
-from nclav.records import EventField, IacRun, IacStatus, Run, StepRecord
-from nclav.state import LastError, ResourceMeta
+from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
+from nclav.plan import Action, ChangeKind
+from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
+from nclav.state import LastError, ResourceMeta, Status
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -112,7 +112,7 @@ class PlannedChange(BaseModel):
     """``Change.to_json``: which id fields appear depends on the kind."""
 
     model_config = _VIEW
-    kind: str
+    kind: ChangeKind
     id: str | None = None
     enclave_id: str | None = None
     partition_id: str | None = None
@@ -190,7 +190,7 @@ class EnclaveView(BaseModel):
     export_handles: dict[str, dict[str, JsonValue]]
     import_handles: dict[str, dict[str, JsonValue]]
     meta: ResourceMeta
-    resolved_cloud: str | None
+    resolved_cloud: Cloud | None
     context_vars: dict[str, str]
     partitions: dict[str, PartitionView]
 
@@ -203,8 +203,8 @@ class PartitionNode(BaseModel):
     model_config = _VIEW
     id: str
     name: str
-    produces: str | None
-    status: str
+    produces: ExportType | None
+    status: Status
     last_error: LastError | None
 
 
@@ -212,7 +212,7 @@ class ExportEdge(BaseModel):
     model_config = _VIEW
     export_name: str
     from_: str = Field(alias="from")
-    type: str
+    type: ExportType
 
 
 class EnclaveGraph(BaseModel):
@@ -222,15 +222,15 @@ class EnclaveGraph(BaseModel):
     enclave: str
     nodes: list[PartitionNode]
     edges: list[ExportEdge]
-    status: str
+    status: Status
 
 
 class EnclaveNode(BaseModel):
     model_config = _VIEW
     id: str
     name: str
-    cloud: str | None
-    status: str
+    cloud: Cloud | None
+    status: Status
     created_at: str | None
     updated_at: str | None
     last_error: LastError | None
@@ -266,9 +266,9 @@ class StatusView(BaseModel):
     """``views.status_json``."""
 
     model_config = _VIEW
-    active_drivers: list[str]
-    by_status: dict[str, int]
-    default_cloud: str
+    active_drivers: list[Cloud]
+    by_status: dict[Status, int]
+    default_cloud: Cloud
     enclave_count: int
     errors: list[StatusError]
     last_reconciled_at: str | None
@@ -281,7 +281,7 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, EventField]
 
-    kind: str
+    kind: EventKind
     id: str
     at: str
     seq: int
