@@ -4,10 +4,10 @@ Path parameters come from each pattern, request bodies from ``request_model``'s 
 (nested models hoisted into ``components.schemas``), security from each route's auth mode, and
 every operation documents the one error shape as its default response.
 
-Responses come from a table of ``Reply`` per route (nclav's is ``nclav.api.responses``): every
-status a route answers on success, or with a body other than the error shape, with its media
-type and schema. A route missing from the table falls back to its own ``status`` and
-``response_model``.
+Responses come from a table of ``Reply`` per route (nclav's, ``nclav.api.responses``, unless
+another ``ApiDescription`` is given): every status a route answers on success, or with a body
+other than the error shape, with its media type and schema. A route missing from the table
+falls back to its own ``status`` and ``response_model``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from nclav.api.http import JSON_CONTENT_TYPE
-from nclav.api.responses import ApiDescription, Reply
+from nclav.api.responses import NCLAV_API, ApiDescription, Reply
 
 if TYPE_CHECKING:
     from nclav.api.router import Route, Router
@@ -63,14 +63,15 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 
 
 def openapi(
-    router: Router, title: str, version: str, described: ApiDescription | None = None
+    router: Router, title: str, version: str, described: ApiDescription = NCLAV_API
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document generated from the route table, so it cannot drift from it.
 
-    ``described`` adds what the table does not hold: each route's responses (see ``Reply``),
-    the bodies of routes that read their body themselves (no ``request_model``), and the
-    schemas of path and query parameters by name (a plain string when not listed)."""
-    described = described or ApiDescription()
+    ``described`` adds what the table does not hold (nclav's own, ``NCLAV_API``, unless told
+    otherwise): each route's responses (see ``Reply``), the bodies of routes that read their
+    body themselves (no ``request_model``), and the schemas of path and query parameters by
+    name (a plain string when not listed). A route it does not describe is documented from
+    its own ``status`` and ``response_model``."""
     responses = described.responses
     raw_requests = described.raw_requests
     query_parameters = described.query_parameters

@@ -1,13 +1,14 @@
 """What every nclav endpoint answers, as the OpenAPI document publishes it.
 
-``NCLAV_API`` is what ``openapi`` adds to nclav's route table. ``RESPONSES`` maps each route
-(method and pattern, exactly as ``build_router`` registers it) to the responses it gives besides
-the common JSON error: each status with its media type and body schema. JSON bodies are
-described by pydantic models, the records themselves where the body is their dump (``Run``,
-``StepRecord``, ``IacRun``, the YAML models inside an enclave's ``desired``), so a field added
-to a record reaches the document without an edit here. The views of ``nclav.views`` are shaped
-by hand, so their models forbid unknown fields: a view that grows a field without its model
-here fails the schemathesis suite against a live server instead of drifting silently.
+``NCLAV_API`` is what ``openapi`` adds to nclav's route table (its default). ``RESPONSES``
+maps each route (method and pattern, exactly as ``build_router`` registers it) to the responses
+it gives besides the common JSON error: each status with its media type and body schema. JSON
+bodies are described by pydantic models, the records themselves where the body is their dump
+(``Run``, ``StepRecord``, ``IacRun``, the YAML models inside an enclave's ``desired``), so a
+field added to a record reaches the document without an edit here. The views of
+``nclav.views`` are shaped by hand, so their models forbid unknown fields: a view that grows a
+field without its model here fails the schemathesis suite against a live server (and
+``tests/unit/test_openapi_responses.py``) instead of drifting silently.
 
 Routes with bodies the router does not parse (bundles, Terraform state) list them in
 ``RAW_REQUESTS``, so clients and fuzzers know what to send; ``PATH_PARAMETERS`` and

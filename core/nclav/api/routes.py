@@ -20,7 +20,6 @@ from nclav.api.http import (
     json_response,
 )
 from nclav.api.openapi import openapi
-from nclav.api.responses import NCLAV_API
 from nclav.api.router import RequestBody, Router
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
@@ -107,7 +106,7 @@ def build_router(
     router.add("GET", "/ready", ready, summary="Readiness: the state store answers", auth="none")
 
     def openapi_doc(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        return json_response(200, openapi(router, "nclav", version, NCLAV_API))
+        return json_response(200, openapi(router, "nclav", version))
 
     router.add("GET", "/openapi.json", openapi_doc, summary="This API's OpenAPI document")
 
