@@ -59,7 +59,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     list_iac_runs               Query pk=IAC#<e>#<p>, consistent, newest first, Limit
     lock / unlock               PutItem attribute_not_exists / DeleteItem on the lock ID, with
                                 ReturnValuesOnConditionCheckFailure to report the holder
-    tf state pointer            GetItem / PutItem / DeleteItem
+    tf state pointer            GetItem / PutItem / DeleteItem; swap: PutItem conditional on
+                                the old blob key (attribute_not_exists when none)
     list_tf_states              Query gsi1 (pointers written before the index attributes
                                 existed are not listed until their next write)
     acquire/release_partition   UpdateItem / DeleteItem conditional on owner and expiry
@@ -296,15 +297,25 @@ class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
         if blob_key is None:
             self._table.delete(tf_state_key(key))
         else:
-            enclave_id = key.split("/", 1)[0]
-            index = {"gsi1pk": S(tf_states_of_enclave(enclave_id)), "gsi1sk": S(key)}
-            self._table.put({**tf_state_key(key), "blob_key": S(blob_key), **index})
+            self._table.put(_tf_state_item(key, blob_key))
 
     def list_tf_states(self, enclave_id: str) -> list[str]:
         e = Expr()
         condition = f"{e.n('gsi1pk')} = {e.v(S(tf_states_of_enclave(enclave_id)))}"
         items = self._table.query(condition, e, index=GSI1)
         return sorted(str(i["gsi1sk"]["S"]) for i in items)
+
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        e = Expr()
+        if expected is None:
+            condition = f"attribute_not_exists({e.n('pk')})"
+        else:
+            condition = f"{e.n('blob_key')} = {e.v(S(expected))}"
+        try:
+            self._table.put(_tf_state_item(key, blob_key), condition, e)
+        except ConditionFailedError:
+            return False
+        return True
 
     # -- partition mutex -------------------------------------------------------------------------
 
@@ -333,6 +344,12 @@ class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
 
 def _lock_from(item: Item) -> TfLock:
     return TfLock.model_validate_json(str(item["info"]["S"]))
+
+
+def _tf_state_item(key: str, blob_key: str) -> dict[str, Any]:
+    """A state pointer item, indexed by its enclave (``list_tf_states``)."""
+    index = {"gsi1pk": S(tf_states_of_enclave(key.split("/", 1)[0])), "gsi1sk": S(key)}
+    return {**tf_state_key(key), "blob_key": S(blob_key), **index}
 
 
 __all__ = [

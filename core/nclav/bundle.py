@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import zlib
 from typing import TYPE_CHECKING
@@ -24,7 +25,6 @@ from nclav.config import Desired, DirectorySource, bundle_path_problem, load_tre
 from nclav.errors import Issue, SpecError
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Mapping
 
 MiB = 1024 * 1024
@@ -298,6 +298,9 @@ def pack_directory(root: str | os.PathLike[str]) -> tuple[str, bytes, Desired]:
     ``load_directory(root)`` plus packing, with each file read once: the bundle holds the
     very bytes that were validated, even if the tree changes meanwhile.
     """
+    if "\0" in os.fspath(root):  # the OS would refuse it with a bare ValueError
+        issue = Issue(repr(os.fspath(root)), None, "", "a directory path cannot contain NUL")
+        raise SpecError([issue])
     source = _Recording(DirectorySource(root))
     desired = load_tree(source)
     files = {rel: source.contents[rel] for rel in desired.files_read}

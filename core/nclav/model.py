@@ -108,7 +108,7 @@ def check_export_target(value: object) -> object:
         return value
     if isinstance(value, dict) and len(value) == 1:
         ((key, ident),) = value.items()
-        if key in ("enclave", "partition") and isinstance(ident, str) and _ID_RE.match(ident):
+        if key in ("enclave", "partition") and isinstance(ident, str) and _ID_RE.fullmatch(ident):
             return value
     raise ValueError(f"expected {TARGET_RULE}")
 

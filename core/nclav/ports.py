@@ -245,6 +245,11 @@ class StateStore(Protocol):
 
         May lag a write by a moment on stores that answer it from an index (DynamoDB).
         """
+
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        """Point ``key`` at ``blob_key`` only if it still points at ``expected`` (``None``: no
+        pointer); False, changing nothing, otherwise. How concurrent state POSTs each get
+        their own version number."""
         ...
 
     # -- partition mutex: one terraform process per partition, across processes ------------
@@ -363,7 +368,7 @@ def check_blob_key(key: str) -> str:
 
 
 def check_secret_name(name: str) -> str:
-    if not _SECRET_NAME.match(name):
+    if not _SECRET_NAME.fullmatch(name):
         raise InvalidKeyError(name, "a secret name is 1-128 letters, digits, '.', '_' or '-'")
     return name
 

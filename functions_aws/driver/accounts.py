@@ -92,7 +92,7 @@ class Accounts:
     def _match(self, enclave_id: str, accounts: list[dict[str, Any]]) -> dict[str, Any] | None:
         pattern = email_pattern(self.config, enclave_id)
         for account in accounts:
-            if pattern.match(account.get("Email", "")) and (
+            if pattern.fullmatch(account.get("Email", "")) and (
                 account_state(account) not in CLOSED_STATES
             ):
                 return account

@@ -30,10 +30,11 @@ from nclav.errors import PermanentError
 from nclav.model import Cloud
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from nclav.engine.driver import Orphan
     from nclav.model import EnclaveConfig, Export, Import, PartitionConfig
-    from nclav.state import Handle
+    from nclav.state import EnclaveState, Handle
 
 logger = logging.getLogger(__name__)
 
@@ -277,9 +278,18 @@ class AwsDriver:
 
     # -- leak checks -------------------------------------------------------------------
 
-    def list_orphans(
+    def list_orphans(self, applied: Sequence[EnclaveState]) -> list[Orphan]:
+        """``OrphanScanner``: in the account of every applied AWS enclave, the nclav-tagged
+        resources of partitions the enclave no longer has. (An enclave nclav no longer holds
+        at all has no account to look in: its account was closed by its teardown.)"""
+        found: list[Orphan] = []
+        for state in applied:
+            found += self.enclave_orphans(state.enclave_handle, state.partitions)
+        return found
+
+    def enclave_orphans(
         self, enclave_handle: Handle | None, active_partitions: Iterable[str]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Orphan]:
         """nclav-tagged resources of the enclave whose partition is not active any more."""
         enclave = _aws(enclave_handle, "enclave")
         if not enclave or not enclave.get("account_id"):

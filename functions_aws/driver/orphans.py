@@ -9,10 +9,12 @@ resources (VPC, subnets, zone) carry ``nclav-enclave`` alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from functions_aws.driver.config import ENCLAVE, MANAGED, PARTITION, tag_dict
 from functions_aws.driver.errors import aws_errors
+from nclav.engine.driver import Orphan
+from nclav.model import Cloud
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,7 +79,8 @@ def orphans(
     region: str,
     enclave_id: str,
     active_partitions: Iterable[str],
-) -> list[dict[str, Any]]:
+) -> list[Orphan]:
+    """Resources of the enclave's account tagged with a partition that is not active."""
     active = set(active_partitions)
     out = []
     for arn, found_tags in sorted(tagged(sessions, account_id, region, enclave_id, None).items()):
@@ -85,12 +88,16 @@ def orphans(
         if owner is None or owner in active:
             continue
         out.append(
-            {
-                "resource_name": arn,
-                "resource_type": resource_type(arn),
-                "nclav_partition": owner,
-                "nclav_enclave": enclave_id,
-            }
+            Orphan(
+                cloud=Cloud.AWS,
+                resource_id=arn,
+                resource_type=resource_type(arn),
+                enclave_id=enclave_id,
+                partition_id=owner,
+                tags={k: v for k, v in found_tags.items() if k.startswith("nclav-")},
+                reason=f"tagged {PARTITION}={owner}, a partition enclave {enclave_id} "
+                f"(account {account_id}) no longer has",
+            )
         )
     return out
 

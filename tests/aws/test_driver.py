@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions_aws.driver import AwsDriver, AwsDriverConfig, make_driver
+from nclav.engine.driver import OrphanScanner
 from nclav.errors import PermanentError, SpecError
 from nclav.local.runtime import drivers_for
 from nclav.model import (
@@ -28,6 +29,7 @@ from nclav.model import (
     Network,
     PartitionConfig,
 )
+from nclav.state import EnclaveState, PartitionState
 
 if TYPE_CHECKING:
     from nclav.engine.driver import Driver
@@ -603,21 +605,44 @@ def test_orphans_are_tagged_resources_of_partitions_no_longer_active(driver: Aws
     sqs.create_queue(QueueName="old-q", tags={t["Key"]: t["Value"] for t in tagged("old")})
     sqs.create_queue(QueueName="api-q", tags={t["Key"]: t["Value"] for t in tagged("api")})
 
-    found = driver.list_orphans(handle, ["api"])
+    found = driver.enclave_orphans(handle, ["api"])
 
-    by_name = {o["resource_name"].rsplit(":", 1)[-1].rsplit("/", 1)[-1]: o for o in found}
+    by_name = {o.resource_id.rsplit(":", 1)[-1].rsplit("/", 1)[-1]: o for o in found}
     assert set(by_name) == {group, "old-q", "nclav-partition-old"}
-    assert by_name[group]["resource_type"] == "ec2:security-group"
-    assert by_name["old-q"]["resource_type"] == "sqs"
-    assert by_name["nclav-partition-old"]["resource_type"] == "iam:role"
-    assert all(o["nclav_partition"] == "old" and o["nclav_enclave"] == "dev" for o in found)
+    assert by_name[group].resource_type == "ec2:security-group"
+    assert by_name["old-q"].resource_type == "sqs"
+    assert by_name["nclav-partition-old"].resource_type == "iam:role"
+    assert all(o.partition_id == "old" and o.enclave_id == "dev" for o in found)
+    assert all(o.cloud == Cloud.AWS and o.tags["nclav-partition"] == "old" for o in found)
+    assert all("no longer has" in o.reason for o in found)
     # The enclave's own VPC, subnets and zone carry no partition tag: never orphans.
-    assert driver.list_orphans(handle, ["api", "old"]) == []
-    assert driver.list_orphans(None, []) == []
+    assert driver.enclave_orphans(handle, ["api", "old"]) == []
+    assert driver.enclave_orphans(None, []) == []
 
     left = driver.partition_resources(handle, "api")
     assert any(arn.endswith(":api-q") for arn in left)
     assert any(arn.endswith("role/nclav-partition-api") for arn in left)
+
+
+def test_the_driver_is_an_orphan_scanner_over_applied_state(driver: AwsDriver) -> None:
+    """The port ``GET /orphans`` calls: every applied AWS enclave's account, nothing else."""
+    assert isinstance(driver, OrphanScanner)
+    config = enclave()
+    handle, _ = driver.provision_enclave(config, None)
+    sqs = in_account(handle["account_id"], "sqs")
+    for pid in ("api", "gone"):
+        tags = {"nclav-managed": "true", "nclav-enclave": "dev", "nclav-partition": pid}
+        sqs.create_queue(QueueName=f"{pid}-q", tags=tags)
+    applied = [
+        EnclaveState(enclave_id="dev", enclave_handle=handle, partitions={"api": PartitionState()}),
+        EnclaveState(enclave_id="local-one", enclave_handle={"driver": "local", "id": "x"}),
+    ]
+    found = driver.list_orphans(applied)
+    assert [(o.resource_id.rsplit(":", 1)[-1], o.partition_id) for o in found] == [
+        ("gone-q", "gone")
+    ]
+    assert found[0].to_json()["cloud"] == "aws"
+    assert driver.list_orphans([]) == []
 
 
 def test_orphan_scan_follows_pagination(driver: AwsDriver) -> None:
@@ -629,7 +654,7 @@ def test_orphan_scan_follows_pagination(driver: AwsDriver) -> None:
             QueueName=f"gone-{i}",
             tags={"nclav-managed": "true", "nclav-enclave": "dev", "nclav-partition": "gone"},
         )
-    assert len(driver.list_orphans(handle, [])) == 120
+    assert len(driver.enclave_orphans(handle, [])) == 120
 
 
 # -- registration --------------------------------------------------------------------------

@@ -232,6 +232,7 @@ def workload(store: Any) -> None:
     store.get_tf_state("a/p")
     store.list_tf_states("a")
     store.set_tf_state("a/p", None)
+    store.swap_tf_state("a/p", None, "k2")
     store.acquire_partition("a/p", "w", 30, T0)
     store.release_partition("a/p", "w")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -360,6 +361,31 @@ def test_tf_states_listed_by_enclave(store: StateStore) -> None:
     assert store.list_tf_states("e") == ["e/p1", "e/p2"]
     assert store.list_tf_states("e_x") == ["e_x/p"]
     assert store.list_tf_states("nobody") == []
+
+
+def test_tf_state_swap_is_a_compare_and_set(store: StateStore) -> None:
+    assert not store.swap_tf_state("e/p", "tfstate/e/p/0", "tfstate/e/p/1")  # no pointer yet
+    assert store.get_tf_state("e/p") is None
+    assert store.swap_tf_state("e/p", None, "tfstate/e/p/1")
+    assert not store.swap_tf_state("e/p", None, "tfstate/e/p/x")  # one exists now
+    assert not store.swap_tf_state("e/p", "tfstate/e/p/0", "tfstate/e/p/x")  # a stale guess
+    assert store.get_tf_state("e/p") == "tfstate/e/p/1"
+    assert store.swap_tf_state("e/p", "tfstate/e/p/1", "tfstate/e/p/2")
+    assert store.get_tf_state("e/p") == "tfstate/e/p/2"
+    assert store.get_tf_state("e/q") is None  # keys are independent
+    store.set_tf_state("e/p", None)
+    assert store.swap_tf_state("e/p", None, "tfstate/e/p/3")  # after a DELETE, from nothing
+
+
+def test_tf_state_swap_has_one_winner_under_contention(store: StateStore) -> None:
+    """Eight writers guess the same old pointer: exactly one moves it."""
+    store.set_tf_state("e/p", "tfstate/e/p/0")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(
+            pool.map(lambda n: store.swap_tf_state("e/p", "tfstate/e/p/0", f"v{n}"), range(8))
+        )
+    assert won.count(True) == 1
+    assert store.get_tf_state("e/p") == f"v{won.index(True)}"
 
 
 # -- partition mutex ------------------------------------------------------------------------------

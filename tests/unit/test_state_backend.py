@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -152,3 +153,26 @@ def test_bad_ids_are_rejected(backend: TerraformStateBackend, enclave: str, part
 def test_lock_info_needs_an_id(backend: TerraformStateBackend) -> None:
     with pytest.raises(SpecError):
         backend.lock("e", "p", {"Operation": "x"})
+
+
+def test_concurrent_posts_get_distinct_versions_and_current_is_the_newest(
+    backend: TerraformStateBackend,
+) -> None:
+    """Terraform without a lock: 20 POSTs at once, each a version of its own (issue 8)."""
+    first = backend.post_state("e", "p", b"{}", None)
+    bodies = [b'{"serial": %d}' % n for n in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        keys = list(pool.map(lambda b: backend.post_state("e", "p", b, None), bodies))
+    versions = backend.list_versions("e", "p")
+    assert sorted([first, *keys]) == versions
+    numbers = [v.rsplit("/", 1)[1][:8] for v in versions]
+    assert numbers == [f"{n:08d}" for n in range(1, 22)]  # distinct, and no gap
+    assert backend.get_state("e", "p") == backend._blobs.get(versions[-1])
+
+
+def test_a_post_after_delete_continues_the_numbering(backend: TerraformStateBackend) -> None:
+    backend.post_state("e", "p", b"1", None)
+    backend.delete_state("e", "p")
+    second = backend.post_state("e", "p", b"2", None)
+    assert second.rsplit("/", 1)[1].startswith("00000002-")
+    assert backend.get_state("e", "p") == b"2"

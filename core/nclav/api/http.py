@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel
@@ -159,16 +159,50 @@ class ApiResponse:
         for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name) or _BAD_HEADER_VALUE.search(value):
                 raise ValueError(f"invalid response header {name!r}")
+            if not value.isascii():
+                # A header goes out as Latin-1; a file name in one must not break the answer.
+                self.headers[name] = value.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def printable(text: str) -> str:
+    """``text`` made encodable as UTF-8: the undecodable bytes of a file name (which Python
+    holds as lone surrogates) become ``\\xff`` escapes, so an error can still name the file."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name produces: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _printable_json(doc: object) -> object:
+    if isinstance(doc, str):
+        return printable(doc)
+    if isinstance(doc, Mapping):
+        return {printable(str(k)): _printable_json(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_printable_json(v) for v in doc]
+    return doc
 
 
 def dump_json(doc: object) -> bytes:
-    """Canonical JSON bytes: sorted keys, compact, UTF-8, and no NaN (which is not JSON)."""
+    """Canonical JSON bytes: sorted keys, compact, UTF-8, and no NaN (which is not JSON).
+
+    Strings that cannot be UTF-8 (a non-UTF-8 file name in an error) are escaped, never an
+    exception: an error response must always be writable."""
     if isinstance(doc, BaseModel):
         doc = doc.model_dump(mode="json")
     text = json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return dump_json(_printable_json(doc))
 
 
 def json_response(
@@ -295,6 +329,93 @@ class ServiceUnavailable(_StatusError):
     STATUS, CODE, DEFAULT_MESSAGE = 503, "unavailable", "service unavailable"
 
 
+# -- query parameters: the one parser every route uses ------------------------------------
+
+_UINT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is True, int() refuses it
+_NUMBER = re.compile(r"[0-9]{1,18}(\.[0-9]{1,9})?")
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+_C = TypeVar("_C", bound=str)
+
+
+def _query_error(name: str, expected: str, raw: str) -> BadRequest:
+    return BadRequest(
+        f"query parameter {name}: expected {expected}, got {printable(repr(raw)[:80])}",
+        [{"path": "query", "line": None, "field": name, "message": f"expected {expected}"}],
+    )
+
+
+def query_int(
+    request: ApiRequest, name: str, *, default: int, minimum: int = 0, maximum: int
+) -> int:
+    """``?name=`` as an integer of ASCII digits within ``minimum..maximum`` (400 otherwise)."""
+    raw = request.query_value(name)
+    if raw is None or raw == "":
+        return default
+    expected = f"an integer from {minimum} to {maximum}"
+    if not _UINT.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise _query_error(name, expected, raw)
+    return int(raw)
+
+
+def query_number(request: ApiRequest, name: str, *, default: float, maximum: float) -> float:
+    """``?name=`` as a non-negative decimal number up to ``maximum`` (no exponent, NaN, inf)."""
+    raw = request.query_value(name)
+    if raw is None or raw == "":
+        return default
+    if not _NUMBER.fullmatch(raw) or float(raw) > maximum:
+        raise _query_error(name, f"a number from 0 to {maximum:g}", raw)
+    return float(raw)
+
+
+def query_bool(request: ApiRequest, name: str, *, default: bool = False) -> bool:
+    """``?name=true|false`` (also 1/0, yes/no); a bare ``?name`` is false, as it is empty."""
+    raw = request.query_value(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise _query_error(name, "true or false", raw)
+
+
+def query_choice(
+    request: ApiRequest, name: str, choices: Sequence[_C], *, default: _C | None = None
+) -> _C | None:
+    """``?name=`` as one of ``choices`` (an enum's values), or ``default`` when absent."""
+    raw = request.query_value(name)
+    if raw is None or raw == "":
+        return default
+    for choice in choices:
+        if raw == choice:
+            return choice
+    raise _query_error(name, "one of " + ", ".join(choices), raw)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def query_text(request: ApiRequest, name: str, *, max_length: int = 256) -> str | None:
+    """``?name=`` as free text of at most ``max_length`` characters with no control
+    characters (a lock ID, say), or None when absent."""
+    raw = request.query_value(name)
+    if raw is None:
+        return None
+    if len(raw) > max_length or _CONTROL.search(raw):
+        raise _query_error(name, f"text of at most {max_length} printable characters", raw)
+    return raw
+
+
+def query_id(request: ApiRequest, name: str, check: re.Pattern[str]) -> str | None:
+    """``?name=`` as an id matching ``check`` in full, or None when absent."""
+    raw = request.query_value(name)
+    if raw is None or raw == "":
+        return None
+    if not check.fullmatch(raw):
+        raise _query_error(name, f"an id matching {check.pattern}", raw)
+    return raw
+
+
 class Authenticator(Protocol):
     """Checks a request's credentials for a route's auth mode; raises ``Unauthorized``."""
 
@@ -325,6 +446,13 @@ __all__ = [
     "error_response",
     "json_response",
     "new_request_id",
+    "printable",
+    "query_bool",
+    "query_choice",
+    "query_id",
+    "query_int",
+    "query_number",
+    "query_text",
     "split_target",
     "status_code_name",
 ]

@@ -11,19 +11,24 @@ same way:
 4. parse and validate a JSON body for routes with a ``request_model`` (400 for bad JSON, 422 with
    one detail per offending field);
 5. call the handler, and map what it raises: ``HttpError`` -> its status, ``SpecError`` -> 422,
-   ``NotFoundError`` -> 404, ``ConflictError`` -> 409, anything else -> 500 whose traceback goes
-   to the log only.
+   ``NotFoundError`` -> 404, ``ConflictError`` -> 409, ``TemporaryError`` -> 503 with
+   Retry-After, anything else -> 500 whose traceback goes to the log only.
 
 Paths match segment by segment. A literal segment beats a parameter, so
 ``/runs/latest`` wins over ``/runs/{run_id}``. Parameters are percent-decoded, and a parameter
 is never empty, ``.``, ``..`` or contains a ``/``, so handlers can use one as a key safely.
+With ``param_rules`` (the nclav table passes ``PARAM_RULES``), parameters naming an
+enclave or a partition must also follow the YAML's id
+rule in full (``nclav.model.Id``: no trailing newline, no spaces): 422 naming the parameter
+otherwise, before any handler or store sees the value.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote
@@ -45,7 +50,8 @@ from nclav.api.http import (
     error_response,
 )
 from nclav.api.openapi import openapi  # re-exported: the document belongs to the table
-from nclav.errors import ConflictError, Issue, NotFoundError, SpecError
+from nclav.errors import ConflictError, Issue, NotFoundError, SpecError, TemporaryError
+from nclav.model import Id
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +66,23 @@ _METHOD = re.compile(r"[A-Z]+")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Values a path parameter may never take: they would escape a key or path built from it.
 _UNSAFE_PARAMS = frozenset({"", ".", ".."})
+
+
+def _id_pattern() -> re.Pattern[str]:
+    """The YAML's id rule, taken from ``nclav.model.Id`` so the two can never disagree.
+
+    Used with ``fullmatch`` only: with ``re.match``, a ``$`` also matches before a final
+    newline, so ``"advnl\\n"`` would pass."""
+    for meta in getattr(Id, "__metadata__", ()):
+        pattern = getattr(meta, "pattern", None)
+        if isinstance(pattern, str):
+            return re.compile(pattern.removeprefix("^").removesuffix("$"))
+    raise RuntimeError("nclav.model.Id carries no pattern")
+
+
+ID_PATTERN = _id_pattern()
+# Path parameters that name an enclave or a partition, and what each is called in errors.
+PARAM_RULES: dict[str, str] = {"id": "enclave", "enc": "enclave", "part": "partition"}
 
 
 class RequestBody(BaseModel):
@@ -171,8 +194,12 @@ class Router:
     """The route table. ``auth`` checks every protected route; without one those routes
     fail closed with a 500, so a wiring mistake never serves them unauthenticated."""
 
-    def __init__(self, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self, auth: Authenticator | None = None, *, param_rules: Mapping[str, str] | None = None
+    ) -> None:
         self.auth = auth
+        # Path parameter name -> what it names ("enclave"): such a value must be a valid id.
+        self.param_rules = dict(param_rules or {})
         self._routes: list[Route] = []
         self._by_length: dict[int, list[Route]] = {}
 
@@ -255,6 +282,14 @@ class Router:
 
     def _resolve(self, request: ApiRequest, content_length: int) -> tuple[Route, dict[str, str]]:
         route, params = self.match(request.method, request.path)
+        for name, value in params.items():
+            kind = self.param_rules.get(name)
+            if kind is not None and not ID_PATTERN.fullmatch(value):
+                message = (
+                    f"not a valid {kind} id: {value!r}; an id is 1-63 letters, digits, '.', "
+                    "'_' or '-', starting with a letter or digit"
+                )
+                raise UnprocessableEntity(message, [Issue("path", None, name, message).to_json()])
         if route.auth != "none":
             if self.auth is None:
                 raise RuntimeError(f"no authenticator configured for {route.pattern}")
@@ -267,6 +302,15 @@ class Router:
         return route, params
 
     def _error(self, exc: Exception, request: ApiRequest) -> ApiResponse:
+        try:
+            return self._error_response(exc, request)
+        except Exception:  # an error that cannot be rendered must still be answered
+            _log.exception(
+                "cannot render the error of %s (request_id=%s)", request.method, request.request_id
+            )
+            return error_response(500, "internal", "internal error", request.request_id)
+
+    def _error_response(self, exc: Exception, request: ApiRequest) -> ApiResponse:
         rid = request.request_id
         if isinstance(exc, HttpError):
             return exc.to_response(rid)
@@ -279,6 +323,9 @@ class Router:
             return error_response(404, "not_found", str(exc), rid)
         if isinstance(exc, ConflictError):
             return error_response(409, "conflict", str(exc), rid)
+        if isinstance(exc, TemporaryError):  # e.g. a store that is busy: worth a retry
+            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+            return error_response(503, "unavailable", str(exc), rid, headers=retry)
         # The traceback may name internals and data; it belongs in the log, never the body.
         _log.exception(
             "unhandled error in %s %s (request_id=%s)", request.method, request.path, rid
@@ -332,6 +379,8 @@ def _message(kind: str, msg: str) -> str:
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "ID_PATTERN",
+    "PARAM_RULES",
     "Handler",
     "RequestBody",
     "Route",

@@ -7,6 +7,7 @@ JSON. Reconciles answer 202 with the run id, or wait for the end when ``?wait=se
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,15 @@ from nclav.api.http import (
     NotFound,
     ServiceUnavailable,
     json_response,
+    printable,
+    query_id,
+    query_int,
+    query_number,
+    query_text,
 )
 from nclav.api.openapi import openapi
-from nclav.api.router import RequestBody, Router
+from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.engine.driver import OrphanScanner
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -32,9 +39,12 @@ if TYPE_CHECKING:
     from nclav.records import Run
     from nclav.service import Service
 
+_log = logging.getLogger(__name__)
+
 MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
 MAX_WAIT_S = 3600.0
+MAX_OFFSET = 2**53  # any byte offset of a log
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,25 +55,11 @@ class ReconcileBody(RequestBody):
 
 
 def _wait(request: ApiRequest) -> float:
-    raw = request.query_value("wait")
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"wait: expected a number of seconds, got {raw!r}") from None
-    if not 0 <= value <= MAX_WAIT_S:
-        raise BadRequest(f"wait: expected 0 to {MAX_WAIT_S:.0f} seconds")
-    return value
+    return query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
 
 
 def _limit(request: ApiRequest, default: int, maximum: int) -> int:
-    raw = request.query_value("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise BadRequest(f"limit: expected a non-negative integer, got {raw!r}")
-    return min(int(raw), maximum)
+    return query_int(request, "limit", default=default, maximum=maximum)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def build_router(
     *,
     version: str = "0",
 ) -> Router:
-    router = Router(auth)
+    router = Router(auth, param_rules=PARAM_RULES)
     store = service.store
 
     # -- health --------------------------------------------------------------------------
@@ -194,12 +190,25 @@ def build_router(
         return json_response(200, doc)
 
     def events(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        enclave_id = request.query_value("enclave_id")
+        enclave_id = query_id(request, "enclave_id", ID_PATTERN)
         found = store.list_events(enclave_id, _limit(request, 100, 10_000))
         return json_response(200, [e.to_json() for e in found])
 
     def orphans(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        return json_response(200, {"orphans": []})  # local enclaves leave nothing behind
+        applied = store.list_enclaves()
+        found: list[dict[str, Any]] = []
+        unavailable: list[dict[str, str]] = []
+        for cloud, driver in service.drivers.items():
+            if not isinstance(driver, OrphanScanner):
+                unavailable.append({"cloud": cloud.value, "error": "cannot list orphans"})
+                continue
+            try:
+                found += [o.to_json() for o in driver.list_orphans(applied)]
+            except Exception as exc:  # one cloud out of reach must not hide the others
+                _log.warning("orphan scan of %s failed: %s", cloud.value, exc)
+                error = printable(f"{type(exc).__name__}: {exc}")
+                unavailable.append({"cloud": cloud.value, "error": error})
+        return json_response(200, {"orphans": found, "unavailable": unavailable})
 
     router.add("GET", "/enclaves", list_enclaves, summary="Every enclave's applied state")
     router.add("GET", "/enclaves/{id}", get_enclave, summary="One enclave's applied state")
@@ -207,7 +216,13 @@ def build_router(
     router.add("GET", "/graph", graph, summary="System-wide dependency graph")
     router.add("GET", "/status", status, summary="Enclave counts, default cloud, drivers")
     router.add("GET", "/events", events, summary="Audit log", query=("enclave_id", "limit"))
-    router.add("GET", "/orphans", orphans, summary="Tagged resources no partition owns")
+    router.add(
+        "GET",
+        "/orphans",
+        orphans,
+        summary="What nclav made that no partition owns, from every driver; and the drivers "
+        "that could not be asked",
+    )
 
     # -- imperative destroy -------------------------------------------------------------------
 
@@ -264,11 +279,7 @@ def build_router(
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
         data = blobs.get(run.log_blob) if run.log_blob and blobs.exists(run.log_blob) else b""
-        offset = request.query_value("offset")
-        if offset is not None:
-            if not offset.isdigit():
-                raise BadRequest(f"offset: expected a non-negative integer, got {offset!r}")
-            data = data[int(offset) :]
+        data = data[query_int(request, "offset", default=0, maximum=MAX_OFFSET) :]
         headers = {
             "Content-Type": "text/plain; charset=utf-8",
             "X-Nclav-Run-Status": run.status.value,
@@ -314,7 +325,7 @@ def build_router(
     def tf_post(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         try:
             tf_state.post_state(
-                params["enc"], params["part"], request.body, request.query_value("ID")
+                params["enc"], params["part"], request.body, query_text(request, "ID")
             )
         except LockHeldError as exc:
             return holder_response(409, exc)

@@ -15,10 +15,12 @@ string), status, size, duration and request id. Headers and bodies are never log
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -63,13 +65,29 @@ class ApiServer(ThreadingHTTPServer):
     request_queue_size = 128  # listen backlog: bursts of concurrent clients are queued
 
     def __init__(
-        self, address: tuple[str, int], router: Router, *, max_body: int = MAX_REQUEST_BODY
+        self,
+        address: tuple[str, int],
+        router: Router | None = None,
+        *,
+        max_body: int = MAX_REQUEST_BODY,
     ) -> None:
-        self.router = router
+        # None until ``serve`` is given one: ``nclav serve`` binds its port first, so a port
+        # in use is reported before anything is created or printed.
+        self._router = router
         self.max_body = max_body
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _RequestHandler)
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise RuntimeError("this server has no router yet")
+        return self._router
+
+    @router.setter
+    def router(self, router: Router) -> None:
+        self._router = router
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, a reverse DNS query that can stall
@@ -90,7 +108,18 @@ class ApiServer(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         # socketserver's default prints the traceback to stderr; keep it in the log instead.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            # A client that resets or times out is routine on a network: one line, no trace.
+            _log.warning("connection from %s dropped: %s", _peer(client_address), exc)
+            return
         _log.exception("unexpected error while serving a connection")
+
+
+def _peer(client_address: object) -> str:
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return str(client_address)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -237,6 +266,40 @@ def make_server(
     return ApiServer((host, port), router, max_body=max_body)
 
 
+def bind_server(
+    host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
+) -> ApiServer:
+    """Bind and listen, with no router yet: ``serve_bound`` serves it once there is one.
+
+    Raises OSError (say, EADDRINUSE) before the caller has created anything."""
+    return ApiServer((host, port), None, max_body=max_body)
+
+
+def serve_bound(server: ApiServer, router: Router) -> threading.Thread:
+    """Serve ``router`` on an already bound ``server`` in a daemon thread."""
+    server.router = router
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="nclav-http", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """A one-line reason a server could not listen, with what to do about it."""
+    reason = exc.strerror or str(exc)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        hint = "another process is listening there; choose another port with --port N"
+    elif exc.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges; choose another port with --port N"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "this machine has no such address; check --bind"
+    else:
+        hint = "check --bind and --port"
+    return f"cannot listen on {where}: {reason} ({hint})"
+
+
 def start_server(
     router: Router, host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
 ) -> tuple[ApiServer, threading.Thread]:
@@ -292,7 +355,10 @@ def serve_http(
 __all__ = [
     "MAX_REQUEST_BODY",
     "ApiServer",
+    "bind_server",
+    "listen_error",
     "make_server",
+    "serve_bound",
     "serve_http",
     "start_server",
     "stop_server",

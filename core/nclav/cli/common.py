@@ -40,8 +40,19 @@ class Settings:
         self.debug = False
 
     def url(self) -> str:
-        """--remote, else NCLAV_URL, else the local default; without a trailing slash."""
-        return (self.remote or os.environ.get("NCLAV_URL") or DEFAULT_URL).rstrip("/")
+        """--remote, else NCLAV_URL, else the local server (on NCLAV_PORT, as ``nclav serve``
+        reads it); without a trailing slash."""
+        return (self.remote or os.environ.get("NCLAV_URL") or default_url()).rstrip("/")
+
+
+def default_url() -> str:
+    """The local server's URL: ``http://localhost:<NCLAV_PORT or 8080>``."""
+    port = os.environ.get("NCLAV_PORT", "").strip()
+    if not port:
+        return DEFAULT_URL
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise InvalidError(f"NCLAV_PORT: expected a port number from 1 to 65535, got {port!r}")
+    return f"http://localhost:{int(port)}"
 
 
 def settings(ctx: click.Context | None = None) -> Settings:
@@ -159,7 +170,8 @@ def global_options(func: F) -> F:
             metavar="URL",
             expose_value=False,
             callback=_store("remote"),
-            help=f"nclav server to talk to [env NCLAV_URL; default {DEFAULT_URL}].",
+            help="nclav server to talk to [env NCLAV_URL; default http://localhost:NCLAV_PORT, "
+            "port 8080 when unset].",
         ),
         click.option(
             "--token",

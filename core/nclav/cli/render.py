@@ -296,7 +296,7 @@ def orphan_rows(orphans: Sequence[Mapping[str, Any]]) -> list[str]:
             pick(o, "enclave_id", "enclave"),
             pick(o, "partition_id", "partition"),
             pick(o, "resource_type", "type"),
-            pick(o, "resource_name", "name"),
+            pick(o, "resource_id", "resource_name", "name"),
         ]
         for o in orphans
     ]

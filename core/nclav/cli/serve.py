@@ -106,6 +106,15 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     help="Seconds a step (and its partition) stays claimed by a worker that stopped renewing "
     "it; after a crash, unfinished steps resume this long after the next start.",
 )
+@click.option(
+    "--bundle-cache-mib",
+    "bundle_cache_mib",
+    type=click.IntRange(1, 65536),
+    default=32,
+    show_default=True,
+    envvar="NCLAV_BUNDLE_CACHE_MIB",
+    help="Memory (estimated) kept for loaded bundles; the least recently used go first.",
+)
 @_aws_options
 def serve(
     cloud: str,
@@ -117,6 +126,7 @@ def serve(
     home: str,
     workers: int,
     lease_s: float,
+    bundle_cache_mib: int,
     **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -134,12 +144,17 @@ def serve(
     """
     if settings().remote:  # NCLAV_URL is ignored here: it is for the client commands
         raise InvalidError("serve does not support --remote; run the server locally")
+    # Everything this process and its terraform create is its owner's alone (0600 / 0700):
+    # state, state versions, logs and workspaces hold secrets. The adapters also set their
+    # own modes; the umask covers the rest (terraform's files, workspaces).
+    os.umask(0o077)
     import logging
     import signal
     import threading
     from pathlib import Path
 
     from nclav.api.auth import TokenError, load_or_create_token
+    from nclav.api.server import bind_server, listen_error
     from nclav.errors import SpecError
     from nclav.local.runtime import LocalOptions, LocalRuntime
     from nclav.model import Cloud
@@ -148,6 +163,13 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     home_path = Path(home)
+    # Listen first: a port in use is reported before a home or a token is created.
+    try:
+        listener = bind_server(bind, port)
+    except OSError as exc:
+        click.echo(f"nclav serve: {listen_error(bind, port, exc)}", err=True)
+        sys.exit(EXIT_FAILED)
+    _warn_if_shared(home_path, ephemeral)
     try:
         token, created = load_or_create_token(
             home_path / "token", rotate=rotate_token, env_token=os.environ.get("NCLAV_TOKEN")
@@ -161,10 +183,12 @@ def serve(
             port=port,
             workers=workers,
             lease_s=lease_s,
+            bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
             driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError) as exc:
+        listener.server_close()
         click.echo(f"nclav serve: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     if created:
@@ -172,11 +196,7 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        url = runtime.start()
-    except OSError as exc:
-        click.echo(f"nclav serve: cannot listen on {bind}:{port}: {exc.strerror}", err=True)
-        sys.exit(EXIT_FAILED)
+    url = runtime.start(listener)
     store = "memory (--ephemeral)" if ephemeral else str(home_path / "state.db")
     click.echo(f"nclav listening on {url} (state: {store}); Ctrl-C to stop", err=True)
     try:
@@ -185,6 +205,23 @@ def serve(
     finally:
         click.echo("nclav: stopping (steps in flight finish first)", err=True)
         runtime.stop()
+
+
+def _warn_if_shared(home: str | os.PathLike[str], ephemeral: bool) -> None:
+    """One stderr line when HOME exists and its group or others may enter or read it."""
+    import stat
+
+    try:
+        mode = stat.S_IMODE(os.stat(home).st_mode)
+    except OSError:
+        return  # created below, 0700
+    if mode & 0o077:
+        what = "the token" if ephemeral else "state, Terraform state, logs and the token"
+        click.echo(
+            f"nclav serve: warning: {home} is accessible to other users (mode {mode:04o}) and "
+            f"holds {what}; run: chmod 700 {home}",
+            err=True,
+        )
 
 
 __all__ = ["serve"]

@@ -81,10 +81,12 @@ def graph(output: str, enclave: str | None) -> None:
 @output_option("text", "json")
 @global_options
 def orphans(enclave: str | None, output: str) -> None:
-    """List cloud resources tagged as nclav-managed that no active partition owns.
+    """List what nclav made that no applied partition owns: cloud resources tagged as
+    nclav-managed, and Terraform state or workspaces the server still holds.
 
-    Useful after a failed destroy. Exits 0 when there are none and 1 when any are found
-    (CI-friendly). The local cloud never leaves any behind.
+    Useful after a failed destroy. Every driver of the server is asked; one that could not be
+    is named on stderr. Exits 0 when there are none and every driver answered, 1 otherwise
+    (CI-friendly).
 
     \b
     Example:
@@ -95,15 +97,22 @@ def orphans(enclave: str | None, output: str) -> None:
 
     doc = client().get("/orphans")
     found = [o for o in doc.get("orphans") or [] if enclave is None or orphan_enclave(o) == enclave]
+    unavailable = doc.get("unavailable") or []
     if output == "json":
-        print_json({"orphans": found})
+        print_json({"orphans": found, **({"unavailable": unavailable} if unavailable else {})})
     elif not found:
         out("No orphaned resources found.")
     else:
         for line in orphan_rows(found):
             out(line)
+    for missing in unavailable:
+        err(
+            f"warning: the {missing.get('cloud')} driver could not be asked: {missing.get('error')}"
+        )
     if found:
         raise CliError(f"{len(found)} orphaned resource(s) found")
+    if unavailable:
+        raise CliError(f"{len(unavailable)} driver(s) could not be asked for orphans")
 
 
 __all__ = ["graph", "orphans", "status"]

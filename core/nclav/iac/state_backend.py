@@ -3,6 +3,10 @@
 State is opaque bytes. Every POST writes a new blob
 ``tfstate/<enc>/<part>/<seq:08d>-<UTC time>-<sha256[:12]>`` and then moves the pointer in the
 state store, so no version is ever overwritten or lost, and DELETE only drops the pointer.
+The pointer moves by compare-and-set (``StateStore.swap_tf_state``) from the pointer the
+number was derived from: a POST that loses the race deletes its blob and takes the next
+number, so concurrent POSTs (terraform without a lock) get distinct numbers and the current
+version is always the one with the highest number.
 The lock lives in the state store behind a conditional write, so it holds across processes.
 
 The API maps the outcomes: ``lock`` returning a holder is 423 with the holder's info,
@@ -16,7 +20,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from nclav.errors import ConflictError, Issue, SpecError
+from nclav.errors import ConflictError, Issue, SpecError, TemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,8 +30,15 @@ if TYPE_CHECKING:
     from nclav.ports import BlobStore, Clock, StateStore
     from nclav.records import TfLock
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION = re.compile(r"^(\d{8})-")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # nclav.model.Id, in full
+_VERSION = re.compile(r"(\d{8})-")
+_MAX_ATTEMPTS = 100  # conditional writes lost to concurrent POSTs before giving up
+
+
+def _seq(blob_key: str | None) -> int:
+    """The version number in a version's blob key; 0 for none."""
+    found = _VERSION.match(blob_key.rsplit("/", 1)[-1]) if blob_key else None
+    return int(found.group(1)) if found else 0
 
 
 class LockHeldError(ConflictError):
@@ -39,7 +50,7 @@ class LockHeldError(ConflictError):
 
 
 def _check_segment(field: str, value: str) -> str:
-    if not _SEGMENT.match(value):
+    if not _SEGMENT.fullmatch(value):
         issue = Issue(path="terraform state", line=None, field=field, message="not a valid id")
         raise SpecError([issue])
     return value
@@ -69,15 +80,27 @@ class TerraformStateBackend:
         holder = self._store.get_lock(key)
         if holder is not None and lock_id != holder.lock_id:
             raise LockHeldError(holder)
-        versions = self.list_versions(enclave_id, partition_id)
-        last = _VERSION.match(versions[-1].rsplit("/", 1)[-1]) if versions else None
-        seq = int(last.group(1)) + 1 if last else 1
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.now()))
         digest = hashlib.sha256(body).hexdigest()[:12]
-        blob_key = f"tfstate/{key}/{seq:08d}-{stamp}-{digest}"
-        self._blobs.put(blob_key, body)
-        self._store.set_tf_state(key, blob_key)
-        return blob_key
+        for _ in range(_MAX_ATTEMPTS):
+            current = self._store.get_tf_state(key)
+            if current is not None:
+                seq = _seq(current) + 1  # blobs past it are other POSTs' that are in flight
+            else:  # none yet, or dropped by DELETE: continue after the versions kept
+                versions = self._blobs.list(f"tfstate/{key}/")
+                seq = 1 + (_seq(versions[-1]) if versions else 0)
+            blob_key = f"tfstate/{key}/{seq:08d}-{stamp}-{digest}"
+            self._blobs.put(blob_key, body)
+            # The number is ours only if the pointer did not move meanwhile: a conditional
+            # write, so concurrent POSTs get distinct numbers and the current is the newest.
+            if self._store.swap_tf_state(key, current, blob_key):
+                return blob_key
+            if self._store.get_tf_state(key) == blob_key:
+                return blob_key  # the same bytes, posted at the same moment, won: done
+            self._blobs.delete(blob_key)  # another version took this number; try the next
+        raise TemporaryError(
+            f"terraform state {key}: too many concurrent writes, try again", retry_after_s=1.0
+        )
 
     def delete_state(self, enclave_id: str, partition_id: str) -> None:
         """Forget the current state; its versions stay in the blob store."""

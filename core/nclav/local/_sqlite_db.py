@@ -8,17 +8,19 @@ timeout) so a conditional write is never interleaved with another process's.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nclav._fs import PRIVATE_FILE, private_dirs, private_file
 from nclav.errors import NclavError, TemporaryError
 from nclav.local._sqlite_schema import connect, migrate
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator, Mapping, Sequence
 
 _POOL_SIZE = 8
@@ -46,7 +48,12 @@ class Database:
         if str(path) == ":memory:":
             raise ValueError("the SQLite store needs a file; use InMemoryStateStore instead")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.path.parent)
+        # SQLite gives -wal and -shm the database file's mode: create that one 0600 first.
+        private_file(self.path)
+        for side in ("-wal", "-shm"):  # left by an older nclav, perhaps wider
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{side}", PRIVATE_FILE)
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False

@@ -3,6 +3,7 @@
 ``put`` writes a temporary file beside the target, fsyncs it and renames it over the target,
 so a reader (or a crash) sees the old bytes or the new ones, never half of them: Terraform
 state versions live here. ``append`` writes in place, so a log is readable while it grows.
+Files are created 0600 and directories 0700 whatever the umask: state and logs hold secrets.
 
 Unlike an object store, a key cannot be both an object and the prefix of another key
 (``a`` and ``a/b``); such a write raises ``ConflictError``.
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nclav._fs import TMP_PREFIX, atomic_write
+from nclav._fs import PRIVATE_FILE, TMP_PREFIX, atomic_write, private_dirs
 from nclav.errors import ConflictError, NotFoundError
 from nclav.ports import InvalidKeyError, check_blob_key
 
@@ -28,7 +29,7 @@ _TMP = TMP_PREFIX
 class DirectoryBlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root)
 
     def _path(self, key: str) -> Path:
         check_blob_key(key)
@@ -44,14 +45,14 @@ class DirectoryBlobStore:
     def _writing(self, key: str) -> Iterator[Path]:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(path.parent)
             yield path
         except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
             raise ConflictError(f"blob key {key!r} clashes with an existing key") from exc
 
     def put(self, key: str, data: bytes) -> None:
         with self._writing(key) as path:
-            atomic_write(path, data, mode=0o644, durable=True)
+            atomic_write(path, data, mode=PRIVATE_FILE, durable=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -69,8 +70,10 @@ class DirectoryBlobStore:
                 path.unlink()
 
     def append(self, key: str, data: bytes) -> None:
-        with self._writing(key) as path, path.open("ab") as f:
-            f.write(data)
+        with self._writing(key) as path:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+            with os.fdopen(fd, "ab") as f:
+                f.write(data)
 
     def list(self, prefix: str = "") -> list[str]:
         # Walk only the deepest directory the prefix names, not the whole store.

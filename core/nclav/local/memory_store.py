@@ -332,6 +332,13 @@ class InMemoryStateStore:
         with self._lock:
             return sorted(k for k in self._tf_state if k.startswith(prefix))
 
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        with self._lock:
+            if self._tf_state.get(key) != expected:
+                return False
+            self._tf_state[key] = blob_key
+            return True
+
     # -- partition mutex -------------------------------------------------------------------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from nclav.api.auth import TokenAuth
 from nclav.api.routes import build_router
-from nclav.api.server import ApiServer, start_server, stop_server
+from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
 from nclav.engine import Engine, LocalDriver, PartitionIac
+from nclav.engine.driver import TerraformHoldings
 from nclav.errors import Issue, SpecError
 from nclav.iac.state_backend import TerraformStateBackend
 from nclav.local.dir_blobs import DirectoryBlobStore
@@ -28,7 +29,7 @@ from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
 from nclav.model import Cloud
 from nclav.ports import SystemClock
-from nclav.service import Bundles, Service
+from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES, Bundles, Service
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +55,7 @@ class LocalOptions:
     iac_timeout_s: float = 1800.0
     max_attempts: int = 4
     backoff_s: float = 2.0
+    bundle_cache_bytes: int = DEFAULT_BUNDLE_CACHE_BYTES
     # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
@@ -129,6 +131,9 @@ class LocalRuntime:
             self.store = SqliteStateStore(root / "state.db")
         clock = SystemClock()
         blobs = DirectoryBlobStore(root / "blobs")
+        if isinstance(drivers.get(Cloud.LOCAL), LocalDriver):  # it reports what nclav holds
+            holdings = TerraformHoldings(self.store, blobs, root / "workspaces")
+            drivers = {**drivers, Cloud.LOCAL: LocalDriver(holdings)}
         self.iac = PartitionIac(
             self.store,
             blobs,
@@ -138,7 +143,7 @@ class LocalRuntime:
             timeout_s=opts.iac_timeout_s,
             lease_s=opts.lease_s,
         )
-        bundles = Bundles(blobs, opts.default_cloud)
+        bundles = Bundles(blobs, opts.default_cloud, cache_bytes=opts.bundle_cache_bytes)
         self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
         self.engine = Engine(
             self.store,
@@ -163,10 +168,14 @@ class LocalRuntime:
     def _handle(self, message: Mapping[str, str]) -> None:
         self.engine.handle(message)
 
-    def start(self) -> str:
-        """Bind, start serving, resume unfinished work; return the base URL."""
+    def start(self, server: ApiServer | None = None) -> str:
+        """Bind (unless ``server`` was bound already, see ``bind_server``), start serving,
+        resume unfinished work; return the base URL."""
         opts = self.options
-        self._server, thread = start_server(self.router, opts.bind, opts.port)
+        if server is None:
+            self._server, thread = start_server(self.router, opts.bind, opts.port)
+        else:
+            self._server, thread = server, serve_bound(server, self.router)
         self._threads.append(thread)
         host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
         # Terraform reaches the state backend here; a wildcard bind is reached on loopback.

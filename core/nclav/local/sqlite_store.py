@@ -272,6 +272,21 @@ class SqliteStateStore(SqliteSteps):
         )
         return [str(r["key"]) for r in rows]
 
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        with self._db.write() as conn:
+            if expected is None:
+                cur = conn.execute(
+                    "INSERT INTO tf_state (key, blob_key) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (key, blob_key),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE tf_state SET blob_key = ? WHERE key = ? AND blob_key = ?",
+                    (blob_key, key, expected),
+                )
+            return cur.rowcount == 1
+
     # -- partition mutex ---------------------------------------------------------------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
