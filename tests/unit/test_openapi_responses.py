@@ -27,6 +27,7 @@ from nclav.api.responses import (
 )
 from nclav.api.server import start_server, stop_server
 from nclav.config import load_directory
+from nclav.engine.driver import Orphan
 from nclav.local.runtime import LocalOptions, LocalRuntime
 from nclav.model import Cloud
 from nclav.plan import Action, Step
@@ -235,6 +236,16 @@ def test_records_match_the_published_schemas(doc: dict[str, Any]) -> None:
         ),
     ]
     validate(doc, "GET", "/events", 200, [e.to_json() for e in events])
+    orphan = Orphan(
+        cloud=Cloud.LOCAL,
+        resource_id="/home/ws/e/p",
+        resource_type="terraform-state",
+        enclave_id="e",
+        reason="no applied partition",
+    )
+    unavailable = [{"cloud": "aws", "error": "cannot list orphans"}]
+    orphans = {"orphans": [orphan.to_json()], "unavailable": unavailable}
+    validate(doc, "GET", "/orphans", 200, orphans)
     iac = IacRun(enclave_id="e", partition_id="p", operation=IacOperation.PROVISION, started_at=NOW)
     validate(
         doc, "GET", "/enclaves/{id}/partitions/{part}/iac/runs", 200, [iac.model_dump(mode="json")]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAdapter
 
 from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
+from nclav.engine.driver import Orphan
 from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
 from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
@@ -296,9 +297,18 @@ class EventList(RootModel[list[Event]]):
     """The newest audit events, oldest first."""
 
 
-class Orphans(BaseModel):
+class UnscannedCloud(BaseModel):
     model_config = _VIEW
-    orphans: list[dict[str, JsonValue]]
+    cloud: Cloud
+    error: str
+
+
+class Orphans(BaseModel):
+    """What every driver found that no partition owns, and the clouds that could not be asked."""
+
+    model_config = _VIEW
+    orphans: list[Orphan]
+    unavailable: list[UnscannedCloud]
 
 
 class IacRunList(RootModel[list[IacRun]]):
@@ -354,7 +364,7 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("GET", "/graph"): (Reply(200, "The system graph", SystemGraph),),
     ("GET", "/status"): (Reply(200, "Counts, default cloud, drivers, errors", StatusView),),
     ("GET", "/events"): (Reply(200, "The newest audit events, oldest first", EventList),),
-    ("GET", "/orphans"): (Reply(200, "Tagged resources no partition owns", Orphans),),
+    ("GET", "/orphans"): (Reply(200, "What nclav made that no partition owns", Orphans),),
     ("DELETE", "/enclaves/{id}"): _RUN_STARTED,
     ("DELETE", "/enclaves/{id}/partitions/{part}"): _RUN_STARTED,
     ("GET", _IAC): (Reply(200, "IaC runs, newest first", IacRunList),),
