@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from nclav.errors import ConflictError, NclavError, TemporaryError
+from nclav.errors import ConflictError, NclavError, ServiceError, TemporaryError, classify
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -62,7 +62,7 @@ _NETWORK = (ConnectionError, HTTPClientError)
 _RETRY_AFTER_S = 2.0
 
 
-class DynamoStoreError(NclavError):
+class DynamoStoreError(ServiceError):
     """A DynamoDB failure that retrying will not fix (missing table, permissions, bad input)."""
 
 
@@ -135,9 +135,12 @@ def translate(exc: Exception, operation: str) -> NclavError:
             return ConditionFailedError(f"{operation}: condition failed", item=item)
         if code == _CANCELLED:
             return _cancelled(exc, operation)
-        if code in TEMPORARY_CODES or _status(exc) >= 500:
+        # A missing table is a 400 ResourceNotFoundException: permanent, never "not found";
+        # so only core's temporary rule applies here, with DynamoDB's own codes.
+        status = _status(exc)
+        if code in TEMPORARY_CODES or classify(status, code) == "temporary":
             return TemporaryError(f"{operation}: {code}: {message}", retry_after_s=_RETRY_AFTER_S)
-        return DynamoStoreError(f"{operation}: {code}: {message}")
+        return DynamoStoreError(f"{operation}: {code}: {message}", status=status, code=code)
     if isinstance(exc, _NETWORK):
         return TemporaryError(
             f"{operation}: DynamoDB unreachable: {exc}", retry_after_s=_RETRY_AFTER_S

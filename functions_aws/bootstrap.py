@@ -1,28 +1,26 @@
-"""The AWS runtime's wiring: the environment in; adapters, engine, service and router out.
+"""The AWS runtime's wiring: its settings and adapters, handed to core's ``compose``.
 
-The one module that names concrete adapters (cosmicpython's ``bootstrap``), mirroring
-``nclav.local.runtime`` with AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
+The one module that names the AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
 two SQS queues behind one ``WorkQueue`` (``StepQueues``: terraform steps to the IaC queue,
-every other step to the steps queue).
+the rest to the steps queue, by the action the engine puts in each message).
 
 Nothing happens at import. ``runtime()`` creates the ``AwsRuntime`` on first use and caches it
-for warm invocations, and each of its parts (a boto3 client, an adapter, the API token, the
-engine, the router) is built the first time a handler asks for it: the step worker never
-fetches the API token, and no handler pays for a part it does not use. Core and boto3 are
-imported inside those builders too, so importing a handler module stays cheap
-(``scripts/bench_aws.py`` measures it).
+for warm invocations, and each part (a boto3 client, an adapter, the API token, the composed
+engine and router) is built the first time a handler asks for it: the step worker never
+fetches the API token, ``/health`` builds nothing, and imports of core and boto3 happen inside
+the builders, so importing a handler stays cheap (``scripts/bench_aws.py`` measures it).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from functions_aws import constants as env
+from nclav.errors import ConfigurationError
+from nclav.runtime.routing import RoutedQueue
+from nclav.runtime.settings import Settings as CoreSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -35,112 +33,39 @@ if TYPE_CHECKING:
     from nclav.engine import Driver, Engine
     from nclav.model import Cloud
     from nclav.ports import Clock, StateStore
+    from nclav.runtime.compose import Composition
+    from nclav.runtime.delivery import DeliveryPolicy
 
 _T = TypeVar("_T")
 
 
-class ConfigurationError(RuntimeError):
-    """The function's environment cannot make a runtime (a missing or malformed variable)."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(CoreSettings):
+    """Core's settings plus the AWS resource names (each ``NCLAV_<FIELD>``; infra/aws sets them)."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    """The runtime's configuration, read once from the environment (``constants``)."""
-
-    table: str
-    bucket: str
-    steps_queue_url: str
-    iac_queue_url: str
-    blob_prefix: str = ""
-    secret_prefix: str = "nclav/"
-    token_secret: str = "api-token"
-    api_url: str | None = None
-    workspaces: Path = Path("/tmp/nclav/workspaces")
+    table: str  # DynamoDB table: applied state, runs, steps, events, locks
+    bucket: str  # S3 bucket: bundles, IaC logs, Terraform state versions
+    steps_queue_url: str  # SQS queue of driver steps
+    iac_queue_url: str  # SQS queue of terraform steps
     cloud: str = "aws"
-    enable_clouds: tuple[str, ...] = ()
-    lease_s: float = 120.0
-    max_attempts: int = 4
-    backoff_s: float = 2.0
-    max_receives: int = 5
-    redelivery_backoff_s: float = 5.0
-    redelivery_max_s: float = 900.0
-    iac_min_remaining_s: float = 120.0
-    iac_margin_s: float = 60.0
-    iac_heartbeat_s: float = 60.0
-    iac_visibility_s: float = 180.0
-    aws_driver: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        source = os.environ if environ is None else environ
-        missing = [name for name in env.REQUIRED if not source.get(name)]
-        if missing:
-            raise ConfigurationError(f"environment variables not set: {', '.join(missing)}")
-
-        def text(name: str) -> str:
-            return source.get(name) or env.DEFAULTS[name]
-
-        def number(name: str) -> float:
-            raw = text(name)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigurationError(f"{name}: expected a number, got {raw!r}") from None
-            if value < 0:
-                raise ConfigurationError(f"{name}: expected a number >= 0, got {raw!r}")
-            return value
-
-        driver = {name: source[name] for name in env.AWS_DRIVER_OPTIONS if source.get(name)}
-        return cls(
-            table=source[env.TABLE],
-            bucket=source[env.BUCKET],
-            steps_queue_url=source[env.STEPS_QUEUE_URL],
-            iac_queue_url=source[env.IAC_QUEUE_URL],
-            blob_prefix=text(env.BLOB_PREFIX),
-            secret_prefix=text(env.SECRET_PREFIX),
-            token_secret=text(env.TOKEN_SECRET),
-            api_url=source.get(env.API_URL) or None,
-            workspaces=Path(text(env.WORKSPACES)),
-            cloud=text(env.CLOUD),
-            enable_clouds=tuple(c.strip() for c in text(env.ENABLE_CLOUDS).split(",") if c.strip()),
-            lease_s=number(env.LEASE_S),
-            max_attempts=max(int(number(env.MAX_ATTEMPTS)), 1),
-            backoff_s=number(env.BACKOFF_S),
-            max_receives=max(int(number(env.MAX_RECEIVES)), 1),
-            redelivery_backoff_s=number(env.REDELIVERY_BACKOFF_S),
-            redelivery_max_s=number(env.REDELIVERY_MAX_S),
-            iac_min_remaining_s=number(env.IAC_MIN_REMAINING_S),
-            iac_margin_s=number(env.IAC_MARGIN_S),
-            iac_heartbeat_s=max(number(env.IAC_HEARTBEAT_S), 1.0),
-            iac_visibility_s=number(env.IAC_VISIBILITY_S),
-            aws_driver=driver,
-        )
+    blob_prefix: str = ""  # key prefix inside the bucket
+    secret_prefix: str = "nclav/"  # Secrets Manager name prefix
+    token_secret: str = "api-token"  # the API token's secret name, under the prefix
+    api_url: str = ""  # the API's base URL (function URL): Terraform's state backend
+    # terraform on Lambda (functions_aws.lambda_iac: the long-apply design)
+    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
+    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
+    iac_heartbeat_s: float = 60.0  # how often the message's visibility is extended
+    iac_visibility_s: float = 180.0  # ...and to how long from then
 
 
-class StepQueues:
-    """The engine's one ``WorkQueue`` over two SQS queues, routed by the step's action.
-
-    ``provision_partition`` and ``teardown_partition`` run terraform, so they go to the IaC
-    queue (the container-image worker that has terraform and tofu); every other step goes to
-    the steps queue (the small zip worker). The action is the message's ``action`` when it
-    has one, else the prefix of its step id (``plan.step_id``: ``"<action>:<enclave>..."``),
-    so routing costs no read.
-    """
+class StepQueues(RoutedQueue):
+    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
 
     def __init__(self, steps: SqsWorkQueue, iac: SqsWorkQueue) -> None:
-        self.steps = steps
-        self.iac = iac
-
-    def queue_for(self, message: Mapping[str, str]) -> SqsWorkQueue:
-        action = message.get("action") or message.get("step_id", "").partition(":")[0]
-        return self.iac if action in env.IAC_ACTIONS else self.steps
-
-    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
-        self.queue_for(message).send(message, delay_s)
-
-    def close(self) -> None:
-        self.steps.close()
-        self.iac.close()
+        routed = RoutedQueue.terraform_apart(steps, iac)
+        super().__init__(routed.default, routed.by_action)
+        self.steps, self.iac = steps, iac
 
 
 class AwsRuntime:
@@ -162,12 +87,8 @@ class AwsRuntime:
         self.settings = settings
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}
-        if clock is not None:
-            self._parts["clock"] = clock
-        if drivers is not None:
-            self._parts["drivers"] = dict(drivers)
-        if store is not None:
-            self._parts["store"] = store
+        given = {"clock": clock, "drivers": None if drivers is None else dict(drivers)}
+        self._parts.update({k: v for k, v in {**given, "store": store}.items() if v is not None})
         for service, client in (clients or {}).items():
             self._parts[f"client:{service}"] = client
 
@@ -177,8 +98,6 @@ class AwsRuntime:
                 self._parts[name] = build()
             part: _T = self._parts[name]
             return part
-
-    # -- boto3 ---------------------------------------------------------------------------------
 
     def client(self, service: str) -> Any:
         """One boto3 client per service, shared by every adapter (clients are thread-safe)."""
@@ -190,9 +109,7 @@ class AwsRuntime:
             # Standard retry mode: throttling and 5xx retried with backoff before an adapter
             # sees them; timeouts well inside a function's lifetime.
             config = Config(
-                retries={"mode": "standard", "max_attempts": 4},
-                connect_timeout=5,
-                read_timeout=30,
+                retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30
             )
             session: Any = self._once("session", boto3.session.Session)
             return session.client(service, config=config)
@@ -268,124 +185,58 @@ class AwsRuntime:
 
     @property
     def drivers(self) -> dict[Cloud, Driver]:
-        return self._once("drivers", self._build_drivers)
+        def build() -> dict[Cloud, Driver]:
+            from nclav.runtime.drivers import drivers_for
 
-    def _build_drivers(self) -> dict[Cloud, Driver]:
-        from nclav.engine import LocalDriver
-        from nclav.model import Cloud
+            s = self.settings
+            return drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ)
 
-        out: dict[Cloud, Driver] = {}
-        for name in dict.fromkeys((self.settings.cloud, *self.settings.enable_clouds)):
-            try:
-                cloud = Cloud(name)
-            except ValueError:
-                raise ConfigurationError(f"unknown cloud {name!r} in the environment") from None
-            if cloud == Cloud.LOCAL:
-                out[cloud] = LocalDriver()
-            elif cloud == Cloud.AWS:
-                out[cloud] = self._aws_driver()
-            else:
-                raise ConfigurationError(f"the {name} driver does not run in the AWS runtime")
-        return out
+        return self._once("drivers", build)
 
-    def _aws_driver(self) -> Driver:
-        from functions_aws.driver import make_driver
-        from nclav.errors import SpecError
+    @property
+    def policy(self) -> DeliveryPolicy:
+        from nclav.runtime.delivery import DeliveryPolicy
 
-        given = self.settings.aws_driver
-        options = {key: given.get(name) for name, key in env.AWS_DRIVER_OPTIONS.items()}
-        try:
-            driver: Driver = make_driver(options)
-        except SpecError as exc:
-            raise ConfigurationError(f"the aws driver cannot start: {exc}") from exc
-        return driver
+        s = self.settings
+        return DeliveryPolicy(s.max_receives, s.redelivery_backoff_s, s.redelivery_max_s)
 
     # -- core ----------------------------------------------------------------------------------
 
     @property
-    def iac(self) -> LambdaIac:
-        """Terraform for the engine; its token and workspace are only touched when it runs."""
-
-        def build() -> LambdaIac:
+    def composition(self) -> Composition:
+        def build() -> Composition:
             from functions_aws.lambda_iac import LambdaIac
+            from nclav.runtime.compose import compose
 
-            return LambdaIac(
-                self._partition_iac,
-                self.blobs,
-                min_remaining_s=self.settings.iac_min_remaining_s,
-                margin_s=self.settings.iac_margin_s,
+            s = self.settings
+            return compose(
+                s,
+                store=self.store,
+                queue=self.queues,
+                blobs=self.blobs,
+                clock=self.clock,
+                drivers=self.drivers,
+                token=lambda: self.token,
+                api_base=s.api_url or None,
+                wrap_iac=lambda make: LambdaIac(
+                    make, self.blobs, min_remaining_s=s.iac_min_remaining_s, margin_s=s.iac_margin_s
+                ),
             )
 
-        return self._once("iac", build)
-
-    def _partition_iac(self) -> Any:
-        from nclav.engine import PartitionIac
-
-        s = self.settings
-        iac = PartitionIac(
-            self.store,
-            self.blobs,
-            self.clock,
-            s.workspaces,
-            api_base=s.api_url,
-            token=self.token,
-            lease_s=s.lease_s,
-        )
-        iac.owner = self.engine.owner
-        return iac
+        return self._once("composition", build)
 
     @property
     def engine(self) -> Engine:
-        def build() -> Engine:
-            from nclav.engine import Engine
-
-            s = self.settings
-            return Engine(
-                self.store,
-                self.queues,
-                self.blobs,
-                self.clock,
-                self.drivers,
-                self.default_cloud,
-                self.iac,
-                self.bundles.load,
-                lease_s=s.lease_s,
-                max_attempts=s.max_attempts,
-                backoff_s=s.backoff_s,
-            )
-
-        return self._once("engine", build)
+        return self.composition.engine
 
     @property
-    def default_cloud(self) -> Cloud:
-        from nclav.model import Cloud
-
-        return Cloud(self.settings.cloud)
-
-    @property
-    def bundles(self) -> Any:
-        def build() -> Any:
-            from nclav.service import Bundles
-
-            return Bundles(self.blobs, self.default_cloud)
-
-        return self._once("bundles", build)
+    def iac(self) -> LambdaIac:
+        iac: LambdaIac = self.composition.iac  # type: ignore[assignment]  # wrap_iac's
+        return iac
 
     @property
     def router(self) -> Router:
-        def build() -> Router:
-            from nclav.api.auth import TokenAuth
-            from nclav.api.routes import build_router
-            from nclav.iac.state_backend import TerraformStateBackend
-            from nclav.service import Service
-
-            service = Service(
-                self.store, self.bundles, self.engine, self.drivers, self.default_cloud
-            )
-            tf_state = TerraformStateBackend(self.store, self.blobs, self.clock)
-            return build_router(service, tf_state, self.blobs, TokenAuth(self.token))
-
-        return self._once("router", build)
+        return self._once("router", lambda: self.composition.router)
 
 
 _runtime: AwsRuntime | None = None

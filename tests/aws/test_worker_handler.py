@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aws_harness import Deployment, FakeContext, Pump, enclaves_tree, load_event
 
-from functions_aws import bootstrap, constants, schedule, worker
+from functions_aws import bootstrap, schedule, worker
 from functions_aws.delivery import visibility_kept
 from functions_aws.dynamodb_store import DynamoStateStore
 from nclav.engine import LocalDriver
@@ -70,23 +70,16 @@ def step_id(enclave_id: str) -> str:
     return f"provision_enclave:{enclave_id}"
 
 
-def test_iac_actions_are_the_terraform_steps() -> None:
-    assert {Action.PROVISION_PARTITION.value, Action.TEARDOWN_PARTITION.value} == set(
-        constants.IAC_ACTIONS
-    )
-
-
-def test_step_messages_are_routed_to_their_queue(deployment: Deployment) -> None:
+def test_step_messages_are_routed_to_their_queue_by_their_action(deployment: Deployment) -> None:
     queues = deployment.runtime.queues
-    assert queues.queue_for({"run_id": "r", "step_id": "provision_partition:e/p"}) is queues.iac
-    assert queues.queue_for({"run_id": "r", "step_id": "teardown_partition:e/p"}) is queues.iac
     for action in Action:
-        if action.value not in constants.IAC_ACTIONS:
-            message = {"run_id": "r", "step_id": f"{action.value}:e/x"}
-            assert queues.queue_for(message) is queues.steps
-    assert queues.queue_for({"run_id": "r", "step_id": "x", "action": "teardown_partition"}) is (
-        queues.iac
-    )
+        message = {"run_id": "r", "step_id": f"{action.value}:e/x", "action": action.value}
+        expected = queues.iac if action.runs_terraform else queues.steps
+        assert queues.queue_for(message) is expected, action
+    assert {a for a in Action if a.runs_terraform} == {
+        Action.PROVISION_PARTITION,
+        Action.TEARDOWN_PARTITION,
+    }
 
 
 def test_a_reconcile_runs_through_the_worker(
@@ -325,7 +318,9 @@ def test_the_worker_handler_module_builds_no_runtime_at_import() -> None:
     assert worker.processor is not None
 
 
-@pytest.mark.parametrize("missing", constants.REQUIRED)
+@pytest.mark.parametrize(
+    "missing", ["NCLAV_TABLE", "NCLAV_BUCKET", "NCLAV_STEPS_QUEUE_URL", "NCLAV_IAC_QUEUE_URL"]
+)
 def test_a_missing_variable_is_named(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:

@@ -22,6 +22,7 @@ is never empty, ``.``, ``..`` or contains a ``/``, so handlers can use one as a 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from nclav.api.http import (
     error_response,
 )
 from nclav.api.openapi import openapi  # re-exported: the document belongs to the table
-from nclav.errors import ConflictError, Issue, NotFoundError, SpecError
+from nclav.errors import ConflictError, Issue, NotFoundError, SpecError, TemporaryError
 
 _log = logging.getLogger(__name__)
 
@@ -279,6 +280,11 @@ class Router:
             return error_response(404, "not_found", str(exc), rid)
         if isinstance(exc, ConflictError):
             return error_response(409, "conflict", str(exc), rid)
+        if isinstance(exc, TemporaryError):  # a store throttled or unreachable: ask again
+            _log.warning("temporary error in %s %s: %s", request.method, request.path, exc)
+            retry = str(max(math.ceil(exc.retry_after_s), 1))
+            message = "temporarily unavailable, retry later"
+            return error_response(503, "unavailable", message, rid, headers={"Retry-After": retry})
         # The traceback may name internals and data; it belongs in the log, never the body.
         _log.exception(
             "unhandled error in %s %s (request_id=%s)", request.method, request.path, rid
