@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
-from functions_aws._dynamo_items import bounded_error, step_attrs, step_from
+from functions_aws._dynamo_items import step_attrs, step_from
 from functions_aws._dynamo_keys import (
     LEASE_INDEX,
     LEASE_PK,
@@ -176,7 +176,7 @@ class DynamoSteps:
         update = e.assign(
             {
                 "status": S(status.value),
-                "error": None if error is None else S(str(bounded_error(error))),
+                "error": None if error is None else S(error),
                 "finished_at": S(iso_time(now)),
                 "not_before": None if not_before is None else N(not_before),
                 "lease_owner": None,

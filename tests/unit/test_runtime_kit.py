@@ -121,20 +121,25 @@ def test_a_service_s_own_codes_win() -> None:
 
 def test_bound_error() -> None:
     assert bound_error("short") == "short"
-    long = "é" * 5000  # two bytes each: cut on a character, not inside one
+    long = "HEAD" + "é" * 5000 + "TAIL"  # two bytes each: cut on a character, not inside one
     cut = bound_error(long)
-    assert len(cut.encode()) <= MAX_ERROR_BYTES and cut.endswith("[truncated]")
+    assert len(cut.encode()) <= MAX_ERROR_BYTES and "\n[truncated]\n" in cut
+    assert cut.startswith("HEAD") and cut.endswith("TAIL")  # a tool's last words are kept
 
 
 def test_a_huge_step_error_is_stored_bounded(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.add_tree("pa", EXAMPLES / "product-a" / "enclaves")
-    rig.iac.failures.times("apply:product-a-dev/db", RuntimeError("x" * 100_000), 1)
+    error = RuntimeError("x" * 100_000 + "Error: the real cause")
+    rig.iac.failures.times("apply:product-a-dev/db", error, 1)
     run = rig.apply("pa")
     assert run.status == RunStatus.FAILED
     step = rig.step(run.id, "provision_partition:product-a-dev/db")
     assert step.status == StepStatus.FAILED and step.error is not None
-    assert len(step.error.encode()) <= MAX_ERROR_BYTES and step.error.endswith("[truncated]")
+    assert len(step.error.encode()) <= MAX_ERROR_BYTES and "[truncated]" in step.error
+    assert step.error.endswith("Error: the real cause")
+    last = rig.enclave("product-a-dev").partitions["db"].meta.last_error
+    assert last is not None and len(last.message.encode()) <= MAX_ERROR_BYTES
     rig.close()
 
 

@@ -447,16 +447,19 @@ class Engine:
 # A step's error is stored on the step, the run and the resource, and shown by the CLI: a
 # terraform or SDK error can be megabytes, so every store gets the same bounded text.
 MAX_ERROR_BYTES = 4096
-TRUNCATED = " [truncated]"
+TRUNCATED = "\n[truncated]\n"
 
 
 def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
-    """``error`` cut to at most ``limit`` UTF-8 bytes, marked ``[truncated]`` when cut."""
+    """``error`` in at most ``limit`` UTF-8 bytes: when longer, its head and its tail (where
+    a tool prints its final error) around a ``[truncated]`` marker."""
     data = error.encode("utf-8")
     if len(data) <= limit:
         return error
-    keep = data[: limit - len(TRUNCATED.encode())].decode("utf-8", "ignore")
-    return keep + TRUNCATED
+    half = (limit - len(TRUNCATED)) // 2
+    head = data[:half].decode("utf-8", "ignore")
+    tail = data[-half:].decode("utf-8", "ignore")
+    return head + TRUNCATED + tail
 
 
 def _message(step: StepRecord) -> dict[str, str]:
