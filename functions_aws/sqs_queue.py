@@ -7,7 +7,8 @@ Consumer side (the SQS-triggered worker Lambda, and the tests' pump): ``receive`
 Delivery is at least once and a failed message comes back after a backoff: the consumer sets
 the message's visibility timeout (``delay``, ChangeMessageVisibility) to the delay core's
 delivery policy chose (``functions_aws.delivery``) and lets it go. Every receive counts, so
-after ``maxReceiveCount`` failed deliveries SQS's redrive policy moves the message to the DLQ on its next receive (``create_queues``).
+after ``maxReceiveCount`` failed deliveries SQS's redrive policy moves the message to the DLQ
+on its next receive (``create_queues``).
 
 Delays longer than SQS's 900 s ``DelaySeconds`` cap: the message is sent with 900 s and the
 time it is due in the ``nclav-not-before`` attribute. A consumer that receives it early calls

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +29,7 @@ from nclav.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
 # -- backoff and heartbeat ---------------------------------------------------------------------
 
