@@ -37,7 +37,7 @@ def backoff(
     delay = base_s * 2 ** min(max(attempt - 1, 0), 62)
     if cap_s is not None:
         delay = min(delay, cap_s)
-    return max(delay * rand(1 - jitter, 1 + jitter), 0.0)
+    return max(float(delay * rand(1 - jitter, 1 + jitter)), 0.0)
 
 
 @contextmanager
