@@ -1,8 +1,8 @@
 """The AWS runtime's wiring: its settings and adapters, handed to core's ``compose``.
 
 The one module that names the AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
-two SQS queues behind one ``WorkQueue`` (``StepQueues``: terraform steps to the IaC queue,
-the rest to the steps queue, by the action the engine puts in each message).
+two SQS queues behind one ``WorkQueue`` (``functions_aws.settings.StepQueues``: terraform steps
+to the IaC queue, the rest to the steps queue, by the action the engine puts in each message).
 
 Nothing happens at import. ``runtime()`` creates the ``AwsRuntime`` on first use and caches it
 for warm invocations, and each part (a boto3 client, an adapter, the API token, the composed
@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from functions_aws.settings import Settings, StepQueues
 from nclav.errors import ConfigurationError
-from nclav.runtime.routing import RoutedQueue
-from nclav.runtime.settings import Settings as CoreSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
     from functions_aws.lambda_iac import LambdaIac
     from functions_aws.s3_blobs import S3BlobStore
     from functions_aws.secrets import SecretsManagerSecretStore
-    from functions_aws.sqs_queue import SqsWorkQueue
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine
     from nclav.model import Cloud
@@ -37,35 +34,6 @@ if TYPE_CHECKING:
     from nclav.runtime.delivery import DeliveryPolicy
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settings(CoreSettings):
-    """Core's settings plus the AWS resource names (each ``NCLAV_<FIELD>``; infra/aws sets them)."""
-
-    table: str  # DynamoDB table: applied state, runs, steps, events, locks
-    bucket: str  # S3 bucket: bundles, IaC logs, Terraform state versions
-    steps_queue_url: str  # SQS queue of driver steps
-    iac_queue_url: str  # SQS queue of terraform steps
-    cloud: str = "aws"
-    blob_prefix: str = ""  # key prefix inside the bucket
-    secret_prefix: str = "nclav/"  # Secrets Manager name prefix
-    token_secret: str = "api-token"  # the API token's secret name, under the prefix
-    api_url: str = ""  # the API's base URL (function URL): Terraform's state backend
-    # terraform on Lambda (functions_aws.lambda_iac: the long-apply design)
-    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
-    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
-    iac_heartbeat_s: float = 60.0  # how often the message's visibility is extended
-    iac_visibility_s: float = 180.0  # ...and to how long from then
-
-
-class StepQueues(RoutedQueue):
-    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
-
-    def __init__(self, steps: SqsWorkQueue, iac: SqsWorkQueue) -> None:
-        routed = RoutedQueue.terraform_apart(steps, iac)
-        super().__init__(routed.default, routed.by_action)
-        self.steps, self.iac = steps, iac
 
 
 class AwsRuntime:
@@ -122,32 +90,24 @@ class AwsRuntime:
 
     @property
     def store(self) -> StateStore:
-        def build() -> StateStore:
-            from functions_aws.dynamodb_store import DynamoStateStore
+        from functions_aws.dynamodb_store import DynamoStateStore
 
-            return DynamoStateStore(self.settings.table, client=self.client("dynamodb"))
-
-        return self._once("store", build)
+        client = self.client("dynamodb")
+        return self._once("store", lambda: DynamoStateStore(self.settings.table, client=client))
 
     @property
     def blobs(self) -> S3BlobStore:
-        def build() -> S3BlobStore:
-            from functions_aws.s3_blobs import S3BlobStore
+        from functions_aws.s3_blobs import S3BlobStore
 
-            s = self.settings
-            return S3BlobStore(s.bucket, s.blob_prefix, client=self.client("s3"))
-
-        return self._once("blobs", build)
+        s, client = self.settings, self.client("s3")
+        return self._once("blobs", lambda: S3BlobStore(s.bucket, s.blob_prefix, client=client))
 
     @property
     def secrets(self) -> SecretsManagerSecretStore:
-        def build() -> SecretsManagerSecretStore:
-            from functions_aws.secrets import SecretsManagerSecretStore
+        from functions_aws.secrets import SecretsManagerSecretStore
 
-            prefix = self.settings.secret_prefix
-            return SecretsManagerSecretStore(prefix, client=self.client("secretsmanager"))
-
-        return self._once("secrets", build)
+        prefix, client = self.settings.secret_prefix, self.client("secretsmanager")
+        return self._once("secrets", lambda: SecretsManagerSecretStore(prefix, client=client))
 
     @property
     def token(self) -> str:
@@ -165,35 +125,32 @@ class AwsRuntime:
 
     @property
     def queues(self) -> StepQueues:
-        def build() -> StepQueues:
-            from functions_aws.sqs_queue import SqsWorkQueue
+        from functions_aws.sqs_queue import SqsWorkQueue
 
-            s, sqs = self.settings, self.client("sqs")
-            return StepQueues(
+        s, sqs = self.settings, self.client("sqs")
+        return self._once(
+            "queues",
+            lambda: StepQueues(
                 SqsWorkQueue(s.steps_queue_url, client=sqs),
                 SqsWorkQueue(s.iac_queue_url, client=sqs),
-            )
-
-        return self._once("queues", build)
+            ),
+        )
 
     @property
     def clock(self) -> Clock:
-        def build() -> Clock:
-            from nclav.ports import SystemClock
+        from nclav.ports import SystemClock
 
-            return SystemClock()
-
-        return self._once("clock", build)
+        return self._once("clock", SystemClock)
 
     @property
     def drivers(self) -> dict[Cloud, Driver]:
-        def build() -> dict[Cloud, Driver]:
-            from nclav.runtime.drivers import drivers_for
+        from nclav.runtime.drivers import drivers_for
 
-            s = self.settings
-            return drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ)
-
-        return self._once("drivers", build)
+        s = self.settings
+        return self._once(
+            "drivers",
+            lambda: drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ),
+        )
 
     @property
     def policy(self) -> DeliveryPolicy:
