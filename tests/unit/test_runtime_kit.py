@@ -290,3 +290,13 @@ def test_naming_rules() -> None:
         "nclav-enclave": "dev",
         "nclav-partition": "db",
     }
+
+
+def test_serve_names_a_missing_driver_option_by_flag_and_variable(tmp_path: Path) -> None:
+    args = ["--ephemeral", "--port", "0", "--home", str(tmp_path)]
+    env = {"NCLAV_AWS_ORG_UNIT_ID": "", "NCLAV_AWS_EMAIL_DOMAIN": "", "NCLAV_URL": ""}
+    result = CliRunner(env=env).invoke(serve, ["--cloud", "aws", *args])
+    assert result.exit_code == 2
+    assert "--aws-org-unit-id" in result.output and "NCLAV_AWS_EMAIL_DOMAIN" in result.output
+    result = CliRunner(env=env).invoke(serve, ["--cloud", "gcp", *args])
+    assert result.exit_code == 2 and "gcp driver is not installed" in result.output
