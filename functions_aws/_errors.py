@@ -85,6 +85,8 @@ TRANSIENT = frozenset(
         "KMSThrottlingException",
     }
 )
+# Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
+NETWORK = (ConnectionError, HTTPClientError)
 THROTTLED_RETRY_S = 10.0
 TRANSIENT_RETRY_S = 5.0
 KNOWN: dict[str, ErrorKind] = {
@@ -105,7 +107,7 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _status(exc: ClientError) -> int:
+def http_status(exc: ClientError) -> int:
     meta: Any = exc.response.get("ResponseMetadata", {})
     return int(meta.get("HTTPStatusCode") or 0)
 
@@ -113,7 +115,7 @@ def _status(exc: ClientError) -> int:
 def translate(exc: Exception, what: str) -> NclavError:
     """The nclav error for an SDK error raised while doing ``what``."""
     if isinstance(exc, ClientError):
-        code, status = error_code(exc), _status(exc)
+        code, status = error_code(exc), http_status(exc)
         detail = str(exc.response.get("Error", {}).get("Message") or "")
         text = f"{what}: {code}: {detail}" if detail else f"{what}: {code}"
         kind = classify(status, code, KNOWN)
@@ -126,7 +128,7 @@ def translate(exc: Exception, what: str) -> NclavError:
         if kind == "temporary":
             return TemporaryError(text, retry_after_s=TRANSIENT_RETRY_S)
         return AwsServiceError(text, code=code, status=status)
-    if isinstance(exc, ConnectionError | HTTPClientError):  # timeouts, resets, DNS
+    if isinstance(exc, NETWORK):  # timeouts, resets, DNS
         return TemporaryError(f"{what}: {exc}", retry_after_s=TRANSIENT_RETRY_S)
     return AwsServiceError(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -140,4 +142,4 @@ def aws_errors(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-__all__ = ["AwsServiceError", "aws_errors", "error_code", "translate"]
+__all__ = ["NETWORK", "AwsServiceError", "aws_errors", "error_code", "http_status", "translate"]
