@@ -22,7 +22,10 @@ A ``SpecError`` holds every problem found in one pass, so a user fixes them all 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,9 @@ _TEMPORARY_WORDS = (
 )
 
 
-def classify(status: int, code: str = "", known: dict[str, ErrorKind] | None = None) -> ErrorKind:
+def classify(
+    status: int, code: str = "", known: Mapping[str, ErrorKind] | None = None
+) -> ErrorKind:
     """What a service error means to nclav, from its HTTP status and its error code.
 
     ``known`` maps a service's own codes to a kind and wins; then codes that say throttling
