@@ -76,7 +76,7 @@ class ThreadWorkQueue:
         if workers < 1 or max_deliveries < 1:
             raise ValueError("workers and max_deliveries must be at least 1")
         if (handler is None) == (consume is None):
-            raise ValueError("give a handler or a consumer, not both")
+            raise ValueError("give exactly one of handler and consume")
         self._handler = handler
         self._consume = consume
         self._policy = DeliveryPolicy(max_deliveries, retry_delay_s, max_retry_delay_s)
