@@ -101,9 +101,9 @@ def test_throttling_backs_off_exponentially_with_jitter_up_to_the_budget() -> No
 def test_the_delay_is_never_shorter_than_asked_nor_longer_than_the_cap() -> None:
     patient = TemporaryError("later", retry_after_s=400)
     assert run(FakeEngine(patient), 1).delay_s >= 400
-    assert decide(patient, 30, DeliveryPolicy(100, 5.0, 900.0)) == Retry(
-        900.0, "TemporaryError: later"
-    )
+    late = [decide(patient, 30, DeliveryPolicy(100, 5.0, 900.0)) for _ in range(50)]
+    assert all(isinstance(d, Retry) and 0.8 * 900 <= d.delay_s <= 900 for d in late)
+    assert len({d.delay_s for d in late}) > 1  # capped, and still spread apart
 
 
 @pytest.mark.parametrize(
