@@ -186,6 +186,9 @@ def test_settings_from_the_environment_with_explicit_values_winning() -> None:
         5,
     )
     assert Settings.from_env({"NCLAV_MAX_DELETES": "9"}).max_deletes == 9
+    assert Settings.from_env({"NCLAV_MAX_DELETES": "0"}).max_deletes == 0
+    with pytest.raises(ConfigurationError, match="NCLAV_MAX_RECEIVES: expected at least 1"):
+        Settings.from_env({"NCLAV_MAX_RECEIVES": "0"})
     with pytest.raises(ConfigurationError, match="NCLAV_LEASE_S: expected a number"):
         Settings.from_env({"NCLAV_LEASE_S": "soon"})
     with pytest.raises(ConfigurationError, match="unknown cloud 'mars'"):

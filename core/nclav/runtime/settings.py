@@ -44,6 +44,11 @@ class Settings:
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "max_receives"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{env_var(name)}: expected at least 1")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Self:
         """Settings from ``environ`` (default: ``os.environ``); ``explicit`` values win."""
@@ -106,7 +111,7 @@ def _parse(name: str, raw: str, default: object) -> object:
             raise ConfigurationError(f"{name}: expected a number, got {raw!r}") from None
         if number < 0:
             raise ConfigurationError(f"{name}: expected a number >= 0, got {raw!r}")
-        return max(int(number), 1) if isinstance(default, int) else number
+        return int(number) if isinstance(default, int) else number
     return raw
 
 
