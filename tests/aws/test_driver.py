@@ -16,7 +16,6 @@ from botocore.exceptions import ClientError
 
 from functions_aws.driver import AwsDriver, AwsDriverConfig, make_driver
 from nclav.errors import ConfigurationError, PermanentError, SpecError
-from nclav.runtime.drivers import drivers_for
 from nclav.model import (
     Cloud,
     Dns,
@@ -28,6 +27,7 @@ from nclav.model import (
     Network,
     PartitionConfig,
 )
+from nclav.runtime.drivers import drivers_for
 
 if TYPE_CHECKING:
     from nclav.engine.driver import Driver
