@@ -39,19 +39,6 @@ if TYPE_CHECKING:
 
     from functions_aws._dynamo_errors import AttributeValue, Item
 
-# A step's error is kept whole up to this many characters; beyond it the middle is cut, so a
-# huge error (a tool's whole output) can never make a step impossible to finish.
-MAX_STEP_ERROR = 16_000
-_TRIM_MARK = "\n[... {cut:,} characters cut ...]\n"
-
-
-def bounded_error(error: str | None) -> str | None:
-    if error is None or len(error) <= MAX_STEP_ERROR:
-        return error
-    half = MAX_STEP_ERROR // 2
-    return error[:half] + _TRIM_MARK.format(cut=len(error) - 2 * half) + error[-half:]
-
-
 # -- steps ---------------------------------------------------------------------------------------
 
 
@@ -78,7 +65,7 @@ def step_attrs(step: StepRecord) -> dict[str, AttributeValue | None]:
         "lease_owner": _opt_s(step.lease_owner),
         "lease_expires_at": _opt_n(step.lease_expires_at),
         "not_before": _opt_n(step.not_before),
-        "error": _opt_s(bounded_error(step.error)),
+        "error": _opt_s(step.error),  # bounded by the engine (nclav.engine.bound_error)
         "started_at": _opt_s(step.started_at),
         "finished_at": _opt_s(step.finished_at),
         "version": N(step.version),
@@ -203,8 +190,6 @@ def event_from(item: Item) -> AuditEvent:
 
 
 __all__ = [
-    "MAX_STEP_ERROR",
-    "bounded_error",
     "event_from",
     "event_item",
     "run_attrs",

@@ -12,12 +12,11 @@ one GetItem, exact under concurrent finishes. Every other step write stays one U
 
 from __future__ import annotations
 
-import random
 import time
 from typing import TYPE_CHECKING
 
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
-from functions_aws._dynamo_items import bounded_error, step_attrs, step_from
+from functions_aws._dynamo_items import step_attrs, step_from
 from functions_aws._dynamo_keys import (
     LEASE_INDEX,
     LEASE_PK,
@@ -37,6 +36,7 @@ from functions_aws._dynamo_keys import (
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
+from nclav.runtime import backoff
 
 if TYPE_CHECKING:
     from typing import Any
@@ -99,7 +99,7 @@ class DynamoSteps:
             try:
                 self._table.transact(actions)
             except ContendedError:
-                time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
+                time.sleep(backoff(attempt + 1, 0.01, 1.0, jitter=0.5))
             else:
                 return
         raise TemporaryError("a run's step count is too contended; try again", retry_after_s=1.0)
@@ -176,7 +176,7 @@ class DynamoSteps:
         update = e.assign(
             {
                 "status": S(status.value),
-                "error": None if error is None else S(str(bounded_error(error))),
+                "error": None if error is None else S(error),
                 "finished_at": S(iso_time(now)),
                 "not_before": None if not_before is None else N(not_before),
                 "lease_owner": None,

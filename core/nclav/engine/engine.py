@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 from collections import deque
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from nclav.records import (
     new_id,
     step_records,
 )
+from nclav.runtime.timing import backoff, heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -271,15 +271,14 @@ class Engine:
             return
         # Exponential backoff with jitter (keeps retries of many steps apart), never sooner
         # than the error itself asked for.
-        backoff = self.backoff_s * 2 ** (step.attempts - 1) * random.uniform(0.8, 1.2)
-        delay = max(retry_after_s, backoff)
+        delay = max(retry_after_s, backoff(step.attempts, self.backoff_s))
         now = self.clock.now()
         done = self.store.finish_step(
             step.run_id,
             step.step_id,
             self.owner,
             StepStatus.READY,
-            error,
+            bound_error(error),
             now,
             not_before=now + delay,
         )
@@ -290,7 +289,7 @@ class Engine:
                 self.store.update_step(
                     done.model_copy(update={"attempts": max(done.attempts - 1, 0)}), done.version
                 )
-        self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
+        self.queue.send(_message(step), delay_s=delay)
 
     def _finish(
         self,
@@ -301,6 +300,7 @@ class Engine:
         failed: StepContext | None = None,
     ) -> None:
         """Record the step's outcome; with ``failed``, also leave its resource in error."""
+        error = bound_error(error) if error is not None else None
         done = self.store.finish_step(
             step.run_id, step.step_id, self.owner, status, error, self.clock.now()
         )
@@ -395,23 +395,13 @@ class Engine:
     @contextmanager
     def _lease_kept(self, step: StepRecord) -> Iterator[None]:
         """Renew the step's lease while it runs, so a long apply is not taken over."""
-        stop = threading.Event()
 
-        def renew() -> None:
-            while not stop.wait(self.lease_s / 3):
-                now = self.clock.now()
-                if not self.store.renew_lease(
-                    step.run_id, step.step_id, self.owner, self.lease_s, now
-                ):
-                    return  # lost it: finish_step will refuse our result
+        def renew() -> bool:  # False (lost it) ends the renewals: finish_step will refuse us
+            now = self.clock.now()
+            return self.store.renew_lease(step.run_id, step.step_id, self.owner, self.lease_s, now)
 
-        thread = threading.Thread(target=renew, name=f"lease-{step.step_id}", daemon=True)
-        thread.start()
-        try:
+        with heartbeat(self.lease_s / 3, renew, name=f"lease-{step.step_id}"):
             yield
-        finally:
-            stop.set()
-            thread.join()
 
     # -- the sweeper ------------------------------------------------------------------------
 
@@ -432,7 +422,7 @@ class Engine:
     # -- helpers ----------------------------------------------------------------------------
 
     def _send(self, step: StepRecord) -> None:
-        self.queue.send({"run_id": step.run_id, "step_id": step.step_id})
+        self.queue.send(_message(step))
 
     def _now_text(self) -> str:
         return iso_time(self.clock.now())
@@ -458,4 +448,27 @@ class Engine:
         )
 
 
-__all__ = ["Engine"]
+# A step's error is stored on the step, the run and the resource, and shown by the CLI: a
+# terraform or SDK error can be megabytes, so every store gets the same bounded text.
+MAX_ERROR_BYTES = 4096
+TRUNCATED = "\n[truncated]\n"
+
+
+def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """``error`` in at most ``limit`` UTF-8 bytes: when longer, its head and its tail (where
+    a tool prints its final error) around a ``[truncated]`` marker."""
+    data = error.encode("utf-8")
+    if len(data) <= limit:
+        return error
+    half = (limit - len(TRUNCATED)) // 2
+    head = data[:half].decode("utf-8", "ignore")
+    tail = data[-half:].decode("utf-8", "ignore")
+    return head + TRUNCATED + tail
+
+
+def _message(step: StepRecord) -> dict[str, str]:
+    """A step's queue message; the action lets a runtime route it without a read."""
+    return {"run_id": step.run_id, "step_id": step.step_id, "action": step.action.value}
+
+
+__all__ = ["MAX_ERROR_BYTES", "Engine", "bound_error"]
