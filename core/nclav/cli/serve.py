@@ -238,8 +238,6 @@ def _warn_if_shared(home: str | os.PathLike[str], ephemeral: bool) -> None:
         )
 
 
-
-
 def _by_cloud(values: dict[str, str | None]) -> dict[str, dict[str, str | None]]:
     """serve's driver flag values by cloud and option name."""
     flags = serve.driver_flags if isinstance(serve, ServeCommand) else {}

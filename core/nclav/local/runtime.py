@@ -25,11 +25,11 @@ from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
 from nclav.model import Cloud
 from nclav.ports import SystemClock
-from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES
 from nclav.runtime.compose import compose
 from nclav.runtime.delivery import Delivery, DeliveryPolicy, Outcome, deliver
 from nclav.runtime.drivers import drivers_for
 from nclav.runtime.settings import Settings
+from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
