@@ -344,7 +344,7 @@ class Engine:
             update = (
                 {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
                 if bad
-                else {"status": StepStatus.READY}
+                else {"status": StepStatus.READY, "sent_at": self.clock.now()}  # sent below
             )
             try:
                 new = self.store.update_step(step.model_copy(update=update), step.version)
@@ -411,19 +411,48 @@ class Engine:
 
     # -- the sweeper ------------------------------------------------------------------------
 
-    def sweep(self) -> int:
-        """Re-enqueue steps whose worker died, start runs that may start; return re-enqueued."""
-        expired = self.store.list_expired_leases(self.clock.now())
-        for step in expired:
+    def sweep(self, window_s: float | None = None) -> int:
+        """Re-send the messages of stuck steps, start runs that may start; return re-sent.
+
+        Stuck: a running step whose lease expired (its worker died), or a ready step still
+        unclaimed a ``window_s`` (default: a lease) after its message was sent or became due
+        (the message was lost). A step's first message goes out when its run begins, so a
+        ready step of a run begun less than a window ago is not stuck. Each re-send is
+        recorded on the step (``sent_at``) before the message goes, so a step is re-sent at
+        most once a window however often the sweeper runs. Both kinds are read through the
+        store's indexes, never by listing every run's steps. ``window_s=0`` re-sends every
+        ready step: for a queue that lost its messages (the in-process one, at start).
+        """
+        now = self.clock.now()
+        older_than = now - (self.lease_s if window_s is None else window_s)
+        stuck = [s for s in self.store.list_expired_leases(now) if (s.sent_at or 0.0) <= older_than]
+        leased = len(stuck)
+        ready = self.store.list_stuck_ready_steps(older_than)
+        runs = {r: self.store.get_run(r) for r in dict.fromkeys(s.run_id for s in ready)}
+        begun_before = iso_time(older_than)  # fixed-width text: compares as times
+        for step in ready:
+            run = runs[step.run_id]
+            if run is None or run.status != RunStatus.RUNNING:
+                continue  # a queued run sends its steps when it begins
+            if (run.started_at or "") <= begun_before:
+                stuck.append(step)
+        resent = 0
+        for step in stuck:
+            try:
+                self.store.update_step(step.model_copy(update={"sent_at": now}), step.version)
+            except ConflictError:
+                continue  # claimed, finished or re-sent by someone else meanwhile
             self._send(step)
-        for run in self.store.list_unfinished_runs():
-            if run.status == RunStatus.RUNNING:
-                for step in self.store.list_steps(run.id):
-                    not_before = step.not_before or 0.0
-                    if step.status == StepStatus.READY and not_before <= self.clock.now():
-                        self._send(step)
+            resent += 1
+        if stuck:
+            logger.info(
+                "sweeper: re-sent %d of %d stuck steps (%d with an expired lease)",
+                resent,
+                len(stuck),
+                leased,
+            )
         self.kick()
-        return len(expired)
+        return resent
 
     # -- helpers ----------------------------------------------------------------------------
 
