@@ -317,29 +317,45 @@ class Engine:
         dependencies: the cost of a finished step is its neighbourhood, never its run's size.
         Two dependencies of one step finishing at once both re-read it after their own write,
         so the later of the two sees both final and readies it.
+
+        The run is checked for its end only when this fan-out readied nothing: a readied step
+        is unfinished, and its own fan-out comes later. So the step that is the last to become
+        final (finished, or blocked here) always asks, after its writes.
         """
         # No "seen" set: a step left pending because another dependency was not final yet
         # must be looked at again when that dependency is blocked. It terminates: only a step
         # this loop blocks (once each) adds to the queue.
         queue = deque(done.dependents)
+        final = {done.step_id: done}  # a final step never changes: read once, not per edge
+        readied: list[str] = []
         while queue:
-            queue.extend(self._settle(done.run_id, queue.popleft()))
-        self._finish_run_if_done(done.run_id)
+            queue.extend(self._settle(done.run_id, queue.popleft(), final, readied))
+        if not readied:
+            self._finish_run_if_done(done.run_id)
 
-    def _settle(self, run_id: str, step_id: str) -> tuple[str, ...]:
+    def _settle(
+        self, run_id: str, step_id: str, final: dict[str, StepRecord], readied: list[str]
+    ) -> tuple[str, ...]:
         """Ready or block one pending step whose dependencies are all final.
 
         Returns the dependents to visit next: those of a step just blocked (blocking travels
         downstream), none otherwise (a readied step fans out itself once it finishes).
+        ``final``: the final steps this fan-out has read or written, kept to skip re-reads;
+        ``readied``: the steps it readied.
         """
         while True:
             step = self.store.get_step(run_id, step_id)
             if step is None or step.status != StepStatus.PENDING:
                 return ()
-            found = (self.store.get_step(run_id, d) for d in step.depends_on)
-            deps = [d for d in found if d is not None]  # a dependency outside the run: ignored
-            if not all(d.status.final for d in deps):
-                return ()  # the last dependency to finish will come back here
+            deps: list[StepRecord] = []
+            for dep_id in step.depends_on:
+                dep = final[dep_id] if dep_id in final else self.store.get_step(run_id, dep_id)
+                if dep is None:
+                    continue  # a dependency outside the run: ignored
+                if not dep.status.final:
+                    return ()  # the last dependency to finish will come back here
+                final[dep_id] = dep
+                deps.append(dep)
             bad = [d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
             update = (
                 {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
@@ -351,8 +367,10 @@ class Engine:
             except ConflictError:
                 continue  # another worker moved it: read it again
             if new.status == StepStatus.READY:
+                readied.append(new.step_id)
                 self._send(new)
                 return ()
+            final[new.step_id] = new
             return new.dependents
 
     def _finish_run_if_done(self, run_id: str) -> None:
