@@ -126,8 +126,11 @@ class Runtime:
         return self.ok("GET", f"/enclaves/{enclave}/partitions/{partition}/iac/runs")  # type: ignore[no-any-return]
 
     def deliver(self, run_id: str, step_id: str) -> None:
-        """One more message for a step on the runtime's queue (a duplicate delivery)."""
-        self.engine.queue.send({"run_id": run_id, "step_id": step_id})
+        """One more message for a step on the runtime's queue (a duplicate delivery): the
+        message the engine itself sends for it, on the queue it sends it to."""
+        step = self.engine.store.get_step(run_id, step_id)
+        assert step is not None, (run_id, step_id)
+        self.engine._send(step)  # noqa: SLF001 - exactly the engine's message
 
     def sweep(self) -> int:
         return self.engine.sweep()
