@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-# The AWS driver builds on the AWS harness (moto resources, the SQS pump).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))
+# The AWS driver builds on the AWS harness (moto resources, the SQS pump); the scenarios use
+# the end-to-end harness's terraform check.
+for _harness in ("aws", "e2e"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _harness))
 
 from runtimes import RUNTIMES, Runtime, open_runtime  # noqa: E402
 
