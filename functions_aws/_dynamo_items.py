@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from functions_aws._dynamo_keys import (
     LEASE_PK,
     LEASES,
+    READY,
+    READY_PK,
+    READY_SK,
     RUNS,
     N,
     S,
@@ -32,7 +35,7 @@ from functions_aws._dynamo_keys import (
     text,
     unfinished_key,
 )
-from nclav.records import AuditEvent, Run, StepRecord, StepStatus
+from nclav.records import AuditEvent, Run, StepRecord, StepStatus, ready_since
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,8 +72,16 @@ def step_attrs(step: StepRecord) -> dict[str, AttributeValue | None]:
         "started_at": _opt_s(step.started_at),
         "finished_at": _opt_s(step.finished_at),
         "version": N(step.version),
+        "sent_at": _opt_n(step.sent_at),
         LEASE_PK: S(LEASES) if leased else None,
+        **ready_attrs(step.status, ready_since(step)),
     }
+
+
+def ready_attrs(status: StepStatus, since: float) -> dict[str, AttributeValue | None]:
+    """The ready index's key: present on ready steps only (``since``: ``ready_since``)."""
+    ready = status == StepStatus.READY
+    return {READY_PK: S(READY) if ready else None, READY_SK: N(since) if ready else None}
 
 
 def step_item(step: StepRecord, position: int, plan: str) -> Item:
@@ -106,6 +117,7 @@ def step_from(item: Item) -> StepRecord:
             "started_at": text(item.get("started_at")),
             "finished_at": text(item.get("finished_at")),
             "version": integer(item["version"]),
+            "sent_at": number(item.get("sent_at")),
         }
     )
 
@@ -192,6 +204,7 @@ def event_from(item: Item) -> AuditEvent:
 __all__ = [
     "event_from",
     "event_item",
+    "ready_attrs",
     "run_attrs",
     "run_from",
     "run_item",

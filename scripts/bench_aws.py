@@ -17,7 +17,7 @@
    the worker handlers from moto's SQS, real terraform whose HTTP state backend reaches the
    API handler through a loopback HTTP server. Requests are split by who made them: the API
    (reconcile, run reads), the workers, the Terraform state backend (terraform -> API), and
-   the lease renewers.
+   the lease renewers, and by the ``StateStore`` method that made them.
 
     .venv/bin/python scripts/bench_aws.py [--runs 5] [--skip-dynamodb] [--skip-cold]
 """
@@ -360,6 +360,39 @@ def tally(counter: Counter[str]) -> Callable[..., None]:
     return count
 
 
+_method = threading.local()
+
+
+def by_store_method(counter: Counter[str]) -> Callable[..., None]:
+    """A botocore event handler counting requests by the ``StateStore`` method making them
+    (the outermost one of the thread; ``track_store_methods`` records it)."""
+
+    def count(**_: Any) -> None:
+        counter.update([getattr(_method, "name", None) or "(not a store method)"])
+
+    return count
+
+
+def track_store_methods() -> None:
+    """Make every ``StateStore`` method of the DynamoDB store record its name while it runs."""
+    from functions_aws.dynamodb_store import DynamoStateStore
+    from nclav.ports import StateStore
+
+    def tracked(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            outer = getattr(_method, "name", None)
+            _method.name = outer or name
+            try:
+                return method(*args, **kwargs)
+            finally:
+                _method.name = outer
+
+        return call
+
+    for name in (n for n in vars(StateStore) if not n.startswith("_")):
+        setattr(DynamoStateStore, name, tracked(name, getattr(DynamoStateStore, name)))
+
+
 def deploy(name: str, api_url: str, scratch: Path) -> tuple[str, str, str]:
     """Resources for one deployment in moto, and the environment that points at them.
 
@@ -415,6 +448,7 @@ def bench_dynamodb() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api_url = f"http://127.0.0.1:{server.server_address[1]}"
     print("DynamoDB requests (moto; real terraform; local driver; a fresh deployment per tree)")
+    track_store_methods()
     with moto_server() as moto, tempfile.TemporaryDirectory() as scratch:
         os.environ["AWS_ENDPOINT_URL"] = moto
         for example in ("product-a", "chain"):
@@ -423,17 +457,21 @@ def bench_dynamodb() -> None:
             counts: Counter[str] = count_requests(client)
             by_who: Counter[str] = Counter()
             client.meta.events.register("before-call.dynamodb.*", tally(by_who))
+            by_method: Counter[str] = Counter()
+            client.meta.events.register("before-call.dynamodb.*", by_store_method(by_method))
             pump = Pump(boto3.client("sqs"), steps_url, iac_url)
             tree = REPO / "examples" / example / "enclaves"
             digest = call_api("POST", "/bundles", token, pack_directory(tree)[1])[1]["digest"]
             for label in ("apply", "no-op apply"):
                 counts.clear()
                 by_who.clear()
+                by_method.clear()
                 body = json.dumps({"bundle": digest}).encode()
                 status, run = call_api("POST", "/reconcile", token, body)
                 assert status in (200, 202), run
                 pump.drain()
                 total, ops, parts = sum(counts.values()), counts.most_common(), by_who.most_common()
+                methods = ", ".join(f"{k} {n}" for k, n in by_method.most_common())
                 status, final = call_api("GET", f"/runs/{run['id']}", token)
                 assert final["status"] == "succeeded", final
                 steps = len(final["steps"])
@@ -441,6 +479,7 @@ def bench_dynamodb() -> None:
                 print(f"  {example:<10} {label:<12} {total:5d} requests ({per_step})")
                 print(f"  {'':<23} by operation: {', '.join(f'{k} {n}' for k, n in ops)}")
                 print(f"  {'':<23} by caller:    {', '.join(f'{k} {n}' for k, n in parts)}")
+                print(f"  {'':<23} by method:    {methods}")
     server.shutdown()
     server.server_close()
 

@@ -92,11 +92,13 @@ def raw(client: Any, key: dict[str, Any]) -> dict[str, Any]:
 # -- the key design ------------------------------------------------------------------------------
 
 
-def test_the_table_is_on_demand_with_the_three_indexes(client: Any) -> None:
+def test_the_table_is_on_demand_with_the_four_indexes(client: Any) -> None:
     table = client.describe_table(TableName=TABLE)["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"gsi1", "gsi2", "leases"}
+    assert set(indexes) == {"gsi1", "gsi2", "leases", "ready"}
+    assert indexes["ready"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert [k["AttributeName"] for k in indexes["ready"]["KeySchema"]] == ["ready_pk", "ready_at"]
     assert indexes["leases"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
     assert [k["AttributeName"] for k in indexes["leases"]["KeySchema"]] == [
         "lease_pk",
@@ -211,6 +213,7 @@ def workload(store: Any) -> None:
     pending = store.get_step(small.id, "s002")
     store.update_step(pending.model_copy(update={"error": "x"}), pending.version)
     store.list_expired_leases(T0 + 100)
+    store.list_stuck_ready_steps(T0 + 100)
     store.update_run(small.model_copy(update={"status": RunStatus.FAILED}))
     store.append_event(AuditEvent(kind=EventKind.ENCLAVE_PROVISIONED, at="t", enclave_id="a"))
     store.list_events()

@@ -229,8 +229,9 @@ def test_a_message_in_the_dlq_does_not_strand_its_run(
     make_deployment: Callable[..., Deployment], tmp_path: Path
 ) -> None:
     # The store fails even the give-up: SQS's redrive moves the message to the DLQ, and the
-    # sweeper sends the still-ready step again once the store answers.
-    d = make_deployment(NCLAV_MAX_RECEIVES="2", redrive_max_receive_count="3")
+    # sweeper sends the still-ready step again once the store answers and the step has been
+    # ready for longer than a lease (1 s here) without being claimed.
+    d = make_deployment(NCLAV_MAX_RECEIVES="2", NCLAV_LEASE_S="1", redrive_max_receive_count="3")
     store = FailingStore(d.table, d.dynamodb, times=-1, steps={step_id("alpha")})
     d.runtime_with(store=store)
     run = d.api.start_reconcile(enclaves_tree(tmp_path / "t", "alpha"))
@@ -244,7 +245,8 @@ def test_a_message_in_the_dlq_does_not_strand_its_run(
     assert d.api.run(run["id"])["status"] == "running"
     with store.guard:
         store.left = 0  # the store recovers
-    assert schedule.handler(load_event("eventbridge_scheduled"), FakeContext()) == {"resent": 0}
+    time.sleep(1.0)
+    assert schedule.handler(load_event("eventbridge_scheduled"), FakeContext()) == {"resent": 1}
     final = pump.run(run)
     assert final["status"] == "succeeded"
 

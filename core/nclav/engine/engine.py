@@ -68,6 +68,7 @@ class Engine:
         max_attempts: int = 4,
         backoff_s: float = 2.0,
         owner: str | None = None,
+        pending_s: float = 0.0,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -78,6 +79,10 @@ class Engine:
         self.iac = iac
         self.bundles = bundles
         self.lease_s = lease_s
+        # How long a message handed back to the queue may wait for its next delivery, summed
+        # over its deliveries (``DeliveryPolicy.pending_s``): the sweeper does not re-send a
+        # ready step before then, or it would start a second stream of deliveries.
+        self.pending_s = pending_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
@@ -321,42 +326,60 @@ class Engine:
         dependencies: the cost of a finished step is its neighbourhood, never its run's size.
         Two dependencies of one step finishing at once both re-read it after their own write,
         so the later of the two sees both final and readies it.
+
+        The run is checked for its end only when this fan-out readied nothing: a readied step
+        is unfinished, and its own fan-out comes later. So the step that is the last to become
+        final (finished, or blocked here) always asks, after its writes.
         """
         # No "seen" set: a step left pending because another dependency was not final yet
         # must be looked at again when that dependency is blocked. It terminates: only a step
         # this loop blocks (once each) adds to the queue.
         queue = deque(done.dependents)
+        final = {done.step_id: done}  # a final step never changes: read once, not per edge
+        readied: list[str] = []
         while queue:
-            queue.extend(self._settle(done.run_id, queue.popleft()))
-        self._finish_run_if_done(done.run_id)
+            queue.extend(self._settle(done.run_id, queue.popleft(), final, readied))
+        if not readied:
+            self._finish_run_if_done(done.run_id)
 
-    def _settle(self, run_id: str, step_id: str) -> tuple[str, ...]:
+    def _settle(
+        self, run_id: str, step_id: str, final: dict[str, StepRecord], readied: list[str]
+    ) -> tuple[str, ...]:
         """Ready or block one pending step whose dependencies are all final.
 
         Returns the dependents to visit next: those of a step just blocked (blocking travels
         downstream), none otherwise (a readied step fans out itself once it finishes).
+        ``final``: the final steps this fan-out has read or written, kept to skip re-reads;
+        ``readied``: the steps it readied.
         """
         while True:
             step = self.store.get_step(run_id, step_id)
             if step is None or step.status != StepStatus.PENDING:
                 return ()
-            found = (self.store.get_step(run_id, d) for d in step.depends_on)
-            deps = [d for d in found if d is not None]  # a dependency outside the run: ignored
-            if not all(d.status.final for d in deps):
-                return ()  # the last dependency to finish will come back here
+            deps: list[StepRecord] = []
+            for dep_id in step.depends_on:
+                dep = final[dep_id] if dep_id in final else self.store.get_step(run_id, dep_id)
+                if dep is None:
+                    continue  # a dependency outside the run: ignored
+                if not dep.status.final:
+                    return ()  # the last dependency to finish will come back here
+                final[dep_id] = dep
+                deps.append(dep)
             bad = [d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
             update = (
                 {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
                 if bad
-                else {"status": StepStatus.READY}
+                else {"status": StepStatus.READY, "sent_at": self.clock.now()}  # sent below
             )
             try:
                 new = self.store.update_step(step.model_copy(update=update), step.version)
             except ConflictError:
                 continue  # another worker moved it: read it again
             if new.status == StepStatus.READY:
+                readied.append(new.step_id)
                 self._send(new)
                 return ()
+            final[new.step_id] = new
             return new.dependents
 
     def _finish_run_if_done(self, run_id: str) -> None:
@@ -405,19 +428,51 @@ class Engine:
 
     # -- the sweeper ------------------------------------------------------------------------
 
-    def sweep(self) -> int:
-        """Re-enqueue steps whose worker died, start runs that may start; return re-enqueued."""
-        expired = self.store.list_expired_leases(self.clock.now())
-        for step in expired:
+    def sweep(self, window_s: float | None = None) -> int:
+        """Re-send the messages of stuck steps, start runs that may start; return re-sent.
+
+        Stuck: a running step whose lease expired (its worker died), or a ready step still
+        unclaimed a ``window_s`` (default: a lease, plus ``pending_s`` for a message waiting in
+        the queue's redelivery backoff) after its message was sent or became due (the message
+        was lost). A step's first message goes out when its run begins, so a
+        ready step of a run begun less than a window ago is not stuck. Each re-send is
+        recorded on the step (``sent_at``) before the message goes, so a step is re-sent at
+        most once a window however often the sweeper runs. Both kinds are read through the
+        store's indexes, never by listing every run's steps. ``window_s=0`` re-sends every
+        ready step: for a queue that lost its messages (the in-process one, at start).
+        """
+        now = self.clock.now()
+        older_than = now - (self.lease_s if window_s is None else window_s)
+        stuck = [s for s in self.store.list_expired_leases(now) if (s.sent_at or 0.0) <= older_than]
+        leased = len(stuck)
+        # A ready step's message may be waiting in the queue's redelivery backoff.
+        ready_older_than = older_than - (self.pending_s if window_s is None else 0.0)
+        ready = self.store.list_stuck_ready_steps(ready_older_than)
+        runs = {r: self.store.get_run(r) for r in dict.fromkeys(s.run_id for s in ready)}
+        begun_before = iso_time(ready_older_than)  # fixed-width text: compares as times
+        for step in ready:
+            run = runs[step.run_id]
+            if run is None or run.status != RunStatus.RUNNING:
+                continue  # a queued run sends its steps when it begins
+            if (run.started_at or "") <= begun_before:
+                stuck.append(step)
+        resent = 0
+        for step in stuck:
+            try:
+                self.store.update_step(step.model_copy(update={"sent_at": now}), step.version)
+            except ConflictError:
+                continue  # claimed, finished or re-sent by someone else meanwhile
             self._send(step)
-        for run in self.store.list_unfinished_runs():
-            if run.status == RunStatus.RUNNING:
-                for step in self.store.list_steps(run.id):
-                    not_before = step.not_before or 0.0
-                    if step.status == StepStatus.READY and not_before <= self.clock.now():
-                        self._send(step)
+            resent += 1
+        if stuck:
+            logger.info(
+                "sweeper: re-sent %d of %d stuck steps (%d with an expired lease)",
+                resent,
+                len(stuck),
+                leased,
+            )
         self.kick()
-        return len(expired)
+        return resent
 
     # -- helpers ----------------------------------------------------------------------------
 

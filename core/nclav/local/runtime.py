@@ -147,7 +147,9 @@ class LocalRuntime:
         sweeper = threading.Thread(target=self._sweep_loop, name="nclav-sweeper", daemon=True)
         sweeper.start()
         self._threads.append(sweeper)
-        self.engine.sweep()  # steps a previous process left ready or running
+        # Steps a previous process left ready or running: its in-process queue is gone, so
+        # every ready step's message is lost (window 0), whenever it was sent.
+        self.engine.sweep(window_s=0)
         return f"http://{host}:{port}"
 
     def _sweep_loop(self) -> None:

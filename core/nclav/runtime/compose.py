@@ -76,6 +76,7 @@ def compose(
     """
     from nclav.engine import Engine
     from nclav.iac.partition import PartitionIac
+    from nclav.runtime.delivery import DeliveryPolicy
     from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES, Bundles, Service
 
     owner = owner or new_owner()
@@ -107,6 +108,9 @@ def compose(
         max_attempts=settings.max_attempts,
         backoff_s=settings.backoff_s,
         owner=owner,
+        pending_s=DeliveryPolicy(
+            settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
+        ).pending_s(),
     )
     service = Service(store, bundles, engine, drivers, default_cloud, local_dirs=local_dirs)
 

@@ -83,6 +83,16 @@ class DeliveryPolicy:
     backoff_s: float = 5.0
     max_delay_s: float = 900.0
 
+    def pending_s(self) -> float:
+        """The longest a step message can stay in the queue between its deliveries, summed
+        over all of them (jitter included): until then a ready, unclaimed step is not stuck,
+        its message may just be waiting for its next delivery (``Engine.sweep``)."""
+        delays = (
+            backoff(n, self.backoff_s, self.max_delay_s, jitter=0.0)
+            for n in range(1, self.max_receives)
+        )
+        return sum(min(d * 1.2, self.max_delay_s) for d in delays)
+
 
 def is_temporary(error: BaseException) -> bool:
     """Whether another delivery may succeed where this one failed."""
