@@ -69,6 +69,7 @@ class Settings:
     iac_heartbeat_s: float = 60.0
     iac_visibility_s: float = 180.0
     aws_driver: Mapping[str, str] = field(default_factory=dict)
+    max_deletes: int = 5  # the delete guard's limit per run (NCLAV_MAX_DELETES)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +115,7 @@ class Settings:
             iac_heartbeat_s=max(number(env.IAC_HEARTBEAT_S), 1.0),
             iac_visibility_s=number(env.IAC_VISIBILITY_S),
             aws_driver=driver,
+            max_deletes=int(number("NCLAV_MAX_DELETES")) if source.get("NCLAV_MAX_DELETES") else 5,
         )
 
 
@@ -352,6 +354,7 @@ class AwsRuntime:
                 lease_s=s.lease_s,
                 max_attempts=s.max_attempts,
                 backoff_s=s.backoff_s,
+                max_deletes=s.max_deletes,
             )
 
         return self._once("engine", build)

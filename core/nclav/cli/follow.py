@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from nclav.cli.client import Client
 
 FINAL_STEP = frozenset({"succeeded", "skipped", "failed", "blocked"})
-FINAL_RUN = frozenset({"succeeded", "failed"})
+FINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+# Where following stops without the run being over: it waits for `nclav runs approve`.
+STOPPED_RUN = frozenset({*FINAL_RUN, "awaiting_approval"})
 
 
 class Progress(Protocol):
@@ -192,7 +194,8 @@ def follow_run(
     max_poll_s: float = 1.0,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Poll ``GET /runs/{id}`` until the run is final; returns the final run with its steps.
+    """Poll ``GET /runs/{id}`` until the run is final (or awaits approval); returns it with
+    its steps.
 
     Ctrl-C stops following (the run carries on on the server) and exits 130.
     """
@@ -205,7 +208,7 @@ def follow_run(
             run: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
             if progress is not None:
                 progress.update(run)
-            if run.get("status") in FINAL_RUN:
+            if run.get("status") in STOPPED_RUN:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise CliError(

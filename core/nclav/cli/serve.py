@@ -106,6 +106,15 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     help="Seconds a step (and its partition) stays claimed by a worker that stopped renewing "
     "it; after a crash, unfinished steps resume this long after the next start.",
 )
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    envvar="NCLAV_MAX_DELETES",
+    help="The delete guard: a run whose plan deletes more enclaves and partitions than this "
+    "(or every enclave) waits for approval (`nclav runs approve ID`).",
+)
 @_aws_options
 def serve(
     cloud: str,
@@ -117,6 +126,7 @@ def serve(
     home: str,
     workers: int,
     lease_s: float,
+    max_deletes: int,
     **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -161,6 +171,7 @@ def serve(
             port=port,
             workers=workers,
             lease_s=lease_s,
+            max_deletes=max_deletes,
             driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
         )
         runtime = LocalRuntime(options, token)

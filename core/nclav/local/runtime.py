@@ -54,6 +54,7 @@ class LocalOptions:
     iac_timeout_s: float = 1800.0
     max_attempts: int = 4
     backoff_s: float = 2.0
+    max_deletes: int = 5  # the delete guard's limit per run (serve --max-deletes)
     # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
@@ -87,11 +88,16 @@ def _plugin_driver(cloud: Cloud, options: Mapping[str, str | None]) -> Driver:
     from importlib.metadata import entry_points
 
     found = list(entry_points(group=DRIVER_GROUP, name=cloud.value))
+    if not found:
+        # No installed package registers this cloud: no extra would help, so name none.
+        message = (
+            f"no {cloud.value} driver in this installation (nothing registers a "
+            f"{cloud.value!r} entry point in {DRIVER_GROUP}); use --cloud local"
+        )
+        raise SpecError([Issue("--cloud", None, "cloud", message)])
     try:
-        if not found:
-            raise ImportError(f"no {cloud.value!r} entry point in group {DRIVER_GROUP}")
         factory = found[0].load()
-    except ImportError as exc:
+    except ImportError as exc:  # registered, but its extra's dependencies are missing
         message = (
             f"the {cloud.value} driver is not installed ({exc}); install nclav[{cloud.value}] "
             "or use --cloud local"
@@ -152,6 +158,7 @@ class LocalRuntime:
             lease_s=opts.lease_s,
             max_attempts=opts.max_attempts,
             backoff_s=opts.backoff_s,
+            max_deletes=opts.max_deletes,
         )
         self.iac.owner = self.engine.owner
         service = Service(
