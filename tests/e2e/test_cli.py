@@ -440,19 +440,29 @@ def test_delete_guard(fresh: Server, tmp_path: Path) -> None:
     runs_before = len(as_json(fresh.cli("runs", "-o", "json")))
 
     # More than --max-deletes: nothing is applied, and the message says how to go ahead.
+    # The server decides (each enclave and each of its partitions counts) and keeps the run,
+    # awaiting approval.
     simple_tree(tree, {"a": ["p"]})
     result = fresh.cli("apply", str(tree), "--max-deletes", "1")
     assert result.exit_code == 2
     assert result.stdout == ""
+    runs = as_json(fresh.cli("runs", "-o", "json"))
+    assert len(runs) == runs_before + 1
+    waiting = runs[0]["id"]
+    assert runs[0]["status"] == "awaiting_approval"
     assert result.stderr.splitlines() == [
-        "Error: refusing to apply: the plan deletes 2 enclave(s)/partition(s), "
+        "Error: refusing to apply: the plan deletes 4 enclave(s)/partition(s), "
         "more than --max-deletes 1",
-        "  - enclave b",
         "  - enclave c",
+        "  - partition c/p",
+        "  - enclave b",
+        "  - partition b/p",
         f"Review the plan with `nclav diff {tree}`; if it is what you want, re-run with "
-        "--allow-delete (or raise --max-deletes to 2).",
+        "--allow-delete (or raise --max-deletes to 4).",
+        f"Or approve run {waiting} as planned: nclav runs approve {waiting} "
+        f"(or drop it: nclav runs cancel {waiting}).",
     ]
-    assert len(as_json(fresh.cli("runs", "-o", "json"))) == runs_before
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 3
 
     # A plan that deletes every enclave stops even under the limit (3 <= 5).
     simple_tree(tree, {"z": ["p"]})
@@ -465,6 +475,12 @@ def test_delete_guard(fresh: Server, tmp_path: Path) -> None:
     )
     assert "re-run with --allow-delete.\n" in result.stderr
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 3
+    # The later apply superseded the run that awaited approval.
+    shown = fresh.cli("runs", "show", waiting, "-o", "json")
+    assert shown.exit_code == 1  # it did not apply
+    first = json.loads(shown.stdout)
+    assert first["status"] == "cancelled"
+    assert first["errors"][0].startswith("superseded by run ")
 
     # A partition removed from an enclave that stays counts once; the default limit is 5.
     simple_tree(tree, {"a": ["q"], "b": ["p"], "c": ["p"]})
