@@ -539,6 +539,65 @@ def test_destroy(fresh: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 0
 
 
+def test_runs_approve_and_cancel(fresh: Server, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    ok(fresh.cli("apply", str(simple_tree(tree, {"a": ["p"], "b": ["p"]}))))
+
+    # The server stops the run; `runs show` says why and how to answer.
+    simple_tree(tree, {"b": ["p"]})
+    assert fresh.cli("apply", str(tree), "--max-deletes", "1").exit_code == 2
+    run_id = as_json(fresh.cli("runs", "-o", "json"))[0]["id"]
+    shown = ok(fresh.cli("runs", "show", run_id)).stdout
+    assert "Awaiting approval: 2 deletions, limit 1\n  - enclave a\n  - partition a/p\n" in shown
+    assert "Plan:\n- enclave a\n  - partition a/p\n" in shown
+    assert (
+        f"Approve it with `nclav runs approve {run_id}`, or `nclav runs cancel {run_id}`." in shown
+    )
+
+    result = ok(fresh.cli("runs", "approve", run_id, "--wait"))
+    assert re.match(rf"Run {run_id} succeeded in ", result.stdout)
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
+    again = fresh.cli("runs", "approve", run_id)
+    assert again.exit_code == 2
+    assert again.stderr.startswith(f"Error: run {run_id} not approved: run {run_id} is succeeded")
+
+    # Deleting every enclave waits too; cancel drops it and nothing is deleted.
+    simple_tree(tree, {"z": []})
+    assert fresh.cli("apply", str(tree)).exit_code == 2
+    run_id = as_json(fresh.cli("runs", "-o", "json"))[0]["id"]
+    assert ok(fresh.cli("runs", "cancel", run_id)).stdout == f"Run {run_id} cancelled.\n"
+    shown = fresh.cli("runs", "show", run_id, "-o", "json")
+    assert shown.exit_code == 1 and json.loads(shown.stdout)["status"] == "cancelled"
+    assert fresh.cli("runs", "cancel", run_id).exit_code == 2
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
+
+
+def test_destroy_resources_only_and_a_cloud_without_driver(fresh: Server, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    ok(fresh.cli("apply", str(simple_tree(tree, {"a": ["p", "q"], "b": []}))))
+    result = ok(fresh.cli("destroy", "a", "--resources-only", "--yes"))
+    assert re.fullmatch(
+        rf"Destroyed the partitions of enclave a \(run {RUN_ID}\)\.\n", result.stdout
+    )
+    graph = as_json(fresh.cli("graph", "-o", "json"))
+    assert {n["id"] for n in graph["nodes"]} >= {"a", "b"}
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 2
+    assert ok(fresh.cli("graph")).stdout.count("Partition:") == 0
+    usage = fresh.cli("destroy", "a", "--partition", "p", "--resources-only", "--yes")
+    assert usage.exit_code == 2 and "--resources-only cannot be combined" in usage.stderr
+
+    # A cloud this server has no driver for: diff and apply exit 2 naming file and line.
+    far = tmp_path / "far"
+    write_tree(far, {"far/config.yml": "id: far\nname: far\nregion: r\ncloud: gcp\n"})
+    for command in ("diff", "apply"):
+        result = fresh.cli(command, str(far))
+        assert result.exit_code == 2, result.stderr
+        assert (
+            f"{far}/far/config.yml:4: cloud: no driver for cloud 'gcp' on this server "
+            "(enabled: local)"
+        ) in result.stderr
+
+
 SLOW_TF = """
 resource "terraform_data" "slow" {
   provisioner "local-exec" {
