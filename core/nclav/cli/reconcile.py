@@ -105,8 +105,14 @@ def deletes_everything(api: Client, doc: Mapping[str, Any]) -> int:
     return held if gone >= held else 0
 
 
-def refuse_if_awaiting(run: Mapping[str, Any], directory: str) -> None:
-    """The server's delete guard stopped the run: say why and how to go on (exit 2)."""
+def refuse_if_awaiting(
+    run: Mapping[str, Any], directory: str, server_limit: int | None = None
+) -> None:
+    """The server's delete guard stopped the run: say why and how to go on (exit 2).
+
+    Raising --max-deletes is suggested only when that would help: a request can lower the
+    server's limit (``server_limit``, from the dry run), never raise it.
+    """
     approval = run.get("approval") or {}
     if run.get("status") != "awaiting_approval":
         return
@@ -125,7 +131,11 @@ def refuse_if_awaiting(run: Mapping[str, Any], directory: str) -> None:
         [f"  - {g}" for g in gone],
         hint=f"Review the plan with `nclav diff {directory}`; if it is what you want, "
         "re-run with --allow-delete"
-        + ("" if every else f" (or raise --max-deletes to {len(gone)})")
+        + (
+            ""
+            if every or server_limit is None or len(gone) > server_limit
+            else f" (or raise --max-deletes to {len(gone)})"
+        )
         + f".\nOr approve run {run_id} as planned: nclav runs approve {run_id}"
         f" (or drop it: nclav runs cancel {run_id}).",
     )
@@ -231,6 +241,8 @@ def apply(
     api = client()
     digest, plan = prepare(api, directory, allow_delete=allow_delete)
     changes = plan.get("changes") or []
+    limit = plan.get("max_deletes")
+    server_limit = limit if isinstance(limit, int) else None
     report: dict[str, Any] = {
         "bundle": digest,
         "changes": changes,
@@ -256,7 +268,7 @@ def apply(
         else:
             out("No changes detected.")
         return
-    refuse_if_awaiting(run, directory)
+    refuse_if_awaiting(run, directory, server_limit)
     if output == "text":
         print_changes(changes)  # the plan first, as it is being applied
     run_id = str(run.get("id") or run.get("run_id"))
@@ -276,7 +288,7 @@ def apply(
     from nclav.cli.follow import follow_run, make_progress
 
     final = follow_run(api, run_id, make_progress(no_progress), timeout_s=timeout)
-    refuse_if_awaiting(final, directory)  # it waited behind others, then stopped
+    refuse_if_awaiting(final, directory, server_limit)  # it waited behind others, then stopped
     errors = [str(e) for e in final.get("errors") or []]
     failed = bool(errors) or final.get("status") != "succeeded"
     report.update(errors=errors, run=final)

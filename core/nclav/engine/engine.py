@@ -224,7 +224,7 @@ class Engine:
             trigger=trigger,
             created_at=self._now_text(),
             plan_on_start=True,
-            teardown_enclaves=tuple(dict.fromkeys(enclave_ids)),
+            teardown_enclaves=() if partition_id else tuple(dict.fromkeys(enclave_ids)),
             teardown_partition=partition_id,
             resources_only=resources_only,
             max_deletes=max_deletes,
