@@ -266,7 +266,7 @@ def test_chain_apply_then_destroy_one_then_all(server: Server, tmp_path: Path) -
     for path in ("/reconcile/dry-run", "/reconcile?wait=5"):
         refused = server.request("POST", path, {"enclaves_dir": str(empty)})
         assert refused.status == 422, refused
-        assert refused.json["details"][0]["field"] == "enclaves_dir"
+        assert refused.json["error"]["details"][0]["field"] == "enclaves_dir"
     allowed = {"enclaves_dir": str(empty), "allow_delete": True}
     plan = server.ok("POST", "/reconcile/dry-run", allowed)
     assert {c["kind"] for c in plan["changes"]} >= {"EnclaveDeleted", "PartitionDeleted"}
