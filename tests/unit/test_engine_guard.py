@@ -289,3 +289,20 @@ def test_no_run_when_nothing_changes_unless_it_waits_behind_another(rig: Rig) ->
     assert rig.run(first.id).status == RunStatus.SUCCEEDED
     final = rig.run(behind.id)
     assert final.status == RunStatus.SUCCEEDED and rig.store.list_steps(behind.id) == []
+
+
+def test_a_reconcile_queued_behind_a_run_that_stops_for_approval_supersedes_it(
+    rig: Rig,
+) -> None:
+    rig.apply(tree(rig, "both", {"keep": 1, "big": 6}))
+    # A run in flight, then (behind it) one that will need approval, then a later fix.
+    busy = rig.engine.start_run(tree(rig, "busy", {"keep": 2, "big": 6}))
+    over = rig.engine.start_run(tree(rig, "keep", {"keep": 1}))
+    fix = rig.engine.start_run("busy")
+    assert rig.run(over.id).status == rig.run(fix.id).status == RunStatus.QUEUED
+    rig.drain()  # busy ends; over is planned, stops, and fix supersedes it in the same kick
+    assert rig.run(busy.id).status == RunStatus.SUCCEEDED
+    assert rig.run(over.id).status == RunStatus.CANCELLED
+    assert rig.run(over.id).errors == (f"superseded by run {fix.id}",)
+    assert rig.run(fix.id).status == RunStatus.SUCCEEDED
+    assert applied(rig) == {"keep", "big"}

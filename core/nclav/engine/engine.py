@@ -265,7 +265,9 @@ class Engine:
             unfinished = self.store.list_unfinished_runs()
             for i, run in enumerate(unfinished):
                 mine = set(run.enclave_ids)
-                if run.status == RunStatus.AWAITING_APPROVAL:
+                if run.status == RunStatus.QUEUED and not (mine & busy):
+                    run = self._begin(run)
+                if run.status == RunStatus.AWAITING_APPROVAL:  # waiting, or just stopped
                     newer = next(
                         (
                             r
@@ -276,8 +278,6 @@ class Engine:
                     )
                     if newer is not None:
                         run = self._end_unstarted(run, f"superseded by run {newer.id}")
-                if run.status == RunStatus.QUEUED and not (mine & busy):
-                    run = self._begin(run)
                 if run.status == RunStatus.RUNNING:
                     self._finish_run_if_done(run.id)
                 if not run.status.final:
@@ -729,7 +729,8 @@ def empty_tree_issue(field_name: str) -> Issue:
         None,
         field_name,
         "the tree holds no enclave: applying it would delete every applied enclave; "
-        "send allow_delete: true if that is what you want",
+        "if that is what you want, allow it with allow_delete: true "
+        "(nclav apply --allow-delete)",
     )
 
 
