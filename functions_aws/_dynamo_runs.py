@@ -50,7 +50,7 @@ from functions_aws._dynamo_keys import (
 )
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
-from nclav.records import Run, RunStatus, check_run_steps, iso_time, new_id
+from nclav.records import UNFINISHED_RUN, Run, RunStatus, check_run_steps, iso_time, new_id
 from nclav.runtime import backoff
 
 if TYPE_CHECKING:
@@ -164,14 +164,17 @@ class DynamoRuns:
             raise NotFoundError(f"run not found: {run_id}")
         return item
 
-    def update_run(self, run: Run) -> Run:
+    def update_run(self, run: Run, expect: RunStatus | None = None) -> Run:
         stored = self._stored(run.id)
         status = RunStatus(str(text(stored["status"])))
         if status.final:
             raise ConflictError(f"run {run.id} is already {status}")
+        if expect is not None and status != expect:
+            raise ConflictError(f"run {run.id} is {status}, not {expect}")
         updated = run.model_copy(update={"seq": integer(stored["seq"])})
         e = Expr()
-        unfinished = ", ".join(e.v(S(s.value)) for s in (RunStatus.QUEUED, RunStatus.RUNNING))
+        allowed = UNFINISHED_RUN if expect is None else (expect,)
+        unfinished = ", ".join(e.v(S(s.value)) for s in allowed)
         condition = f"{e.n('status')} IN ({unfinished})"
         update = e.assign(run_attrs(updated))
         try:

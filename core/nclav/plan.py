@@ -11,21 +11,25 @@ the fresh upstream outputs and skips it when nothing moved.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from nclav._gc import paused_gc
 from nclav.config import Desired
+from nclav.config._yaml import line_of
+from nclav.errors import Issue
 from nclav.graph import Graph, kahn
 from nclav.hashing import enclave_hash, export_hash, import_hash, inputs_hash, partition_hash
 from nclav.state import EnclaveState, Status
 from nclav.templates import TemplateSyntaxError, resolve_inputs, tokens
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Collection, Iterable, Mapping
 
-    from nclav.model import EnclaveConfig, Import
+    from nclav.model import Cloud, EnclaveConfig, Import
 
 
 class ChangeKind(StrEnum):
@@ -141,6 +145,27 @@ class Plan:
             "steps": [s.to_json() for s in self.steps],
         }
 
+    def digest(self) -> str:
+        """A fingerprint of the changes and steps: equal digests, equal plans."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def deletions(self) -> list[str]:
+        """What the plan destroys, one by one: every enclave and every partition, an
+        enclave's own partitions included (unwiring destroys nothing and does not count)."""
+        out: list[str] = []
+        for change in self.changes:
+            if change.kind == ChangeKind.ENCLAVE_DELETED:
+                out.append(f"enclave {change.enclave_id}")
+            elif change.kind == ChangeKind.PARTITION_DELETED:
+                out.append(f"partition {change.enclave_id}/{change.target}")
+        return out
+
+    def deletes_every_enclave(self, applied: Collection[str]) -> int:
+        """How many enclaves are applied when the plan deletes every one of them, else 0."""
+        gone = {c.enclave_id for c in self.changes if c.kind == ChangeKind.ENCLAVE_DELETED}
+        return len(applied) if applied and set(applied) <= gone else 0
+
 
 _ACTION_TEXT = {a: a.value for a in Action}  # Enum.value is a slow descriptor on a hot path
 
@@ -154,6 +179,8 @@ def step_id(action: Action, enclave_id: str, target: str | None = None) -> str:
 class _Builder:
     graph: Graph
     applied: Mapping[str, EnclaveState]
+    # Enclaves that leave lose their partitions (and the wiring those used) but stay.
+    resources_only: bool = False
     changes: list[Change] = field(default_factory=list)
     steps: dict[str, tuple[Step, list[str]]] = field(default_factory=dict)
     alias_users: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -191,8 +218,12 @@ class _Builder:
         rank = {eid: i for i, eid in enumerate(removed)}
         order = kahn(removed, exporters, rank)
         order += [eid for eid in removed if eid not in order]  # a stored cycle: keep them all
+        tail: dict[str, list[str]] = {}  # the last steps of each removed enclave
         for eid in reversed(order):  # importers before the enclaves they import from
             state = self.applied[eid]
+            if self.resources_only:
+                tail[eid] = self._resources(state)
+                continue
             self.changes.append(Change(ChangeKind.ENCLAVE_DELETED, eid))
             last: list[str] = []
             for pid in _teardown_order(state, list(state.partitions)):
@@ -201,13 +232,39 @@ class _Builder:
                 last.append(self.add(None, Action.UNWIRE_IMPORT, eid, alias, list(last)))
             for name in state.export_handles:
                 last.append(self.add(None, Action.UNWIRE_EXPORT, eid, name, list(last)))
-            self.add(None, Action.TEARDOWN_ENCLAVE, eid, None, last)
+            tail[eid] = [self.add(None, Action.TEARDOWN_ENCLAVE, eid, None, last)]
         for eid in removed:  # an exporter's teardown waits for its removed importers
             for importer in removed:
                 if eid in exporters[importer]:
                     for sid, (step, _deps) in self.steps.items():
                         if step.enclave_id == eid and step.action == Action.TEARDOWN_PARTITION:
-                            self.dep(sid, Action.TEARDOWN_ENCLAVE, importer)
+                            self.steps[sid][1].extend(tail[importer])
+
+    def _resources(self, state: EnclaveState) -> list[str]:
+        """``resources_only``: tear down every partition of a leaving enclave, unwire the
+        exports that point at them and the imports they declared; the enclave stays."""
+        eid = state.enclave_id
+        last = [
+            self._teardown_partition(state, pid)
+            for pid in _teardown_order(state, list(state.partitions))
+        ]
+        mine = {
+            i.alias
+            for part in state.partitions.values()
+            if part.desired is not None
+            for i in part.desired.imports
+        }
+        for alias in state.import_handles:
+            if alias in mine:
+                change = Change(ChangeKind.IMPORT_UNWIRED, eid, alias)
+                last.append(self.add(change, Action.UNWIRE_IMPORT, eid, alias, list(last)))
+        config = state.desired
+        targets = {e.name: e.target_partition for e in config.exports} if config else {}
+        for name in state.export_handles:
+            if targets.get(name) in state.partitions:
+                change = Change(ChangeKind.EXPORT_UNWIRED, eid, name)
+                last.append(self.add(change, Action.UNWIRE_EXPORT, eid, name, list(last)))
+        return last
 
     def _teardown_partition(self, state: EnclaveState, pid: str) -> str:
         self.changes.append(Change(ChangeKind.PARTITION_DELETED, state.enclave_id, pid))
@@ -512,10 +569,16 @@ def resolve_partition_inputs(
     return resolve_inputs(part.config.inputs, context, outputs)
 
 
-def plan_changes(graph: Graph, applied: Mapping[str, EnclaveState]) -> Plan:
-    """Changes and steps that take ``applied`` to the desired ``graph``."""
+def plan_changes(
+    graph: Graph, applied: Mapping[str, EnclaveState], *, resources_only: bool = False
+) -> Plan:
+    """Changes and steps that take ``applied`` to the desired ``graph``.
+
+    With ``resources_only``, an enclave that left the tree only loses its partitions (and the
+    wiring they used): the enclave itself (account, project, network) and its record stay.
+    """
     with paused_gc():
-        builder = _Builder(graph, applied)
+        builder = _Builder(graph, applied, resources_only)
         builder.deletions()
         for eid in graph.order:
             builder.enclave(eid)
@@ -524,10 +587,18 @@ def plan_changes(graph: Graph, applied: Mapping[str, EnclaveState]) -> Plan:
         return builder.finish()
 
 
-def plan_teardown(applied: Mapping[str, EnclaveState], enclave_ids: Iterable[str]) -> Plan:
-    """Steps that tear down the given applied enclaves (imperative destroy), importers first."""
+def plan_teardown(
+    applied: Mapping[str, EnclaveState],
+    enclave_ids: Iterable[str],
+    *,
+    resources_only: bool = False,
+) -> Plan:
+    """Steps that tear down the given applied enclaves (imperative destroy), importers first.
+
+    With ``resources_only`` only their partitions go; the enclaves stay.
+    """
     chosen = {eid: applied[eid] for eid in enclave_ids if eid in applied}
-    builder = _Builder(empty_graph(Desired(())), chosen)
+    builder = _Builder(empty_graph(Desired(())), chosen, resources_only)
     builder.deletions()
     return builder.finish()
 
@@ -537,6 +608,23 @@ def plan_partition_teardown(state: EnclaveState, partition_id: str) -> Plan:
     builder = _Builder(empty_graph(Desired(())), {state.enclave_id: state})
     builder._teardown_partition(state, partition_id)
     return builder.finish()
+
+
+def driver_issues(graph: Graph, clouds: Collection[Cloud], default_cloud: Cloud) -> list[Issue]:
+    """One issue per enclave naming a cloud this server has no driver for (at its file/line).
+
+    Checked before a run is created, so such a tree never starts provisioning the others.
+    """
+    enabled = ", ".join(sorted(str(c) for c in clouds)) or "none"
+    issues: list[Issue] = []
+    for eid in sorted(graph.enclaves):
+        enclave = graph.enclaves[eid]
+        cloud = enclave.config.cloud or default_cloud
+        if cloud not in clouds:
+            message = f"no driver for cloud '{cloud}' on this server (enabled: {enabled})"
+            line = line_of(enclave.node(), ("cloud",))
+            issues.append(Issue(enclave.path, line, "cloud", message))
+    return issues
 
 
 def empty_graph(desired: Desired) -> Graph:
@@ -549,6 +637,7 @@ __all__ = [
     "ChangeKind",
     "Plan",
     "Step",
+    "driver_issues",
     "empty_graph",
     "plan_changes",
     "plan_partition_teardown",

@@ -109,11 +109,13 @@ class StateStore(Protocol):
         """Newest first."""
         ...
 
-    def update_run(self, run: Run) -> Run:
+    def update_run(self, run: Run, expect: RunStatus | None = None) -> Run:
         """Replace a run's document (``seq`` stays the store's).
 
         Raises ``NotFoundError`` for an unknown run and ``ConflictError`` when the stored run
-        is already final (succeeded or failed), so a run is finalised exactly once.
+        is already final (succeeded, failed or cancelled), so a run is finalised exactly once,
+        or, with ``expect``, when the stored run's status is not ``expect`` (a conditional
+        move: queued -> awaiting approval must not overwrite a run another worker began).
         """
         ...
 
@@ -127,7 +129,7 @@ class StateStore(Protocol):
         ...
 
     def list_unfinished_runs(self) -> list[Run]:
-        """Queued and running runs, oldest (lowest ``seq``) first."""
+        """Queued, awaiting-approval and running runs, oldest (lowest ``seq``) first."""
         ...
 
     # -- steps -----------------------------------------------------------------------------

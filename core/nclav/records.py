@@ -37,13 +37,21 @@ def iso_time(ts: float) -> str:
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
+    # Planned, but its plan exceeds the delete guard: it holds its enclaves (later runs wait
+    # behind it) until ``approve`` or ``cancel`` decides it, or a later reconcile supersedes it.
+    AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # cancelled, or superseded, before any step ran
 
     @property
     def final(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+        return self in _FINAL_RUN
+
+
+_FINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+UNFINISHED_RUN = tuple(s for s in RunStatus if not s.final)
 
 
 class StepStatus(StrEnum):
@@ -65,8 +73,25 @@ _FINAL_STEP = frozenset(
 )
 
 
+class Approval(BaseModel):
+    """Why a run waits for approval, and the plan that was shown (``GET /runs/{id}``).
+
+    ``plan_digest`` identifies the plan: approving re-plans, and the run begins only when the
+    new plan has the same digest (otherwise the new plan is shown and asked about again).
+    """
+
+    model_config = _RECORD
+
+    reason: str  # "7 deletions, limit 5" or "deletes every enclave (3)"
+    deletions: tuple[str, ...]  # "enclave a", "partition a/p" (an enclave's own included)
+    limit: int  # the run's delete limit
+    every: int = 0  # enclaves held when the plan deletes every one of them, else 0
+    plan_digest: str
+    changes: tuple[dict[str, JsonValue], ...] = ()  # the plan's changes (at most 1000 kept)
+
+
 class Run(BaseModel):
-    """One reconcile: the plan's steps carried out for a bundle."""
+    """One reconcile or destroy: the plan's steps carried out for a bundle (or a teardown)."""
 
     model_config = _RECORD
 
@@ -84,6 +109,18 @@ class Run(BaseModel):
     errors: tuple[str, ...] = ()
     # Planned when it begins (behind earlier runs on the same enclaves), not when requested.
     plan_on_start: bool = False
+    # An imperative destroy (no bundle), planned when it begins: these enclaves, or with
+    # ``teardown_partition`` that one partition of the single enclave in ``enclave_ids``.
+    teardown_enclaves: tuple[str, ...] = ()
+    teardown_partition: str | None = None
+    # Tear down partitions only; enclaves (account, project, network) and their records stay.
+    resources_only: bool = False
+    # The delete guard: the request's own limit (only ever lowers the server's) and whether
+    # the request lifted the guard for this run.
+    max_deletes: int | None = None
+    allow_delete: bool = False
+    approval: Approval | None = None  # set while (and after) the run awaited approval
+    approved_digest: str | None = None  # the plan an approver accepted
 
 
 class StepRecord(BaseModel):
@@ -188,9 +225,19 @@ class EventKind(StrEnum):
     PARTITION_DELETED = "PartitionDeleted"
     EXPORT_UNWIRED = "ExportUnwired"
     IMPORT_UNWIRED = "ImportUnwired"
+    # The delete guard: a run stopped for approval, and an approval given.
+    RECONCILE_AWAITING_APPROVAL = "ReconcileAwaitingApproval"
+    RUN_APPROVED = "RunApproved"
 
 
-_RUN_KINDS = frozenset({EventKind.RECONCILE_STARTED, EventKind.RECONCILE_COMPLETED})
+_RUN_KINDS = frozenset(
+    {
+        EventKind.RECONCILE_STARTED,
+        EventKind.RECONCILE_COMPLETED,
+        EventKind.RECONCILE_AWAITING_APPROVAL,
+        EventKind.RUN_APPROVED,
+    }
+)
 _IMPORT_KINDS = frozenset({EventKind.IMPORT_WIRED, EventKind.IMPORT_UNWIRED})
 
 EventField = str | int | bool | None
@@ -291,6 +338,8 @@ class TfLock(BaseModel):
 
 
 __all__ = [
+    "UNFINISHED_RUN",
+    "Approval",
     "AuditEvent",
     "EventField",
     "EventKind",

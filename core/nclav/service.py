@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from nclav.bundle import bundle_digest, pack_directory, unpack
 from nclav.config import load_bundle
+from nclav.engine.engine import empty_tree_issue
 from nclav.errors import Issue, NotFoundError, SpecError
 from nclav.graph import validate_graph
-from nclav.plan import plan_changes, plan_partition_teardown, plan_teardown
+from nclav.plan import driver_issues, plan_changes
+from nclav.records import RunStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -117,10 +119,16 @@ class Service:
     default_cloud: Cloud
     local_dirs: bool = False  # the local runtime may read {"enclaves_dir": path} from its disk
 
-    def bundle_for(self, bundle: str | None, enclaves_dir: str | None) -> str:
+    def bundle_for(
+        self, bundle: str | None, enclaves_dir: str | None, *, allow_delete: bool = False
+    ) -> str:
+        """The digest of the tree a request names; a tree with no enclave, or one naming a
+        cloud without a driver here, is refused (422) naming the request field or the file."""
         if bundle and enclaves_dir:
             raise _request_error("bundle", "give either bundle or enclaves_dir, not both")
         if bundle:
+            graph, _ = self.bundles.load(bundle)
+            self._check_tree(graph, "bundle", allow_delete)
             return bundle
         if not enclaves_dir:
             raise _request_error("bundle", "a bundle digest (POST /bundles) is required")
@@ -128,44 +136,95 @@ class Service:
             raise _request_error("enclaves_dir", "only the local runtime reads server-side paths")
         digest, data, desired = pack_directory(enclaves_dir)
         # Validate here too, so every problem names the file under the directory as given.
-        validate_graph(desired, self.default_cloud)
+        self._check_tree(validate_graph(desired, self.default_cloud), "enclaves_dir", allow_delete)
         if self.bundles.blobs.exists(bundle_blob(digest)):
             return digest  # an unchanged tree: unpacking what we just packed would only cost
         return str(self.bundles.put(data)["digest"])
 
-    def dry_run(self, digest: str) -> dict[str, Any]:
+    def _check_tree(self, graph: Graph, field_name: str, allow_delete: bool) -> None:
+        issues = driver_issues(graph, self.drivers, self.default_cloud)
+        if issues:
+            raise SpecError(issues)
+        if not graph.enclaves and not allow_delete:
+            raise SpecError([empty_tree_issue(field_name)])
+
+    def dry_run(self, digest: str, *, resources_only: bool = False) -> dict[str, Any]:
         graph, _ = self.bundles.load(digest)
+        issues = driver_issues(graph, self.drivers, self.default_cloud)
+        if issues:
+            raise SpecError(issues)
         applied = {s.enclave_id: s for s in self.store.list_enclaves()}
-        plan = plan_changes(graph, applied)
+        plan = plan_changes(graph, applied, resources_only=resources_only)
         return {
             "bundle": digest,
             "changes": [c.to_json() for c in plan.changes],
             "steps": [s.to_json() for s in plan.steps],
             "dry_run": True,
             "errors": [],
+            # What the delete guard would say if the run began now (it decides at begin).
+            "deletions": plan.deletions(),
+            "deletes_every_enclave": plan.deletes_every_enclave(list(applied)),
+            "max_deletes": self.engine.max_deletes,
         }
 
-    def reconcile(self, digest: str, trigger: str, wait_s: float) -> Run:
-        run = self.engine.start_run(digest, trigger)
+    def reconcile(
+        self,
+        digest: str,
+        trigger: str,
+        wait_s: float,
+        *,
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+        resources_only: bool = False,
+    ) -> Run | None:
+        """Start (and wait up to ``wait_s`` for) a reconcile; None when it has nothing to do."""
+        run = self.engine.start_run_if_changed(
+            digest,
+            trigger,
+            max_deletes=max_deletes,
+            allow_delete=allow_delete,
+            resources_only=resources_only,
+        )
+        return None if run is None else self.wait(run.id, wait_s)
+
+    def destroy_enclaves(
+        self,
+        enclave_ids: list[str],
+        wait_s: float,
+        *,
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+        resources_only: bool = False,
+    ) -> Run:
+        """Queue a destroy, planned when it begins (behind earlier runs on those enclaves)."""
+        run = self.engine.start_destroy(
+            enclave_ids,
+            max_deletes=max_deletes,
+            allow_delete=allow_delete,
+            resources_only=resources_only,
+        )
         return self.wait(run.id, wait_s)
 
-    def destroy_enclaves(self, enclave_ids: list[str], wait_s: float) -> Run:
-        applied = {s.enclave_id: s for s in self.store.list_enclaves()}
-        missing = [eid for eid in enclave_ids if eid not in applied]
-        if missing:
-            raise NotFoundError(f"enclave {missing[0]!r} not found")
-        run = self.engine.start_plan(plan_teardown(applied, enclave_ids), None, "destroy")
+    def destroy_partition(
+        self,
+        enclave_id: str,
+        partition_id: str,
+        wait_s: float,
+        *,
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+    ) -> Run:
+        run = self.engine.start_destroy(
+            [enclave_id], partition_id, max_deletes=max_deletes, allow_delete=allow_delete
+        )
         return self.wait(run.id, wait_s)
 
-    def destroy_partition(self, enclave_id: str, partition_id: str, wait_s: float) -> Run:
-        found = self.store.get_enclave(enclave_id)
-        if found is None:
-            raise NotFoundError(f"enclave {enclave_id!r} not found")
-        if partition_id not in found[0].partitions:
-            raise NotFoundError(f"partition {partition_id!r} not found in enclave {enclave_id!r}")
-        plan = plan_partition_teardown(found[0], partition_id)
-        run = self.engine.start_plan(plan, None, "destroy")
+    def approve(self, run_id: str, wait_s: float) -> Run:
+        run = self.engine.approve(run_id)
         return self.wait(run.id, wait_s)
+
+    def cancel(self, run_id: str) -> Run:
+        return self.engine.cancel(run_id)
 
     def wait(self, run_id: str, wait_s: float) -> Run:
         """The run, once final or after ``wait_s`` seconds, whichever comes first."""
@@ -175,7 +234,11 @@ class Service:
             run = self.store.get_run(run_id)
             if run is None:
                 raise NotFoundError(f"run {run_id!r} not found")
-            if run.status.final or time.monotonic() >= deadline:
+            if (
+                run.status.final
+                or run.status == RunStatus.AWAITING_APPROVAL
+                or time.monotonic() >= deadline
+            ):
                 return run
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
             delay = min(delay * 2, 0.5)

@@ -65,7 +65,10 @@ def iac_counts(d: Deployment, partitions: list[tuple[str, str]]) -> dict[str, in
 
 
 def reconcile(d: Deployment, tree: Path) -> dict[str, Any]:
-    return Pump(d).run(d.api.start_reconcile(tree))
+    answer = d.api.start_reconcile(tree)
+    if "run" in answer and answer["run"] is None:  # nothing to change: no run recorded
+        return answer
+    return Pump(d).run(answer)
 
 
 def new_sandboxes(d: Deployment) -> None:

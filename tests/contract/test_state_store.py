@@ -10,6 +10,7 @@ import pytest
 from nclav.errors import ConflictError, NotFoundError
 from nclav.ports import ManualClock, StateStore
 from nclav.records import (
+    Approval,
     EventKind,
     IacOperation,
     IacRun,
@@ -408,3 +409,70 @@ def test_manual_clock() -> None:
     clock = ManualClock(T0)
     assert clock.now() == T0
     assert clock.advance(2.5) == T0 + 2.5 == clock.now()
+
+
+# -- the delete guard's run states (issue 8) ------------------------------------------------
+
+
+def test_awaiting_runs_are_unfinished_and_keep_their_place(store: StateStore) -> None:
+    runs = [started(store, "a") for _ in range(3)]
+    approval = Approval(
+        reason="7 deletions, limit 5",
+        deletions=("enclave a",),
+        limit=5,
+        plan_digest="d" * 64,
+        changes=({"kind": "EnclaveDeleted", "id": "a"},),
+    )
+    waiting = runs[0].model_copy(
+        update={"status": RunStatus.AWAITING_APPROVAL, "approval": approval}
+    )
+    store.update_run(waiting, expect=RunStatus.QUEUED)
+    assert [r.id for r in store.list_unfinished_runs()] == [r.id for r in runs]
+    assert store.list_unfinished_runs()[0].approval == approval
+    assert [r.id for r in store.list_runs(status=RunStatus.AWAITING_APPROVAL)] == [runs[0].id]
+
+
+def test_update_run_with_expect_is_conditional(store: StateStore) -> None:
+    run = started(store, "a")
+    running = run.model_copy(update={"status": RunStatus.RUNNING})
+    store.update_run(running, expect=RunStatus.QUEUED)
+    # Another worker began it: moving it to awaiting approval "from queued" must fail.
+    waiting = run.model_copy(update={"status": RunStatus.AWAITING_APPROVAL})
+    with pytest.raises(ConflictError):
+        store.update_run(waiting, expect=RunStatus.QUEUED)
+    assert store.get_run(run.id) == running
+    with pytest.raises(NotFoundError):
+        store.update_run(make_run(), expect=RunStatus.QUEUED)
+
+
+def test_cancelled_is_final(store: StateStore) -> None:
+    run = store.create_run(make_run(plan_on_start=True), [])
+    assert RunStatus.CANCELLED.final and not RunStatus.AWAITING_APPROVAL.final
+    waiting = store.update_run(run.model_copy(update={"status": RunStatus.AWAITING_APPROVAL}))
+    cancelled = waiting.model_copy(
+        update={"status": RunStatus.CANCELLED, "errors": ("superseded by run x",)}
+    )
+    store.update_run(cancelled, expect=RunStatus.AWAITING_APPROVAL)
+    assert store.list_unfinished_runs() == []
+    for status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED):
+        with pytest.raises(ConflictError):
+            store.update_run(run.model_copy(update={"status": status}))
+    assert store.get_run(run.id) == cancelled
+    # And a cancelled run can never begin.
+    with pytest.raises(ConflictError):
+        store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), [])
+
+
+def test_an_approved_run_begins_from_queued_again(store: StateStore) -> None:
+    run = store.create_run(make_run(plan_on_start=True), [])  # planned when it begins
+    store.update_run(run.model_copy(update={"status": RunStatus.AWAITING_APPROVAL}))
+    # Awaiting: begin_run refuses (only a queued run begins) ...
+    with pytest.raises(ConflictError):
+        store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), [])
+    # ... approval puts it back in the queue, and then it begins once.
+    store.update_run(
+        run.model_copy(update={"status": RunStatus.QUEUED, "approved_digest": "d" * 64}),
+        expect=RunStatus.AWAITING_APPROVAL,
+    )
+    began = store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), [])
+    assert store.get_run(run.id) == began

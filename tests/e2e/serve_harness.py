@@ -246,8 +246,14 @@ class Server:
     # -- nclav helpers ---------------------------------------------------------------------
 
     def reconcile(self, tree: Path, wait: float = 150.0) -> dict[str, Any]:
-        """POST /reconcile?wait= for ``tree``; the run must be final within ``wait``."""
+        """POST /reconcile?wait= for ``tree``; the run must be final within ``wait``.
+
+        A tree with nothing to change records no run: ``{"run": None, "changes": 0, ...}``.
+        """
         run = self.ok("POST", f"/reconcile?wait={wait:g}", {"enclaves_dir": str(tree)})
+        if "run" in run and run["run"] is None:
+            assert run["changes"] == 0 and run["message"] == "no changes", run
+            return run  # type: ignore[no-any-return]
         assert run["status"] in ("succeeded", "failed"), run
         return run  # type: ignore[no-any-return]
 
@@ -266,7 +272,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while True:
             run = self.run(run_id)
-            if run["status"] in ("succeeded", "failed"):
+            if run["status"] in ("succeeded", "failed", "cancelled", "awaiting_approval"):
                 return run
             assert time.monotonic() < deadline, f"run {run_id} still {run['status']}"
             time.sleep(0.1)

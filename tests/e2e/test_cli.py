@@ -440,19 +440,29 @@ def test_delete_guard(fresh: Server, tmp_path: Path) -> None:
     runs_before = len(as_json(fresh.cli("runs", "-o", "json")))
 
     # More than --max-deletes: nothing is applied, and the message says how to go ahead.
+    # The server decides (each enclave and each of its partitions counts) and keeps the run,
+    # awaiting approval.
     simple_tree(tree, {"a": ["p"]})
     result = fresh.cli("apply", str(tree), "--max-deletes", "1")
     assert result.exit_code == 2
     assert result.stdout == ""
+    runs = as_json(fresh.cli("runs", "-o", "json"))
+    assert len(runs) == runs_before + 1
+    waiting = runs[0]["id"]
+    assert runs[0]["status"] == "awaiting_approval"
     assert result.stderr.splitlines() == [
-        "Error: refusing to apply: the plan deletes 2 enclave(s)/partition(s), "
+        "Error: refusing to apply: the plan deletes 4 enclave(s)/partition(s), "
         "more than --max-deletes 1",
-        "  - enclave b",
         "  - enclave c",
+        "  - partition c/p",
+        "  - enclave b",
+        "  - partition b/p",
         f"Review the plan with `nclav diff {tree}`; if it is what you want, re-run with "
-        "--allow-delete (or raise --max-deletes to 2).",
+        "--allow-delete (or raise --max-deletes to 4).",
+        f"Or approve run {waiting} as planned: nclav runs approve {waiting} "
+        f"(or drop it: nclav runs cancel {waiting}).",
     ]
-    assert len(as_json(fresh.cli("runs", "-o", "json"))) == runs_before
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 3
 
     # A plan that deletes every enclave stops even under the limit (3 <= 5).
     simple_tree(tree, {"z": ["p"]})
@@ -465,6 +475,12 @@ def test_delete_guard(fresh: Server, tmp_path: Path) -> None:
     )
     assert "re-run with --allow-delete.\n" in result.stderr
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 3
+    # The later apply superseded the run that awaited approval.
+    shown = fresh.cli("runs", "show", waiting, "-o", "json")
+    assert shown.exit_code == 1  # it did not apply
+    first = json.loads(shown.stdout)
+    assert first["status"] == "cancelled"
+    assert first["errors"][0].startswith("superseded by run ")
 
     # A partition removed from an enclave that stays counts once; the default limit is 5.
     simple_tree(tree, {"a": ["q"], "b": ["p"], "c": ["p"]})
@@ -523,6 +539,65 @@ def test_destroy(fresh: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [r["target"] for r in doc["results"]] == ["enclave web-dev", "enclave product-a-dev"]
     assert {r["status"] for r in doc["results"]} == {"succeeded"}
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 0
+
+
+def test_runs_approve_and_cancel(fresh: Server, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    ok(fresh.cli("apply", str(simple_tree(tree, {"a": ["p"], "b": ["p"]}))))
+
+    # The server stops the run; `runs show` says why and how to answer.
+    simple_tree(tree, {"b": ["p"]})
+    assert fresh.cli("apply", str(tree), "--max-deletes", "1").exit_code == 2
+    run_id = as_json(fresh.cli("runs", "-o", "json"))[0]["id"]
+    shown = ok(fresh.cli("runs", "show", run_id)).stdout
+    assert "Awaiting approval: 2 deletions, limit 1\n  - enclave a\n  - partition a/p\n" in shown
+    assert "Plan:\n- enclave a\n  - partition a/p\n" in shown
+    assert (
+        f"Approve it with `nclav runs approve {run_id}`, or `nclav runs cancel {run_id}`." in shown
+    )
+
+    result = ok(fresh.cli("runs", "approve", run_id, "--wait"))
+    assert re.match(rf"Run {run_id} succeeded in ", result.stdout)
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
+    again = fresh.cli("runs", "approve", run_id)
+    assert again.exit_code == 2
+    assert again.stderr.startswith(f"Error: run {run_id} not approved: run {run_id} is succeeded")
+
+    # Deleting every enclave waits too; cancel drops it and nothing is deleted.
+    simple_tree(tree, {"z": []})
+    assert fresh.cli("apply", str(tree)).exit_code == 2
+    run_id = as_json(fresh.cli("runs", "-o", "json"))[0]["id"]
+    assert ok(fresh.cli("runs", "cancel", run_id)).stdout == f"Run {run_id} cancelled.\n"
+    shown = fresh.cli("runs", "show", run_id, "-o", "json")
+    assert shown.exit_code == 1 and json.loads(shown.stdout)["status"] == "cancelled"
+    assert fresh.cli("runs", "cancel", run_id).exit_code == 2
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
+
+
+def test_destroy_resources_only_and_a_cloud_without_driver(fresh: Server, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    ok(fresh.cli("apply", str(simple_tree(tree, {"a": ["p", "q"], "b": []}))))
+    result = ok(fresh.cli("destroy", "a", "--resources-only", "--yes"))
+    assert re.fullmatch(
+        rf"Destroyed the partitions of enclave a \(run {RUN_ID}\)\.\n", result.stdout
+    )
+    graph = as_json(fresh.cli("graph", "-o", "json"))
+    assert {n["id"] for n in graph["nodes"]} >= {"a", "b"}
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 2
+    assert ok(fresh.cli("graph")).stdout.count("Partition:") == 0
+    usage = fresh.cli("destroy", "a", "--partition", "p", "--resources-only", "--yes")
+    assert usage.exit_code == 2 and "--resources-only cannot be combined" in usage.stderr
+
+    # A cloud this server has no driver for: diff and apply exit 2 naming file and line.
+    far = tmp_path / "far"
+    write_tree(far, {"far/config.yml": "id: far\nname: far\nregion: r\ncloud: gcp\n"})
+    for command in ("diff", "apply"):
+        result = fresh.cli(command, str(far))
+        assert result.exit_code == 2, result.stderr
+        assert (
+            f"{far}/far/config.yml:4: cloud: no driver for cloud 'gcp' on this server "
+            "(enabled: local)"
+        ) in result.stderr
 
 
 SLOW_TF = """

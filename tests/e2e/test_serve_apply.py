@@ -142,7 +142,7 @@ def test_product_a_lifecycle(server: Server, tmp_path: Path) -> None:
     # -- a second apply changes nothing and runs no terraform ----------------------------------
     before = iac_counts(server, PRODUCT_A)
     again = server.reconcile(tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0, again
+    assert again["run"] is None and again["changes"] == 0  # no run recorded, again
     assert server.dry_run(tree)["changes"] == []
     assert iac_counts(server, PRODUCT_A) == before
     assert server.enclaves()["product-a-dev"]["meta"]["generation"] == product["meta"]["generation"]
@@ -195,7 +195,13 @@ def test_product_a_lifecycle(server: Server, tmp_path: Path) -> None:
     gone = server.ok("DELETE", "/enclaves/web-dev?wait=120")
     assert gone["status"] == "succeeded", gone
     assert server.get("/enclaves/web-dev").status == 404
-    gone = server.ok("DELETE", "/enclaves/product-a-dev?wait=120")
+    # Deleting the last enclave deletes every enclave: never automatic. The run waits for
+    # approval with its plan; approving it (the plan is unchanged) carries it out.
+    waiting = server.ok("DELETE", "/enclaves/product-a-dev?wait=120", expect=202)
+    assert waiting["status"] == "awaiting_approval", waiting
+    assert waiting["approval"]["reason"] == "deletes every enclave (1)"
+    assert server.iac_runs("product-a-dev", "db")[0]["operation"] != "teardown"
+    gone = server.ok("POST", f"/runs/{waiting['id']}/approve?wait=120")
     assert gone["status"] == "succeeded", gone
     for enclave, partition in PRODUCT_A[:2]:
         teardown = server.iac_runs(enclave, partition)[0]
@@ -224,8 +230,7 @@ def test_chain_apply_then_destroy_one_then_all(server: Server, tmp_path: Path) -
     before = iac_counts(server, CHAIN)
     assert before == {f"{e}/{p}": 1 for e, p in CHAIN}
     again = server.reconcile(tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0
-    assert set(step_statuses(server, again).values()) <= {"skipped"}
+    assert again["run"] is None and again["changes"] == 0  # no run recorded
     assert iac_counts(server, CHAIN) == before
 
     # A change at the root of the chain flows down to every importer.
@@ -255,12 +260,18 @@ def test_chain_apply_then_destroy_one_then_all(server: Server, tmp_path: Path) -
     assert gone["status"] == "succeeded", gone
     assert server.get("/enclaves/app").status == 404
     assert server.iac_runs("app", "worker")[0]["operation"] == "teardown"
+    # An empty tree is refused unless the request allows deleting (issue 8, point 1).
     empty = tmp_path / "empty"
     empty.mkdir()
-    plan = server.dry_run(empty)
+    for path in ("/reconcile/dry-run", "/reconcile?wait=5"):
+        refused = server.request("POST", path, {"enclaves_dir": str(empty)})
+        assert refused.status == 422, refused
+        assert refused.json["error"]["details"][0]["field"] == "enclaves_dir"
+    allowed = {"enclaves_dir": str(empty), "allow_delete": True}
+    plan = server.ok("POST", "/reconcile/dry-run", allowed)
     assert {c["kind"] for c in plan["changes"]} >= {"EnclaveDeleted", "PartitionDeleted"}
     assert server.ok("GET", "/enclaves") != []
-    destroyed = server.reconcile(empty)
+    destroyed = server.ok("POST", "/reconcile?wait=120", allowed)
     assert destroyed["status"] == "succeeded", destroyed
     assert server.ok("GET", "/enclaves") == []
     for enclave, partition in CHAIN:

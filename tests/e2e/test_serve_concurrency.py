@@ -37,11 +37,13 @@ def assert_no_overlap(intervals: list[tuple[datetime, datetime, Any]], what: str
         assert end <= start, f"{what}: {first} ended at {end}, after {second} started at {start}"
 
 
-def post_together(server: Server, trees: list[Path]) -> list[dict[str, Any]]:
+def post_together(server: Server, trees: list[Path]) -> list[dict[str, Any] | None]:
     """POST /reconcile for every tree at once (one thread each); every run must succeed.
 
-    Returns the final runs in the order of ``trees``, after checking that runs on one enclave
-    never overlapped and began in the order they were created."""
+    Returns the final runs in the order of ``trees`` (None for a request answered "no
+    changes": nothing was in flight and its tree was the one applied, so no run was recorded),
+    after checking that runs on one enclave never overlapped and began in the order they were
+    created."""
     barrier = threading.Barrier(len(trees))
     answers: list[Any] = [None] * len(trees)
 
@@ -59,14 +61,19 @@ def post_together(server: Server, trees: list[Path]) -> list[dict[str, Any]]:
         thread.join(60)
     for answer in answers:
         assert not isinstance(answer, Exception) and answer.status in (200, 202), answer
-    run_ids = [a.json["run_id"] for a in answers]
-    assert len(set(run_ids)) == len(trees)
+    for answer in answers:
+        if answer.json["run_id"] is None:
+            assert answer.status == 200 and answer.json["run"] is None, answer
+            assert (answer.json["changes"], answer.json["message"]) == (0, "no changes")
+    made = [a.json["run_id"] for a in answers if a.json["run_id"] is not None]
+    assert made and len(set(made)) == len(made)
 
     # Every run ends, and succeeds.
-    runs = [server.wait_run(run_id, timeout=150) for run_id in run_ids]
+    found = {run_id: server.wait_run(run_id, timeout=150) for run_id in made}
+    runs = list(found.values())
     failed = [r for r in runs if r["status"] != "succeeded"]
     assert not failed, failed
-    assert {r["id"] for r in server.ok("GET", f"/runs?limit={len(trees)}")} == set(run_ids)
+    assert {r["id"] for r in server.ok("GET", f"/runs?limit={len(made)}")} == set(made)
 
     # Runs on one enclave never overlap, and start in the order they were created.
     for enclave in ("product-a-dev", "web-dev"):
@@ -77,7 +84,7 @@ def post_together(server: Server, trees: list[Path]) -> list[dict[str, Any]]:
         )
         by_start = [r["seq"] for r in sorted(mine, key=lambda r: r["started_at"])]
         assert by_start == sorted(by_start), f"runs on {enclave} did not start in order"
-    return runs
+    return [found.get(a.json["run_id"]) for a in answers]
 
 
 def assert_terraform_serialised(server: Server) -> None:
@@ -93,11 +100,12 @@ def assert_terraform_serialised(server: Server) -> None:
 
 def test_twenty_concurrent_reconciles_on_one_tree(server: Server, tmp_path: Path) -> None:
     tree = copy_example("product-a", tmp_path)
-    runs = post_together(server, [tree] * CLIENTS)
+    runs = [r for r in post_together(server, [tree] * CLIENTS) if r is not None]
 
-    # Each run was planned when it began: the first did the work, the others had none.
+    # Each run was planned when it began: the first did the work, the others had none (a
+    # request that came when nothing was in flight any more recorded no run at all).
     by_seq = sorted(runs, key=lambda r: r["seq"])
-    assert [r["changes"] for r in by_seq] == [9] + [0] * (CLIENTS - 1)
+    assert [r["changes"] for r in by_seq] == [9] + [0] * (len(runs) - 1)
     # Terraform never ran twice at once on one partition (here: it ran once), and succeeded.
     for enclave, partition in PRODUCT_A:
         assert len(server.iac_runs(enclave, partition)) == 1
@@ -114,7 +122,7 @@ def test_twenty_concurrent_reconciles_on_one_tree(server: Server, tmp_path: Path
         assert all(p["meta"]["status"] == "active" for p in state["partitions"].values())
     counts = {p: len(server.iac_runs(*p)) for p in PRODUCT_A}
     again = server.reconcile(tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0
+    assert again["run"] is None and again["changes"] == 0  # no run recorded
     assert {p: len(server.iac_runs(*p)) for p in PRODUCT_A} == counts
     assert "unhandled error" not in server.stderr()
 
@@ -131,9 +139,12 @@ def test_concurrent_reconciles_of_alternating_trees(server: Server, tmp_path: Pa
     main_tf.write_text(main_tf.read_text().replace(".internal", ".internal.example"))
     trees = [two if i % 2 == 0 else one for i in range(10)]
 
-    runs = post_together(server, trees)
+    found = post_together(server, trees)
     assert_terraform_serialised(server)
-    last = max(range(len(runs)), key=lambda i: runs[i]["seq"])
+    # A request answered "no changes" came when its tree was the one applied: no run.
+    made = [i for i in range(len(found)) if found[i] is not None]
+    runs = {i: found[i] for i in made}
+    last = max(made, key=lambda i: runs[i]["seq"])
     assert server.dry_run(trees[last])["changes"] == []
     hostname = server.ok("GET", "/enclaves/product-a-dev")["partitions"]["db"]["resolved_outputs"]
     expected = "product-a-dev-db.postgres.internal"
@@ -141,7 +152,7 @@ def test_concurrent_reconciles_of_alternating_trees(server: Server, tmp_path: Pa
     # In the order they ran, a run re-applied db and api exactly when its tree differed from
     # the one applied before it; the front end reads nothing that moved.
     applied, switches = one, 0
-    for i in sorted(range(len(runs)), key=lambda i: runs[i]["seq"]):
+    for i in sorted(made, key=lambda i: runs[i]["seq"]):
         switched = trees[i] is not applied
         assert (runs[i]["changes"] > 0) == switched, runs[i]
         switches += switched

@@ -43,6 +43,8 @@ def test_the_issue_s_commands_are_all_there() -> None:
         ("orphans",),
         ("runs",),
         ("runs", "show"),
+        ("runs", "approve"),
+        ("runs", "cancel"),
         ("iac",),
         ("iac", "runs"),
         ("iac", "logs"),

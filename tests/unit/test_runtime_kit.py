@@ -302,4 +302,4 @@ def test_serve_names_a_missing_driver_option_by_flag_and_variable(tmp_path: Path
     assert result.exit_code == 2
     assert "--aws-org-unit-id" in result.output and "NCLAV_AWS_EMAIL_DOMAIN" in result.output
     result = CliRunner(env=env).invoke(serve, ["--cloud", "gcp", *args])
-    assert result.exit_code == 2 and "gcp driver is not installed" in result.output
+    assert result.exit_code == 2 and "no gcp driver in this installation" in result.output

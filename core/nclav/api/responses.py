@@ -146,6 +146,11 @@ class DryRun(BaseModel):
     steps: list[PlannedStep]
     dry_run: Literal[True]
     errors: list[str]
+    # The delete guard's view of this plan (a reconcile of it waits for approval when it
+    # deletes more than max_deletes, or every applied enclave).
+    deletions: list[str]
+    deletes_every_enclave: int  # how many enclaves, when the plan deletes every one; else 0
+    max_deletes: int
 
 
 class RunAccepted(Run):
@@ -153,6 +158,22 @@ class RunAccepted(Run):
 
     run_id: str
     steps: list[StepRecord] | None = None
+
+
+class NoChanges(BaseModel):
+    """``POST /reconcile`` of a tree that changes nothing: no run is recorded."""
+
+    model_config = _VIEW
+    run: None
+    run_id: None
+    bundle: str
+    changes: Literal[0]
+    dry_run: Literal[False]
+    message: str
+
+
+class ReconcileAnswer(RootModel[RunAccepted | NoChanges]):
+    """A run that finished within ``?wait=``, or "no changes" (no run recorded)."""
 
 
 class RunWithSteps(Run):
@@ -355,9 +376,14 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ),
     ("GET", "/bundles/{digest}"): (Reply(200, "The server has this bundle", BundleRef),),
     ("POST", "/reconcile/dry-run"): (Reply(200, "The plan", DryRun),),
-    ("POST", "/reconcile"): _RUN_STARTED,
+    ("POST", "/reconcile"): (
+        Reply(202, "The run was queued; poll GET /runs/{run_id}", RunAccepted),
+        Reply(200, "The run finished within ?wait=, or no changes (no run)", ReconcileAnswer),
+    ),
     ("GET", "/runs"): (Reply(200, "Runs, newest first", RunList),),
     ("GET", "/runs/{run_id}"): (Reply(200, "The run with its steps", RunWithSteps),),
+    ("POST", "/runs/{run_id}/approve"): _RUN_STARTED,
+    ("POST", "/runs/{run_id}/cancel"): (Reply(200, "The cancelled run", RunAccepted),),
     ("GET", "/enclaves"): (Reply(200, "Every enclave's applied state", EnclaveList),),
     ("GET", "/enclaves/{id}"): (Reply(200, "The enclave's applied state", EnclaveView),),
     ("GET", "/enclaves/{id}/graph"): (Reply(200, "The enclave's graph", EnclaveGraph),),
@@ -428,6 +454,9 @@ QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
     "offset": {"type": "integer", "minimum": 0},
     "enclave_id": {"type": "string"},
     "ID": {"type": "string"},
+    "max_deletes": {"type": "integer", "minimum": 0},
+    "allow_delete": {"type": "boolean"},
+    "resources_only": {"type": "boolean"},
 }
 
 # Every response carries the request id it was logged under.

@@ -12,6 +12,8 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from nclav.api.http import (
     ApiRequest,
     ApiResponse,
@@ -20,13 +22,14 @@ from nclav.api.http import (
     ServiceUnavailable,
     json_response,
     printable,
+    query_bool,
     query_id,
     query_int,
     query_number,
     query_text,
 )
 from nclav.api.openapi import openapi
-from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router, _parse_body
 from nclav.engine.driver import OrphanScanner
 from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
@@ -49,10 +52,27 @@ MAX_OFFSET = 2**53  # any byte offset of a log
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-class ReconcileBody(RequestBody):
+class GuardBody(RequestBody):
+    """The delete guard's per-request settings (``POST /reconcile`` and the destroys).
+
+    ``max_deletes`` only lowers the server's limit; ``allow_delete`` lifts the guard (the
+    limit and the delete-everything rule) for this run.
+    """
+
+    max_deletes: int | None = Field(default=None, ge=0)
+    allow_delete: bool = False
+
+
+class DestroyBody(GuardBody):
+    resources_only: bool = False
+
+
+class ReconcileBody(DestroyBody):
     bundle: str | None = None
     enclaves_dir: str | None = None
-    resources_only: bool = False
+
+
+_GUARD_QUERY = ("max_deletes", "allow_delete")
 
 
 def _wait(request: ApiRequest) -> float:
@@ -61,6 +81,43 @@ def _wait(request: ApiRequest) -> float:
 
 def _limit(request: ApiRequest, default: int, maximum: int) -> int:
     return query_int(request, "limit", default=default, maximum=maximum)
+
+
+def _query_bool(request: ApiRequest, name: str) -> bool | None:
+    """``?name=`` as a boolean through the one query parser, or None when absent."""
+    if request.query_value(name) is None:
+        return None
+    return query_bool(request, name)
+
+
+def _query_count(request: ApiRequest, name: str) -> int | None:
+    """``?name=`` as a non-negative count through the one query parser, or None when absent."""
+    if request.query_value(name) in (None, ""):
+        return None
+    return query_int(request, name, default=0, maximum=1_000_000)
+
+
+def _with_query(request: ApiRequest, body: DestroyBody) -> DestroyBody:
+    """The body's guard settings, with the same names in the query string also honoured
+    (``DELETE /enclaves/x?resources_only=true``); a flag set either way is set."""
+    limits = [n for n in (body.max_deletes, _query_count(request, "max_deletes")) if n is not None]
+    return body.model_copy(
+        update={
+            "max_deletes": min(limits) if limits else None,
+            "allow_delete": body.allow_delete or bool(_query_bool(request, "allow_delete")),
+            "resources_only": body.resources_only or bool(_query_bool(request, "resources_only")),
+        }
+    )
+
+
+def _destroy_body(request: ApiRequest) -> DestroyBody:
+    """A destroy's optional JSON body (an empty one is all defaults), then its query."""
+    body = DestroyBody()
+    if request.body.strip():
+        parsed = _parse_body(DestroyBody, request.body)
+        assert isinstance(parsed, DestroyBody)
+        body = parsed
+    return _with_query(request, body)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -130,26 +187,44 @@ def build_router(
 
     router.add("GET", "/bundles/{digest}", get_bundle, summary="200 when the server has a bundle")
 
-    def dry_run(_r: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
-        digest = service.bundle_for(body.bundle, body.enclaves_dir)
-        return json_response(200, service.dry_run(digest))
+    def dry_run(request: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
+        opts = _with_query(request, body)
+        digest = service.bundle_for(body.bundle, body.enclaves_dir, allow_delete=opts.allow_delete)
+        return json_response(200, service.dry_run(digest, resources_only=opts.resources_only))
 
     def reconcile(request: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
-        digest = service.bundle_for(body.bundle, body.enclaves_dir)
+        opts = _with_query(request, body)
+        digest = service.bundle_for(body.bundle, body.enclaves_dir, allow_delete=opts.allow_delete)
         trigger = request.headers.get("X-Nclav-Trigger", "api")[:32]
-        return _run_response(service.reconcile(digest, trigger, _wait(request)))
+        run = service.reconcile(
+            digest,
+            trigger,
+            _wait(request),
+            max_deletes=opts.max_deletes,
+            allow_delete=opts.allow_delete,
+            resources_only=opts.resources_only,
+        )
+        if run is None:  # nothing to do: no run is recorded (as the CLI does)
+            doc = {"run": None, "run_id": None, "bundle": digest, "changes": 0}
+            return json_response(200, {**doc, "dry_run": False, "message": "no changes"})
+        return _run_response(run)
 
     router.add(
-        "POST", "/reconcile/dry-run", dry_run, summary="Plan only", request_model=ReconcileBody
+        "POST",
+        "/reconcile/dry-run",
+        dry_run,
+        summary="Plan only",
+        request_model=ReconcileBody,
+        query=("resources_only", *_GUARD_QUERY),
     )
     router.add(
         "POST",
         "/reconcile",
         reconcile,
-        summary="Plan and apply (202, or ?wait=s)",
+        summary="Plan and apply (202, or ?wait=s); 200 with run null when nothing changes",
         request_model=ReconcileBody,
         status=202,
-        query=("wait",),
+        query=("wait", "resources_only", *_GUARD_QUERY),
     )
 
     def list_runs(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
@@ -163,8 +238,31 @@ def build_router(
         steps = [s.model_dump(mode="json") for s in store.list_steps(run.id)]
         return json_response(200, {**run_json(run), "steps": steps})
 
+    def approve_run(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        run = service.approve(params["run_id"], _wait(request))
+        steps = [s.model_dump(mode="json") for s in store.list_steps(run.id)]
+        return _run_response(run, steps)
+
+    def cancel_run(_r: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        return _run_response(service.cancel(params["run_id"]))
+
     router.add("GET", "/runs", list_runs, summary="Runs, newest first", query=("limit",))
     router.add("GET", "/runs/{run_id}", get_run, summary="One run with its steps")
+    router.add(
+        "POST",
+        "/runs/{run_id}/approve",
+        approve_run,
+        summary="Approve a run awaiting approval: re-plan, begin if the plan is the one shown "
+        "(409 with the new plan shown otherwise)",
+        status=202,
+        query=("wait",),
+    )
+    router.add(
+        "POST",
+        "/runs/{run_id}/cancel",
+        cancel_run,
+        summary="Cancel a queued or awaiting run (final status cancelled)",
+    )
 
     # -- applied state -----------------------------------------------------------------------
 
@@ -228,28 +326,48 @@ def build_router(
     # -- imperative destroy -------------------------------------------------------------------
 
     def destroy_enclave(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
-        run = service.destroy_enclaves([params["id"]], _wait(request))
+        opts = _destroy_body(request)
+        run = service.destroy_enclaves(
+            [params["id"]],
+            _wait(request),
+            max_deletes=opts.max_deletes,
+            allow_delete=opts.allow_delete,
+            resources_only=opts.resources_only,
+        )
         return _run_response(run)
 
     def destroy_partition(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
-        run = service.destroy_partition(params["id"], params["part"], _wait(request))
+        opts = _destroy_body(request)
+        if opts.resources_only:
+            raise BadRequest(
+                "resources_only: applies to an enclave destroy (keep the enclave, tear down "
+                "its partitions); a partition destroy has no enclave to keep"
+            )
+        run = service.destroy_partition(
+            params["id"],
+            params["part"],
+            _wait(request),
+            max_deletes=opts.max_deletes,
+            allow_delete=opts.allow_delete,
+        )
         return _run_response(run)
 
     router.add(
         "DELETE",
         "/enclaves/{id}",
         destroy_enclave,
-        summary="Destroy an enclave",
+        summary="Destroy an enclave (planned when the run begins; ?resources_only=true keeps "
+        "the enclave and tears down its partitions)",
         status=202,
-        query=("wait",),
+        query=("wait", "resources_only", *_GUARD_QUERY),
     )
     router.add(
         "DELETE",
         "/enclaves/{id}/partitions/{part}",
         destroy_partition,
-        summary="Destroy one partition",
+        summary="Destroy one partition (planned when the run begins)",
         status=202,
-        query=("wait",),
+        query=("wait", *_GUARD_QUERY),
     )
 
     # -- IaC runs ---------------------------------------------------------------------------
@@ -372,4 +490,4 @@ def build_router(
     return router
 
 
-__all__ = ["ReconcileBody", "build_router"]
+__all__ = ["DestroyBody", "GuardBody", "ReconcileBody", "build_router"]

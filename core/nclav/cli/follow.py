@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from nclav.cli.client import Client
 
 FINAL_STEP = frozenset({"succeeded", "skipped", "failed", "blocked"})
-FINAL_RUN = frozenset({"succeeded", "failed"})
+FINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+# Where following stops without the run being over: it waits for `nclav runs approve`.
+STOPPED_RUN = frozenset({*FINAL_RUN, "awaiting_approval"})
 
 
 class Progress(Protocol):
@@ -268,7 +270,8 @@ def follow_run(
     timeout_s: float | None = None,
     reconnect_s: float | None = None,
 ) -> dict[str, Any]:
-    """Poll ``GET /runs/{id}`` until the run is final; returns the final run with its steps.
+    """Poll ``GET /runs/{id}`` until the run is final (or awaits approval); returns it with
+    its steps.
 
     When the server goes away (stopped or restarted mid-run), keep trying for
     ``reconnect_s`` (default ``reconnect_window()``) before exiting 3 with the run id.
@@ -291,7 +294,7 @@ def follow_run(
             retry.answered()
             if progress is not None:
                 progress.update(run)
-            if run.get("status") in FINAL_RUN:
+            if run.get("status") in STOPPED_RUN:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise CliError(

@@ -11,6 +11,7 @@ import click
 from nclav.cli.common import (
     EXIT_INTERRUPTED,
     CliError,
+    InvalidError,
     client,
     err,
     global_options,
@@ -30,6 +31,9 @@ from nclav.cli.common import (
 @click.pass_context
 def runs(ctx: click.Context, limit: int, output: str) -> None:
     """List reconcile and destroy runs, newest first (or `runs show ID` for one).
+
+    A run the server's delete guard stopped is `awaiting_approval`: see its plan with
+    `runs show ID`, then `runs approve ID` or `runs cancel ID`.
 
     \b
     Example:
@@ -83,12 +87,108 @@ def runs_show(run_id: str, follow: bool, no_progress: bool, output: str) -> None
     else:
         for line in run_detail(run):
             out(line)
+        for line in approval_lines(run):
+            out(line)
         if errors:
             err()
             for line in error_lines(errors):
                 err(style(line, fg="red", err=True) if line.startswith("  !") else line)
     if errors or run.get("status") == "failed":
         raise SystemExit(1)
+
+
+def approval_lines(run: dict[str, Any]) -> list[str]:
+    """What an awaiting run asks, and how to answer it."""
+    approval = run.get("approval") or {}
+    if run.get("status") != "awaiting_approval" or not approval:
+        return []
+    run_id = run.get("id")
+    lines = [f"Awaiting approval: {approval.get('reason')}"]
+    lines += [f"  - {g}" for g in approval.get("deletions") or []]
+    from nclav.cli.render import change_line
+
+    changes = approval.get("changes") or []
+    if changes:
+        lines.append("Plan:")
+        lines += [change_line(c) for c in changes]
+    lines.append(f"Approve it with `nclav runs approve {run_id}`, or `nclav runs cancel {run_id}`.")
+    return lines
+
+
+@runs.command("approve")
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Follow the run to its end once approved.")
+@click.option("--no-progress", is_flag=True, help="Plain progress lines even on a terminal.")
+@output_option("text", "json")
+@global_options
+def runs_approve(run_id: str, wait: bool, no_progress: bool, output: str) -> None:
+    """Approve a run the delete guard stopped, as it was planned.
+
+    The server plans it again: if the plan is still the one shown, the run begins; if it
+    changed meanwhile, nothing runs, the run shows the new plan and this exits 2 (look at it
+    with `runs show ID`, then approve again). Exits 1 when, with --wait, the run failed.
+
+    \b
+    Example:
+      nclav runs approve 3f6d9e1a-c4b2-4d91-a8f0-123456789abc --wait
+    """
+    from nclav.cli.client import ApiError, seg
+    from nclav.cli.render import error_lines, run_summary
+
+    api = client()
+    try:
+        run: dict[str, Any] = api.post(f"/runs/{seg(run_id)}/approve", {})
+    except ApiError as exc:
+        if exc.status == 409:
+            raise InvalidError(
+                f"run {run_id} not approved: {exc.server_message}",
+                hint=f"See it with: nclav runs show {run_id}",
+            ) from None
+        raise
+    if wait:
+        from nclav.cli.follow import follow_run, make_progress
+
+        run = follow_run(api, run_id, make_progress(no_progress))
+    errors = [str(e) for e in run.get("errors") or []]
+    if output == "json":
+        print_json(run)
+    elif wait:
+        out(run_summary(run))
+        if errors:
+            err()
+            for line in error_lines(errors):
+                err(style(line, fg="red", err=True) if line.startswith("  !") else line)
+    else:
+        out(f"Run {run_id} approved: {run.get('status')}.")
+        err(f"Follow it with: nclav runs show {run_id} --follow")
+    if errors or run.get("status") == "failed":
+        raise SystemExit(1)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@output_option("text", "json")
+@global_options
+def runs_cancel(run_id: str, output: str) -> None:
+    """Cancel a run that is queued or awaiting approval (nothing of it has run).
+
+    \b
+    Example:
+      nclav runs cancel 3f6d9e1a-c4b2-4d91-a8f0-123456789abc
+    """
+    from nclav.cli.client import ApiError, seg
+
+    api = client()
+    try:
+        run: dict[str, Any] = api.post(f"/runs/{seg(run_id)}/cancel", {})
+    except ApiError as exc:
+        if exc.status == 409:
+            raise InvalidError(f"run {run_id} not cancelled: {exc.server_message}") from None
+        raise
+    if output == "json":
+        print_json(run)
+    else:
+        out(f"Run {run_id} cancelled.")
 
 
 @click.group(short_help="IaC (Terraform/OpenTofu) runs and logs.")

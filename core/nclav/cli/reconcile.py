@@ -54,12 +54,17 @@ def upload(api: Client, digest: str, data: bytes) -> bool:
     return True
 
 
-def dry_run(api: Client, digest: str, directory: str) -> dict[str, Any]:
+def dry_run(
+    api: Client, digest: str, directory: str, *, allow_delete: bool = False
+) -> dict[str, Any]:
     """The server's plan; its 422 issues are printed with paths under ``directory``."""
     from nclav.cli.client import InvalidRequest, issue_line
 
+    body: dict[str, Any] = {"bundle": digest}
+    if allow_delete:
+        body["allow_delete"] = True
     try:
-        doc: dict[str, Any] = api.post("/reconcile/dry-run", {"bundle": digest})
+        doc: dict[str, Any] = api.post("/reconcile/dry-run", body)
     except InvalidRequest as exc:
         if not exc.details:
             raise
@@ -70,12 +75,14 @@ def dry_run(api: Client, digest: str, directory: str) -> dict[str, Any]:
     return doc
 
 
-def prepare(api: Client, directory: str) -> tuple[str, dict[str, Any]]:
+def prepare(
+    api: Client, directory: str, *, allow_delete: bool = False
+) -> tuple[str, dict[str, Any]]:
     digest, data = pack(directory)
     sent = upload(api, digest, data)
     if api.verbose:
         err(f"bundle {digest}: {'uploaded' if sent else 'already on the server'}")
-    return digest, dry_run(api, digest, directory)
+    return digest, dry_run(api, digest, directory, allow_delete=allow_delete)
 
 
 def print_changes(changes: Sequence[Mapping[str, Any]]) -> None:
@@ -85,13 +92,52 @@ def print_changes(changes: Sequence[Mapping[str, Any]]) -> None:
         out(style(line, fg=_COLOURS.get(line.lstrip()[:1])))
 
 
-def deletes_everything(api: Client, changes: Sequence[Mapping[str, Any]]) -> int:
-    """How many enclaves the server holds when the plan deletes every one of them, else 0."""
+def deletes_everything(api: Client, doc: Mapping[str, Any]) -> int:
+    """How many enclaves the server holds when the dry run deletes every one of them, else 0."""
+    if "deletes_every_enclave" in doc:
+        return int(doc["deletes_every_enclave"] or 0)
+    changes = doc.get("changes") or []  # a server without the field: ask for the count
     gone = sum(1 for c in changes if c.get("kind") == "EnclaveDeleted")
     if not gone:
         return 0
     held = int(api.get("/status").get("enclave_count", 0))
     return held if gone >= held else 0
+
+
+def refuse_if_awaiting(
+    run: Mapping[str, Any], directory: str, server_limit: int | None = None
+) -> None:
+    """The server's delete guard stopped the run: say why and how to go on (exit 2).
+
+    Raising --max-deletes is suggested only when that would help: a request can lower the
+    server's limit (``server_limit``, from the dry run), never raise it.
+    """
+    approval = run.get("approval") or {}
+    if run.get("status") != "awaiting_approval":
+        return
+    run_id = str(run.get("id") or run.get("run_id"))
+    gone = [str(g) for g in approval.get("deletions") or []]
+    every = int(approval.get("every") or 0)
+    limit = approval.get("limit")
+    why = (
+        f"the plan deletes every enclave on the server ({every})"
+        if every
+        else f"the plan deletes {len(gone)} enclave(s)/partition(s), "
+        f"more than --max-deletes {limit}"
+    )
+    raise InvalidError(
+        f"refusing to apply: {why}",
+        [f"  - {g}" for g in gone],
+        hint=f"Review the plan with `nclav diff {directory}`; if it is what you want, "
+        "re-run with --allow-delete"
+        + (
+            ""
+            if every or server_limit is None or len(gone) > server_limit
+            else f" (or raise --max-deletes to {len(gone)})"
+        )
+        + f".\nOr approve run {run_id} as planned: nclav runs approve {run_id}"
+        f" (or drop it: nclav runs cancel {run_id}).",
+    )
 
 
 @click.command(short_help="Show what `apply` would change.")
@@ -121,7 +167,7 @@ def diff(directory: str, output: str) -> None:
 
     print_changes(changes)
     out(diff_summary(changes))
-    every = deletes_everything(api, changes)
+    every = deletes_everything(api, doc)
     if every:
         warning = f"Warning: this plan deletes every enclave on the server ({every})."
         err(style(warning, fg="yellow", err=True))
@@ -144,14 +190,14 @@ def diff(directory: str, output: str) -> None:
 @click.option(
     "--max-deletes",
     type=click.IntRange(0),
-    default=5,
-    show_default=True,
-    help="Stop before applying a plan that destroys more enclaves/partitions than this.",
+    default=None,
+    help="Stop before applying a plan that destroys more enclaves/partitions than this "
+    "(it can only lower the server's limit, `serve --max-deletes`, 5 by default).",
 )
 @click.option(
     "--allow-delete",
     is_flag=True,
-    help="Apply even a plan that deletes every enclave or more than --max-deletes.",
+    help="Apply even a plan that deletes every enclave or more than the delete limit.",
 )
 @click.option(
     "--timeout",
@@ -166,7 +212,7 @@ def apply(
     output: str,
     wait: bool,
     no_progress: bool,
-    max_deletes: int,
+    max_deletes: int | None,
     allow_delete: bool,
     timeout: float | None,
 ) -> None:
@@ -175,9 +221,10 @@ def apply(
     Packs and uploads DIRECTORY like `diff`, prints the plan, then starts a reconcile run and
     follows it with live per-step progress on stderr (plain lines when stderr is not a
     terminal, or with --no-progress). The final report goes to stdout; every error goes to
-    stderr. Safety: a plan that deletes every enclave, or more than --max-deletes enclaves and
-    partitions (an enclave's own partitions count with it), stops before anything is applied
-    (exit 2) until you pass --allow-delete.
+    stderr. Safety: the server's delete guard decides when the run begins: a plan that deletes
+    every enclave, or more enclaves and partitions than the limit (each counted, an enclave's
+    own partitions included), does not apply (exit 2) and waits for `nclav runs approve ID`,
+    unless you pass --allow-delete.
 
     Exit codes: 0 applied, 1 the run failed (errors printed), 2 invalid tree or refused plan,
     3 server unreachable or token refused.
@@ -188,29 +235,13 @@ def apply(
       nclav apply ./enclaves --no-wait            # start it; follow with `nclav runs show`
       nclav apply ./enclaves --output json --no-progress > report.json
     """
-    from nclav.cli.render import deletions, error_lines, run_summary
+    from nclav.cli.render import error_lines, run_summary
 
     api = client()
-    digest, plan = prepare(api, directory)
+    digest, plan = prepare(api, directory, allow_delete=allow_delete)
     changes = plan.get("changes") or []
-    gone = deletions(changes)
-    if gone and not allow_delete:
-        every = deletes_everything(api, changes)
-        if every or len(gone) > max_deletes:
-            why = (
-                f"the plan deletes every enclave on the server ({every})"
-                if every
-                else f"the plan deletes {len(gone)} enclave(s)/partition(s), "
-                f"more than --max-deletes {max_deletes}"
-            )
-            raise InvalidError(
-                f"refusing to apply: {why}",
-                [f"  - {g}" for g in gone],
-                hint=f"Review the plan with `nclav diff {directory}`; if it is what you want, "
-                "re-run with --allow-delete"
-                + ("" if every else f" (or raise --max-deletes to {len(gone)})")
-                + ".",
-            )
+    limit = plan.get("max_deletes")
+    server_limit = limit if isinstance(limit, int) else None
     report: dict[str, Any] = {
         "bundle": digest,
         "changes": changes,
@@ -224,11 +255,23 @@ def apply(
         else:
             out("No changes detected.")
         return
+    body: dict[str, Any] = {"bundle": digest}
+    if max_deletes is not None:
+        body["max_deletes"] = max_deletes
+    if allow_delete:
+        body["allow_delete"] = True
+    run = api.post("/reconcile", body, headers={"X-Nclav-Trigger": "cli"})
+    if run.get("run", False) is None:  # the server found nothing to do after all
+        if output == "json":
+            print_json({**report, "changes": []})
+        else:
+            out("No changes detected.")
+        return
+    refuse_if_awaiting(run, directory, server_limit)
     if output == "text":
-        print_changes(changes)  # the plan first, as it is about to be applied
-    run = api.post("/reconcile", {"bundle": digest}, headers={"X-Nclav-Trigger": "cli"})
+        print_changes(changes)  # the plan first, as it is being applied
     run_id = str(run.get("id") or run.get("run_id"))
-    if run.get("changes") not in (None, len(changes)):
+    if run.get("changes") not in (None, 0, len(changes)):
         err(
             f"Warning: the server planned {run.get('changes')} change(s), the preview showed "
             f"{len(changes)}: its state changed in between."
@@ -244,6 +287,7 @@ def apply(
     from nclav.cli.follow import follow_run, make_progress
 
     final = follow_run(api, run_id, make_progress(no_progress), timeout_s=timeout)
+    refuse_if_awaiting(final, directory, server_limit)  # it waited behind others, then stopped
     errors = [str(e) for e in final.get("errors") or []]
     failed = bool(errors) or final.get("status") != "succeeded"
     report.update(errors=errors, run=final)
@@ -263,4 +307,4 @@ def apply(
         raise SystemExit(1)
 
 
-__all__ = ["apply", "diff", "pack", "upload"]
+__all__ = ["apply", "diff", "pack", "refuse_if_awaiting", "upload"]

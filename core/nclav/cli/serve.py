@@ -130,6 +130,15 @@ class ServeCommand(click.Command):
     envvar="NCLAV_BUNDLE_CACHE_MIB",
     help="Memory (estimated) kept for loaded bundles; the least recently used go first.",
 )
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    envvar="NCLAV_MAX_DELETES",
+    help="The delete guard: a run whose plan deletes more enclaves and partitions than this "
+    "(or every enclave) waits for approval (`nclav runs approve ID`).",
+)
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -141,6 +150,7 @@ def serve(
     workers: int,
     lease_s: float,
     bundle_cache_mib: int,
+    max_deletes: int,
     **driver_values: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -198,6 +208,7 @@ def serve(
             workers=workers,
             lease_s=lease_s,
             bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
+            max_deletes=max_deletes,
             driver_options=_by_cloud(driver_values),
         )
         runtime = LocalRuntime(options, token)

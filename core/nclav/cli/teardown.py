@@ -99,9 +99,19 @@ def _confirm(lines: Sequence[str], expected: str, yes: bool, what: str) -> bool:
 
 
 def _run(
-    api: Client, path: str, what: str, wait: bool, no_progress: bool, output: str
+    api: Client,
+    path: str,
+    what: str,
+    wait: bool,
+    no_progress: bool,
+    output: str,
+    query: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    """One DELETE and (with --wait) its run followed to the end; a result for the report."""
+    """One DELETE and (with --wait) its run followed to the end; a result for the report.
+
+    Every destroy was confirmed (typed, or --yes) before it is sent, so it lifts the server's
+    delete guard (``allow_delete``) for its run.
+    """
     from nclav.cli.client import ApiError
     from nclav.cli.follow import follow_run, make_progress
     from nclav.cli.render import error_lines
@@ -110,7 +120,7 @@ def _run(
     if output == "text":
         err(f"Destroying {what}\u2026")
     try:
-        run = api.delete(path)
+        run = api.delete(path, query={"allow_delete": "true", **(query or {})})
     except ApiError as exc:
         result["errors"] = [exc.server_message]
         err(f"Failed to destroy {what}: {exc.message}")
@@ -139,6 +149,12 @@ def _run(
 @click.argument("enclave_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "all_", is_flag=True, help="Destroy every enclave the server holds.")
 @click.option("--partition", metavar="P", help="Destroy only partition P of the one enclave given.")
+@click.option(
+    "--resources-only",
+    is_flag=True,
+    help="Tear down the enclaves' partitions (their Terraform resources) and keep the "
+    "enclaves themselves (account, project, network).",
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask; required when not on a terminal.")
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Follow each run to its end."
@@ -150,6 +166,7 @@ def destroy(
     enclave_ids: tuple[str, ...],
     all_: bool,
     partition: str | None,
+    resources_only: bool,
     yes: bool,
     wait: bool,
     no_progress: bool,
@@ -169,6 +186,7 @@ def destroy(
       nclav destroy product-a-dev product-b-staging --yes
       nclav destroy --all --yes
       nclav destroy product-a-dev --partition db
+      nclav destroy product-a-dev --resources-only   # keep the enclave, drop its partitions
     """
     from nclav.cli.client import seg
 
@@ -176,6 +194,11 @@ def destroy(
         raise click.UsageError("--all takes no enclave IDs")
     if all_ and partition:
         raise click.UsageError("--partition cannot be combined with --all")
+    if partition is not None and resources_only:
+        raise click.UsageError(
+            "--resources-only cannot be combined with --partition (a partition destroy "
+            "keeps its enclave already)"
+        )
     if partition is not None and len(enclave_ids) != 1:
         raise click.UsageError("--partition requires exactly one enclave ID")
     if not all_ and not enclave_ids:
@@ -212,11 +235,18 @@ def destroy(
             if not _confirm(lines, "yes", yes, "enclaves"):
                 raise CliError("aborted: nothing destroyed")
             yes = True  # one confirmation covers them all
+        query: dict[str, object] = {"resources_only": "true"} if resources_only else {}
         for eid in teardown_order(enclaves, ids) if len(ids) > 1 else ids:
-            what = f"enclave {eid}"
+            what = f"the partitions of enclave {eid}" if resources_only else f"enclave {eid}"
             lines = destroy_prompt(eid, None if yes else _cloud_of(api, enclaves, eid))
+            if resources_only:
+                lines = [
+                    f"This will destroy every partition of enclave '{eid}' (their Terraform "
+                    "resources); the enclave and its environment stay."
+                ]
             if _confirm(lines, eid, yes, eid):
-                results.append(_run(api, f"/enclaves/{seg(eid)}", what, wait, no_progress, output))
+                path = f"/enclaves/{seg(eid)}"
+                results.append(_run(api, path, what, wait, no_progress, output, query))
             else:
                 results.append({"target": what, "status": "aborted", "errors": [], "run": None})
     if output == "json":

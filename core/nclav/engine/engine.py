@@ -6,6 +6,13 @@ it out, stores the new applied state with optimistic concurrency, finishes the s
 readies each dependent whose last dependency just finished. A failed step blocks its
 dependents; independent branches go on. Runs touching the same enclave go one after another,
 first come first served: a later run stays queued until the earlier ones are final.
+
+The delete guard is decided when a run is planned (when it begins), for every trigger: a plan
+that deletes more enclaves and partitions (counted one by one) than the run's limit, or every
+applied enclave, does not apply. The run stops in ``awaiting_approval`` with its plan, holding
+its place: ``approve`` re-plans and begins only if the plan is the one shown, ``cancel`` ends
+it, and a later reconcile of overlapping enclaves supersedes it (cancels it), so a pushed fix
+is never stuck behind a plan nobody approved.
 """
 
 from __future__ import annotations
@@ -21,13 +28,24 @@ from nclav.config import Desired
 from nclav.engine.steps import StepContext, carry_out, record_failure
 from nclav.errors import (
     ConflictError,
+    Issue,
     NclavError,
+    NotFoundError,
     PermanentError,
+    SpecError,
     TemporaryError,
     WaitingError,
 )
-from nclav.plan import empty_graph, plan_changes
+from nclav.plan import (
+    Plan,
+    driver_issues,
+    empty_graph,
+    plan_changes,
+    plan_partition_teardown,
+    plan_teardown,
+)
 from nclav.records import (
+    Approval,
     AuditEvent,
     EventKind,
     Run,
@@ -46,10 +64,16 @@ if TYPE_CHECKING:
     from nclav.engine.driver import Driver
     from nclav.graph import Graph
     from nclav.model import Cloud
-    from nclav.plan import Plan
     from nclav.ports import BlobStore, Clock, IacRunner, StateStore, WorkQueue
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_DELETES = 5
+_SHOWN_CHANGES = 1000  # an awaiting run keeps at most this many changes to show
+
+
+class PlanChangedError(ConflictError):
+    """Approval refused: the plan is no longer the one shown; the run shows the new one."""
 
 
 class Engine:
@@ -69,6 +93,7 @@ class Engine:
         backoff_s: float = 2.0,
         owner: str | None = None,
         pending_s: float = 0.0,
+        max_deletes: int = DEFAULT_MAX_DELETES,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -86,37 +111,138 @@ class Engine:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
+        self.max_deletes = max_deletes  # the server's delete limit; a request only lowers it
         # One kick at a time in this process: a sweeper's kick must not plan a run again
         # while a request's kick is planning it (the begin_run write decides across processes).
         self._kicking = threading.RLock()
 
     # -- starting a run -------------------------------------------------------------------
 
-    def start_run(self, bundle: str, trigger: str = "api") -> Run:
+    def start_run(
+        self,
+        bundle: str,
+        trigger: str = "api",
+        *,
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+        resources_only: bool = False,
+    ) -> Run:
         """Queue a reconcile of ``bundle``; it is planned when it begins.
 
         Planning waits until every earlier unfinished run on the same enclaves is final, so a
         run never plans against state another run is still changing. The run claims every
         enclave of the bundle and every applied enclave missing from it (those are deleted).
+        A tree naming a cloud without a driver, or (unless ``allow_delete``) holding no
+        enclave, is refused here (``SpecError``), before anything runs.
         """
+        run = self._new_reconcile(bundle, trigger, max_deletes, allow_delete, resources_only)
+        return self._create(run, [])
+
+    def start_run_if_changed(
+        self,
+        bundle: str,
+        trigger: str = "api",
+        *,
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+        resources_only: bool = False,
+    ) -> Run | None:
+        """``start_run``, except that a plan with no change records no run (None).
+
+        Only a run that could begin now is judged so; one that will wait behind earlier runs
+        is created (it plans at begin, and may well succeed with no step).
+        """
+        run = self._new_reconcile(bundle, trigger, max_deletes, allow_delete, resources_only)
+        if run.changes == 0 and not self._behind(set(run.enclave_ids)):
+            graph, _ = self.bundles(bundle)
+            applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+            if not plan_changes(graph, applied, resources_only=resources_only).changes:
+                return None
+        return self._create(run, [])
+
+    def _new_reconcile(
+        self,
+        bundle: str,
+        trigger: str,
+        max_deletes: int | None,
+        allow_delete: bool,
+        resources_only: bool,
+    ) -> Run:
         graph, _ = self.bundles(bundle)
+        issues = driver_issues(graph, self.drivers, self.default_cloud)
+        if issues:
+            raise SpecError(issues)
+        if not graph.enclaves and not allow_delete:
+            raise SpecError([empty_tree_issue("bundle")])
         applied = {s.enclave_id: s for s in self.store.list_enclaves()}
         touched = set(graph.enclaves) | set(applied)
         # A run that will wait behind earlier ones records what a dry run would say now; one
         # that begins at once (the usual case) is planned by kick() below, so not twice here.
-        behind = any(touched & set(r.enclave_ids) for r in self.store.list_unfinished_runs())
-        run = Run(
+        behind = self._behind(touched)
+        changes = 0
+        if behind:
+            changes = len(plan_changes(graph, applied, resources_only=resources_only).changes)
+        return Run(
             bundle=bundle,
             enclave_ids=tuple(sorted(touched)),
             trigger=trigger,
             created_at=self._now_text(),
-            changes=len(plan_changes(graph, applied).changes) if behind else 0,
+            changes=changes,
             plan_on_start=True,
+            resources_only=resources_only,
+            max_deletes=max_deletes,
+            allow_delete=allow_delete,
+        )
+
+    def _behind(self, touched: set[str]) -> bool:
+        return any(touched & set(r.enclave_ids) for r in self.store.list_unfinished_runs())
+
+    def start_destroy(
+        self,
+        enclave_ids: list[str],
+        partition_id: str | None = None,
+        *,
+        trigger: str = "destroy",
+        max_deletes: int | None = None,
+        allow_delete: bool = False,
+        resources_only: bool = False,
+    ) -> Run:
+        """Queue an imperative destroy of enclaves (or of one partition of one enclave).
+
+        Like a reconcile it is planned when it begins, against the state of that moment: a
+        partition an earlier queued run adds meanwhile is torn down too. ``resources_only``
+        tears down the partitions and keeps the enclaves.
+        """
+        applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+        missing = [eid for eid in enclave_ids if eid not in applied]
+        if missing:
+            raise NotFoundError(f"enclave {missing[0]!r} not found")
+        if partition_id is not None:
+            if len(enclave_ids) != 1:
+                raise ValueError("a partition destroy names exactly one enclave")
+            if partition_id not in applied[enclave_ids[0]].partitions:
+                raise NotFoundError(
+                    f"partition {partition_id!r} not found in enclave {enclave_ids[0]!r}"
+                )
+        run = Run(
+            enclave_ids=tuple(sorted(set(enclave_ids))),
+            trigger=trigger,
+            created_at=self._now_text(),
+            plan_on_start=True,
+            teardown_enclaves=() if partition_id else tuple(dict.fromkeys(enclave_ids)),
+            teardown_partition=partition_id,
+            resources_only=resources_only,
+            max_deletes=max_deletes,
+            allow_delete=allow_delete,
         )
         return self._create(run, [])
 
     def start_plan(self, plan: Plan, bundle: str | None, trigger: str = "api") -> Run:
-        """Persist a run for ``plan`` (teardown plans need no bundle) and enqueue its steps."""
+        """Persist a run for an already made ``plan`` and enqueue its steps.
+
+        For trusted callers (tests, benchmarks): the plan is not re-made when the run begins
+        and the delete guard does not judge it. The API uses ``start_run``/``start_destroy``.
+        """
         touched = sorted({s.enclave_id for s in plan.steps})
         run = Run(
             bundle=bundle,
@@ -134,26 +260,96 @@ class Engine:
         return self.store.get_run(run.id) or run
 
     def kick(self) -> None:
-        """Start every queued run that no earlier unfinished run blocks; finish empty ones."""
+        """Start every queued run that no earlier unfinished run blocks; finish empty ones.
+
+        An awaiting run keeps its place (later runs on its enclaves wait behind it), unless a
+        later reconcile of overlapping enclaves is waiting: that one supersedes it.
+        """
         with self._kicking:
             busy: set[str] = set()
-            for run in self.store.list_unfinished_runs():
+            unfinished = self.store.list_unfinished_runs()
+            for i, run in enumerate(unfinished):
                 mine = set(run.enclave_ids)
                 if run.status == RunStatus.QUEUED and not (mine & busy):
                     run = self._begin(run)
+                if run.status == RunStatus.AWAITING_APPROVAL:  # waiting, or just stopped
+                    newer = next(
+                        (
+                            r
+                            for r in unfinished[i + 1 :]
+                            if r.bundle is not None and mine & set(r.enclave_ids)
+                        ),
+                        None,
+                    )
+                    if newer is not None:
+                        run = self._end_unstarted(run, f"superseded by run {newer.id}")
                 if run.status == RunStatus.RUNNING:
                     self._finish_run_if_done(run.id)
-                busy |= mine
+                if not run.status.final:
+                    busy |= mine
+
+    def plan_for(self, run: Run) -> Plan:
+        """What ``run`` would do against the applied state of this moment."""
+        applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+        if run.bundle:
+            graph, _ = self.bundles(run.bundle)
+            return plan_changes(graph, applied, resources_only=run.resources_only)
+        if run.teardown_partition is not None:
+            state = applied.get(run.enclave_ids[0]) if run.enclave_ids else None
+            if state is None or run.teardown_partition not in state.partitions:
+                return Plan((), ())  # gone meanwhile: nothing left to tear down
+            return plan_partition_teardown(state, run.teardown_partition)
+        return plan_teardown(applied, run.teardown_enclaves, resources_only=run.resources_only)
+
+    def guard(self, run: Run, plan: Plan, applied: list[str]) -> Approval | None:
+        """Why ``plan`` needs approval under ``run``'s delete policy, or None when it may go."""
+        if run.allow_delete:
+            return None
+        limit = self.max_deletes
+        if run.max_deletes is not None:
+            limit = min(limit, run.max_deletes)  # a request can only lower the server's
+        gone = plan.deletions()
+        every = plan.deletes_every_enclave(applied)
+        if every:
+            reason = f"deletes every enclave ({every})"
+        elif len(gone) > limit:
+            reason = f"{len(gone)} deletions, limit {limit}"
+        else:
+            return None
+        return Approval(
+            reason=reason,
+            deletions=tuple(gone),
+            limit=limit,
+            every=every,
+            plan_digest=plan.digest(),
+            changes=tuple(c.to_json() for c in plan.changes[:_SHOWN_CHANGES]),
+        )
 
     def _begin(self, run: Run) -> Run:
         started = run.model_copy(
             update={"status": RunStatus.RUNNING, "started_at": self._now_text()}
         )
         try:
-            if run.plan_on_start and run.bundle:
-                graph, _ = self.bundles(run.bundle)
-                applied = {s.enclave_id: s for s in self.store.list_enclaves()}
-                plan = plan_changes(graph, applied)
+            if run.plan_on_start:
+                plan = self.plan_for(run)
+                applied = [s.enclave_id for s in self.store.list_enclaves()]
+                approval = self.guard(run, plan, applied)
+                if approval is not None and approval.plan_digest != run.approved_digest:
+                    waiting = run.model_copy(
+                        update={
+                            "status": RunStatus.AWAITING_APPROVAL,
+                            "approval": approval,
+                            "changes": len(plan.changes),
+                            "approved_digest": None,
+                        }
+                    )
+                    waiting = self.store.update_run(waiting, expect=RunStatus.QUEUED)
+                    self._event(
+                        EventKind.RECONCILE_AWAITING_APPROVAL,
+                        run_id=run.id,
+                        fields={"reason": approval.reason, "changes": len(plan.changes)},
+                    )
+                    return waiting
                 started = started.model_copy(update={"changes": len(plan.changes)})
                 started = self.store.begin_run(started, step_records(run.id, plan.steps))
             else:
@@ -164,6 +360,78 @@ class Engine:
             if step.status == StepStatus.READY:
                 self._send(step)
         return started
+
+    # -- approving and cancelling -----------------------------------------------------------
+
+    def approve(self, run_id: str) -> Run:
+        """Approve an awaiting run: re-plan now; begin only if the plan is the one shown.
+
+        Raises ``PlanChangedError`` (the run awaits again, showing the new plan) when the
+        plan moved since it was shown, ``ConflictError`` when the run awaits nothing.
+        A plan that no longer needs approval simply begins.
+        """
+        with self._kicking:
+            run = self._awaiting(run_id, "approved")
+            assert run.approval is not None
+            shown = run.approval.plan_digest
+            queued = run.model_copy(update={"status": RunStatus.QUEUED, "approved_digest": shown})
+            self.store.update_run(queued, expect=RunStatus.AWAITING_APPROVAL)
+            self._event(EventKind.RUN_APPROVED, run_id=run_id, fields={"plan": shown})
+            self.kick()
+            now = self.store.get_run(run_id) or queued
+        if now.status == RunStatus.AWAITING_APPROVAL:
+            reason = now.approval.reason if now.approval else "needs approval"
+            raise PlanChangedError(
+                f"run {run_id}: the plan changed since it was shown ({reason} now); "
+                f"review it (GET /runs/{run_id}) and approve again"
+            )
+        return now
+
+    def cancel(self, run_id: str, reason: str = "cancelled") -> Run:
+        """End a queued or awaiting run before any step ran (final status ``cancelled``)."""
+        with self._kicking:
+            run = self.store.get_run(run_id)
+            if run is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            if run.status not in (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL):
+                raise ConflictError(
+                    f"run {run_id} is {run.status}: only a queued or awaiting run can be cancelled"
+                )
+            done = self._end_unstarted(run, reason)
+            if done.status != RunStatus.CANCELLED:  # it began (or ended) meanwhile
+                raise ConflictError(f"run {run_id} is {done.status} now: it cannot be cancelled")
+            self.kick()  # runs waiting behind it may start now
+        return done
+
+    def _awaiting(self, run_id: str, verb: str) -> Run:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        if run.status != RunStatus.AWAITING_APPROVAL or run.approval is None:
+            errors = f" ({'; '.join(run.errors)})" if run.errors else ""
+            raise ConflictError(
+                f"run {run_id} is {run.status}{errors}, not awaiting approval: it cannot be {verb}"
+            )
+        return run
+
+    def _end_unstarted(self, run: Run, reason: str) -> Run:
+        final = run.model_copy(
+            update={
+                "status": RunStatus.CANCELLED,
+                "finished_at": self._now_text(),
+                "errors": (reason,),
+            }
+        )
+        try:
+            final = self.store.update_run(final, expect=run.status)
+        except ConflictError:
+            return self.store.get_run(run.id) or run
+        self._event(
+            EventKind.RECONCILE_COMPLETED,
+            run_id=run.id,
+            fields={"changes": run.changes, "dry_run": False, "cancelled": reason},
+        )
+        return final
 
     # -- carrying out a step --------------------------------------------------------------
 
@@ -526,4 +794,23 @@ def _message(step: StepRecord) -> dict[str, str]:
     return {"run_id": step.run_id, "step_id": step.step_id, "action": step.action.value}
 
 
-__all__ = ["MAX_ERROR_BYTES", "Engine", "bound_error"]
+def empty_tree_issue(field_name: str) -> Issue:
+    """The refusal of a tree with no enclave: applying it would delete every enclave."""
+    return Issue(
+        "request",
+        None,
+        field_name,
+        "the tree holds no enclave: applying it would delete every applied enclave; "
+        "if that is what you want, allow it with allow_delete: true "
+        "(nclav apply --allow-delete)",
+    )
+
+
+__all__ = [
+    "DEFAULT_MAX_DELETES",
+    "MAX_ERROR_BYTES",
+    "Engine",
+    "PlanChangedError",
+    "bound_error",
+    "empty_tree_issue",
+]

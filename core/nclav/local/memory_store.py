@@ -112,13 +112,15 @@ class InMemoryStateStore:
             runs = sorted(self._runs.values(), key=lambda r: r.seq, reverse=True)
         return [r for r in runs if status is None or r.status == status][: max(limit, 0)]
 
-    def update_run(self, run: Run) -> Run:
+    def update_run(self, run: Run, expect: RunStatus | None = None) -> Run:
         with self._lock:
             stored = self._runs.get(run.id)
             if stored is None:
                 raise NotFoundError(f"run not found: {run.id}")
             if stored.status.final:
                 raise ConflictError(f"run {run.id} is already {stored.status}")
+            if expect is not None and stored.status != expect:
+                raise ConflictError(f"run {run.id} is {stored.status}, not {expect}")
             updated = run.model_copy(update={"seq": stored.seq})
             self._runs[run.id] = updated
             return updated

@@ -56,6 +56,7 @@ class LocalOptions:
     max_attempts: int = 4
     backoff_s: float = 2.0
     bundle_cache_bytes: int = DEFAULT_BUNDLE_CACHE_BYTES
+    max_deletes: int = 5  # the delete guard's limit per run (serve --max-deletes)
     # Deliveries of a step message and their backoff: the same policy as a cloud's worker.
     max_receives: int = 5
     redelivery_backoff_s: float = 1.0
@@ -76,6 +77,7 @@ class LocalOptions:
             redelivery_backoff_s=self.redelivery_backoff_s,
             redelivery_max_s=self.redelivery_max_s,
             iac_timeout_s=self.iac_timeout_s,
+            max_deletes=self.max_deletes,
             driver_options=self.driver_options,
         )
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from nclav.records import StepRecord
 
-_FINAL_RUN = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value)
+_FINAL_RUN = tuple(s.value for s in RunStatus if s.final)
+_FINAL_IN = ", ".join("?" for _ in _FINAL_RUN)
 
 
 def _with_seq(doc: str, seq: int) -> dict[str, Any]:
@@ -126,17 +127,21 @@ class SqliteStateStore(SqliteSteps):
         )
         return [Run.model_validate(_with_seq(r["doc"], r["seq"])) for r in rows]
 
-    def update_run(self, run: Run) -> Run:
+    def update_run(self, run: Run, expect: RunStatus | None = None) -> Run:
         doc = run.model_dump_json(exclude={"seq"})
+        only = "" if expect is None else " AND status = ?"
         with self._db.write() as conn:
             cur = conn.execute(
-                "UPDATE runs SET status = ?, doc = ? WHERE id = ? AND status NOT IN (?, ?)",
-                (run.status.value, doc, run.id, *_FINAL_RUN),
+                f"UPDATE runs SET status = ?, doc = ? WHERE id = ? AND status NOT IN ({_FINAL_IN})"
+                + only,
+                (run.status.value, doc, run.id, *_FINAL_RUN, *([expect.value] if expect else [])),
             )
             row = conn.execute("SELECT seq, status FROM runs WHERE id = ?", (run.id,)).fetchone()
         if row is None:
             raise NotFoundError(f"run not found: {run.id}")
         if cur.rowcount != 1:
+            if expect is not None and row["status"] not in _FINAL_RUN:
+                raise ConflictError(f"run {run.id} is {row['status']}, not {expect}")
             raise ConflictError(f"run {run.id} is already {row['status']}")
         return run.model_copy(update={"seq": row["seq"]})
 
@@ -165,7 +170,7 @@ class SqliteStateStore(SqliteSteps):
 
     def list_unfinished_runs(self) -> list[Run]:
         rows = self._db.rows(
-            "SELECT seq, doc FROM runs WHERE status NOT IN (?, ?) ORDER BY seq", _FINAL_RUN
+            f"SELECT seq, doc FROM runs WHERE status NOT IN ({_FINAL_IN}) ORDER BY seq", _FINAL_RUN
         )
         return [Run.model_validate(_with_seq(r["doc"], r["seq"])) for r in rows]
 

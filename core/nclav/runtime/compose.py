@@ -108,6 +108,7 @@ def compose(
         max_attempts=settings.max_attempts,
         backoff_s=settings.backoff_s,
         owner=owner,
+        max_deletes=settings.max_deletes,
         pending_s=DeliveryPolicy(
             settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         ).pending_s(),

@@ -82,15 +82,20 @@ def installed() -> list[str]:
 
 
 def plugin(cloud: str) -> DriverPlugin:
-    """The installed plugin of ``cloud``; ``ConfigurationError`` naming the extra to install."""
+    """The installed plugin of ``cloud``; ``ConfigurationError`` saying why not (naming the
+    extra to install only when a package registers the cloud but its dependencies are missing)."""
     from importlib.metadata import entry_points
 
     found = list(entry_points(group=GROUP, name=cloud))
+    if not found:
+        # No installed package registers this cloud: no extra would help, so name none.
+        raise ConfigurationError(
+            f"no {cloud} driver in this installation (nothing registers a {cloud!r} entry "
+            f"point in {GROUP}); use --cloud local"
+        )
     try:
-        if not found:
-            raise ImportError(f"no {cloud!r} entry point in group {GROUP}")
         loaded = found[0].load()
-    except ImportError as exc:
+    except ImportError as exc:  # registered, but its extra's dependencies are missing
         raise ConfigurationError(
             f"the {cloud} driver is not installed ({exc}); install nclav[{cloud}] "
             "or use --cloud local"
