@@ -104,14 +104,20 @@ class Runtime:
         assert reply.status in (200, 201), reply
         return str(reply.json["digest"])
 
-    def submit(self, tree: Path) -> dict[str, Any]:
-        """Upload ``tree`` and start reconciling it: the run (202, or 200 when already final)."""
-        reply = self.request("POST", "/reconcile", {"bundle": self.upload(tree)})
+    def submit(self, tree: Path, **options: Any) -> dict[str, Any]:
+        """Upload ``tree`` and start reconciling it: the run (202, or 200 when already final
+        or when nothing changes: then no run is recorded). ``options`` go in the body
+        (``allow_delete``, ``max_deletes``)."""
+        reply = self.request("POST", "/reconcile", {"bundle": self.upload(tree), **options})
         assert reply.status in (200, 202), reply
         return reply.json  # type: ignore[no-any-return]
 
-    def apply(self, tree: Path, timeout: float = 120.0) -> dict[str, Any]:
-        return self.wait(self.submit(tree), timeout)
+    def apply(self, tree: Path, timeout: float = 120.0, **options: Any) -> dict[str, Any]:
+        """The final run, or the "no changes" answer (``run`` None) when there is none."""
+        started = self.submit(tree, **options)
+        if started.get("run_id") is None:
+            return started
+        return self.wait(started, timeout)
 
     def destroy(self, target: str, timeout: float = 120.0) -> dict[str, Any]:
         return self.wait(self.ok("DELETE", target, expect=202), timeout)

@@ -180,7 +180,7 @@ def test_apply_with_cross_enclave_imports_then_no_op_then_destroy(
 
     # -- the same tree again: nothing to do, no terraform --------------------------------------
     again = runtime.apply(tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0, again
+    assert again["run"] is None and again["changes"] == 0, again  # no run recorded
     assert iac_counts(runtime, PRODUCT_A) == {f"{e}/{p}": 1 for e, p in PRODUCT_A}
 
     # -- destroy: one partition, then one enclave, then the rest by applying an empty tree -----
@@ -190,7 +190,12 @@ def test_apply_with_cross_enclave_imports_then_no_op_then_destroy(
     assert runtime.request("GET", "/enclaves/web-dev").status == 404
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert runtime.apply(empty)["status"] == "succeeded"
+    # The delete guard: a tree with no enclave would delete every enclave; it is refused
+    # unless the request allows deleting.
+    refused = runtime.request("POST", "/reconcile", {"bundle": runtime.upload(empty)})
+    assert refused.status == 422 and "allow_delete" in refused.text, refused
+    assert set(runtime.enclaves()) == {"product-a-dev"}
+    assert runtime.apply(empty, allow_delete=True)["status"] == "succeeded"
     for enclave_id, partition in PRODUCT_A:
         last = runtime.iac_runs(enclave_id, partition)[0]
         assert (last["operation"], last["status"]) == ("teardown", "succeeded"), last
@@ -318,7 +323,10 @@ def test_a_fifty_megabyte_state_saves_and_loads(runtime: Runtime, tmp_path: Path
     state = runtime.request("GET", "/terraform/state/alpha/big")
     assert state.status == 200 and len(state.body) >= STATE_MB * 1024 * 1024
     # Loaded again: terraform destroy reads the stored 50 MB state, then saves an empty one.
-    assert runtime.destroy("/enclaves/alpha", timeout=150)["status"] == "succeeded"
+    # (alpha is the only enclave: deleting every enclave needs allow_delete.)
+    assert runtime.destroy("/enclaves/alpha?allow_delete=true", timeout=150)["status"] == (
+        "succeeded"
+    )
     teardown = runtime.iac_runs("alpha", "big")[0]
     assert (teardown["operation"], teardown["status"]) == ("teardown", "succeeded"), teardown
     assert "Destroy complete! Resources: 1 destroyed." in teardown["log"]
