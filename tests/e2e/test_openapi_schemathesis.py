@@ -44,6 +44,7 @@ so a failure is reproduced by running the test again (about 15-25 s in all, with
 from __future__ import annotations
 
 import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -249,6 +250,24 @@ def test_success_responses_conform(live: Live) -> None:
     for method, path, expect, parts in calls:
         _call(live, api[path][method], expect, **parts)
         covered.add((method, path))
+
+    # The delete guard's answers: a tree without web-dev, reconciled with max_deletes=0, waits
+    # for approval. One such run is cancelled, the next approved (web-dev is destroyed), then
+    # the whole tree is applied again so the tests after this one find it as before.
+    trimmed = live.tree.parent / "trimmed"
+    shutil.copytree(live.tree, trimmed, dirs_exist_ok=True)
+    shutil.rmtree(trimmed / "web")  # the web-dev enclave
+    held = {"body": {"enclaves_dir": str(trimmed), "max_deletes": 0}}
+    for action in ("cancel", "approve"):
+        waiting = _call(live, api["/reconcile"]["POST"], 202, **held).json()
+        assert server.run(waiting["id"])["status"] == "awaiting_approval"
+        answer = 202 if action == "approve" else 200
+        query = {"query": {"wait": "0"}} if action == "approve" else {}
+        parts = {"path_parameters": {"run_id": waiting["id"]}, **query}
+        _call(live, api[f"/runs/{{run_id}}/{action}"]["POST"], answer, **parts)
+        covered.add(("POST", f"/runs/{{run_id}}/{action}"))
+    assert server.wait_run(waiting["id"], 120)["status"] == "succeeded"
+    assert server.reconcile(live.tree)["status"] == "succeeded"
     documented = {(m.upper(), p) for p, ops in api.raw_schema["paths"].items() for m in ops}
     destroys = {("DELETE", "/enclaves/{id}"), ("DELETE", "/enclaves/{id}/partitions/{part}")}
     missing = documented - destroys - covered

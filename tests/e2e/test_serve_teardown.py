@@ -133,7 +133,7 @@ def test_a_half_applied_partition_is_destroyed_and_its_workspace_removed(
     assert status["errors"] == [] and status["last_reconciled_at"] > before
 
     # Destroying the enclave removes what is left of its workspaces.
-    run = server.ok("DELETE", f"/enclaves/{EID}?wait=120")
+    run = server.ok("DELETE", f"/enclaves/{EID}?wait=120&allow_delete=true")
     assert run["status"] == "succeeded", run
     assert not workspaces.exists()
     assert (server.home / "workspaces").is_dir()
@@ -157,7 +157,7 @@ def test_a_failed_destroy_keeps_the_partition_in_error(server: Server, tmp_path:
     assert f"! {EID}/broken: " in status.stdout, status
 
     # Destroying the enclave stops at the partition; the enclave record stays.
-    run = server.ok("DELETE", f"/enclaves/{EID}?wait=120")
+    run = server.ok("DELETE", f"/enclaves/{EID}?wait=120&allow_delete=true")
     assert run["status"] == "failed", run
     assert EID in server.enclaves()
     assert "terraform_data.made" in resources(tf_state(server, "broken"))
