@@ -6,6 +6,11 @@ authentication, body limits and error mapping are the router's, the same for eve
 The request id is API Gateway's / Lambda's ``requestContext.requestId``, so the response's
 ``X-Request-Id``, the error body and the JSON log lines (correlation id) all carry it.
 
+Python Lambda cannot stream a response (only the Node.js runtime streams natively), so a
+request asking for server-sent events (``Accept: text/event-stream``) is answered with the
+polling form of the same URL (offsets and ``X-Nclav-Next-Offset``), marked
+``X-Nclav-Streaming: unsupported``; clients then poll. Never a 406: every client still works.
+
 An API Gateway stage other than ``$default`` prefixes ``rawPath`` with ``/<stage>``; it is
 removed. Lambda caps a synchronous payload at 6 MB each way, below the router's own limits
 for bundles and Terraform states.
@@ -58,7 +63,26 @@ def respond(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
     except BadEventError as exc:
         request_id = str((event.get("requestContext") or {}).get("requestId") or "")
         return _error(400, "bad_request", str(exc), request_id)
-    return to_result(router.dispatch(request))
+    streamed = _no_event_stream(request)
+    result = to_result(router.dispatch(streamed))
+    if streamed is not request:
+        result["headers"]["X-Nclav-Streaming"] = "unsupported"
+    return result
+
+
+def _no_event_stream(request: ApiRequest) -> ApiRequest:
+    """``request`` without ``text/event-stream`` in its Accept header (see the module doc)."""
+    from dataclasses import replace
+
+    from nclav.api.http import Headers
+
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" not in accept.lower():
+        return request
+    kept = [p for p in accept.split(",") if "text/event-stream" not in p.lower() and p.strip()]
+    headers = {k: v for k, v in request.headers.items() if k != "accept"}
+    headers["accept"] = ",".join(kept) or "*/*"
+    return replace(request, headers=Headers(headers))
 
 
 def to_request(event: Mapping[str, Any]) -> ApiRequest:
@@ -92,6 +116,14 @@ def to_request(event: Mapping[str, Any]) -> ApiRequest:
 
 
 def to_result(response: ApiResponse) -> dict[str, Any]:
+    from nclav.api.http import StreamingResponse, error_response
+
+    if isinstance(response, StreamingResponse):  # cannot happen: see _no_event_stream
+        close = getattr(response.stream, "close", None)
+        if callable(close):
+            close()
+        message = "this runtime cannot stream; poll without Accept: text/event-stream"
+        response = error_response(406, "not_acceptable", message, "")
     result: dict[str, Any] = {"statusCode": response.status, "headers": dict(response.headers)}
     content_type = response.headers.get("Content-Type", "")
     if not response.body:

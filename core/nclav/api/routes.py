@@ -27,9 +27,11 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.api.streams import DEFAULT_LIMIT_S, StreamTiming, log_response, run_events_response
 from nclav.engine.driver import OrphanScanner
-from nclav.iac.logs import read_log
+from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
+from nclav.records import IacStatus
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
@@ -46,6 +48,8 @@ MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
 MAX_WAIT_S = 3600.0
 MAX_OFFSET = 2**53  # any byte offset of a log
+LOG_PAGE = 1024 * 1024  # bytes of log in one polling answer, unless ?limit= says otherwise
+MAX_LOG_PAGE = 4 * 1024 * 1024  # below Lambda's 6 MB response cap
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -83,9 +87,15 @@ def build_router(
     auth: Authenticator,
     *,
     version: str = "0",
+    streaming: bool = True,
+    stream_limit_s: float = DEFAULT_LIMIT_S,
 ) -> Router:
+    """``streaming=False`` for a runtime that cannot stream a response (AWS Lambda's Python
+    runtime): the live routes then answer their polling form to an event-stream request.
+    ``stream_limit_s`` ends a stream (with a ``retry:`` hint) before the platform would."""
     router = Router(auth, param_rules=PARAM_RULES)
     store = service.store
+    timing = StreamTiming(limit_s=stream_limit_s)
 
     # -- health --------------------------------------------------------------------------
 
@@ -165,6 +175,21 @@ def build_router(
 
     router.add("GET", "/runs", list_runs, summary="Runs, newest first", query=("limit",))
     router.add("GET", "/runs/{run_id}", get_run, summary="One run with its steps")
+
+    def run_events(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        after = query_int(request, "after", default=0, maximum=2**63 - 1)
+        return run_events_response(
+            request, store, params["run_id"], after=after, streaming=streaming, timing=timing
+        )
+
+    router.add(
+        "GET",
+        "/runs/{run_id}/events",
+        run_events,
+        summary="A run's audit events after seq `after` and its steps (JSON), or as server-sent "
+        "events with Accept: text/event-stream (id = seq; Last-Event-ID resumes)",
+        query=("after",),
+    )
 
     # -- applied state -----------------------------------------------------------------------
 
@@ -279,20 +304,41 @@ def build_router(
 
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
-        # Chunks addressed by byte offset: only those from ``offset`` on are read.
-        data = read_log(blobs, run, query_int(request, "offset", default=0, maximum=MAX_OFFSET))
-        headers = {
-            "Content-Type": "text/plain; charset=utf-8",
-            "X-Nclav-Run-Status": run.status.value,
-        }
-        return ApiResponse(200, data, headers)
+        run_id = run.id
+
+        def state() -> tuple[bool, str]:
+            current = store.get_iac_run(run_id) or run
+            return current.status != IacStatus.RUNNING, current.status.value
+
+        def read(offset: int) -> bytes:
+            # Chunks addressed by byte offset: only those from ``offset`` on are read; lines
+            # not shipped yet come from the shipper when terraform runs in this process.
+            return read_live(blobs, store.get_iac_run(run_id) or run, offset)
+
+        return log_response(
+            request,
+            read,
+            state,
+            offset=query_int(request, "offset", default=0, maximum=MAX_OFFSET),
+            limit=query_int(request, "limit", default=LOG_PAGE, maximum=MAX_LOG_PAGE),
+            streaming=streaming,
+            timing=timing,
+            maximum=MAX_OFFSET,
+        )
 
     base = "/enclaves/{id}/partitions/{part}/iac/runs"
     router.add("GET", base, iac_runs, summary="IaC runs of a partition, newest first")
     router.add("GET", base + "/latest", iac_latest, summary="The newest IaC run")
     router.add("GET", base + "/{run_id}", iac_run, summary="One IaC run")
     router.add(
-        "GET", base + "/{run_id}/log", iac_log, summary="An IaC run's log (text)", query=("offset",)
+        "GET",
+        base + "/{run_id}/log",
+        iac_log,
+        summary="An IaC run's log from a byte offset, while it runs too: text with "
+        "X-Nclav-Next-Offset and X-Nclav-Complete headers, JSON with Accept: application/json, "
+        "or server-sent events with Accept: text/event-stream (id = byte offset; "
+        "Last-Event-ID resumes)",
+        query=("offset", "limit"),
     )
 
     # -- Terraform HTTP state backend ---------------------------------------------------------
