@@ -373,10 +373,15 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
 
 
 def start_server(
-    router: Router, host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
+    router: Router,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = MAX_REQUEST_BODY,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> tuple[ApiServer, threading.Thread]:
     """Bind and serve in a daemon thread; stop with ``stop_server(server, thread)``."""
-    server = make_server(router, host, port, max_body=max_body)
+    server = make_server(router, host, port, max_body=max_body, max_streams=max_streams)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="nclav-http", daemon=True
     )

@@ -115,6 +115,24 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     envvar="NCLAV_BUNDLE_CACHE_MIB",
     help="Memory (estimated) kept for loaded bundles; the least recently used go first.",
 )
+@click.option(
+    "--notify-url",
+    "notify_url",
+    envvar="NCLAV_NOTIFY_URL",
+    default=None,
+    help="Webhook URL(s) for run and drift notifications, comma-separated; "
+    'slack+https://... posts Slack\'s {"text"} shape. Signed with NCLAV_NOTIFY_SECRET '
+    "(generated and kept under HOME when unset).",
+)
+@click.option(
+    "--max-streams",
+    "max_streams",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    envvar="NCLAV_MAX_STREAMS",
+    help="Live log/event streams (server-sent events) open at once; more get 503 and poll.",
+)
 @_aws_options
 def serve(
     cloud: str,
@@ -127,6 +145,8 @@ def serve(
     workers: int,
     lease_s: float,
     bundle_cache_mib: int,
+    notify_url: str | None,
+    max_streams: int,
     **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -165,7 +185,7 @@ def serve(
     home_path = Path(home)
     # Listen first: a port in use is reported before a home or a token is created.
     try:
-        listener = bind_server(bind, port)
+        listener = bind_server(bind, port, max_streams=max_streams)
     except OSError as exc:
         click.echo(f"nclav serve: {listen_error(bind, port, exc)}", err=True)
         sys.exit(EXIT_FAILED)
@@ -185,6 +205,8 @@ def serve(
             lease_s=lease_s,
             bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
             driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
+            notify_url=notify_url,
+            max_streams=max_streams,
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError) as exc:

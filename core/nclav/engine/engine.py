@@ -18,6 +18,7 @@ from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from nclav import notify
 from nclav.config import Desired
 from nclav.engine.steps import StepContext, carry_out, record_failure
 from nclav.errors import (
@@ -164,6 +165,8 @@ class Engine:
 
     def handle(self, message: Mapping[str, str]) -> None:
         """One queue message: claim the step, carry it out, record the outcome, fan out."""
+        if notify.handle_message(message):  # {"kind": "notify"}: a webhook (nclav.notify)
+            return
         run_id, step_id = message["run_id"], message["step_id"]
         run = self.store.get_run(run_id)
         if run is None or run.status != RunStatus.RUNNING:
@@ -385,6 +388,7 @@ class Engine:
             self.store.update_run(final)
         except ConflictError:
             return  # someone else finalised it
+        notify.run_changed(final)  # enqueues only: never blocks or fails the run
         self._event(
             EventKind.RECONCILE_COMPLETED,
             run_id=run_id,

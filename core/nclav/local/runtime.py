@@ -9,6 +9,7 @@ directories under ``~/.nclav``, and a threaded HTTP server. Terraform reaches it
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from nclav.api.auth import TokenAuth
 from nclav.api.routes import build_router
-from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
+from nclav.api.server import (
+    DEFAULT_MAX_STREAMS,
+    ApiServer,
+    serve_bound,
+    start_server,
+    stop_server,
+)
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.engine.driver import TerraformHoldings
 from nclav.errors import Issue, SpecError
@@ -58,6 +65,9 @@ class LocalOptions:
     bundle_cache_bytes: int = DEFAULT_BUNDLE_CACHE_BYTES
     # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    # Webhook targets (comma-separated; None: NCLAV_NOTIFY_URL), see nclav.notify.
+    notify_url: str | None = None
+    max_streams: int = DEFAULT_MAX_STREAMS  # server-sent event streams open at once
 
 
 # Entry-point group of cloud drivers: ``<cloud> = "package.module:factory"``, where
@@ -144,6 +154,7 @@ class LocalRuntime:
         )
         bundles = Bundles(blobs, opts.default_cloud, cache_bytes=opts.bundle_cache_bytes)
         self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
+        self._install_notifier(root)
         self.engine = Engine(
             self.store,
             self.queue,
@@ -164,6 +175,15 @@ class LocalRuntime:
         tf_state = TerraformStateBackend(self.store, blobs, clock)
         self.router = build_router(service, tf_state, blobs, TokenAuth(self.token))
 
+    def _install_notifier(self, root: Path) -> None:
+        from nclav import notify
+        from nclav.local.file_secrets import FileSecretStore
+
+        settings = notify.notify_settings(
+            self.options.notify_url, os.environ, lambda: FileSecretStore(root / "secrets")
+        )
+        notify.install(notify.Notifier(settings, self.queue) if settings.targets else None)
+
     def _handle(self, message: Mapping[str, str]) -> None:
         self.engine.handle(message)
 
@@ -172,7 +192,9 @@ class LocalRuntime:
         resume unfinished work; return the base URL."""
         opts = self.options
         if server is None:
-            self._server, thread = start_server(self.router, opts.bind, opts.port)
+            self._server, thread = start_server(
+                self.router, opts.bind, opts.port, max_streams=opts.max_streams
+            )
         else:
             self._server, thread = server, serve_bound(server, self.router)
         self._threads.append(thread)
