@@ -79,7 +79,8 @@ def _no_event_stream(request: ApiRequest) -> ApiRequest:
     accept = request.headers.get("accept", "")
     if "text/event-stream" not in accept.lower():
         return request
-    kept = [p for p in accept.split(",") if "text/event-stream" not in p.lower() and p.strip()]
+    kept = [p.strip() for p in accept.split(",") if "text/event-stream" not in p.lower()]
+    kept = [p for p in kept if p]
     headers = {k: v for k, v in request.headers.items() if k != "accept"}
     headers["accept"] = ",".join(kept) or "*/*"
     return replace(request, headers=Headers(headers))

@@ -1,0 +1,148 @@
+"""Live logs without a server: event framing, heartbeats, the time limit's retry hint, UTF-8
+at offsets, the in-flight buffer of a shipper in this process, and Lambda's polling answer."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+from functions_aws.api import respond
+from nclav.api.http import ApiRequest, ApiResponse, StreamingResponse
+from nclav.api.router import Router
+from nclav.api.streams import StreamTiming, log_response, log_stream
+from nclav.cli.follow import sse_events
+from nclav.iac.logs import LogShipper, live_shipper, read_live
+from nclav.local import DirectoryBlobStore
+from nclav.records import IacOperation, IacRun
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def parse(chunks: list[bytes]) -> list[tuple[str, str | None, Any]]:
+    lines = b"".join(chunks).splitlines(keepends=True)
+    return [(e.event, e.id, e.json()) for e in sse_events(lines)]
+
+
+def test_heartbeats_and_the_time_limit_end_a_quiet_stream_with_a_retry_hint() -> None:
+    t = FakeTime()
+    timing = StreamTiming(heartbeat_s=15, poll_s=1, limit_s=50, clock=t.clock, sleep=t.sleep)
+    out = list(log_stream(lambda _o: b"", lambda: (False, "running"), 0, timing))
+    assert out[0].startswith(b"retry: ")
+    assert out.count(b": heartbeat\n\n") == 3  # at 15, 30 and 45 s
+    assert out[-1].startswith(b"retry: 1000\n: stream time limit reached")
+    assert t.now >= 50
+
+
+def test_log_events_carry_the_byte_offset_after_them_and_end() -> None:
+    log = "é line 1\nline 2\n".encode()
+    state = {"n": 0}
+
+    def read(offset: int) -> bytes:
+        state["n"] += 1
+        # The first read stops inside the two-byte "é": it must wait for the rest.
+        return log[offset:1] if state["n"] == 1 else log[offset:]
+
+    def status() -> tuple[bool, str]:
+        return state["n"] >= 2, "succeeded" if state["n"] >= 2 else "running"
+
+    t = FakeTime()
+    timing = StreamTiming(poll_s=0.1, clock=t.clock, sleep=t.sleep)
+    events = parse(list(log_stream(read, status, 0, timing)))
+    assert events[0] == ("log", str(len(log)), {"offset": 0, "text": log.decode()})
+    assert events[-1] == ("end", str(len(log)), {"next_offset": len(log), "status": "succeeded"})
+
+
+def test_a_stream_request_on_a_runtime_that_cannot_stream_gets_the_polling_page() -> None:
+    request = ApiRequest.build("GET", "/x", headers={"Accept": "text/event-stream"})
+
+    def answer(streaming: bool) -> ApiResponse:
+        return log_response(
+            request,
+            lambda o: b"abcdef"[o:],
+            lambda: (True, "failed"),
+            offset=2,
+            limit=10,
+            streaming=streaming,
+            maximum=100,
+        )
+
+    assert isinstance(answer(True), StreamingResponse)
+    page = answer(False)
+    assert not isinstance(page, StreamingResponse)
+    assert page.body == b"cdef" and page.headers["X-Nclav-Next-Offset"] == "6"
+    assert page.headers["X-Nclav-Complete"] == "true"
+
+
+def test_lambda_answers_an_event_stream_request_with_polling() -> None:
+    seen: list[str] = []
+    router = Router(None)
+
+    def handler(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
+        seen.append(request.headers.get("accept", ""))
+        return log_response(
+            request,
+            lambda o: b"hello\n"[o:],
+            lambda: (False, "running"),
+            offset=0,
+            limit=100,
+            streaming=True,  # even a router that would stream: the handler never asks it to
+            maximum=100,
+        )
+
+    router.add("GET", "/log", handler, auth="none")
+    event = {
+        "rawPath": "/log",
+        "requestContext": {"http": {"method": "GET"}, "requestId": "r1"},
+        "headers": {"accept": "text/event-stream, application/json;q=0.5"},
+    }
+    result = respond(router, event)
+    assert result["statusCode"] == 200
+    assert result["headers"]["X-Nclav-Streaming"] == "unsupported"
+    assert seen == ["application/json;q=0.5"]
+    doc = json.loads(
+        result["body"] if not result["isBase64Encoded"] else base64.b64decode(result["body"])
+    )
+    assert doc["text"] == "hello\n" and doc["complete"] is False and doc["next_offset"] == 6
+    plain = respond(router, {**event, "headers": {"accept": "text/event-stream"}})
+    assert plain["body"] == "hello\n" and plain["headers"]["X-Nclav-Next-Offset"] == "6"
+
+
+def test_read_live_shows_unshipped_lines_and_agrees_with_the_chunks(tmp_path: Path) -> None:
+    blobs = DirectoryBlobStore(tmp_path)
+    prefix = "iac-logs/e/p/r1"
+    run = IacRun(
+        id="r1",
+        enclave_id="e",
+        partition_id="p",
+        operation=IacOperation.PROVISION,
+        started_at="2026-01-01T00:00:00Z",
+        log_chunks=prefix,
+    )
+    shipper = LogShipper(blobs, prefix, timer=False)
+    try:
+        assert live_shipper(prefix) is shipper
+        shipper.write("one")
+        shipper.flush()
+        shipper.write("two")  # buffered, not shipped
+        assert read_live(blobs, run, 0) == b"one\ntwo\n"
+        assert read_live(blobs, run, 2) == b"e\ntwo\n"
+        assert read_live(blobs, run, 6) == b"o\n"
+        seen = read_live(blobs, run, 0)
+    finally:
+        shipper.close()
+    assert live_shipper(prefix) is None
+    # After shipping, the stored log has the very bytes a live reader saw.
+    assert read_live(blobs, run, 0) == seen
