@@ -191,7 +191,7 @@ def main() -> None:
                 try:
                     result = run_mode(client, base, token, tree, "polling", args.lines)
                 finally:
-                    logs.live_shipper = original  # type: ignore[assignment]
+                    logs.live_shipper = original
                 results.append({**result, "mode": "polling-shipped"})
     targets = {"sse": 1.5, "polling": 3.0}
     print(f"{'mode':<16} {'lines':>5} {'p50 s':>7} {'p95 s':>7} {'max s':>7}  target p95")

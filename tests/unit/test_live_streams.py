@@ -146,3 +146,59 @@ def test_read_live_shows_unshipped_lines_and_agrees_with_the_chunks(tmp_path: Pa
     assert live_shipper(prefix) is None
     # After shipping, the stored log has the very bytes a live reader saw.
     assert read_live(blobs, run, 0) == seen
+
+
+def _router(tmp_path: Path, streaming: bool) -> Router:
+    from nclav.api.auth import TokenAuth
+    from nclav.api.routes import build_router
+    from nclav.iac.state_backend import TerraformStateBackend
+    from nclav.local import InMemoryStateStore
+    from nclav.model import Cloud
+    from nclav.ports import ManualClock
+    from nclav.service import Bundles, Service
+
+    store, blobs = InMemoryStateStore(), DirectoryBlobStore(tmp_path / "blobs")
+    tf = TerraformStateBackend(store, blobs, ManualClock())
+    service = Service(store, Bundles(blobs, Cloud.LOCAL), None, {}, Cloud.LOCAL)  # type: ignore[arg-type]
+    return build_router(service, tf, blobs, TokenAuth("a" * 64), streaming=streaming)
+
+
+def test_openapi_documents_the_live_routes(tmp_path: Path) -> None:
+    from nclav.api.router import openapi
+
+    doc = openapi(_router(tmp_path, True), "nclav", "0")
+    log = doc["paths"]["/enclaves/{id}/partitions/{part}/iac/runs/{run_id}/log"]["get"]
+    assert {p["name"] for p in log["parameters"] if p["in"] == "query"} == {"offset", "limit"}
+    assert "text/event-stream" in log["summary"] and "X-Nclav-Next-Offset" in log["summary"]
+    schema = log["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/LogPage"}
+    assert set(doc["components"]["schemas"]["LogPage"]["properties"]) == {
+        "offset",
+        "next_offset",
+        "complete",
+        "status",
+        "text",
+    }
+    events = doc["paths"]["/runs/{run_id}/events"]["get"]
+    assert events["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RunEventsPage"
+    }
+
+
+def test_events_of_an_unknown_run_are_a_404_not_a_stream(tmp_path: Path) -> None:
+    for streaming in (True, False):
+        request = ApiRequest.build(
+            "GET",
+            "/runs/nope/events",
+            headers={"Authorization": "Bearer " + "a" * 64, "Accept": "text/event-stream"},
+        )
+        response = _router(tmp_path, streaming).dispatch(request)
+        assert response.status == 404 and not isinstance(response, StreamingResponse)
+        assert json.loads(response.body)["error"]["code"] == "not_found"
+    bad = ApiRequest.build(
+        "GET",
+        "/runs/x/events",
+        headers={"Authorization": "Bearer " + "a" * 64, "Last-Event-ID": "abc"},
+    )
+    # Last-Event-ID only matters to a stream; a page request ignores it.
+    assert _router(tmp_path, True).dispatch(bad).status == 404

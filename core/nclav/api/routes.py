@@ -27,7 +27,14 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
-from nclav.api.streams import DEFAULT_LIMIT_S, StreamTiming, log_response, run_events_response
+from nclav.api.streams import (
+    DEFAULT_LIMIT_S,
+    LogPage,
+    RunEventsPage,
+    StreamTiming,
+    log_response,
+    run_events_response,
+)
 from nclav.engine.driver import OrphanScanner
 from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
@@ -189,6 +196,7 @@ def build_router(
         summary="A run's audit events after seq `after` and its steps (JSON), or as server-sent "
         "events with Accept: text/event-stream (id = seq; Last-Event-ID resumes)",
         query=("after",),
+        response_model=RunEventsPage,
     )
 
     # -- applied state -----------------------------------------------------------------------
@@ -339,6 +347,7 @@ def build_router(
         "or server-sent events with Accept: text/event-stream (id = byte offset; "
         "Last-Event-ID resumes)",
         query=("offset", "limit"),
+        response_model=LogPage,
     )
 
     # -- Terraform HTTP state backend ---------------------------------------------------------

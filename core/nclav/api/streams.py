@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from nclav.api.http import ApiRequest, ApiResponse, BadRequest, StreamingResponse, dump_json
 
 if TYPE_CHECKING:
@@ -42,6 +44,33 @@ POLL_S = 0.1  # how often a stream looks for more (a cheap read on the local run
 RETRY_MS = 1000  # the reconnect delay a stream that ends before the run asks for
 DEFAULT_LIMIT_S = 900.0  # a stream's longest life; below any proxy's or platform's limit
 MAX_PIECE = 256 * 1024  # bytes of log in one event
+
+
+class LogPage(BaseModel):
+    """The JSON form of ``GET .../iac/runs/{id}/log`` (``Accept: application/json``); the
+    text form carries the same in ``X-Nclav-Next-Offset``, ``X-Nclav-Complete`` and
+    ``X-Nclav-Run-Status``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset: int = Field(description="Byte offset of the first byte of `text`.")
+    next_offset: int = Field(description="Where to ask next (`?offset=`).")
+    complete: bool = Field(description="The run has ended and nothing is left to read.")
+    status: str = Field(description="The IaC run's status: running, succeeded or failed.")
+    text: str = Field(description="The log from `offset`, at most `limit` bytes.")
+
+
+class RunEventsPage(BaseModel):
+    """The JSON form of ``GET /runs/{id}/events`` (without ``Accept: text/event-stream``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    status: str
+    complete: bool = Field(description="The run is final: no more events will come.")
+    events: list[dict[str, Any]] = Field(description="Audit events with `seq` > `after`.")
+    steps: list[dict[str, Any]] = Field(description="Every step and its current status.")
+    next: int = Field(description="The `after` (or Last-Event-ID) for the next request.")
 
 
 def wants_stream(request: ApiRequest) -> bool:
@@ -312,6 +341,8 @@ def run_events_response(
 
 __all__ = [
     "COMPLETE_HEADER",
+    "LogPage",
+    "RunEventsPage",
     "DEFAULT_LIMIT_S",
     "HEARTBEAT_S",
     "NEXT_OFFSET_HEADER",

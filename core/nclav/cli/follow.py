@@ -353,7 +353,8 @@ class SseEvent:
 
 def sse_events(lines: Iterable[bytes]) -> Iterator[SseEvent]:
     """Parse an event stream (the HTML standard's rules, minus what nclav never sends)."""
-    event, ident, data = "message", None, []
+    event, ident = "message", None
+    data: list[str] = []
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
