@@ -157,7 +157,11 @@ def test_run_events_stream_and_page(server_factory: Callable[..., Server], tmp_p
     audit: list[int] = []
     end = None
     for event, ident, data in events(server, f"/runs/{run_id}/events"):
-        if event == "step":
+        if event == "steps":
+            assert not steps  # the snapshot comes first
+            steps.update({s["step_id"]: s["status"] for s in data})
+        elif event == "step":
+            assert data["step_id"] in steps
             steps[data["step_id"]] = data["status"]
         elif event == "audit":
             audit.append(int(ident))

@@ -13,9 +13,10 @@ Both are served two ways from one URL, chosen by the request's ``Accept`` header
   over. Before its platform's response limit (``limit_s``) the stream ends with a ``retry:``
   hint and the client reconnects with ``Last-Event-ID``.
 
-A run's events (``GET /runs/{id}/events``) carry the run's audit events, ``id`` = their
-``seq``, so a resume is exact as well, plus ``step`` events for each step's status change
-(state, not history: a reconnect gets the current status of every step again first).
+A run's events (``GET /runs/{id}/events``) carry the run's audit events (``audit``, ``id`` =
+their ``seq``, so a resume is exact as well), one ``steps`` event first with every step's
+current status (a reconnect gets it again: steps are state, not history), then a ``step``
+event for each step's status change, and ``end`` with the run's final status.
 
 Nothing here knows about sockets: a stream is an iterator of bytes the server writes out.
 """
@@ -294,6 +295,10 @@ def run_events_stream(
     while True:
         run, steps = _run_state(store, run_id)
         sent = False
+        if not seen:  # every step at once first, so a client knows the total from the start
+            seen = {step.step_id: (step.status.value, step.attempts) for step in steps}
+            yield sse([_step_doc(step) for step in steps], event="steps")
+            sent = True
         for step in steps:
             key = (step.status.value, step.attempts)
             if seen.get(step.step_id) != key:

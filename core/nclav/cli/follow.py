@@ -451,9 +451,10 @@ def _follow_run_events(api: Client, run_id: str, progress: Progress | None) -> b
         try:
             for event in sse_events(response):
                 last_id = event.id or last_id
-                if event.event == "step":
-                    step = event.json()
-                    steps[str(step["step_id"])] = step
+                if event.event in ("steps", "step"):
+                    found = event.json()
+                    for step in found if isinstance(found, list) else [found]:
+                        steps[str(step["step_id"])] = step
                     if progress is not None:
                         progress.update({"steps": list(steps.values())})
                 elif event.event == "end":
