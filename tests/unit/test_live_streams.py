@@ -202,3 +202,68 @@ def test_events_of_an_unknown_run_are_a_404_not_a_stream(tmp_path: Path) -> None
     )
     # Last-Event-ID only matters to a stream; a page request ignores it.
     assert _router(tmp_path, True).dispatch(bad).status == 404
+
+
+def test_the_cli_follows_across_stream_time_limits_without_gap_or_duplicate(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A real server whose streams end every 0.4 s: ``follow_log`` reconnects with
+    Last-Event-ID each time and writes the whole log exactly once."""
+    import logging
+    import threading
+    import time
+
+    from nclav.api.auth import TokenAuth
+    from nclav.api.routes import build_router
+    from nclav.api.server import start_server, stop_server
+    from nclav.cli.client import Client
+    from nclav.cli.follow import follow_log
+    from nclav.iac.logs import read_log
+    from nclav.iac.state_backend import TerraformStateBackend
+    from nclav.local import InMemoryStateStore
+    from nclav.model import Cloud
+    from nclav.ports import ManualClock
+    from nclav.records import IacStatus
+    from nclav.service import Bundles, Service
+
+    token = "b" * 64
+    store, blobs = InMemoryStateStore(), DirectoryBlobStore(tmp_path / "blobs")
+    prefix = "iac-logs/e/p/" + "1" * 8
+    run = IacRun(
+        id="6f1c1b7e-0000-4000-8000-000000000001",
+        enclave_id="e",
+        partition_id="p",
+        operation=IacOperation.PROVISION,
+        started_at="2026-01-01T00:00:00Z",
+        log_chunks=prefix,
+    )
+    store.put_iac_run(run)
+    tf = TerraformStateBackend(store, blobs, ManualClock())
+    service = Service(store, Bundles(blobs, Cloud.LOCAL), None, {}, Cloud.LOCAL)  # type: ignore[arg-type]
+    router = build_router(service, tf, blobs, TokenAuth(token), stream_limit_s=0.4)
+    server, thread = start_server(router)
+
+    def terraform() -> None:
+        shipper = LogShipper(blobs, prefix)
+        for i in range(40):
+            shipper.write(f"line {i}")
+            time.sleep(0.04)
+        size = shipper.close()
+        store.put_iac_run(run.model_copy(update={"status": IacStatus.SUCCEEDED, "log_size": size}))
+
+    writer = threading.Thread(target=terraform)
+    out = bytearray()
+    path = f"/enclaves/e/partitions/p/iac/runs/{run.id}/log"
+    try:
+        with caplog.at_level(logging.INFO, logger="nclav.api.access"):
+            writer.start()
+            api = Client(server.url, lambda: (token, "test"))
+            status = follow_log(api, path, 0, out.extend)
+        writer.join()
+    finally:
+        stop_server(server, thread)
+    assert status == "succeeded"
+    assert bytes(out) == read_log(blobs, store.get_iac_run(run.id), 0)  # type: ignore[arg-type]
+    assert bytes(out) == "".join(f"line {i}\n" for i in range(40)).encode()
+    streams = [r for r in caplog.records if path in r.getMessage()]
+    assert len(streams) >= 3  # the 1.6 s run outlived several 0.4 s streams

@@ -374,6 +374,18 @@ def sse_events(lines: Iterable[bytes]) -> Iterator[SseEvent]:
             ident = value
 
 
+def _read_events(response: Any) -> Iterator[SseEvent]:
+    """The events of an open stream; a dropped connection or a silent one (no heartbeat
+    within ``STREAM_READ_S``) just ends it, and the caller reconnects with Last-Event-ID
+    (which reports a server that is really gone)."""
+    import http.client
+
+    try:
+        yield from sse_events(response)
+    except (OSError, http.client.HTTPException):
+        return
+
+
 def _open_events(
     api: Client, path: str, last_id: str | None, query: Mapping[str, object] | None = None
 ) -> Any:
@@ -416,7 +428,7 @@ def follow_log(
         if response is None:
             break
         try:
-            for event in sse_events(response):
+            for event in _read_events(response):
                 if event.event == "log":
                     write(str(event.json()["text"]).encode("utf-8"))
                     offset = int(event.id or offset)
@@ -449,7 +461,7 @@ def _follow_run_events(api: Client, run_id: str, progress: Progress | None) -> b
         if response is None:
             return False
         try:
-            for event in sse_events(response):
+            for event in _read_events(response):
                 last_id = event.id or last_id
                 if event.event in ("steps", "step"):
                     found = event.json()
