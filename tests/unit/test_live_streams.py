@@ -267,3 +267,45 @@ def test_the_cli_follows_across_stream_time_limits_without_gap_or_duplicate(
     assert bytes(out) == "".join(f"line {i}\n" for i in range(40)).encode()
     streams = [r for r in caplog.records if path in r.getMessage()]
     assert len(streams) >= 3  # the 1.6 s run outlived several 0.4 s streams
+
+
+def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
+    import http.client
+    import time
+
+    from nclav.api.auth import TokenAuth
+    from nclav.api.routes import build_router
+    from nclav.api.server import start_server, stop_server
+    from nclav.iac.state_backend import TerraformStateBackend
+    from nclav.local import InMemoryStateStore
+    from nclav.model import Cloud
+    from nclav.ports import ManualClock
+    from nclav.service import Bundles, Service
+
+    token = "c" * 64
+    store, blobs = InMemoryStateStore(), DirectoryBlobStore(tmp_path / "blobs")
+    run = IacRun(
+        id="6f1c1b7e-0000-4000-8000-000000000002",
+        enclave_id="e",
+        partition_id="p",
+        operation=IacOperation.PROVISION,
+        started_at="2026-01-01T00:00:00Z",
+        log_chunks="iac-logs/e/p/x",
+    )
+    store.put_iac_run(run)  # running, and it never ends
+    tf = TerraformStateBackend(store, blobs, ManualClock())
+    service = Service(store, Bundles(blobs, Cloud.LOCAL), None, {}, Cloud.LOCAL)  # type: ignore[arg-type]
+    server, thread = start_server(build_router(service, tf, blobs, TokenAuth(token)))
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request(
+        "GET",
+        f"/enclaves/e/partitions/p/iac/runs/{run.id}/log",
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+    response = conn.getresponse()
+    assert response.status == 200 and response.readline() == b"retry: 1000\n"
+    started = time.monotonic()
+    stop_server(server, thread)
+    assert response.read() == b"\n"  # the rest of the retry event, then the end
+    assert time.monotonic() - started < 3
+    conn.close()

@@ -321,7 +321,8 @@ def build_router(
         def read(offset: int) -> bytes:
             # Chunks addressed by byte offset: only those from ``offset`` on are read; lines
             # not shipped yet come from the shipper when terraform runs in this process.
-            return read_live(blobs, store.get_iac_run(run_id) or run, offset)
+            # (Where the log lives is fixed when the run starts: the first record says it.)
+            return read_live(blobs, run, offset)
 
         return log_response(
             request,

@@ -84,6 +84,7 @@ class ApiServer(ThreadingHTTPServer):
             raise ValueError("max_streams must be at least 1")
         self.max_streams = max_streams
         self._stream_slots = threading.BoundedSemaphore(max_streams)
+        self.stopping = threading.Event()  # set by stop_server: open streams end
         # None until ``serve`` is given one: ``nclav serve`` binds its port first, so a port
         # in use is reported before anything is created or printed.
         self._router = router
@@ -255,6 +256,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     if piece:
                         self.wfile.write(piece)
                         self.wfile.flush()
+                    elif self.server.stopping.is_set():
+                        break  # the client reconnects (to the next server) from its last id
         finally:
             _close(stream)
             self.server.release_stream_slot()
@@ -392,7 +395,9 @@ def start_server(
 def stop_server(server: ApiServer, thread: threading.Thread, timeout: float = 10.0) -> None:
     """Stop accepting, wait for the serving loop to end, and close the listening socket.
 
-    Requests already being handled run on in their daemon threads until they finish."""
+    Requests already being handled run on in their daemon threads until they finish; open
+    event streams end at their next poll (their clients reconnect with Last-Event-ID)."""
+    server.stopping.set()
     server.shutdown()
     thread.join(timeout)
     server.server_close()

@@ -18,7 +18,8 @@ their ``seq``, so a resume is exact as well), one ``steps`` event first with eve
 current status (a reconnect gets it again: steps are state, not history), then a ``step``
 event for each step's status change, and ``end`` with the run's final status.
 
-Nothing here knows about sockets: a stream is an iterator of bytes the server writes out.
+Nothing here knows about sockets: a stream is an iterator of bytes the server writes out; an
+empty piece means "nothing yet", so a server that is stopping can end the stream there.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ def log_stream(
             yield b": heartbeat\n\n"
             last_sent = now
         if not used:
+            yield b""  # nothing to send: lets the server end the stream if it is stopping
             t.sleep(t.poll_s)
 
 
@@ -322,6 +324,7 @@ def run_events_stream(
         if now - last_sent >= t.heartbeat_s:
             yield b": heartbeat\n\n"
             last_sent = now
+        yield b""  # nothing to send: lets the server end the stream if it is stopping
         t.sleep(t.poll_s)
 
 
