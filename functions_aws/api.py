@@ -8,6 +8,11 @@ and error mapping are the router's, the same for every runtime.
 The request id is API Gateway's / Lambda's ``requestContext.requestId``, so the response's
 ``X-Request-Id``, the error body and the JSON log lines (correlation id) all carry it.
 
+Python Lambda cannot stream a response (only the Node.js runtime streams natively), so a
+request asking for server-sent events (``Accept: text/event-stream``) is answered with the
+polling form of the same URL (offsets and ``X-Nclav-Next-Offset``), marked
+``X-Nclav-Streaming: unsupported``; clients then poll. Never a 406: every client still works.
+
 An API Gateway stage other than ``$default`` prefixes ``rawPath`` with ``/<stage>``; it is
 removed. Lambda caps a synchronous payload at 6 MB each way, below the router's own limits
 for bundles and Terraform states.
@@ -51,9 +56,42 @@ def respond(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
 
 def _answer(event: Mapping[str, Any], router: Callable[[], Router]) -> dict[str, Any]:
     request_id = str((event.get("requestContext") or {}).get("requestId") or "")
+    headers = event.get("headers") or {}
+    accept = next((str(v) for k, v in headers.items() if str(k).lower() == "accept"), "")
+    asked_for_stream = "text/event-stream" in accept.lower()
+
+    def to_polling_request(raw: Mapping[str, Any]) -> ApiRequest:
+        return _no_event_stream(to_request(raw))
+
+    def to_marked_result(response: ApiResponse) -> dict[str, Any]:
+        result = to_result(response)
+        if asked_for_stream:
+            result["headers"]["X-Nclav-Streaming"] = "unsupported"
+        return result
+
     return answer(
-        event, request_id=request_id, to_request=to_request, to_result=to_result, router=router
+        event,
+        request_id=request_id,
+        to_request=to_polling_request,
+        to_result=to_marked_result,
+        router=router,
     )
+
+
+def _no_event_stream(request: ApiRequest) -> ApiRequest:
+    """``request`` without ``text/event-stream`` in its Accept header (see the module doc)."""
+    from dataclasses import replace
+
+    from nclav.api.http import Headers
+
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" not in accept.lower():
+        return request
+    kept = [p.strip() for p in accept.split(",") if "text/event-stream" not in p.lower()]
+    kept = [p for p in kept if p]
+    headers = {k: v for k, v in request.headers.items() if k != "accept"}
+    headers["accept"] = ",".join(kept) or "*/*"
+    return replace(request, headers=Headers(headers))
 
 
 def to_request(event: Mapping[str, Any]) -> ApiRequest:
@@ -87,6 +125,14 @@ def to_request(event: Mapping[str, Any]) -> ApiRequest:
 
 
 def to_result(response: ApiResponse) -> dict[str, Any]:
+    from nclav.api.http import StreamingResponse, error_response
+
+    if isinstance(response, StreamingResponse):  # cannot happen: see _no_event_stream
+        close = getattr(response.stream, "close", None)
+        if callable(close):
+            close()
+        message = "this runtime cannot stream; poll without Accept: text/event-stream"
+        response = error_response(406, "not_acceptable", message, "")
     result: dict[str, Any] = {"statusCode": response.status, "headers": dict(response.headers)}
     content_type = response.headers.get("Content-Type", "")
     if not response.body:

@@ -124,7 +124,7 @@ class FakeApi:
 def test_follow_run_polls_until_the_run_is_final() -> None:
     api = FakeApi(POLLS)
     lines: list[str] = []
-    final = follow_run(api, "r 1", LineProgress(lines.append), poll_s=0.001)  # type: ignore[arg-type]
+    final = follow_run(api, "r 1", LineProgress(lines.append), poll_s=0.001, stream=False)  # type: ignore[arg-type]
     assert final is POLLS[-1]
     assert api.paths == ["/runs/r%201"] * 3
     assert len(lines) == 5

@@ -80,6 +80,22 @@ def test_an_enclave_with_5_partitions_is_6_deletions_over_a_limit_of_5(rig: Rig)
     assert applied(rig) == {"keep"}
 
 
+def test_a_run_stopped_for_approval_is_notified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People wait for an approval: the run's new status goes to the notifications."""
+    import nclav.engine.engine as engine_module
+
+    seen: list[tuple[str, RunStatus]] = []
+    monkeypatch.setattr(
+        engine_module.notify, "run_changed", lambda run: seen.append((run.id, run.status))
+    )
+    rig = Rig(tmp_path, max_deletes=0)
+    rig.apply(tree(rig, "both", {"keep": 1, "gone": 1}))
+    run_id = started(rig, tree(rig, "keep", {"keep": 1}))
+    assert (run_id, RunStatus.AWAITING_APPROVAL) in seen
+
+
 def test_within_the_limit_applies_at_once(rig: Rig) -> None:
     rig.apply(tree(rig, "both", {"keep": 1, "big": 4}))
     run = rig.run(started(rig, tree(rig, "keep", {"keep": 1})))

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from nclav.cli import main
 from nclav.errors import ConfigurationError
-from nclav.runtime.drivers import GROUP, drivers_for
 from nclav.model import Cloud
+from nclav.runtime.drivers import GROUP, drivers_for
 
 if TYPE_CHECKING:
     from pathlib import Path

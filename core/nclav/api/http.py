@@ -164,6 +164,19 @@ class ApiResponse:
                 self.headers[name] = value.encode("ascii", "backslashreplace").decode("ascii")
 
 
+@dataclass(frozen=True, slots=True)
+class StreamingResponse(ApiResponse):
+    """A response whose body is produced while it is sent (server-sent events).
+
+    ``stream`` yields the body's pieces; the server writes and flushes each one as it comes
+    and closes the iterator when the client goes away. ``body`` stays empty. A runtime that
+    cannot stream (AWS Lambda's Python runtime) never gets one: its router is built with
+    ``streaming=False`` and the routes answer their polling form instead.
+    """
+
+    stream: Iterator[bytes] = field(default_factory=lambda: iter(()), repr=False)
+
+
 def printable(text: str) -> str:
     """``text`` made encodable as UTF-8: the undecodable bytes of a file name (which Python
     holds as lone surrogates) become ``\\xff`` escapes, so an error can still name the file."""
@@ -440,6 +453,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
+    "StreamingResponse",
     "Unauthorized",
     "UnprocessableEntity",
     "dump_json",

@@ -124,6 +124,11 @@ def openapi(
             if media:
                 doc["content"] = {reply.media_type: media}
             doc["headers"] = {**common_headers, **_headers(reply.headers, required=True)}
+            earlier = documented.get(str(reply.status))
+            if earlier is not None:  # the same status in another media type (Accept decides)
+                doc["content"] = {**earlier.get("content", {}), **doc.get("content", {})}
+                doc["headers"] = {**earlier["headers"], **doc["headers"]}
+                doc["description"] = earlier["description"]
             documented[str(reply.status)] = doc
         operation_id = base_id = _operation_id(route)
         for n in itertools.count(2):  # operationIds must be unique within the document

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAdapter
 
 from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
+from nclav.api.streams import SSE_TYPE, LogPage, RunEventsPage
 from nclav.engine.driver import Orphan
 from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
@@ -399,11 +400,29 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("GET", _IAC + "/{run_id}/log"): (
         Reply(
             200,
-            "The log from ?offset= bytes on; the header tells whether more may come",
+            "The log from ?offset= (at most ?limit= bytes); the headers say where to ask next "
+            "and whether more may come. With Accept: application/json the same as a JSON page; "
+            "with Accept: text/event-stream (where the runtime streams) server-sent events, "
+            "one per chunk, id = byte offset",
             {"type": "string"},
             media_type=TEXT_CONTENT_TYPE,
-            headers={RUN_STATUS_HEADER: {"type": "string", "enum": [s.value for s in IacStatus]}},
+            headers={
+                RUN_STATUS_HEADER: {"type": "string", "enum": [s.value for s in IacStatus]},
+                "X-Nclav-Next-Offset": {"type": "string", "pattern": "^[0-9]+$"},
+                "X-Nclav-Complete": {"type": "string", "enum": ["true", "false"]},
+            },
         ),
+        Reply(200, "", LogPage),
+        Reply(200, "", {"type": "string"}, media_type=SSE_TYPE),
+    ),
+    ("GET", "/runs/{run_id}/events"): (
+        Reply(
+            200,
+            "The run's step transitions and audit events after ?after= as a JSON page; with "
+            "Accept: text/event-stream (where the runtime streams) as server-sent events",
+            RunEventsPage,
+        ),
+        Reply(200, "", {"type": "string"}, media_type=SSE_TYPE),
     ),
     ("GET", _STATE): (
         Reply(200, "The current state", TerraformState),
@@ -452,6 +471,7 @@ QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
     "wait": {"type": "number", "minimum": 0, "maximum": 3600},
     "limit": {"type": "integer", "minimum": 0},
     "offset": {"type": "integer", "minimum": 0},
+    "after": {"type": "integer", "minimum": 0},
     "enclave_id": {"type": "string"},
     "ID": {"type": "string"},
     "max_deletes": {"type": "integer", "minimum": 0},

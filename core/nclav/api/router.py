@@ -29,7 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote
 
@@ -339,7 +339,7 @@ class Router:
         if REQUEST_ID_HEADER in response.headers:
             return response
         headers = {**response.headers, REQUEST_ID_HEADER: request.request_id}
-        return ApiResponse(response.status, response.body, headers)
+        return replace(response, headers=headers)  # keeps a StreamingResponse's stream
 
 
 def _parse_body(model: type[BaseModel], body: bytes) -> BaseModel:

@@ -30,9 +30,18 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router, _parse_body
+from nclav.api.streams import (
+    DEFAULT_LIMIT_S,
+    LogPage,
+    RunEventsPage,
+    StreamTiming,
+    log_response,
+    run_events_response,
+)
 from nclav.engine.driver import OrphanScanner
-from nclav.iac.logs import read_log
+from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
+from nclav.records import IacStatus
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
@@ -49,6 +58,8 @@ MAX_BUNDLE = 64 * 1024 * 1024
 MAX_STATE = 256 * 1024 * 1024
 MAX_WAIT_S = 3600.0
 MAX_OFFSET = 2**53  # any byte offset of a log
+LOG_PAGE = 1024 * 1024  # bytes of log in one polling answer, unless ?limit= says otherwise
+MAX_LOG_PAGE = 4 * 1024 * 1024  # below Lambda's 6 MB response cap
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -140,9 +151,15 @@ def build_router(
     auth: Authenticator,
     *,
     version: str = "0",
+    streaming: bool = True,
+    stream_limit_s: float = DEFAULT_LIMIT_S,
 ) -> Router:
+    """``streaming=False`` for a runtime that cannot stream a response (AWS Lambda's Python
+    runtime): the live routes then answer their polling form to an event-stream request.
+    ``stream_limit_s`` ends a stream (with a ``retry:`` hint) before the platform would."""
     router = Router(auth, param_rules=PARAM_RULES)
     store = service.store
+    timing = StreamTiming(limit_s=stream_limit_s)
 
     # -- health --------------------------------------------------------------------------
 
@@ -262,6 +279,22 @@ def build_router(
         "/runs/{run_id}/cancel",
         cancel_run,
         summary="Cancel a queued or awaiting run (final status cancelled)",
+    )
+
+    def run_events(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        after = query_int(request, "after", default=0, maximum=2**63 - 1)
+        return run_events_response(
+            request, store, params["run_id"], after=after, streaming=streaming, timing=timing
+        )
+
+    router.add(
+        "GET",
+        "/runs/{run_id}/events",
+        run_events,
+        summary="A run's audit events after seq `after` and its steps (JSON), or as server-sent "
+        "events with Accept: text/event-stream (id = seq; Last-Event-ID resumes)",
+        query=("after",),
+        response_model=RunEventsPage,
     )
 
     # -- applied state -----------------------------------------------------------------------
@@ -397,20 +430,43 @@ def build_router(
 
     def iac_log(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = iac_run_or_404(params)
-        # Chunks addressed by byte offset: only those from ``offset`` on are read.
-        data = read_log(blobs, run, query_int(request, "offset", default=0, maximum=MAX_OFFSET))
-        headers = {
-            "Content-Type": "text/plain; charset=utf-8",
-            "X-Nclav-Run-Status": run.status.value,
-        }
-        return ApiResponse(200, data, headers)
+        run_id = run.id
+
+        def state() -> tuple[bool, str]:
+            current = store.get_iac_run(run_id) or run
+            return current.status != IacStatus.RUNNING, current.status.value
+
+        def read(offset: int) -> bytes:
+            # Chunks addressed by byte offset: only those from ``offset`` on are read; lines
+            # not shipped yet come from the shipper when terraform runs in this process.
+            # (Where the log lives is fixed when the run starts: the first record says it.)
+            return read_live(blobs, run, offset)
+
+        return log_response(
+            request,
+            read,
+            state,
+            offset=query_int(request, "offset", default=0, maximum=MAX_OFFSET),
+            limit=query_int(request, "limit", default=LOG_PAGE, maximum=MAX_LOG_PAGE),
+            streaming=streaming,
+            timing=timing,
+            maximum=MAX_OFFSET,
+        )
 
     base = "/enclaves/{id}/partitions/{part}/iac/runs"
     router.add("GET", base, iac_runs, summary="IaC runs of a partition, newest first")
     router.add("GET", base + "/latest", iac_latest, summary="The newest IaC run")
     router.add("GET", base + "/{run_id}", iac_run, summary="One IaC run")
     router.add(
-        "GET", base + "/{run_id}/log", iac_log, summary="An IaC run's log (text)", query=("offset",)
+        "GET",
+        base + "/{run_id}/log",
+        iac_log,
+        summary="An IaC run's log from a byte offset, while it runs too: text with "
+        "X-Nclav-Next-Offset and X-Nclav-Complete headers, JSON with Accept: application/json, "
+        "or server-sent events with Accept: text/event-stream (id = byte offset; "
+        "Last-Event-ID resumes)",
+        query=("offset", "limit"),
+        response_model=LogPage,
     )
 
     # -- Terraform HTTP state backend ---------------------------------------------------------

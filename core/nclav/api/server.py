@@ -9,6 +9,12 @@ asks the router whether the route, the credentials and the size are acceptable, 
 unauthenticated or oversized upload is refused without being read. Bodies need a
 Content-Length; chunked uploads get 411.
 
+A ``StreamingResponse`` (server-sent events) is written piece by piece, each flushed, on a
+connection that closes at its end. Every connection has its own thread, so a stream never
+holds up other requests; the number of streams open at once is bounded (``max_streams``,
+default 32) and one more is answered 503 with a JSON error and Retry-After, so followers
+cannot use up the process's threads and sockets.
+
 Access lines go to the ``nclav.api.access`` logger: client address, method, path (no query
 string), status, size, duration and request id. Headers and bodies are never logged.
 """
@@ -33,6 +39,7 @@ from nclav.api.http import (
     ApiRequest,
     ApiResponse,
     Headers,
+    StreamingResponse,
     error_response,
     new_request_id,
     split_target,
@@ -55,6 +62,7 @@ MAX_REQUEST_BODY = 64 * 1024 * 1024
 _DRAIN_LIMIT = 1024 * 1024
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 _NO_BODY_STATUSES = frozenset({204, 304})
+DEFAULT_MAX_STREAMS = 32
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -70,7 +78,13 @@ class ApiServer(ThreadingHTTPServer):
         router: Router | None = None,
         *,
         max_body: int = MAX_REQUEST_BODY,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        self.max_streams = max_streams
+        self._stream_slots = threading.BoundedSemaphore(max_streams)
+        self.stopping = threading.Event()  # set by stop_server: open streams end
         # None until ``serve`` is given one: ``nclav serve`` binds its port first, so a port
         # in use is reported before anything is created or printed.
         self._router = router
@@ -78,6 +92,13 @@ class ApiServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _RequestHandler)
+
+    def stream_slot(self) -> bool:
+        """Take one of the ``max_streams`` slots; False when all are in use."""
+        return self._stream_slots.acquire(blocking=False)
+
+    def release_stream_slot(self) -> None:
+        self._stream_slots.release()
 
     @property
     def router(self) -> Router:
@@ -158,7 +179,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             response, close = outcome
-            self._write(response, close=close)
+            if isinstance(response, StreamingResponse):
+                response = self._write_stream(response, request)
+            else:
+                self._write(response, close=close)
         except OSError as exc:  # reset, broken pipe or timeout: nobody left to answer
             self.close_connection = True
             _log.info("connection dropped (request_id=%s): %s", request.request_id, exc)
@@ -200,6 +224,44 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return None
             request = replace(request, body=body)
         return self.server.router.dispatch(request), False
+
+    def _write_stream(self, response: StreamingResponse, request: ApiRequest) -> ApiResponse:
+        """Write a stream if a slot is free (else a 503); returns what was answered."""
+        stream = response.stream
+        if not self.server.stream_slot():
+            _close(stream)
+            message = (
+                f"{self.server.max_streams} streams are open, the most this server serves at "
+                "once; poll instead (the same URL without Accept: text/event-stream) or retry"
+            )
+            busy = error_response(
+                503, "too_many_streams", message, request.request_id, headers={"Retry-After": "5"}
+            )
+            self._write(busy, close=False)
+            return busy
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            if REQUEST_ID_HEADER not in response.headers:
+                self.send_header(REQUEST_ID_HEADER, self._request_id)
+            # No length: the body ends when the connection closes (HTTP/1.1 section 6.3).
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            self.wfile.flush()
+            if self.command != "HEAD":
+                for piece in stream:
+                    if piece:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    elif self.server.stopping.is_set():
+                        break  # the client reconnects (to the next server) from its last id
+        finally:
+            _close(stream)
+            self.server.release_stream_slot()
+        return response
 
     def _refuse(self, response: ApiResponse, length: int) -> tuple[ApiResponse, bool]:
         if self._expect_continue or length > _DRAIN_LIMIT:
@@ -259,20 +321,36 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_LOCK = do_UNLOCK = _serve
 
 
+def _close(stream: object) -> None:
+    """Close a generator (its ``finally`` runs now, not when it is collected)."""
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()
+
+
 def make_server(
-    router: Router, host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
+    router: Router,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = MAX_REQUEST_BODY,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> ApiServer:
     """Bind (but do not start) a server for ``router``."""
-    return ApiServer((host, port), router, max_body=max_body)
+    return ApiServer((host, port), router, max_body=max_body, max_streams=max_streams)
 
 
 def bind_server(
-    host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = MAX_REQUEST_BODY,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> ApiServer:
     """Bind and listen, with no router yet: ``serve_bound`` serves it once there is one.
 
     Raises OSError (say, EADDRINUSE) before the caller has created anything."""
-    return ApiServer((host, port), None, max_body=max_body)
+    return ApiServer((host, port), None, max_body=max_body, max_streams=max_streams)
 
 
 def serve_bound(server: ApiServer, router: Router) -> threading.Thread:
@@ -301,10 +379,15 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
 
 
 def start_server(
-    router: Router, host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_REQUEST_BODY
+    router: Router,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = MAX_REQUEST_BODY,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> tuple[ApiServer, threading.Thread]:
     """Bind and serve in a daemon thread; stop with ``stop_server(server, thread)``."""
-    server = make_server(router, host, port, max_body=max_body)
+    server = make_server(router, host, port, max_body=max_body, max_streams=max_streams)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="nclav-http", daemon=True
     )
@@ -315,7 +398,9 @@ def start_server(
 def stop_server(server: ApiServer, thread: threading.Thread, timeout: float = 10.0) -> None:
     """Stop accepting, wait for the serving loop to end, and close the listening socket.
 
-    Requests already being handled run on in their daemon threads until they finish."""
+    Requests already being handled run on in their daemon threads until they finish; open
+    event streams end at their next poll (their clients reconnect with Last-Event-ID)."""
+    server.stopping.set()
     server.shutdown()
     thread.join(timeout)
     server.server_close()
@@ -353,6 +438,7 @@ def serve_http(
 
 
 __all__ = [
+    "DEFAULT_MAX_STREAMS",
     "MAX_REQUEST_BODY",
     "ApiServer",
     "bind_server",

@@ -211,6 +211,33 @@ class Client:
         self._log(response.status, reason, response.headers, body, started)
         return response
 
+    def open_stream(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> Any:
+        """A GET whose body is read as it arrives (server-sent events): the open response,
+        to be closed by the caller; errors raise as for ``request``. ``timeout_s`` bounds
+        each read, so it must exceed the server's heartbeat interval."""
+        token, _ = self.token()
+        url = self.url(path, query)
+        sent = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, **(headers or {})}
+        req = urllib.request.Request(url, headers=sent, method="GET")
+        started = time.perf_counter()
+        if self.verbose:
+            err(f"> GET {url} (stream)")
+        try:
+            return self._opener.open(req, timeout=timeout_s)
+        except urllib.error.HTTPError as exc:
+            body = _read_quietly(exc)
+            self._log(exc.code, exc.reason, exc.headers, body, started)
+            raise self._error(exc.code, str(exc.reason), exc.headers, body) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc, timeout_s) from exc
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
 

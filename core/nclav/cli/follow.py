@@ -1,5 +1,11 @@
 """Following a run to its end with live per-step progress, on stderr.
 
+Where the server offers server-sent events (``nclav serve``; not AWS Lambda, which cannot
+stream), a run is followed through ``GET /runs/{id}/events`` and an IaC log through its
+``/log`` URL with ``Accept: text/event-stream``, reconnecting with ``Last-Event-ID`` when a
+stream ends before the run; otherwise (an answer that is not an event stream, a 503 because
+the server's streams are all in use) by polling, with a 0.5-2 s backoff for logs.
+
 * On a terminal: one status line redrawn in place (done/total, what is running, elapsed), with
   failures and retries printed above it as they happen; cleared at the end.
 * Not a terminal, or ``--no-progress``: one plain line per step event, for CI logs.
@@ -26,7 +32,7 @@ from nclav.cli.common import (
 from nclav.cli.render import duration, seconds_between, step_label
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from nclav.cli.client import Client
 
@@ -269,9 +275,12 @@ def follow_run(
     max_poll_s: float = 1.0,
     timeout_s: float | None = None,
     reconnect_s: float | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
-    """Poll ``GET /runs/{id}`` until the run is final (or awaits approval); returns it with
-    its steps.
+    """Follow the run until it is final (or awaits approval); returns it with its steps.
+
+    Through the run's event stream when the server offers one (and no ``timeout_s`` is
+    set), else (or when it breaks) by polling ``GET /runs/{id}``.
 
     When the server goes away (stopped or restarted mid-run), keep trying for
     ``reconnect_s`` (default ``reconnect_window()``) before exiting 3 with the run id.
@@ -283,6 +292,18 @@ def follow_run(
     delay = poll_s
     retry = _Reconnect(run_id, reconnect_window() if reconnect_s is None else reconnect_s, progress)
     try:
+        if stream and timeout_s is None:
+            try:
+                streamed = _follow_run_events(api, run_id, progress)
+            except UnreachableError as exc:
+                if not _connection_lost(exc):
+                    raise
+                streamed = False  # the polling below reconnects within the window
+            if streamed:
+                run_done: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
+                if progress is not None:
+                    progress.update(run_done)
+                return run_done
         while True:
             try:
                 run: dict[str, Any] = api.get(f"/runs/{seg(run_id)}")
@@ -314,7 +335,152 @@ def follow_run(
             progress.close()
 
 
+# -- server-sent events --------------------------------------------------------------------
+
+SSE_TYPE = "text/event-stream"
+STREAM_READ_S = 60.0  # a read gives up after this long: four missed 15 s heartbeats
+
+
+class SseEvent:
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, event: str, ident: str | None, data: str) -> None:
+        self.event, self.id, self.data = event, ident, data
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.data)
+
+
+def sse_events(lines: Iterable[bytes]) -> Iterator[SseEvent]:
+    """Parse an event stream (the HTML standard's rules, minus what nclav never sends)."""
+    event, ident = "message", None
+    data: list[str] = []
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield SseEvent(event, ident, "\n".join(data))
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: the heartbeat
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            ident = value
+
+
+def _read_events(response: Any) -> Iterator[SseEvent]:
+    """The events of an open stream; a dropped connection or a silent one (no heartbeat
+    within ``STREAM_READ_S``) just ends it, and the caller reconnects with Last-Event-ID
+    (which reports a server that is really gone)."""
+    import http.client
+
+    try:
+        yield from sse_events(response)
+    except (OSError, http.client.HTTPException):
+        return
+
+
+def _open_events(
+    api: Client, path: str, last_id: str | None, query: Mapping[str, object] | None = None
+) -> Any:
+    """The open event stream, or None when the server answers some other way (no streaming
+    on this runtime, or all its streams busy): the caller polls instead."""
+    from nclav.cli.client import ApiError
+
+    headers = {"Accept": SSE_TYPE}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    try:
+        response = api.open_stream(path, query=query, headers=headers, timeout_s=STREAM_READ_S)
+    except ApiError as exc:
+        if exc.status in (406, 503):
+            return None
+        raise
+    if SSE_TYPE not in (response.headers.get("Content-Type") or ""):
+        response.close()
+        return None
+    return response
+
+
+def follow_log(
+    api: Client,
+    path: str,
+    offset: int,
+    write: Callable[[bytes], None],
+    *,
+    stream: bool = True,
+    min_poll_s: float = 0.5,
+    max_poll_s: float = 2.0,
+) -> str:
+    """Write an IaC log from byte ``offset`` as it grows until its run ends; the run's status.
+
+    Server-sent events when offered (reconnecting with ``Last-Event-ID`` = the byte offset),
+    else offset polling with a backoff from ``min_poll_s`` to ``max_poll_s`` while nothing
+    new arrives."""
+    while stream:
+        response = _open_events(api, path, None if offset == 0 else str(offset))
+        if response is None:
+            break
+        try:
+            for event in _read_events(response):
+                if event.event == "log":
+                    write(str(event.json()["text"]).encode("utf-8"))
+                    offset = int(event.id or offset)
+                elif event.event == "end":
+                    return str(event.json()["status"])
+        finally:
+            response.close()
+        # The stream ended before the run (the server's time limit): resume where it was.
+    delay = min_poll_s
+    while True:
+        page = api.request("GET", path, query={"offset": offset}, headers={"Accept": "*/*"})
+        if page.body:
+            write(page.body)
+        offset = int(page.headers.get("X-Nclav-Next-Offset") or offset + len(page.body))
+        if page.headers.get("X-Nclav-Complete") == "true":
+            return str(page.headers.get("X-Nclav-Run-Status") or "")
+        delay = min_poll_s if page.body else min(delay * 1.5, max_poll_s)
+        time.sleep(delay)
+
+
+def _follow_run_events(api: Client, run_id: str, progress: Progress | None) -> bool:
+    """Follow the run's event stream to its end; False when the server does not stream."""
+    from nclav.cli.client import seg
+
+    path = f"/runs/{seg(run_id)}/events"
+    steps: dict[str, dict[str, Any]] = {}
+    last_id: str | None = None
+    while True:
+        response = _open_events(api, path, last_id)
+        if response is None:
+            return False
+        try:
+            for event in _read_events(response):
+                last_id = event.id or last_id
+                if event.event in ("steps", "step"):
+                    found = event.json()
+                    for step in found if isinstance(found, list) else [found]:
+                        steps[str(step["step_id"])] = step
+                    if progress is not None:
+                        progress.update({"steps": list(steps.values())})
+                elif event.event == "end":
+                    return True
+        finally:
+            response.close()
+
+
 __all__ = [
+    "SseEvent",
+    "follow_log",
+    "sse_events",
     "LineProgress",
     "LiveProgress",
     "Progress",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -241,8 +240,9 @@ def iac_logs(
 ) -> None:
     """Print the full log of an IaC run (the newest unless RUN_ID is given).
 
-    With --follow, keeps printing while the run is in flight (polling the log from the
-    offset already shown) and stops when it ends.
+    A run still in flight shows its log so far. With --follow, keeps printing as it grows
+    (server-sent events where the server streams them, else polling from the byte offset
+    already shown) and stops when the run ends.
 
     \b
     Example:
@@ -251,6 +251,7 @@ def iac_logs(
       nclav iac logs product-a-dev db --follow
     """
     from nclav.cli.client import ApiError, seg
+    from nclav.cli.follow import follow_log
     from nclav.cli.render import iac_log_header
 
     api = client()
@@ -263,37 +264,38 @@ def iac_logs(
             raise CliError(f"No {which} found for {enclave_id}/{partition_id}") from None
         raise
     log_path = f"{base}/{seg(str(run['id']))}/log"
-    response = api.request("GET", log_path)
+    # The log so far, while the run is still going too (lines not yet shipped included when
+    # the server runs terraform itself).
+    response = api.request("GET", log_path, headers={"Accept": "text/plain"})
     status = response.headers.get("X-Nclav-Run-Status") or run.get("status")
+    complete = response.headers.get("X-Nclav-Complete", "true") == "true"
+    shown = int(response.headers.get("X-Nclav-Next-Offset") or len(response.body))
     if output == "json":
-        if follow:
-            while status == "running":
-                time.sleep(0.5)
-                response = api.request("GET", log_path)
-                status = response.headers.get("X-Nclav-Run-Status") or status
+        log = bytearray(response.body)
+        if follow and not complete:
+            status = follow_log(api, log_path, shown, log.extend)
             run = api.get(f"{base}/{seg(str(run['id']))}")
-        print_json({**run, "log": response.body.decode("utf-8", "replace")})
+        print_json({**run, "log": bytes(log).decode("utf-8", "replace")})
         return
     for line in iac_log_header(run):
         out(line)
-    shown = len(response.body)
-    _write(response.body)
-    ends_with_newline = response.body.endswith(b"\n") or not response.body
+    tail = [response.body[-1:] if response.body else b"\n"]
+
+    def write(data: bytes) -> None:
+        if data:
+            _write(data)
+            tail[0] = data[-1:]
+
+    write(response.body)
     try:
-        while follow and status == "running":
-            time.sleep(0.5)
-            more = api.request("GET", log_path, query={"offset": shown})
-            status = more.headers.get("X-Nclav-Run-Status") or status
-            if more.body:
-                _write(more.body)
-                shown += len(more.body)
-                ends_with_newline = more.body.endswith(b"\n")
+        if follow and not complete:
+            status = follow_log(api, log_path, shown, write)
     except KeyboardInterrupt:
-        if not ends_with_newline:
+        if tail[0] != b"\n":
             out()
         err("Stopped following the log.")
         raise SystemExit(EXIT_INTERRUPTED) from None
-    if not ends_with_newline:
+    if tail[0] != b"\n":
         out()
     if follow:
         err(f"IaC run {run['id']} ended: {status}")

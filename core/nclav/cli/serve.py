@@ -139,6 +139,24 @@ class ServeCommand(click.Command):
     help="The delete guard: a run whose plan deletes more enclaves and partitions than this "
     "(or every enclave) waits for approval (`nclav runs approve ID`).",
 )
+@click.option(
+    "--notify-url",
+    "notify_url",
+    envvar="NCLAV_NOTIFY_URL",
+    default=None,
+    help="Webhook URL(s) for run and drift notifications, comma-separated; "
+    'slack+https://... posts Slack\'s {"text"} shape. Signed with NCLAV_NOTIFY_SECRET '
+    "(generated and kept under HOME when unset).",
+)
+@click.option(
+    "--max-streams",
+    "max_streams",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    envvar="NCLAV_MAX_STREAMS",
+    help="Live log/event streams (server-sent events) open at once; more get 503 and poll.",
+)
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -151,6 +169,8 @@ def serve(
     lease_s: float,
     bundle_cache_mib: int,
     max_deletes: int,
+    notify_url: str | None,
+    max_streams: int,
     **driver_values: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -189,7 +209,7 @@ def serve(
     home_path = Path(home)
     # Listen first: a port in use is reported before a home or a token is created.
     try:
-        listener = bind_server(bind, port)
+        listener = bind_server(bind, port, max_streams=max_streams)
     except OSError as exc:
         click.echo(f"nclav serve: {listen_error(bind, port, exc)}", err=True)
         sys.exit(EXIT_FAILED)
@@ -210,6 +230,8 @@ def serve(
             bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
             max_deletes=max_deletes,
             driver_options=_by_cloud(driver_values),
+            notify_url=notify_url,
+            max_streams=max_streams,
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError, ConfigurationError) as exc:

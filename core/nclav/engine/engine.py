@@ -22,8 +22,9 @@ import logging
 import threading
 from collections import deque
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from nclav import notify
 from nclav.config import Desired
 from nclav.engine.steps import StepContext, carry_out, record_failure
 from nclav.errors import (
@@ -60,6 +61,8 @@ from nclav.runtime.timing import backoff, heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
+
+    ControlHandler = Callable[[Mapping[str, Any]], None]
 
     from nclav.engine.driver import Driver
     from nclav.graph import Graph
@@ -108,6 +111,9 @@ class Engine:
         # over its deliveries (``DeliveryPolicy.pending_s``): the sweeper does not re-send a
         # ready step before then, or it would start a second stream of deliveries.
         self.pending_s = pending_s
+        # Control messages by kind (``register_control``): notifications, git syncs, drift
+        # checks; each handled in a worker like a step, with the same delivery policy.
+        self.control: dict[str, ControlHandler] = {"notify": _notify_message}
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
@@ -349,6 +355,7 @@ class Engine:
                         run_id=run.id,
                         fields={"reason": approval.reason, "changes": len(plan.changes)},
                     )
+                    notify.run_changed(waiting)  # people are waiting for this one
                     return waiting
                 started = started.model_copy(update={"changes": len(plan.changes)})
                 started = self.store.begin_run(started, step_records(run.id, plan.steps))
@@ -435,8 +442,22 @@ class Engine:
 
     # -- carrying out a step --------------------------------------------------------------
 
-    def handle(self, message: Mapping[str, str]) -> None:
-        """One queue message: claim the step, carry it out, record the outcome, fan out."""
+    def register_control(self, kind: str, handler: ControlHandler) -> None:
+        """Handle queue messages ``{"kind": kind, ...}`` with ``handler`` (in a worker, with
+        the delivery policy's retries: raise ``TemporaryError`` to be delivered again)."""
+        self.control[kind] = handler
+
+    def handle(self, message: Mapping[str, Any]) -> None:
+        """One queue message: a control message (``kind``) goes to its registered handler;
+        a step message: claim the step, carry it out, record the outcome, fan out."""
+        kind = message.get("kind")
+        if kind is not None:
+            handler = self.control.get(str(kind))
+            if handler is None:  # another version's, or nobody's: acknowledged, not looped
+                logger.warning("acknowledged a control message nobody handles: kind %r", kind)
+                return
+            handler(message)
+            return
         run_id, step_id = message["run_id"], message["step_id"]
         run = self.store.get_run(run_id)
         if run is None or run.status != RunStatus.RUNNING:
@@ -676,6 +697,7 @@ class Engine:
             self.store.update_run(final)
         except ConflictError:
             return  # someone else finalised it
+        notify.run_changed(final)  # enqueues only: never blocks or fails the run
         self._event(
             EventKind.RECONCILE_COMPLETED,
             run_id=run_id,
@@ -787,6 +809,10 @@ def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
     head = data[:half].decode("utf-8", "ignore")
     tail = data[-half:].decode("utf-8", "ignore")
     return head + TRUNCATED + tail
+
+
+def _notify_message(message: Mapping[str, Any]) -> None:
+    notify.handle_message(message)  # delivers or re-queues itself; never raises
 
 
 def _message(step: StepRecord) -> dict[str, str]:

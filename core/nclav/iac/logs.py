@@ -108,6 +108,38 @@ def read_log(blobs: BlobStore, run: IacRun, offset: int = 0) -> bytes:
     return b""
 
 
+# The shippers of this process's running IaC runs, by log prefix: a reader in the same process
+# (the local runtime serves the API and runs terraform) sees lines before they are shipped.
+_live: dict[str, LogShipper] = {}
+_live_lock = threading.Lock()
+
+
+def live_shipper(prefix: str) -> LogShipper | None:
+    """The shipper writing the log under ``prefix`` in this process, if any."""
+    with _live_lock:
+        return _live.get(prefix)
+
+
+def read_live(blobs: BlobStore, run: IacRun, offset: int = 0) -> bytes:
+    """Like ``read_log``, plus the lines the run's shipper still holds when it runs here.
+
+    The bytes at any offset are the same whichever way they were read (a batch is committed
+    exactly as it was buffered), so a follower moving from the buffer to the chunks sees no
+    gap and no duplicate. A line shown from the buffer of a process that then dies before
+    shipping it is lost from the stored log; the abandoned run's note says so.
+    """
+    shipper = live_shipper(run.log_chunks) if run.log_chunks else None
+    if shipper is None:
+        return read_log(blobs, run, offset)
+    base, pending = shipper.pending()
+    if offset >= base:
+        return pending[offset - base :]
+    # Committed chunks only grow, so they now reach at least ``base``.
+    committed = read_log(blobs, run, offset)
+    end = offset + len(committed)
+    return committed + pending[max(0, end - base) :]
+
+
 class LogShipper:
     """Buffers log lines and writes them as chunks (see the module docstring for when).
 
@@ -134,6 +166,7 @@ class LogShipper:
         self._lines = 0
         self._flushes = 0
         self._offset = 0  # bytes committed to the blob store
+        self._inflight = b""  # the batch being written, from ``_offset`` on
         self._lock = threading.Lock()  # the buffer
         self._io = threading.Lock()  # one chunk written at a time, in order
         self._closed = threading.Event()
@@ -141,6 +174,8 @@ class LogShipper:
         if timer:
             self._thread = threading.Thread(target=self._run, name="nclav-iac-log", daemon=True)
             self._thread.start()
+        with _live_lock:
+            _live[prefix] = self
 
     @property
     def size(self) -> int:
@@ -179,20 +214,38 @@ class LogShipper:
                 self._flushes += 1
                 self._last_flush = self._clock()
                 offset = self._offset
+                self._inflight = data
             try:
                 self.blobs.put(chunk_key(self.prefix, offset), data)
             except BaseException:
                 with self._lock:  # keep the lines for the next try, in order
                     self._buffer.insert(0, data)
                     self._buffered += len(data)
+                    self._inflight = b""
                 raise
-            self._offset = offset + len(data)
+            with self._lock:
+                self._offset = offset + len(data)
+                self._inflight = b""
+
+    def pending(self) -> tuple[int, bytes]:
+        """(committed length, the bytes written after it but not committed yet).
+
+        One consistent snapshot: the pending bytes are exactly what will be committed from
+        that offset on (a batch is written as it was buffered), so a reader in this process
+        can show them before they are shipped (``read_live``)."""
+        with self._lock:
+            return self._offset, self._inflight + b"".join(self._buffer)
 
     def close(self) -> int:
         self._closed.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            with _live_lock:
+                if _live.get(self.prefix) is self:
+                    del _live[self.prefix]
         return self._offset
 
     def _due(self, now: float) -> bool:
@@ -221,7 +274,9 @@ __all__ = [
     "LogShipper",
     "append_chunk",
     "chunk_key",
+    "live_shipper",
     "log_prefix",
     "read_chunks",
+    "read_live",
     "read_log",
 ]

@@ -9,6 +9,7 @@ directories under ``~/.nclav``, and a threaded HTTP server. Terraform reaches it
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -16,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
+from nclav.api.server import (
+    DEFAULT_MAX_STREAMS,
+    ApiServer,
+    serve_bound,
+    start_server,
+    stop_server,
+)
 from nclav.engine import LocalDriver
 from nclav.engine.driver import TerraformHoldings
 from nclav.local.dir_blobs import DirectoryBlobStore
@@ -63,6 +70,9 @@ class LocalOptions:
     redelivery_max_s: float = 60.0
     # Per-cloud driver option values by cloud name (serve's --<cloud>-<option> flags).
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    # Webhook targets (comma-separated; None: NCLAV_NOTIFY_URL), see nclav.notify.
+    notify_url: str | None = None
+    max_streams: int = DEFAULT_MAX_STREAMS  # server-sent event streams open at once
 
     def settings(self, root: Path) -> Settings:
         """Core's settings for a runtime whose files live under ``root``."""
@@ -118,6 +128,7 @@ class LocalRuntime:
             settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         )
         self.queue = ThreadWorkQueue(consume=self._deliver, workers=opts.workers)
+        self._install_notifier(root)
         built = compose(
             settings,
             store=self.store,
@@ -136,12 +147,23 @@ class LocalRuntime:
     def _deliver(self, delivery: Delivery) -> Outcome:
         return deliver(self.engine, delivery, self._policy)
 
+    def _install_notifier(self, root: Path) -> None:
+        from nclav import notify
+        from nclav.local.file_secrets import FileSecretStore
+
+        settings = notify.notify_settings(
+            self.options.notify_url, os.environ, lambda: FileSecretStore(root / "secrets")
+        )
+        notify.install(notify.Notifier(settings, self.queue) if settings.targets else None)
+
     def start(self, server: ApiServer | None = None) -> str:
         """Bind (unless ``server`` was bound already, see ``bind_server``), start serving,
         resume unfinished work; return the base URL."""
         opts = self.options
         if server is None:
-            self._server, thread = start_server(self.router, opts.bind, opts.port)
+            self._server, thread = start_server(
+                self.router, opts.bind, opts.port, max_streams=opts.max_streams
+            )
         else:
             self._server, thread = server, serve_bound(server, self.router)
         self._threads.append(thread)

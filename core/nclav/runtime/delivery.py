@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, PermanentError, ServiceError, TemporaryError, classify
 from nclav.runtime.timing import backoff
@@ -127,19 +127,23 @@ def decide(error: BaseException, attempt: int, policy: DeliveryPolicy) -> Retry 
     return Retry(retry_delay(error, attempt, policy), text)
 
 
-def decode(delivery: Delivery) -> dict[str, str]:
-    """The step message in a body; ``PermanentError`` for a body nclav did not write."""
+def decode(delivery: Delivery) -> dict[str, Any]:
+    """The message in a body: a step message (``run_id``, ``step_id`` and ``action``, all
+    text) or a control message (a ``kind``, see ``Engine.handle``); ``PermanentError`` for a
+    body nclav did not write."""
     try:
         message = json.loads(delivery.body)
     except ValueError:
         message = None
+    if isinstance(message, dict) and isinstance(message.get("kind"), str) and message["kind"]:
+        return message
     if (
         not isinstance(message, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in message.items())
         or not message.get("run_id")
         or not message.get("step_id")
     ):
-        raise PermanentError(f"message {delivery.message_id or '?'}: not a step message")
+        raise PermanentError(f"message {delivery.message_id or '?'}: not an nclav message")
     return message
 
 
@@ -154,7 +158,9 @@ def deliver(engine: Engine, delivery: Delivery, policy: DeliveryPolicy) -> Outco
     except PermanentError as exc:
         logger.error("dropped a malformed message", extra={"message_id": delivery.message_id})
         return GaveUp(str(exc))
-    ids = {"run_id": message["run_id"], "step_id": message["step_id"]}
+    ids: dict[str, object] = {
+        k: str(message[k]) for k in ("run_id", "step_id", "kind") if k in message
+    }
     try:
         engine.handle(message)
         return Ack()
@@ -166,6 +172,9 @@ def deliver(engine: Engine, delivery: Delivery, policy: DeliveryPolicy) -> Outco
             extra={**ids, "attempt": delivery.attempt, "delay_s": decision.delay_s},
         )
         return decision
+    if "kind" in message:  # a control message: no step to record the failure on
+        logger.error("control message given up: %s", decision.error, extra=ids)
+        return GaveUp(decision.error)
     try:
         recorded = engine.give_up(message, decision.error)
     except Exception as exc:  # not even that: redelivered, towards the dead-letter queue
