@@ -65,6 +65,19 @@ _FINAL_STEP = frozenset(
 )
 
 
+class RunOrigin(BaseModel):
+    """Where a run's tree came from when a git push (or the source's poll) started it."""
+
+    model_config = _RECORD
+
+    repository: str  # the source URL, never with credentials in it
+    ref: str
+    commit: str
+    author: str = ""
+    message: str = ""  # the first line of the commit message
+    delivery: str | None = None  # the webhook delivery id; None for a poll or a manual sync
+
+
 class Run(BaseModel):
     """One reconcile: the plan's steps carried out for a bundle."""
 
@@ -84,6 +97,7 @@ class Run(BaseModel):
     errors: tuple[str, ...] = ()
     # Planned when it begins (behind earlier runs on the same enclaves), not when requested.
     plan_on_start: bool = False
+    origin: RunOrigin | None = None  # set for runs started from the git source
 
 
 class StepRecord(BaseModel):
@@ -275,6 +289,7 @@ __all__ = [
     "IacRun",
     "IacStatus",
     "Run",
+    "RunOrigin",
     "RunStatus",
     "StepRecord",
     "StepStatus",

@@ -21,12 +21,14 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import RequestBody, Router
+from nclav.gitsource.api import add_source_routes
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
 if TYPE_CHECKING:
     from nclav.api.http import Authenticator
+    from nclav.gitsource.source import GitSource
     from nclav.iac.state_backend import TerraformStateBackend
     from nclav.ports import BlobStore
     from nclav.records import Run
@@ -86,6 +88,7 @@ def build_router(
     auth: Authenticator,
     *,
     version: str = "0",
+    git: GitSource | None = None,
 ) -> Router:
     router = Router(auth)
     store = service.store
@@ -350,6 +353,7 @@ def build_router(
     router.add("DELETE", state, tf_delete, summary="Forget the current state", **opts)
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)
+    add_source_routes(router, git)  # the git source: /source and the /webhooks/* (issue 15)
     return router
 
 

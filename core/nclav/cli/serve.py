@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nclav.cli.common import EXIT_FAILED, EXIT_INVALID, InvalidError, settings
+from nclav.cli.source import git_options, git_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,6 +108,7 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     "it; after a crash, unfinished steps resume this long after the next start.",
 )
 @_aws_options
+@git_options
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -117,6 +119,10 @@ def serve(
     home: str,
     workers: int,
     lease_s: float,
+    git_url: str | None,
+    git_branch: str | None,
+    git_path: str | None,
+    rotate_webhook_secret: bool,
     **aws: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -162,6 +168,11 @@ def serve(
             workers=workers,
             lease_s=lease_s,
             driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
+            # The git source (issue 15): flags over NCLAV_GIT_*; the secrets never in a flag.
+            git=git_settings(os.environ, git_url, git_branch, git_path),
+            git_token=os.environ.get("NCLAV_GIT_TOKEN") or None,
+            git_webhook_secret=os.environ.get("NCLAV_GIT_WEBHOOK_SECRET") or None,
+            rotate_webhook_secret=rotate_webhook_secret,
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError) as exc:
@@ -169,6 +180,8 @@ def serve(
         sys.exit(EXIT_INVALID)
     if created:
         click.echo(f"API token (saved to {home_path / 'token'}, mode 0600): {token}")
+    if runtime.webhook_secret_created:
+        click.echo(f"Webhook secret written to {home_path / 'webhook-secret'} (mode 0600)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -32,6 +32,7 @@ from nclav.records import (
     AuditEvent,
     EventKind,
     Run,
+    RunOrigin,
     RunStatus,
     StepRecord,
     StepStatus,
@@ -87,7 +88,7 @@ class Engine:
 
     # -- starting a run -------------------------------------------------------------------
 
-    def start_run(self, bundle: str, trigger: str = "api") -> Run:
+    def start_run(self, bundle: str, trigger: str = "api", origin: RunOrigin | None = None) -> Run:
         """Queue a reconcile of ``bundle``; it is planned when it begins.
 
         Planning waits until every earlier unfinished run on the same enclaves is final, so a
@@ -107,6 +108,7 @@ class Engine:
             created_at=self._now_text(),
             changes=len(plan_changes(graph, applied).changes) if behind else 0,
             plan_on_start=True,
+            origin=origin,
         )
         return self._create(run, [])
 
@@ -124,7 +126,10 @@ class Engine:
 
     def _create(self, run: Run, steps: list[StepRecord]) -> Run:
         run = self.store.create_run(run, steps)
-        self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields={"dry_run": False})
+        fields: dict[str, str | int | bool | None] = {"dry_run": False}
+        if run.origin is not None:  # a git push: the event says which commit
+            fields.update(commit=run.origin.commit, ref=run.origin.ref)
+        self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields=fields)
         self.kick()
         return self.store.get_run(run.id) or run
 

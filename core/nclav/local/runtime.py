@@ -16,13 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nclav.api.auth import TokenAuth
+from nclav.api.auth import TokenAuth, load_or_create_token
 from nclav.api.routes import build_router
 from nclav.api.server import ApiServer, start_server, stop_server
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.errors import Issue, SpecError
+from nclav.gitsource.fetch import GitFetcher
+from nclav.gitsource.settings import GitSettings
+from nclav.gitsource.source import TOKEN_SECRET, GitSource
+from nclav.gitsource.worker import dispatch as dispatch_control
 from nclav.iac.state_backend import TerraformStateBackend
 from nclav.local.dir_blobs import DirectoryBlobStore
+from nclav.local.file_secrets import FileSecretStore
 from nclav.local.memory_store import InMemoryStateStore
 from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
@@ -56,6 +61,11 @@ class LocalOptions:
     backoff_s: float = 2.0
     # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    # -- the git source (issue 15): settings, and secrets given by flags or the environment
+    git: GitSettings = field(default_factory=GitSettings)
+    git_token: str | None = field(default=None, repr=False)
+    git_webhook_secret: str | None = field(default=None, repr=False)
+    rotate_webhook_secret: bool = False
 
 
 # Entry-point group of cloud drivers: ``<cloud> = "package.module:factory"``, where
@@ -113,6 +123,8 @@ class LocalRuntime:
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _threads: list[threading.Thread] = field(init=False, default_factory=list)
     _server: ApiServer | None = field(init=False, default=None)
+    git: GitSource = field(init=False)
+    webhook_secret_created: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -158,9 +170,47 @@ class LocalRuntime:
             self.store, bundles, self.engine, drivers, opts.default_cloud, local_dirs=True
         )
         tf_state = TerraformStateBackend(self.store, blobs, clock)
-        self.router = build_router(service, tf_state, blobs, TokenAuth(self.token))
+        self.git = self._git_source(root, service, blobs)
+        self.router = build_router(service, tf_state, blobs, TokenAuth(self.token), git=self.git)
+
+    def _git_source(self, root: Path, service: Service, blobs: DirectoryBlobStore) -> GitSource:
+        """The git source: its token in a secret store, its webhook secret beside the token."""
+        opts = self.options
+        secrets = FileSecretStore(root / "secrets")
+        if opts.git_token:
+            secrets.put(TOKEN_SECRET, opts.git_token)
+        secret_file = opts.home / "webhook-secret"
+        secret, self.webhook_secret_created = load_or_create_token(
+            secret_file, rotate=opts.rotate_webhook_secret, env_token=opts.git_webhook_secret
+        )
+        hint = (
+            "from NCLAV_GIT_WEBHOOK_SECRET"
+            if opts.git_webhook_secret
+            else f"cat {secret_file}  (mode 0600; rotate: nclav source rotate-secret)"
+        )
+
+        def rotate() -> str:
+            if opts.git_webhook_secret:
+                raise SpecError(
+                    [Issue("webhook secret", None, "", "set by NCLAV_GIT_WEBHOOK_SECRET")]
+                )
+            return load_or_create_token(secret_file, rotate=True)[0]
+
+        return GitSource(
+            opts.git,
+            service,
+            blobs,
+            self.queue,
+            secrets,
+            GitFetcher(root / "git"),
+            secret,
+            rotate_secret=rotate,
+            secret_hint=hint,
+        )
 
     def _handle(self, message: Mapping[str, str]) -> None:
+        if dispatch_control(message, self.git):  # git source work (issue 15); else a step
+            return
         self.engine.handle(message)
 
     def start(self) -> str:
@@ -176,7 +226,18 @@ class LocalRuntime:
         sweeper.start()
         self._threads.append(sweeper)
         self.engine.sweep()  # steps a previous process left ready or running
+        git = threading.Thread(target=self._git_loop, name="nclav-git", daemon=True)
+        git.start()
+        self._threads.append(git)
         return f"http://{host}:{port}"
+
+    def _git_loop(self) -> None:
+        """The git source's schedule: commit statuses of finished runs, the branch poll."""
+        while not self._stop.wait(min(self.options.sweep_every_s, 1.0)):
+            try:
+                self.git.tick()
+            except Exception:  # like the sweeper: a passing error must not end the loop
+                logger.exception("git source tick failed")
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.options.sweep_every_s):
@@ -197,6 +258,7 @@ class LocalRuntime:
             stop_server(self._server, self._threads[0])
         for thread in self._threads[1:]:  # the sweeper: it must not touch a closed store
             thread.join(timeout=30)
+        self.git.fetcher.close()
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
