@@ -194,4 +194,173 @@ class Repo:
         return git("rev-parse", ref, cwd=self.path)
 
 
-__all__ = ["GitServer", "Repo", "git"]
+# -- webhook payloads and a commit-status host ------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"
+
+
+def github_push(
+    url: str, ref: str, before: str, after: str, *, forced: bool = False, example: int = 4
+) -> bytes:
+    """An ``@octokit/webhooks-examples`` push payload with the local repository's URL, ref
+    and shas (example 4 is a branch push; 0 is a tag push)."""
+    import copy
+    import json
+
+    doc = copy.deepcopy(json.loads((FIXTURES / "github-push.json").read_text())[example])
+    deleted = after == "0" * 40
+    doc.update(ref=ref, before=before, after=after, forced=forced, deleted=deleted)
+    for key in ("clone_url", "html_url", "url", "git_url", "svn_url"):
+        doc["repository"][key] = url
+    if doc.get("head_commit") and not deleted:
+        doc["head_commit"]["id"] = after
+    for commit in doc.get("commits") or []:
+        commit["id"] = after
+    return json.dumps(doc).encode()
+
+
+def gitlab_push(url: str, ref: str, before: str, after: str) -> bytes:
+    """xanzy/go-gitlab's push hook payload with the local repository's URL, ref and shas."""
+    import json
+
+    doc = json.loads((FIXTURES / "gitlab-push.json").read_text())
+    doc.update(ref=ref, before=before, after=after, checkout_sha=after)
+    web = url.removesuffix(".git")
+    doc["project"].update(git_http_url=url, http_url=url, web_url=web, homepage=web)
+    doc["repository"].update(git_http_url=url, homepage=web)
+    doc["commits"][-1]["id"] = after
+    return json.dumps(doc).encode()
+
+
+def github_headers(secret: str, body: bytes, delivery: str, event: str = "push") -> dict[str, str]:
+    import hashlib
+
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": f"sha256={signature}",
+        "User-Agent": "GitHub-Hookshot/test",
+    }
+
+
+def gitlab_headers(secret: str, delivery: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Gitlab-Event": "Push Hook",
+        "X-Gitlab-Token": secret,
+        "X-Gitlab-Event-UUID": delivery,
+        "Idempotency-Key": delivery,
+    }
+
+
+class StatusHost:
+    """A local HTTP server checking GitHub's and GitLab's documented commit-status requests.
+
+    GitHub: ``POST /repos/{owner}/{repo}/statuses/{sha}``, ``Authorization: Bearer``,
+    ``Accept: application/vnd.github+json``, JSON with ``state`` (error, failure, pending,
+    success), ``context``, ``description`` (<= 140) and optional ``target_url``: 201.
+    GitLab: ``POST /api/v4/projects/{id}/statuses/{sha}``, ``PRIVATE-TOKEN``, JSON with
+    ``state`` (pending, running, success, failed, canceled), ``name``, ``description``,
+    optional ``target_url``: 201. Anything else: 4xx, and the problem is kept in ``errors``.
+    """
+
+    def __init__(self, token: str) -> None:
+        import json
+        import re
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.token = token
+        self.statuses: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        host = self
+        github = re.compile(r"/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})")
+        gitlab = re.compile(r"/api/v4/projects/([^/]+)/statuses/([0-9a-f]{40})")
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                problem, doc = host._check(self.path, self.headers, raw, github, gitlab, json)
+                if problem:
+                    host.errors.append(problem)
+                    self.send_response(422)
+                else:
+                    host.statuses.append(doc)
+                    self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _check(
+        self, path: str, headers: Any, raw: bytes, github: Any, gitlab: Any, json: Any
+    ) -> tuple[str | None, dict[str, Any]]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return f"{path}: body is not JSON", {}
+        if (m := github.fullmatch(path)) is not None:
+            if headers.get("Authorization") != f"Bearer {self.token}":
+                return f"{path}: missing or wrong Authorization: Bearer", {}
+            if headers.get("Accept") != "application/vnd.github+json":
+                return f"{path}: Accept is not application/vnd.github+json", {}
+            allowed = {"state", "target_url", "description", "context"}
+            if set(body) - allowed or body.get("state") not in (
+                "error",
+                "failure",
+                "pending",
+                "success",
+            ):
+                return f"{path}: bad GitHub status body {body}", {}
+            doc = {"api": "github", "repo": f"{m[1]}/{m[2]}", "sha": m[3], **body}
+        elif (m := gitlab.fullmatch(path)) is not None:
+            if headers.get("PRIVATE-TOKEN") != self.token:
+                return f"{path}: missing or wrong PRIVATE-TOKEN", {}
+            allowed = {"state", "ref", "name", "context", "target_url", "description", "coverage"}
+            if set(body) - allowed or body.get("state") not in (
+                "pending",
+                "running",
+                "success",
+                "failed",
+                "canceled",
+            ):
+                return f"{path}: bad GitLab status body {body}", {}
+            doc = {
+                "api": "gitlab",
+                "project": m[1],
+                "sha": m[2],
+                "context": body.get("name"),
+                **body,
+            }
+        else:
+            return f"{path}: not a commit status endpoint", {}
+        if len(str(body.get("description", ""))) > 140:
+            return f"{path}: description longer than 140 characters", {}
+        return None, doc
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+__all__ = [
+    "GitServer",
+    "Repo",
+    "StatusHost",
+    "git",
+    "github_headers",
+    "github_push",
+    "gitlab_headers",
+    "gitlab_push",
+]

@@ -325,6 +325,12 @@ class GitSource:
                 doc.pending = None
             if applied is not None:
                 doc.applied = applied
+                # Every earlier push of the burst still waiting is superseded by this one (the
+                # branch head it was checked against), whatever order the deliveries came in.
+                for p in doc.pushes:
+                    waiting = p.outcome == "queued" or p.outcome.startswith("superseded by")
+                    if waiting and p.commit != target.commit and p != doc.pending:
+                        p.outcome = f"superseded by {target.commit}"
             self._write(doc)
 
     def _reconcile(self, target: PushRecord, url: str, token: str | None) -> Run | None:
