@@ -59,6 +59,7 @@ class Packed:
     digest: str
     data: bytes
     desired: Desired
+    files: dict[str, bytes]  # exactly the packed files
     commit: CommitInfo
     fetched_bytes: int  # pack bytes this fetch added to the local object store
 
@@ -124,8 +125,8 @@ class GitFetcher:
         """Fetch ``commit`` and pack its tree at ``path`` (one source at a time)."""
         with self._lock(url):
             repo, fetched = self.fetch(url, token, commit)
-            digest, data, desired = pack_commit(repo, commit, path, url)
-            return Packed(digest, data, desired, commit_info(repo, commit), fetched)
+            digest, data, desired, files = pack_commit(repo, commit, path, url)
+            return Packed(digest, data, desired, files, commit_info(repo, commit), fetched)
 
     def ls_remote(self, url: str, token: str | None, branch: str) -> str | None:
         """The branch head on the remote, or None when the branch does not exist."""
@@ -195,6 +196,9 @@ class GitTreeSource:
         self.base = [] if path in ("", ".") else path.split("/")
         root = repo[repo[commit.encode("ascii")].tree]  # type: ignore[attr-defined]
         self._trees: dict[str, Tree] = {"": root}
+        # Objects by sha: a tree repeats files (one main.tf in many partitions) and every
+        # path is resolved from the root, so each object is read from the pack once.
+        self._objects: dict[bytes, object] = {}
         self.contents: dict[str, bytes] = {}
         found = self._walk(self.base, 0, display_root)
         if found is None or not stat.S_ISDIR(found[0]):
@@ -215,10 +219,20 @@ class GitTreeSource:
         mode, sha = parent[real[-1].encode()]
         if not stat.S_ISDIR(mode):
             return None
-        tree = self.repo[sha]
+        tree = self._object(sha)
         assert isinstance(tree, Tree)
         self._trees[key] = tree
         return tree
+
+    def _object(self, sha: bytes) -> object:
+        found = self._objects.get(sha)
+        if found is None:
+            found = self._objects[sha] = self.repo[sha]
+        return found
+
+    def _blob(self, sha: bytes) -> bytes:
+        data: bytes = self._object(sha).as_raw_string()  # type: ignore[attr-defined]
+        return data
 
     def _walk(self, parts: list[str], hops: int, where: str) -> tuple[int, bytes, list[str]] | None:
         """(mode, sha, real path parts) of repository path ``parts``, following links."""
@@ -235,7 +249,7 @@ class GitTreeSource:
                 hops += 1
                 if hops > _MAX_LINK_HOPS:
                     raise self._bad(where, "too many levels of symbolic links")
-                target = self.repo[sha].as_raw_string().decode("utf-8", "replace")  # type: ignore[attr-defined]
+                target = self._blob(sha).decode("utf-8", "replace")
                 joined = posixpath.normpath(posixpath.join("/".join(real), target))
                 if target.startswith("/") or not self._inside(joined):
                     raise self._bad(where, "symbolic link points outside the enclaves directory")
@@ -305,7 +319,7 @@ class GitTreeSource:
         found = self._walk(self._parts(rel), 0, self._display(rel))
         if found is None or not stat.S_ISREG(found[0]):
             raise self._bad(self._display(rel), "cannot read: not a file")
-        data: bytes = self.repo[found[1]].as_raw_string()  # type: ignore[attr-defined]
+        data = self._blob(found[1])
         self.contents[rel] = data
         return data
 
@@ -314,7 +328,9 @@ class GitTreeSource:
         return found is not None and stat.S_ISREG(found[0])
 
 
-def pack_commit(repo: Repo, commit: str, path: str, url: str) -> tuple[str, bytes, Desired]:
+def pack_commit(
+    repo: Repo, commit: str, path: str, url: str
+) -> tuple[str, bytes, Desired, dict[str, bytes]]:
     """Load the enclaves tree at ``path`` in ``commit`` and pack exactly the files read.
 
     The same checks as ``bundle.pack_directory``: a broken tree, a link leading out, or a tree
@@ -340,7 +356,7 @@ def pack_commit(repo: Repo, commit: str, path: str, url: str) -> tuple[str, byte
     ]
     if problems:
         raise SpecError(problems)
-    return bundle_digest(files), pack(files), desired
+    return bundle_digest(files), pack(files), desired, files
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nclav.api.http import ApiResponse, json_response
 from nclav.errors import Issue, SpecError
-from nclav.gitsource.fetch import GitError, GitFetcher
+from nclav.gitsource.fetch import GitError, GitFetcher, Packed
 from nclav.gitsource.statuses import APPLY, PLAN, StatusReporter, describe_changes
 from nclav.gitsource.webhooks import (
     BadPayload,
@@ -36,9 +37,10 @@ from nclav.gitsource.webhooks import (
     verify,
 )
 from nclav.records import RunOrigin, iso_time
+from nclav.service import bundle_blob
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from nclav.gitsource.settings import GitSettings
     from nclav.ports import BlobStore, SecretStore, WorkQueue
@@ -108,34 +110,63 @@ class GitSource:
     rejected: int = 0  # deliveries refused for a bad signature: counted, nothing else kept
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _doc: SourceDoc = field(init=False)
+    _changes: int = 0
+    _saved: int = 0
     _limiter: RateLimiter = field(init=False)
     _next_poll: float = 0.0
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.settings.webhook_rate, self.settings.webhook_burst)
-        doc = self._read()
+        doc = self._doc = self._load()
         if self.settings.url:  # flags and environment win over what PUT /source stored
             doc.url, doc.branch, doc.path = (
                 self.settings.url,
                 self.settings.branch,
                 self.settings.path,
             )
-            self._write(doc)
+            self._persist()
         elif doc.url:
             self.settings = self.settings.with_source(doc.url, doc.branch, doc.path)
         self._next_poll = time.monotonic() + min(self.settings.poll_s, 5.0)
 
     # -- the stored document --------------------------------------------------------------
 
-    def _read(self) -> SourceDoc:
+    def _load(self) -> SourceDoc:
         if not self.blobs.exists(STATE_BLOB):
             return SourceDoc()
         return SourceDoc.model_validate_json(self.blobs.get(STATE_BLOB))
 
-    def _write(self, doc: SourceDoc) -> None:
-        doc.pushes = doc.pushes[-MAX_PUSHES:]
-        doc.deliveries = doc.deliveries[-MAX_DELIVERIES:]
-        self.blobs.put(STATE_BLOB, doc.model_dump_json().encode())
+    def _read(self) -> SourceDoc:
+        """A consistent copy of the document, for readers."""
+        with self._lock:
+            return self._doc.model_copy(deep=True)
+
+    @contextmanager
+    def _editing(self) -> Iterator[SourceDoc]:
+        """Change the document under the lock, then store it before returning.
+
+        Group commit: callers that changed it while another was writing share the next
+        write, so a burst of deliveries costs a few durable writes, not one each in turn.
+        """
+        with self._lock:
+            yield self._doc
+            self._doc.pushes = self._doc.pushes[-MAX_PUSHES:]
+            self._doc.deliveries = self._doc.deliveries[-MAX_DELIVERIES:]
+            self._changes += 1
+            mine = self._changes
+        with self._write_lock:
+            if self._saved >= mine:
+                return  # a write that started after our change has stored it
+            self._persist()
+
+    def _persist(self) -> None:
+        with self._lock:
+            data = self._doc.model_dump_json().encode()
+            upto = self._changes
+        self.blobs.put(STATE_BLOB, data)
+        self._saved = upto
 
     def token(self) -> str | None:
         return self.secrets.get(TOKEN_SECRET) or None
@@ -150,12 +181,10 @@ class GitSource:
 
     def configure(self, url: str, branch: str | None, path: str | None) -> None:
         settings = self.settings.with_source(url, branch, path)
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             if doc.url and not same_repository(doc.url, settings.url or ""):
                 doc.applied = doc.pending = None  # another repository: nothing of it applied
             doc.url, doc.branch, doc.path = settings.url, settings.branch, settings.path
-            self._write(doc)
             self.settings = settings
 
     def describe(self) -> dict[str, Any]:
@@ -225,8 +254,7 @@ class GitSource:
         preview = push.ref != s.ref
         if preview and not s.preview_branches:
             return _ignored(f"ref {push.ref} (the source follows {s.ref})")
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             if push.delivery and push.delivery in doc.deliveries:
                 return json_response(200, {"status": "duplicate", "delivery": push.delivery})
             if push.delivery:
@@ -237,7 +265,6 @@ class GitSource:
                 doc.pushes.append(record)
             else:
                 self._make_pending(doc, record)
-            self._write(doc)
         kind = PREVIEW if preview else SYNC
         self.queue.send(
             {"kind": kind, "commit": push.after, "ref": push.ref, "delivery": push.delivery or ""}
@@ -300,15 +327,13 @@ class GitSource:
             if head is not None and head != commit:
                 # The branch moved on since this push (a burst, or out-of-order deliveries):
                 # the branch head is what it says, whatever arrives later.
-                with self._lock:
-                    doc = self._read()
+                with self._editing() as doc:
                     self._outcome(doc, pending, f"superseded by {head}")
                     target = PushRecord(
                         commit=head, ref=self.settings.ref, at=self._now(), trigger="head"
                     )
                     doc.pending = target
                     doc.pushes.append(target)
-                    self._write(doc)
             applied = doc.applied
             if applied is not None and applied.commit == target.commit and not force:
                 run = self.service.store.get_run(applied.run_id)
@@ -318,8 +343,7 @@ class GitSource:
             return self._reconcile(target, url, token)
 
     def _finish(self, target: PushRecord, outcome: str, applied: Applied | None = None) -> None:
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             self._outcome(doc, target, outcome)
             if doc.pending is not None and doc.pending.commit == target.commit:
                 doc.pending = None
@@ -331,7 +355,6 @@ class GitSource:
                     waiting = p.outcome == "queued" or p.outcome.startswith("superseded by")
                     if waiting and p.commit != target.commit and p != doc.pending:
                         p.outcome = f"superseded by {target.commit}"
-            self._write(doc)
 
     def _reconcile(self, target: PushRecord, url: str, token: str | None) -> Run | None:
         reporter = self._reporter()
@@ -345,7 +368,7 @@ class GitSource:
         except GitError as exc:  # the poll tries again: the head is neither applied nor pending
             self._finish(target, f"fetch failed: {exc}"[:500])
             return None
-        digest = str(self.service.bundles.put(packed.data)["digest"])
+        digest = self._store(packed)
         if reporter:
             plan = self.service.dry_run(digest)
             summary = describe_changes_json(plan["changes"])
@@ -365,6 +388,15 @@ class GitSource:
         logger.info("git source: commit %s started run %s", target.commit, run.id)
         return run
 
+    def _store(self, packed: Packed) -> str:
+        """Store the bundle (content-addressed: once) and hand its loaded tree to the cache."""
+        bundles = self.service.bundles
+        key = bundle_blob(packed.digest)
+        if not bundles.blobs.exists(key):
+            bundles.blobs.put(key, packed.data)
+        bundles.prime(packed.digest, packed.desired, packed.files)
+        return packed.digest
+
     def preview(self, commit: str, ref: str) -> dict[str, Any] | None:
         """A dry run of another branch's commit, reported as its nclav/plan status only."""
         url, token, reporter = self.settings.url, self.token(), self._reporter()
@@ -372,7 +404,7 @@ class GitSource:
             return None
         try:
             packed = self.fetcher.fetch_and_pack(url, token, commit, self.settings.path)
-            digest = str(self.service.bundles.put(packed.data)["digest"])
+            digest = self._store(packed)
             plan = self.service.dry_run(digest)
         except (SpecError, GitError) as exc:
             outcome = f"preview failed: {exc}"[:500]
@@ -384,13 +416,11 @@ class GitSource:
             outcome = f"preview: {summary}"
             if reporter:
                 reporter.report(commit, PLAN, "success", f"{summary} (preview, not applied)")
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             for p in reversed(doc.pushes):
                 if p.commit == commit and p.ref == ref:
                     p.outcome = outcome
                     break
-            self._write(doc)
         return plan
 
     # -- manual sync and the schedule ----------------------------------------------------
@@ -409,11 +439,9 @@ class GitSource:
         return head, self.sync(head, force=True)
 
     def _queue_head(self, head: str, trigger: str, *, send: bool = True) -> None:
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             record = PushRecord(commit=head, ref=self.settings.ref, at=self._now(), trigger=trigger)
             self._make_pending(doc, record)
-            self._write(doc)
         if send:
             self.queue.send({"kind": SYNC, "commit": head, "ref": record.ref, "delivery": ""})
 
@@ -465,11 +493,9 @@ class GitSource:
             reporter.report(applied.commit, APPLY, "pending", "awaiting approval", run.id)
         else:
             return  # queued or running: pending was reported when it started
-        with self._lock:
-            doc = self._read()
+        with self._editing() as doc:
             if doc.applied is not None and doc.applied.run_id == run.id:
                 doc.applied.reported = status
-                self._write(doc)
 
     def _reporter(self) -> StatusReporter | None:
         s = self.settings
