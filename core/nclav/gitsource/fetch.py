@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from dulwich.objects import S_ISGITLINK
 
-from nclav.bundle import MAX_BYTES, MAX_FILE_BYTES, MAX_FILES, bundle_digest, pack
+from nclav.bundle import MAX_BYTES, MAX_FILE_BYTES, MAX_FILES, bundle_digest
 from nclav.config import load_tree
 from nclav.errors import Issue, NclavError, SpecError
 
@@ -57,7 +57,6 @@ class CommitInfo:
 @dataclass(frozen=True)
 class Packed:
     digest: str
-    data: bytes
     desired: Desired
     files: dict[str, bytes]  # exactly the packed files
     commit: CommitInfo
@@ -125,8 +124,8 @@ class GitFetcher:
         """Fetch ``commit`` and pack its tree at ``path`` (one source at a time)."""
         with self._lock(url):
             repo, fetched = self.fetch(url, token, commit)
-            digest, data, desired, files = pack_commit(repo, commit, path, url)
-            return Packed(digest, data, desired, files, commit_info(repo, commit), fetched)
+            digest, desired, files = load_commit(repo, commit, path, url)
+            return Packed(digest, desired, files, commit_info(repo, commit), fetched)
 
     def ls_remote(self, url: str, token: str | None, branch: str) -> str | None:
         """The branch head on the remote, or None when the branch does not exist."""
@@ -328,10 +327,12 @@ class GitTreeSource:
         return found is not None and stat.S_ISREG(found[0])
 
 
-def pack_commit(
+def load_commit(
     repo: Repo, commit: str, path: str, url: str
-) -> tuple[str, bytes, Desired, dict[str, bytes]]:
-    """Load the enclaves tree at ``path`` in ``commit`` and pack exactly the files read.
+) -> tuple[str, Desired, dict[str, bytes]]:
+    """Load the enclaves tree at ``path`` in ``commit``: its bundle digest, the tree, and
+    exactly the files the loader read (what ``bundle.pack`` packs; packing waits until the
+    bundle is known to be new).
 
     The same checks as ``bundle.pack_directory``: a broken tree, a link leading out, or a tree
     too large raise SpecError naming the file as ``<url>@<commit>:<path>/...``.
@@ -356,7 +357,7 @@ def pack_commit(
     ]
     if problems:
         raise SpecError(problems)
-    return bundle_digest(files), pack(files), desired, files
+    return bundle_digest(files), desired, files
 
 
 __all__ = [
@@ -367,5 +368,5 @@ __all__ = [
     "GitTreeSource",
     "Packed",
     "commit_info",
-    "pack_commit",
+    "load_commit",
 ]

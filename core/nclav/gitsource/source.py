@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nclav.api.http import ApiResponse, json_response
+from nclav.bundle import pack
 from nclav.errors import Issue, SpecError
 from nclav.gitsource.fetch import GitError, GitFetcher, Packed
 from nclav.gitsource.statuses import APPLY, PLAN, StatusReporter, describe_changes
@@ -358,6 +359,7 @@ class GitSource:
 
     def _reconcile(self, target: PushRecord, url: str, token: str | None) -> Run | None:
         reporter = self._reporter()
+        started = time.perf_counter()
         try:
             packed = self.fetcher.fetch_and_pack(url, token, target.commit, self.settings.path)
         except SpecError as exc:
@@ -368,6 +370,7 @@ class GitSource:
         except GitError as exc:  # the poll tries again: the head is neither applied nor pending
             self._finish(target, f"fetch failed: {exc}"[:500])
             return None
+        loaded = time.perf_counter()
         digest = self._store(packed)
         if reporter:
             plan = self.service.dry_run(digest)
@@ -385,7 +388,15 @@ class GitSource:
         run = self.service.engine.start_run(digest, f"git-{target.trigger}"[:32], origin)
         applied = Applied(commit=target.commit, ref=target.ref, run_id=run.id, at=self._now())
         self._finish(target, f"run {run.id}", applied)
-        logger.info("git source: commit %s started run %s", target.commit, run.id)
+        logger.info(
+            "git source: commit %s started run %s (fetched %d bytes and loaded in %.2f s, "
+            "stored and started in %.2f s)",
+            target.commit,
+            run.id,
+            packed.fetched_bytes,
+            loaded - started,
+            time.perf_counter() - loaded,
+        )
         return run
 
     def _store(self, packed: Packed) -> str:
@@ -393,7 +404,7 @@ class GitSource:
         bundles = self.service.bundles
         key = bundle_blob(packed.digest)
         if not bundles.blobs.exists(key):
-            bundles.blobs.put(key, packed.data)
+            bundles.blobs.put(key, pack(packed.files))
         bundles.prime(packed.digest, packed.desired, packed.files)
         return packed.digest
 
