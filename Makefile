@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-git clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-cli: $(STAMP)
 bench-aws: $(STAMP)
 	$(BIN)/python scripts/bench_aws.py
 	$(BIN)/python scripts/bench_fan_out.py
+
+## Git source: webhook answer time, push-to-plan vs clone + validate, incremental fetch bytes.
+bench-git: $(STAMP)
+	$(BIN)/python scripts/bench_git.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -115,6 +115,9 @@ class GitSource:
     _doc: SourceDoc = field(init=False)
     _changes: int = 0
     _saved: int = 0
+    _dirty: threading.Event = field(default_factory=threading.Event)
+    _writer: threading.Thread | None = None
+    _closed: bool = False
     _limiter: RateLimiter = field(init=False)
     _next_poll: float = 0.0
 
@@ -145,11 +148,14 @@ class GitSource:
             return self._doc.model_copy(deep=True)
 
     @contextmanager
-    def _editing(self) -> Iterator[SourceDoc]:
-        """Change the document under the lock, then store it before returning.
+    def _editing(self, *, wait: bool = True) -> Iterator[SourceDoc]:
+        """Change the document under the lock, then store it (group commit: changes made
+        while another caller was writing share the next write).
 
-        Group commit: callers that changed it while another was writing share the next
-        write, so a burst of deliveries costs a few durable writes, not one each in turn.
+        ``wait=False`` (the webhook) leaves the write to a background writer, so a delivery
+        is answered without waiting for a durable write: a crash in those milliseconds loses
+        the record, as it loses the in-process queue's message, and the poll then finds the
+        branch head neither applied nor pending.
         """
         with self._lock:
             yield self._doc
@@ -157,10 +163,43 @@ class GitSource:
             self._doc.deliveries = self._doc.deliveries[-MAX_DELIVERIES:]
             self._changes += 1
             mine = self._changes
+        if wait:
+            self._flush(mine)
+        else:
+            self._start_writer()
+            self._dirty.set()
+
+    def _flush(self, upto: int | None = None) -> None:
         with self._write_lock:
-            if self._saved >= mine:
-                return  # a write that started after our change has stored it
+            if self._saved >= (self._changes if upto is None else upto):
+                return  # a write that started after the change has stored it
             self._persist()
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                return
+            self._writer = threading.Thread(target=self._write_loop, name="nclav-git-doc")
+            self._writer.daemon = True
+            self._writer.start()
+
+    def _write_loop(self) -> None:
+        while not self._closed:
+            self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self._flush()
+            except Exception:  # the next change or close() writes it again
+                logger.exception("storing the git source document failed")
+
+    def close(self) -> None:
+        """Store what the webhook recorded, stop the writer, close the fetched repositories."""
+        self._closed = True
+        self._dirty.set()
+        if self._writer is not None:
+            self._writer.join(timeout=10)
+        self._flush()
+        self.fetcher.close()
 
     def _persist(self) -> None:
         with self._lock:
@@ -255,7 +294,7 @@ class GitSource:
         preview = push.ref != s.ref
         if preview and not s.preview_branches:
             return _ignored(f"ref {push.ref} (the source follows {s.ref})")
-        with self._editing() as doc:
+        with self._editing(wait=False) as doc:
             if push.delivery and push.delivery in doc.deliveries:
                 return json_response(200, {"status": "duplicate", "delivery": push.delivery})
             if push.delivery:

@@ -258,7 +258,7 @@ class LocalRuntime:
             stop_server(self._server, self._threads[0])
         for thread in self._threads[1:]:  # the sweeper: it must not touch a closed store
             thread.join(timeout=30)
-        self.git.fetcher.close()
+        self.git.close()
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
