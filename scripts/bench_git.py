@@ -5,13 +5,15 @@ pushed with ``git``, a local nclav server (``LocalRuntime``, the engine ``nclav 
 following the repository, signed GitHub push deliveries built from the octokit example.
 
 1. Webhook answer time: 50 deliveries (50 commits) sent at once to a real ``nclav serve``
-   process, each on its own connection; p50/p99 of the time to the full answer. Target: p99 <= 100 ms.
+   process, each on its own connection; p50/p99 of the time to the full answer.
+   Target: p99 <= 100 ms.
 2. Push-to-plan: the 1,000 x 10 synthetic tree (scripts/synth_tree.py, as bench_core makes
    it) committed under ``enclaves/``; time from the webhook to the run's stored plan (the run
    has begun), as a ratio to ``git clone --depth 1`` + ``nclav validate`` of the same commit run
-   alone (best of 3; push-to-plan best of 2). Measured on a fresh server (the plan's 14,900 steps stored; the server is stopped
-   as the apply begins), and again with the tree's applied state seeded (as bench_noop does:
-   a no-op plan against 1,000 applied enclaves). Target: <= 1.5.
+   alone (best of 3; push-to-plan best of 2). Measured on a fresh server (the plan's 14,900
+   steps stored; the server is stopped as the apply begins), and again with the tree's
+   applied state seeded (as bench_noop does: a no-op plan against 1,000 applied enclaves).
+   Target: <= 1.5.
 3. A second push changing one file: pack bytes the second fetch added to the source's object
    store, as a share of the first's. Target: <= 10%.
 """
@@ -41,7 +43,13 @@ sys.path[:0] = [
     str(HERE.parent / "core"),
 ]
 
-from gitserver import GitServer, Repo, git, github_headers, github_push  # noqa: E402
+from gitserver import (  # type: ignore[import-not-found]  # noqa: E402
+    GitServer,
+    Repo,
+    git,
+    github_headers,
+    github_push,
+)
 from nclav.config import load_directory  # noqa: E402
 from nclav.gitsource.settings import GitSettings  # noqa: E402
 from nclav.graph import validate_graph  # noqa: E402
@@ -105,7 +113,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def webhook_latency(root: Path, gits: GitServer, deliveries: int) -> list[float]:
     """Signed deliveries sent at once to a real ``nclav serve`` process (its own GIL)."""
-    from serve_harness import Server as ServeProcess
+    from serve_harness import Server as ServeProcess  # type: ignore[import-not-found]
 
     gits.create("bench/small")
     url = gits.url("bench/small")

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dulwich.objects import S_ISGITLINK
+from dulwich.objects import S_ISGITLINK, ObjectID, Tree
+from dulwich.refs import Ref
 
 from nclav.bundle import MAX_BYTES, MAX_FILE_BYTES, MAX_FILES, bundle_digest
 from nclav.config import load_tree
 from nclav.errors import Issue, NclavError, SpecError
 
 if TYPE_CHECKING:
-    from dulwich.objects import Tree
     from dulwich.repo import Repo
 
     from nclav.config import Desired
@@ -144,7 +144,7 @@ class GitFetcher:
             raise GitError(f"expected a 40-character commit sha, got {commit!r}")
         with self._lock(url):
             repo = self._repo(url)
-            want = commit.encode("ascii")
+            want = ObjectID(commit.encode("ascii"))
             if want in repo.object_store:
                 return repo, 0  # a retry or a re-push: everything is here already
             before = _pack_bytes(repo)
@@ -159,7 +159,7 @@ class GitFetcher:
                 raise GitError(f"commit {commit} is not on {url} (or it was not sent)")
             # A ref keeps the commit as a "have" for the next fetch, which then sends only
             # what changed since.
-            repo.refs[b"refs/heads/fetched"] = want  # refs/heads/*: the graph walker reads those
+            repo.refs[Ref(b"refs/heads/fetched")] = want  # refs/heads/*: the walker reads those
             return repo, _pack_bytes(repo) - before
 
     def close(self) -> None:
@@ -194,6 +194,7 @@ class GitTreeSource:
         self.display_root = display_root
         self.base = [] if path in ("", ".") else path.split("/")
         root = repo[repo[commit.encode("ascii")].tree]  # type: ignore[attr-defined]
+        assert isinstance(root, Tree)
         self._trees: dict[str, Tree] = {"": root}
         # Objects by sha: a tree repeats files (one main.tf in many partitions) and every
         # path is resolved from the root, so each object is read from the pack once.
@@ -207,8 +208,6 @@ class GitTreeSource:
     # -- resolving paths, following links that stay inside ------------------------------
 
     def _tree(self, real: list[str]) -> Tree | None:
-        from dulwich.objects import Tree
-
         key = "/".join(real)
         if key in self._trees:
             return self._trees[key]

@@ -452,17 +452,16 @@ class GitSource:
         url, token, reporter = self.settings.url, self.token(), self._reporter()
         if url is None:
             return None
+        plan: dict[str, Any] | None = None
         try:
             packed = self.fetcher.fetch_and_pack(url, token, commit, self.settings.path)
-            digest = self._store(packed)
-            plan = self.service.dry_run(digest)
+            plan = found = self.service.dry_run(self._store(packed))
         except (SpecError, GitError) as exc:
             outcome = f"preview failed: {exc}"[:500]
             if reporter:
                 reporter.report(commit, PLAN, "failure", f"invalid: {exc}")
-            plan = None
         else:
-            summary = describe_changes_json(plan["changes"])
+            summary = describe_changes_json(found["changes"])
             outcome = f"preview: {summary}"
             if reporter:
                 reporter.report(commit, PLAN, "success", f"{summary} (preview, not applied)")

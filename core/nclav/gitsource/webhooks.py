@@ -141,6 +141,7 @@ def _push(scheme: str, doc: dict[str, Any], delivery: str | None) -> Push:
     if not SHA.fullmatch(after) or (before and not SHA.fullmatch(before)):
         raise BadPayload("before/after: expected 40-character commit shas")
     deleted = after == ZERO_SHA or doc.get("deleted") is True
+    urls: tuple[str, ...]
     if scheme == "gitlab":
         urls = (
             _text(doc, "project", "git_http_url"),
