@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dulwich.errors import HangupException
 from dulwich.objects import S_ISGITLINK, ObjectID, Tree
 from dulwich.refs import Ref
 
@@ -153,6 +154,8 @@ class GitFetcher:
                 client.fetch(  # type: ignore[attr-defined]
                     path, repo, determine_wants=lambda _refs, depth=None: [want], depth=1
                 )
+            except HangupException as exc:  # git's upload-pack hangs up on an unknown sha
+                raise GitError(f"commit {commit} is not on {url} (the server refused it)") from exc
             except Exception as exc:
                 raise _git_error(url, "fetching from", exc) from exc
             if want not in repo.object_store:
