@@ -377,15 +377,66 @@ class AwsRuntime:
             from nclav.api.auth import TokenAuth
             from nclav.api.routes import build_router
             from nclav.iac.state_backend import TerraformStateBackend
-            from nclav.service import Service
 
-            service = Service(
-                self.store, self.bundles, self.engine, self.drivers, self.default_cloud
-            )
+            service = self.service
             tf_state = TerraformStateBackend(self.store, self.blobs, self.clock)
-            return build_router(service, tf_state, self.blobs, TokenAuth(self.token))
+            auth = TokenAuth(self.token)
+            return build_router(service, tf_state, self.blobs, auth, git=self.git)
 
         return self._once("router", build)
+
+    @property
+    def service(self) -> Any:
+        def build() -> Any:
+            from nclav.service import Service
+
+            return Service(self.store, self.bundles, self.engine, self.drivers, self.default_cloud)
+
+        return self._once("service", build)
+
+    @property
+    def git(self) -> Any:
+        """The git source (issue 15): NCLAV_GIT_* settings, the token and the webhook secret
+        in Secrets Manager, fetched objects kept in /tmp while the container lives."""
+        return self._once("git", self._build_git)
+
+    def _build_git(self) -> Any:
+        import os
+        import tempfile
+        from pathlib import Path
+
+        from nclav.api.auth import generate_token
+        from nclav.errors import SpecError
+        from nclav.gitsource.fetch import GitFetcher
+        from nclav.gitsource.settings import GitSettings
+        from nclav.gitsource.source import WEBHOOK_SECRET, GitSource
+
+        try:
+            settings = GitSettings.from_env(os.environ)
+        except SpecError as exc:
+            raise ConfigurationError(f"the git source settings are invalid: {exc}") from exc
+        secret = self.secrets.get(WEBHOOK_SECRET)
+        if not secret:  # generated on first use, like the local server's
+            secret = generate_token()
+            self.secrets.put(WEBHOOK_SECRET, secret)
+
+        def rotate() -> str:
+            new = generate_token()
+            self.secrets.put(WEBHOOK_SECRET, new)
+            return new
+
+        hint = f"Secrets Manager secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
+        return GitSource(
+            settings,
+            self.service,
+            self.blobs,
+            self.queues,
+            self.secrets,
+            GitFetcher(Path(tempfile.gettempdir()) / "nclav-git"),
+            secret.strip(),
+            rotate_secret=rotate,
+            secret_hint=hint,
+        )
 
 
 _runtime: AwsRuntime | None = None

@@ -48,6 +48,11 @@ def deliver(runtime: AwsRuntime, queue: SqsWorkQueue, record: Mapping[str, Any])
         message = received.message
     except PermanentError:
         message = {}
+    if message.get("kind"):  # a control message: the git source's work (issue 15)
+        from nclav.gitsource.worker import dispatch
+
+        dispatch(message, runtime.git)
+        return
     if not message.get("run_id") or not message.get("step_id"):
         logger.error("dropped a malformed message", extra={"message_id": received.message_id})
         return

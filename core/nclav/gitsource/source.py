@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 STATE_BLOB = "git/source.json"
 TOKEN_SECRET = "git-token"
+WEBHOOK_SECRET = "git-webhook-secret"  # where a cloud runtime keeps it (local: a file)
 SYNC, PREVIEW = "sync_source", "preview_source"
 MAX_DELIVERIES = 1000
 MAX_PUSHES = 50
@@ -93,6 +94,7 @@ class SourceDoc(BaseModel):
     pending: PushRecord | None = None
     pushes: list[PushRecord] = Field(default_factory=list)
     deliveries: list[str] = Field(default_factory=list)
+    last_poll: float = 0.0  # epoch seconds: a scheduled function polls when it is due
 
 
 @dataclass
@@ -119,7 +121,7 @@ class GitSource:
     _writer: threading.Thread | None = None
     _closed: bool = False
     _limiter: RateLimiter = field(init=False)
-    _next_poll: float = 0.0
+    _polled: bool = False
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.settings.webhook_rate, self.settings.webhook_burst)
@@ -133,7 +135,6 @@ class GitSource:
             self._persist()
         elif doc.url:
             self.settings = self.settings.with_source(doc.url, doc.branch, doc.path)
-        self._next_poll = time.monotonic() + min(self.settings.poll_s, 5.0)
 
     # -- the stored document --------------------------------------------------------------
 
@@ -495,11 +496,19 @@ class GitSource:
             self.queue.send({"kind": SYNC, "commit": head, "ref": record.ref, "delivery": ""})
 
     def tick(self) -> None:
-        """The schedule's work: report finished runs, and poll the branch head when due."""
+        """The schedule's work: report finished runs, and poll the branch head when due.
+
+        The first tick of a process polls at once (it may have missed pushes while it was
+        down); later ones every ``poll_s``, counted from the last poll of any process."""
         self.report_finished()
-        if self.settings.poll_s <= 0 or time.monotonic() < self._next_poll:
+        if self.settings.poll_s <= 0 or self.settings.url is None:
             return
-        self._next_poll = time.monotonic() + self.settings.poll_s
+        now = time.time()
+        if self._polled and now - self._doc.last_poll < self.settings.poll_s:
+            return
+        self._polled = True
+        with self._editing() as doc:
+            doc.last_poll = now
         self.poll()
 
     def poll(self) -> str | None:
@@ -569,4 +578,12 @@ def _ignored(reason: str) -> ApiResponse:
     return json_response(202, {"status": f"ignored: {reason}"})
 
 
-__all__ = ["PREVIEW", "SYNC", "GitSource", "SourceDoc", "describe_changes_json"]
+__all__ = [
+    "PREVIEW",
+    "SYNC",
+    "TOKEN_SECRET",
+    "WEBHOOK_SECRET",
+    "GitSource",
+    "SourceDoc",
+    "describe_changes_json",
+]
