@@ -330,3 +330,34 @@ def test_concurrent_deliveries_are_all_recorded_and_deduplicated(tmp_path: Path)
     stored = json.loads(blobs.get("git/source.json"))
     assert sorted(stored["deliveries"]) == sorted(f"d-{i}" for i in range(20))
     assert stored["pending"]["commit"] in {m["commit"] for m in queue.sent}
+
+
+# -- the local runtime's webhook secret ---------------------------------------------------
+
+
+def test_the_webhook_secret_is_generated_once_0600_and_rotated_on_request(tmp_path: Path) -> None:
+    import stat
+
+    from click.testing import CliRunner
+
+    from nclav.cli import main
+    from nclav.local.runtime import LocalOptions, LocalRuntime
+
+    def secret_of(**options: Any) -> str:
+        runtime = LocalRuntime(LocalOptions(home=tmp_path / "home", **options), "t" * 64)
+        try:
+            return runtime.git.webhook_secret
+        finally:
+            runtime.git.close()
+            runtime.store.close()  # type: ignore[attr-defined]
+
+    first = secret_of()
+    path = tmp_path / "home" / "webhook-secret"
+    assert path.read_text().strip() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert secret_of() == first  # kept across starts
+    rotated = secret_of(rotate_webhook_secret=True)
+    assert rotated != first and path.read_text().strip() == rotated
+    assert secret_of(git_webhook_secret="given") == "given"  # the override is never written
+    assert path.read_text().strip() == rotated
+    assert "--rotate-webhook-secret" in CliRunner().invoke(main, ["serve", "--help"]).stdout

@@ -85,7 +85,7 @@ def add_source_routes(router: Router, git: GitSource | None) -> None:
 
     def webhook(scheme: str) -> Any:
         def handler(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-            return git.receive(scheme, request.headers, request.body)
+            return git.receive(scheme, request.headers, request.body, request.request_id)
 
         return handler
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nclav.api.http import ApiResponse, json_response
+from nclav.api.http import ApiResponse, error_response, json_response
 from nclav.bundle import pack
 from nclav.errors import Issue, SpecError
 from nclav.gitsource.fetch import GitError, GitFetcher, Packed
@@ -266,18 +266,21 @@ class GitSource:
 
     # -- the webhook: verify, record, enqueue ------------------------------------------------
 
-    def receive(self, scheme: str, headers: Any, body: bytes) -> ApiResponse:
+    def receive(self, scheme: str, headers: Any, body: bytes, request_id: str = "") -> ApiResponse:
+        """One delivery: verify, record, enqueue (errors in the API's one JSON shape)."""
         if not self._limiter.allow():
-            return json_response(429, {"status": "rate limited"}, headers={"Retry-After": "1"})
+            message = "too many webhook deliveries; retry shortly"
+            retry = {"Retry-After": "1"}
+            return error_response(429, "rate_limited", message, request_id, headers=retry)
         try:
             verify(scheme, self.webhook_secret, headers, body)
         except BadSignature as exc:
             self.rejected += 1
-            return json_response(401, {"error": "unauthorized", "message": str(exc)})
+            return error_response(401, "unauthorized", str(exc), request_id)
         try:
             delivery = parse(scheme, headers, body)
         except BadPayload as exc:
-            return json_response(400, {"error": "bad_request", "message": str(exc)})
+            return error_response(400, "bad_request", str(exc), request_id)
         if delivery.event == "ping":
             return json_response(200, {"status": "pong"})
         push = delivery.push
