@@ -202,6 +202,7 @@ class GitTreeSource:
         # Objects by sha: a tree repeats files (one main.tf in many partitions) and every
         # path is resolved from the root, so each object is read from the pack once.
         self._objects: dict[bytes, object] = {}
+        self._found: dict[str, tuple[int, bytes, list[str]] | None] = {}
         self.contents: dict[str, bytes] = {}
         found = self._walk(self.base, 0, display_root)
         if found is None or not stat.S_ISDIR(found[0]):
@@ -277,10 +278,18 @@ class GitTreeSource:
     def _parts(self, rel: str) -> list[str]:
         return self.base + ([p for p in rel.split("/") if p] if rel else [])
 
+    def _lookup(self, rel: str) -> tuple[int, bytes, list[str]] | None:
+        """``_walk`` of a path relative to the source root, remembered (the loader asks
+        about a file more than once: is it there, then its content)."""
+        if rel in self._found:
+            return self._found[rel]
+        found = self._found[rel] = self._walk(self._parts(rel), 0, self._display(rel))
+        return found
+
     # -- TreeSource ---------------------------------------------------------------------
 
     def listdir(self, rel: str) -> tuple[list[str], list[str]]:
-        found = self._walk(self._parts(rel), 0, self._display(rel))
+        found = self._lookup(rel)
         if found is None or not stat.S_ISDIR(found[0]):
             raise self._bad(self._display(rel), "cannot read: not a directory")
         here = found[2]
@@ -294,8 +303,10 @@ class GitTreeSource:
                 continue
             child = f"{rel}/{name}" if rel else name
             mode = entry.mode
+            if not stat.S_ISLNK(mode):  # known now: reading it later needs no walk
+                self._found.setdefault(child, (mode, entry.sha, [*here, name]))
             if stat.S_ISLNK(mode):
-                target = self._walk(self._parts(child), 0, self._display(child))
+                target = self._lookup(child)
                 if target is None:
                     continue  # a dangling link is not part of the tree
                 mode, real = target[0], target[2]
@@ -317,7 +328,7 @@ class GitTreeSource:
         return dirs, files
 
     def read(self, rel: str) -> bytes:
-        found = self._walk(self._parts(rel), 0, self._display(rel))
+        found = self._lookup(rel)
         if found is None or not stat.S_ISREG(found[0]):
             raise self._bad(self._display(rel), "cannot read: not a file")
         data = self._blob(found[1])
@@ -325,7 +336,7 @@ class GitTreeSource:
         return data
 
     def is_file(self, rel: str) -> bool:
-        found = self._walk(self._parts(rel), 0, self._display(rel))
+        found = self._lookup(rel)
         return found is not None and stat.S_ISREG(found[0])
 
 
