@@ -436,6 +436,7 @@ class AwsRuntime:
             secret.strip(),
             rotate_secret=rotate,
             secret_hint=hint,
+            shared=True,  # the API, worker and schedule functions each hold one
         )
 
 

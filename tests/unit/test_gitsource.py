@@ -361,3 +361,51 @@ def test_the_webhook_secret_is_generated_once_0600_and_rotated_on_request(tmp_pa
     assert secret_of(git_webhook_secret="given") == "given"  # the override is never written
     assert path.read_text().strip() == rotated
     assert "--rotate-webhook-secret" in CliRunner().invoke(main, ["serve", "--help"]).stdout
+
+
+def test_processes_sharing_the_document_see_each_other_s_pushes_and_settings(
+    tmp_path: Path,
+) -> None:
+    """A cloud runtime's API function records the push; its worker function, another process
+    with its own ``GitSource``, must find it pending (and follow a PUT /source)."""
+    from nclav.gitsource.source import GitSource
+    from nclav.local.dir_blobs import DirectoryBlobStore
+    from nclav.local.file_secrets import FileSecretStore
+
+    class Queue:
+        def send(self, message: dict[str, str], delay_s: float = 0) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    url = "http://127.0.0.1:9/acme/infra.git"
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
+
+    def process(**settings: Any) -> GitSource:
+        return GitSource(
+            GitSettings(poll_s=0, **settings),
+            service=None,  # type: ignore[arg-type]  # nothing here runs a reconcile
+            blobs=blobs,
+            queue=Queue(),
+            secrets=FileSecretStore(tmp_path / "secrets"),
+            fetcher=GitFetcher(tmp_path / "cache"),
+            webhook_secret=SECRET,
+            shared=True,
+        )
+
+    api, worker = process(url=url), process()
+    body = github_push(url, "refs/heads/main", SHA_A, SHA_B)
+    headers = {"x-hub-signature-256": sign(body), "x-github-event": "push"}
+    assert api.receive("github", headers, body).status == 202
+    assert worker.describe()["pending"]["commit"] == SHA_B
+    worker.configure("http://127.0.0.1:9/acme/other.git", "prod", ".")
+    doc = api.describe()
+    assert (doc["url"], doc["branch"], doc["path"]) == (
+        "http://127.0.0.1:9/acme/other.git",
+        "prod",
+        ".",
+    )
+    assert doc["pending"] is None  # another repository: nothing of the old one is pending
+    api.close()
+    worker.close()

@@ -110,6 +110,11 @@ class GitSource:
     webhook_secret: str
     rotate_secret: Callable[[], str] | None = None
     secret_hint: str = ""  # how an operator reads the webhook secret (shown by GET /source)
+    # Several processes share the document (a cloud runtime's API, worker and schedule
+    # functions): read it from the blob store before each use, write it at once. The blob
+    # store has no conditional write, so two processes changing it in the same instant may
+    # lose one change; the poll then finds the head neither applied nor pending.
+    shared: bool = False
     rejected: int = 0  # deliveries refused for a bad signature: counted, nothing else kept
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -143,9 +148,19 @@ class GitSource:
             return SourceDoc()
         return SourceDoc.model_validate_json(self.blobs.get(STATE_BLOB))
 
+    def _reload(self) -> None:
+        """The stored document, and the source it names (``PUT /source`` in another process)."""
+        self._doc = self._load()
+        if self._doc.url and self._doc.url != self.settings.url:
+            self.settings = self.settings.with_source(
+                self._doc.url, self._doc.branch, self._doc.path
+            )
+
     def _read(self) -> SourceDoc:
         """A consistent copy of the document, for readers."""
         with self._lock:
+            if self.shared:
+                self._reload()
             return self._doc.model_copy(deep=True)
 
     @contextmanager
@@ -159,12 +174,14 @@ class GitSource:
         branch head neither applied nor pending.
         """
         with self._lock:
+            if self.shared:  # another process may have changed it: start from the stored one
+                self._reload()
             yield self._doc
             self._doc.pushes = self._doc.pushes[-MAX_PUSHES:]
             self._doc.deliveries = self._doc.deliveries[-MAX_DELIVERIES:]
             self._changes += 1
             mine = self._changes
-        if wait:
+        if wait or self.shared:  # a function's background thread may be frozen: write now
             self._flush(mine)
         else:
             self._start_writer()
@@ -507,7 +524,7 @@ class GitSource:
         if self.settings.poll_s <= 0 or self.settings.url is None:
             return
         now = time.time()
-        if self._polled and now - self._doc.last_poll < self.settings.poll_s:
+        if self._polled and now - self._read().last_poll < self.settings.poll_s:
             return
         self._polled = True
         with self._editing() as doc:
