@@ -409,3 +409,30 @@ def test_processes_sharing_the_document_see_each_other_s_pushes_and_settings(
     assert doc["pending"] is None  # another repository: nothing of the old one is pending
     api.close()
     worker.close()
+
+
+def test_deliveries_beyond_the_source_s_rate_get_429_before_any_check(tmp_path: Path) -> None:
+    from nclav.gitsource.source import GitSource
+    from nclav.local.dir_blobs import DirectoryBlobStore
+    from nclav.local.file_secrets import FileSecretStore
+
+    class Queue:
+        def send(self, message: dict[str, str], delay_s: float = 0) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    source = GitSource(
+        GitSettings(url="http://h/a/b.git", poll_s=0, webhook_rate=0.001, webhook_burst=2),
+        service=None,  # type: ignore[arg-type]
+        blobs=DirectoryBlobStore(tmp_path / "blobs"),
+        queue=Queue(),
+        secrets=FileSecretStore(tmp_path / "secrets"),
+        fetcher=GitFetcher(tmp_path / "cache"),
+        webhook_secret=SECRET,
+    )
+    statuses = [source.receive("github", {}, b"{}", "r").status for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert source.rejected == 2  # the refused one was not even verified
+    source.close()
