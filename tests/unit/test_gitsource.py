@@ -226,7 +226,7 @@ def test_a_submodule_in_the_tree_is_refused(served: tuple[GitServer, Repo, GitFe
         fetcher.fetch_and_pack(repo.url, None, sha, "enclaves")
 
 
-def test_a_missing_commit_or_path_is_a_clear_error(
+def test_a_missing_commit_is_an_error_and_a_missing_path_an_empty_tree(
     served: tuple[GitServer, Repo, GitFetcher],
 ) -> None:
     _server, repo, fetcher = served
@@ -234,10 +234,17 @@ def test_a_missing_commit_or_path_is_a_clear_error(
     repo.push()
     with pytest.raises(GitError, match="is not on"):
         fetcher.fetch(repo.url, None, "d" * 40)
-    with pytest.raises(SpecError, match="enclaves directory does not exist"):
-        fetcher.fetch_and_pack(repo.url, None, sha, "nowhere")
     assert fetcher.ls_remote(repo.url, None, "main") == sha
     assert fetcher.ls_remote(repo.url, None, "absent") is None
+    # A commit without the source path is an empty tree (the directory was deleted): its
+    # plan deletes everything applied, which the server-side delete guard holds.
+    assert fetcher.fetch_and_pack(repo.url, None, sha, "nowhere").files == {}
+    repo.write({"enclaves": None})
+    repo.write({"enclaves": "now a file\n"})
+    not_a_dir = repo.commit("enclaves is a file")
+    repo.push()
+    with pytest.raises(SpecError, match="enclaves directory is not a directory"):
+        fetcher.fetch_and_pack(repo.url, None, not_a_dir, "enclaves")
 
 
 def test_a_second_fetch_receives_only_what_changed(

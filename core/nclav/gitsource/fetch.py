@@ -205,9 +205,13 @@ class GitTreeSource:
         self._found: dict[str, tuple[int, bytes, list[str]] | None] = {}
         self.contents: dict[str, bytes] = {}
         found = self._walk(self.base, 0, display_root)
-        if found is None or not stat.S_ISDIR(found[0]):
-            what = "does not exist" if found is None else "is not a directory"
-            raise SpecError([Issue(display_root, None, "", f"enclaves directory {what}")])
+        # A commit without the source path (the enclaves directory deleted) is an empty tree:
+        # its plan deletes every enclave, which the server-side delete guard holds for approval.
+        self.empty = found is None
+        if found is not None and not stat.S_ISDIR(found[0]):
+            raise SpecError(
+                [Issue(display_root, None, "", "enclaves directory is not a directory")]
+            )
 
     # -- resolving paths, following links that stay inside ------------------------------
 
@@ -289,6 +293,8 @@ class GitTreeSource:
     # -- TreeSource ---------------------------------------------------------------------
 
     def listdir(self, rel: str) -> tuple[list[str], list[str]]:
+        if self.empty:
+            return [], []
         found = self._lookup(rel)
         if found is None or not stat.S_ISDIR(found[0]):
             raise self._bad(self._display(rel), "cannot read: not a directory")
