@@ -518,3 +518,11 @@ def test_the_cli_sets_shows_and_syncs_the_source(
     assert server.request("POST", "/webhooks/github", body, auth=False, headers=stale).status == 401
     fresh = github_headers(new, body, "d-new")
     assert server.request("POST", "/webhooks/github", body, auth=False, headers=fresh).status == 202
+
+    # An unreachable remote: the sync answers 502 naming it, never 500.
+    gone = "http://127.0.0.1:9/acme/gone.git"
+    assert server.request("PUT", "/source", {"url": gone}).status == 200
+    failed = server.request("POST", "/source/sync")
+    assert failed.status == 502, failed
+    assert failed.json["error"]["code"] == "git_remote" and gone in failed.json["error"]["message"]
+    assert "unhandled error" not in server.stderr()

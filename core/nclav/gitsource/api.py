@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nclav.api.http import ApiRequest, ApiResponse, BadRequest, json_response
+from nclav.api.http import ApiRequest, ApiResponse, BadRequest, HttpError, json_response
 from nclav.api.router import RequestBody
 
 if TYPE_CHECKING:
@@ -54,7 +54,12 @@ def add_source_routes(router: Router, git: GitSource | None) -> None:
         return json_response(200, git.describe())
 
     def sync(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        head, run = git.sync_now()
+        from nclav.gitsource.fetch import GitError  # dulwich: only when a sync runs
+
+        try:
+            head, run = git.sync_now()
+        except GitError as exc:  # the remote, not this server, failed: 502 with its reason
+            raise HttpError(502, "git_remote", str(exc)) from exc
         doc: dict[str, Any] = {"commit": head, "run_id": run.id if run else None}
         if run is None:
             return json_response(200, {**doc, "status": "nothing to do"})
