@@ -397,7 +397,8 @@ class AwsRuntime:
     @property
     def git(self) -> Any:
         """The git source (issue 15): NCLAV_GIT_* settings, the token and the webhook secret
-        in Secrets Manager, fetched objects kept in /tmp while the container lives."""
+        in Secrets Manager, fetched objects kept in /tmp while the container lives. None
+        (no /source or /webhooks routes) when its secret cannot be read or created."""
         return self._once("git", self._build_git)
 
     def _build_git(self) -> Any:
@@ -415,10 +416,16 @@ class AwsRuntime:
             settings = GitSettings.from_env(os.environ)
         except SpecError as exc:
             raise ConfigurationError(f"the git source settings are invalid: {exc}") from exc
-        secret = self.secrets.get(WEBHOOK_SECRET)
-        if not secret:  # generated on first use, like the local server's
-            secret = generate_token()
-            self.secrets.put(WEBHOOK_SECRET, secret)
+        try:
+            secret = self.secrets.get(WEBHOOK_SECRET)
+            if not secret:  # generated on first use, like the local server's
+                secret = generate_token()
+                self.secrets.put(WEBHOOK_SECRET, secret)
+        except Exception:  # e.g. no IAM right on the secret: the rest of the API still serves
+            logging.getLogger(__name__).exception(
+                "the git source is off: its webhook secret cannot be read or created"
+            )
+            return None
 
         def rotate() -> str:
             new = generate_token()

@@ -28,7 +28,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     resent = runtime.engine.sweep()
     if resent:
         logger.info("steps with an expired lease sent again", extra={"resent": resent})
-    runtime.git.tick()  # the git source: commit statuses, and the branch poll when due
+    if runtime.git is not None:  # the git source: commit statuses, the poll when due
+        runtime.git.tick()
     return {"resent": resent}
 
 
