@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-aws: $(STAMP)
 ## Live-log latency (real terraform, a line every 100 ms): p95 with SSE and with polling.
 bench-logs-live: $(STAMP)
 	$(BIN)/python scripts/bench_live_logs.py --shipped
+
+## Git source: webhook answer time, push-to-plan vs clone + validate, incremental fetch bytes.
+bench-git: $(STAMP)
+	$(BIN)/python scripts/bench_git.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

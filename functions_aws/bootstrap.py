@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from functions_aws.secrets import SecretsManagerSecretStore
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine
+    from nclav.gitsource.source import GitSource
     from nclav.iac.partition import PartitionIac
     from nclav.model import Cloud
     from nclav.ports import Clock, StateStore
     from nclav.runtime.compose import Composition
     from nclav.runtime.delivery import DeliveryPolicy
+    from nclav.service import Service
 
 _T = TypeVar("_T")
 
@@ -177,6 +179,7 @@ class AwsRuntime:
                 drivers=self.drivers,
                 token=lambda: self.token,
                 time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
+                git=self._build_git,
             )
 
         return self._once("composition", build)
@@ -193,6 +196,62 @@ class AwsRuntime:
     @property
     def router(self) -> Router:
         return self._once("router", lambda: self.composition.router)
+
+    @property
+    def service(self) -> Service:
+        return self.composition.service
+
+    @property
+    def git(self) -> GitSource | None:
+        """The git source (issue 15): NCLAV_GIT_* settings, the token and the webhook secret
+        in Secrets Manager, fetched objects kept in /tmp while the container lives. None
+        (no /source or /webhooks routes) when its secret cannot be read or created."""
+        return self.composition.git
+
+    def _build_git(self, service: Service) -> GitSource | None:
+        import os
+        import tempfile
+        from pathlib import Path
+
+        from nclav.api.auth import generate_token
+        from nclav.errors import SpecError
+        from nclav.gitsource.fetch import GitFetcher
+        from nclav.gitsource.settings import GitSettings
+        from nclav.gitsource.source import WEBHOOK_SECRET, GitSource
+
+        try:
+            settings = GitSettings.from_env(os.environ)
+        except SpecError as exc:
+            raise ConfigurationError(f"the git source settings are invalid: {exc}") from exc
+        try:
+            secret = self.secrets.get(WEBHOOK_SECRET)
+            if not secret:  # generated on first use, like the local server's
+                secret = generate_token()
+                self.secrets.put(WEBHOOK_SECRET, secret)
+        except Exception:  # e.g. no IAM right on the secret: the rest of the API still serves
+            logging.getLogger(__name__).exception(
+                "the git source is off: its webhook secret cannot be read or created"
+            )
+            return None
+
+        def rotate() -> str:
+            new = generate_token()
+            self.secrets.put(WEBHOOK_SECRET, new)
+            return new
+
+        hint = f"Secrets Manager secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
+        return GitSource(
+            settings,
+            service,
+            self.blobs,
+            self.queues,
+            self.secrets,
+            GitFetcher(Path(tempfile.gettempdir()) / "nclav-git"),
+            secret.strip(),
+            rotate_secret=rotate,
+            secret_hint=hint,
+            shared=True,  # the API, worker and schedule functions each hold one
+        )
 
 
 class _Lazy:

@@ -3,6 +3,7 @@
 ``Engine.sweep`` sends again the steps whose lease expired (their worker died or was
 stopped) and the ready steps whose delay has passed, and starts the runs that may start. It
 is what recovers a step whose message was lost or dead-lettered, so no run waits forever.
+It also runs the git source's schedule (``GitSource.tick``): the poll for missed pushes.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ logger = Logger(service="nclav-schedule")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     bootstrap.route_logs(logger)
-    resent = bootstrap.runtime().engine.sweep()
+    runtime = bootstrap.runtime()
+    resent = runtime.engine.sweep()
     if resent:
         logger.info("stuck steps sent again", extra={"resent": resent})
+    if runtime.git is not None:  # the git source: commit statuses, the poll when due
+        runtime.git.tick()
     return {"resent": resent}
 
 

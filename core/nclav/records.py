@@ -90,6 +90,19 @@ class Approval(BaseModel):
     changes: tuple[dict[str, JsonValue], ...] = ()  # the plan's changes (at most 1000 kept)
 
 
+class RunOrigin(BaseModel):
+    """Where a run's tree came from when a git push (or the source's poll) started it."""
+
+    model_config = _RECORD
+
+    repository: str  # the source URL, never with credentials in it
+    ref: str
+    commit: str
+    author: str = ""
+    message: str = ""  # the first line of the commit message
+    delivery: str | None = None  # the webhook delivery id; None for a poll or a manual sync
+
+
 class Run(BaseModel):
     """One reconcile or destroy: the plan's steps carried out for a bundle (or a teardown)."""
 
@@ -121,6 +134,7 @@ class Run(BaseModel):
     allow_delete: bool = False
     approval: Approval | None = None  # set while (and after) the run awaited approval
     approved_digest: str | None = None  # the plan an approver accepted
+    origin: RunOrigin | None = None  # set for runs started from the git source
 
 
 class StepRecord(BaseModel):
@@ -347,6 +361,7 @@ __all__ = [
     "IacRun",
     "IacStatus",
     "Run",
+    "RunOrigin",
     "RunStatus",
     "StepRecord",
     "StepStatus",

@@ -22,6 +22,7 @@ from nclav.records import RunStatus
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from nclav.config import Desired
     from nclav.engine import Driver, Engine
     from nclav.graph import Graph
     from nclav.model import Cloud
@@ -93,7 +94,17 @@ class Bundles:
         if not self.blobs.exists(key):
             raise NotFoundError(f"bundle {digest!r} not found: upload it with POST /bundles first")
         files = unpack(self.blobs.get(key))
-        graph = validate_graph(load_bundle(files), self.default_cloud)
+        return self._remember(digest, load_bundle(files), files)
+
+    def prime(self, digest: str, desired: Desired, files: Mapping[str, bytes]) -> None:
+        """Cache a bundle the server packed itself from ``desired`` (the git source), so its
+        run neither unpacks nor loads the tree again; the blob must be stored already."""
+        self._remember(digest, desired, files)
+
+    def _remember(
+        self, digest: str, desired: Desired, files: Mapping[str, bytes]
+    ) -> tuple[Graph, Files]:
+        graph = validate_graph(desired, self.default_cloud)
         by_partition: Files = {
             f"{e.id}/{p.id}": {name: files[f"{p.dir}/{name}"] for name, _ in p.files}
             for e in graph.enclaves.values()

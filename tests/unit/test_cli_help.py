@@ -51,6 +51,10 @@ def test_the_issue_s_commands_are_all_there() -> None:
         ("init",),
         ("events",),
         ("schema",),
+        ("source",),
+        ("source", "set"),
+        ("source", "sync"),
+        ("source", "rotate-secret"),
     }
 
 

@@ -350,6 +350,64 @@ class LockInfo(RootModel[dict[str, JsonValue]]):
     """Terraform's lock info (``ID``, ``Operation``, ``Who``, ...), as the holder sent it."""
 
 
+# -- the git source (nclav.gitsource) ----------------------------------------------------------
+
+
+class SourceView(BaseModel):
+    """``GET``/``PUT /source``: the source's settings, the last commits seen and applied, what
+    is pending, recent pushes and how to set the webhook up (never a credential)."""
+
+    model_config = _VIEW
+    configured: bool
+    url: str | None
+    branch: str
+    path: str
+    poll_s: float
+    preview_branches: bool
+    token: bool  # whether a token is stored (the token itself is never shown)
+    statuses: bool  # whether commit statuses are reported
+    last_seen: dict[str, JsonValue] | None
+    applied: dict[str, JsonValue] | None
+    pending: dict[str, JsonValue] | None
+    pushes: list[dict[str, JsonValue]]
+    rejected_deliveries: int
+    webhook: dict[str, JsonValue]
+
+
+class SourceSync(BaseModel):
+    """``POST /source/sync``: the branch head and the run it started (none: nothing to do)."""
+
+    model_config = _VIEW
+    commit: str | None
+    run_id: str | None
+    status: str
+    run: Run | None = None
+
+
+class WebhookSecret(BaseModel):
+    """``POST /source/webhook-secret``: the new secret (shown once; set it on the git host)."""
+
+    model_config = _VIEW
+    webhook_secret: str
+
+
+class WebhookAnswer(BaseModel):
+    """A push delivery's answer: accepted (202), ignored (202 with the reason), duplicate or
+    ping (200)."""
+
+    model_config = _VIEW
+    status: str
+    commit: str | None = None
+    ref: str | None = None
+    delivery: str | None = None
+
+
+_WEBHOOK = (
+    Reply(202, "Recorded and queued, or ignored (the answer says why)", WebhookAnswer),
+    Reply(200, "A ping, or a delivery already seen", WebhookAnswer),
+)
+
+
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
@@ -384,6 +442,16 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("GET", "/runs"): (Reply(200, "Runs, newest first", RunList),),
     ("GET", "/runs/{run_id}"): (Reply(200, "The run with its steps", RunWithSteps),),
     ("POST", "/runs/{run_id}/approve"): _RUN_STARTED,
+    ("GET", "/source"): (Reply(200, "The git source", SourceView),),
+    ("PUT", "/source"): (Reply(200, "The git source as set", SourceView),),
+    ("POST", "/source/sync"): (
+        Reply(202, "The run started for the branch head", SourceSync),
+        Reply(200, "Nothing to do, or the run finished within ?wait=", SourceSync),
+    ),
+    ("POST", "/source/webhook-secret"): (Reply(200, "The new secret", WebhookSecret),),
+    ("POST", "/webhooks/github"): _WEBHOOK,
+    ("POST", "/webhooks/gitlab"): _WEBHOOK,
+    ("POST", "/webhooks/git"): _WEBHOOK,
     ("POST", "/runs/{run_id}/cancel"): (Reply(200, "The cancelled run", RunAccepted),),
     ("GET", "/enclaves"): (Reply(200, "Every enclave's applied state", EnclaveList),),
     ("GET", "/enclaves/{id}"): (Reply(200, "The enclave's applied state", EnclaveView),),

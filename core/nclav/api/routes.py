@@ -39,6 +39,7 @@ from nclav.api.streams import (
     run_events_response,
 )
 from nclav.engine.driver import OrphanScanner
+from nclav.gitsource.api import add_source_routes
 from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
 from nclav.records import IacStatus
@@ -47,6 +48,7 @@ from nclav.views import enclave_graph_json, enclave_json, status_json, system_gr
 
 if TYPE_CHECKING:
     from nclav.api.http import Authenticator
+    from nclav.gitsource.source import GitSource
     from nclav.iac.state_backend import TerraformStateBackend
     from nclav.ports import BlobStore
     from nclav.records import Run
@@ -153,6 +155,7 @@ def build_router(
     version: str = "0",
     streaming: bool = True,
     stream_limit_s: float = DEFAULT_LIMIT_S,
+    git: GitSource | None = None,
 ) -> Router:
     """``streaming=False`` for a runtime that cannot stream a response (AWS Lambda's Python
     runtime): the live routes then answer their polling form to an event-stream request.
@@ -543,6 +546,7 @@ def build_router(
     router.add("DELETE", state, tf_delete, summary="Forget the current state", **opts)
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)
+    add_source_routes(router, git)  # the git source: /source and the /webhooks/* (issue 15)
     return router
 
 

@@ -31,6 +31,7 @@ from nclav.cli.reconcile import apply, diff
 from nclav.cli.schema import schema
 from nclav.cli.serve import serve
 from nclav.cli.show import graph, orphans, status
+from nclav.cli.source import source
 from nclav.cli.teardown import destroy
 from nclav.cli.validate import validate
 
@@ -107,6 +108,7 @@ for _command in (
     events,
     iac,
     schema,
+    source,
 ):
     main.add_command(_command)
 

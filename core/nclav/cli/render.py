@@ -180,6 +180,13 @@ def run_detail(run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _trigger(run: Mapping[str, Any]) -> str:
+    """The trigger, and for a run from the git source its commit (issue 15)."""
+    origin = run.get("origin")
+    commit = origin.get("commit") if isinstance(origin, dict) else None
+    return f"{run.get('trigger')} {str(commit)[:7]}" if commit else str(run.get("trigger"))
+
+
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return table(
         ["ID", "STATUS", "TRIGGER", "CHANGES", "ERRORS", "CREATED"],
@@ -187,7 +194,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             [
                 str(r.get("id")),
                 str(r.get("status")),
-                str(r.get("trigger")),
+                _trigger(r),
                 str(r.get("changes")),
                 str(len(r.get("errors") or ())),
                 _time(r.get("created_at")),

@@ -8,6 +8,7 @@ import sys
 import click
 
 from nclav.cli.common import EXIT_FAILED, EXIT_INVALID, InvalidError, settings
+from nclav.cli.source import git_options, git_settings
 
 
 class ServeCommand(click.Command):
@@ -157,6 +158,7 @@ class ServeCommand(click.Command):
     envvar="NCLAV_MAX_STREAMS",
     help="Live log/event streams (server-sent events) open at once; more get 503 and poll.",
 )
+@git_options
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -171,6 +173,10 @@ def serve(
     max_deletes: int,
     notify_url: str | None,
     max_streams: int,
+    git_url: str | None,
+    git_branch: str | None,
+    git_path: str | None,
+    rotate_webhook_secret: bool,
     **driver_values: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
@@ -232,6 +238,11 @@ def serve(
             driver_options=_by_cloud(driver_values),
             notify_url=notify_url,
             max_streams=max_streams,
+            # The git source (issue 15): flags over NCLAV_GIT_*; the secrets never in a flag.
+            git=git_settings(os.environ, git_url, git_branch, git_path),
+            git_token=os.environ.get("NCLAV_GIT_TOKEN") or None,
+            git_webhook_secret=os.environ.get("NCLAV_GIT_WEBHOOK_SECRET") or None,
+            rotate_webhook_secret=rotate_webhook_secret,
         )
         runtime = LocalRuntime(options, token)
     except (SpecError, TokenError, ConfigurationError) as exc:
@@ -240,6 +251,8 @@ def serve(
         sys.exit(EXIT_INVALID)
     if created:
         click.echo(f"API token (saved to {home_path / 'token'}, mode 0600): {token}")
+    if runtime.webhook_secret_created:
+        click.echo(f"Webhook secret written to {home_path / 'webhook-secret'} (mode 0600)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

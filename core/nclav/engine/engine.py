@@ -50,6 +50,7 @@ from nclav.records import (
     AuditEvent,
     EventKind,
     Run,
+    RunOrigin,
     RunStatus,
     StepRecord,
     StepStatus,
@@ -132,6 +133,8 @@ class Engine:
         max_deletes: int | None = None,
         allow_delete: bool = False,
         resources_only: bool = False,
+        origin: RunOrigin | None = None,
+        hold_empty: bool = False,
     ) -> Run:
         """Queue a reconcile of ``bundle``; it is planned when it begins.
 
@@ -139,9 +142,17 @@ class Engine:
         run never plans against state another run is still changing. The run claims every
         enclave of the bundle and every applied enclave missing from it (those are deleted).
         A tree naming a cloud without a driver, or (unless ``allow_delete``) holding no
-        enclave, is refused here (``SpecError``), before anything runs.
+        enclave, is refused here (``SpecError``), before anything runs; with ``hold_empty``
+        (a git push: nobody reads a refusal) an empty tree makes a run that the delete guard
+        holds for approval when it begins.
         """
-        run = self._new_reconcile(bundle, trigger, max_deletes, allow_delete, resources_only)
+        run = self._new_reconcile(
+            bundle, trigger, max_deletes, allow_delete or hold_empty, resources_only
+        )
+        if hold_empty and not allow_delete:  # judged by the guard when it begins, like any run
+            run = run.model_copy(update={"allow_delete": False})
+        if origin is not None:
+            run = run.model_copy(update={"origin": origin})
         return self._create(run, [])
 
     def start_run_if_changed(
@@ -261,7 +272,10 @@ class Engine:
 
     def _create(self, run: Run, steps: list[StepRecord]) -> Run:
         run = self.store.create_run(run, steps)
-        self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields={"dry_run": False})
+        fields: dict[str, str | int | bool | None] = {"dry_run": False}
+        if run.origin is not None:  # a git push: the event says which commit
+            fields.update(commit=run.origin.commit, ref=run.origin.ref)
+        self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields=fields)
         self.kick()
         return self.store.get_run(run.id) or run
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nclav.api.auth import load_or_create_token
 from nclav.api.server import (
     DEFAULT_MAX_STREAMS,
     ApiServer,
@@ -26,7 +27,12 @@ from nclav.api.server import (
 )
 from nclav.engine import LocalDriver
 from nclav.engine.driver import TerraformHoldings
+from nclav.errors import Issue, SpecError
+from nclav.gitsource.fetch import GitFetcher
+from nclav.gitsource.settings import GitSettings
+from nclav.gitsource.source import TOKEN_SECRET, GitSource
 from nclav.local.dir_blobs import DirectoryBlobStore
+from nclav.local.file_secrets import FileSecretStore
 from nclav.local.memory_store import InMemoryStateStore
 from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine, PartitionIac
     from nclav.ports import StateStore
+    from nclav.service import Service
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,11 @@ class LocalOptions:
     # Webhook targets (comma-separated; None: NCLAV_NOTIFY_URL), see nclav.notify.
     notify_url: str | None = None
     max_streams: int = DEFAULT_MAX_STREAMS  # server-sent event streams open at once
+    # -- the git source (issue 15): settings, and secrets given by flags or the environment
+    git: GitSettings = field(default_factory=GitSettings)
+    git_token: str | None = field(default=None, repr=False)
+    git_webhook_secret: str | None = field(default=None, repr=False)
+    rotate_webhook_secret: bool = False
 
     def settings(self, root: Path) -> Settings:
         """Core's settings for a runtime whose files live under ``root``."""
@@ -105,6 +117,8 @@ class LocalRuntime:
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _threads: list[threading.Thread] = field(init=False, default_factory=list)
     _server: ApiServer | None = field(init=False, default=None)
+    git: GitSource = field(init=False)
+    webhook_secret_created: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -139,13 +153,52 @@ class LocalRuntime:
             token=self.token,
             local_dirs=True,
             bundle_cache_bytes=opts.bundle_cache_bytes,
+            git=lambda service: self._git_source(root, service, blobs),
         )
         self.iac = built.iac
         self.engine = built.engine
+        git = built.git
+        assert git is not None  # the local runtime always has one (configured or not)
+        self.git = git
         self.router = built.router
 
     def _deliver(self, delivery: Delivery) -> Outcome:
         return deliver(self.engine, delivery, self._policy)
+
+    def _git_source(self, root: Path, service: Service, blobs: DirectoryBlobStore) -> GitSource:
+        """The git source: its token in a secret store, its webhook secret beside the token."""
+        opts = self.options
+        secrets = FileSecretStore(root / "secrets")
+        if opts.git_token:
+            secrets.put(TOKEN_SECRET, opts.git_token)
+        secret_file = opts.home / "webhook-secret"
+        secret, self.webhook_secret_created = load_or_create_token(
+            secret_file, rotate=opts.rotate_webhook_secret, env_token=opts.git_webhook_secret
+        )
+        hint = (
+            "from NCLAV_GIT_WEBHOOK_SECRET"
+            if opts.git_webhook_secret
+            else f"cat {secret_file}  (mode 0600; rotate: nclav source rotate-secret)"
+        )
+
+        def rotate() -> str:
+            if opts.git_webhook_secret:
+                raise SpecError(
+                    [Issue("webhook secret", None, "", "set by NCLAV_GIT_WEBHOOK_SECRET")]
+                )
+            return load_or_create_token(secret_file, rotate=True)[0]
+
+        return GitSource(
+            opts.git,
+            service,
+            blobs,
+            self.queue,
+            secrets,
+            GitFetcher(root / "git"),
+            secret,
+            rotate_secret=rotate,
+            secret_hint=hint,
+        )
 
     def _install_notifier(self, root: Path) -> None:
         from nclav import notify
@@ -174,7 +227,18 @@ class LocalRuntime:
         # Steps a previous process left ready or running: its in-process queue is gone, so
         # every ready step's message is lost (window 0), whenever it was sent.
         self.engine.sweep(window_s=0)
+        git = threading.Thread(target=self._git_loop, name="nclav-git", daemon=True)
+        git.start()
+        self._threads.append(git)
         return f"http://{host}:{port}"
+
+    def _git_loop(self) -> None:
+        """The git source's schedule: commit statuses of finished runs, the branch poll."""
+        while not self._stop.wait(min(self.options.sweep_every_s, 1.0)):
+            try:
+                self.git.tick()
+            except Exception:  # like the sweeper: a passing error must not end the loop
+                logger.exception("git source tick failed")
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.options.sweep_every_s):
@@ -196,6 +260,7 @@ class LocalRuntime:
             stop_server(self._server, self._threads[0])
         for thread in self._threads[1:]:  # the sweeper: it must not touch a closed store
             thread.join(timeout=30)
+        self.git.close()
         close = getattr(self.store, "close", None)
         if callable(close):
             close()

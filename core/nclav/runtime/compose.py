@@ -8,16 +8,21 @@ terraform runner, so a step's lease and its partition's mutex name the same work
 
 from __future__ import annotations
 
+import logging
+import threading
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nclav.records import new_id
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine
+    from nclav.gitsource.source import GitSource
     from nclav.iac.partition import PartitionIac
     from nclav.iac.sandbox import TimeLimit
     from nclav.model import Cloud
@@ -36,15 +41,40 @@ class Composition:
         iac: PartitionIac,
         engine: Engine,
         service: Service,
-        router: Callable[[], Router],
+        router: Callable[[Composition], Router],
+        git: Callable[[Service], GitSource | None] | None = None,
     ) -> None:
         self.owner, self.bundles, self.iac = owner, bundles, iac
         self.engine, self.service = engine, service
         self._router = router
+        self._git = git
+        self._git_lock = threading.Lock()
+        # The git source's queue messages (a push to fetch, a preview to plan) are handled
+        # by whichever worker receives them, like steps.
+        from nclav.gitsource.settings import KINDS
+
+        for kind in KINDS:
+            engine.register_control(kind, self._git_message)
 
     @cached_property
     def router(self) -> Router:
-        return self._router()
+        return self._router(self)
+
+    @property
+    def git(self) -> GitSource | None:
+        """The git source (issue 15), built on first use; None when the runtime has none."""
+        with self._git_lock:
+            if "_git_source" not in self.__dict__:
+                self.__dict__["_git_source"] = self._git(self.service) if self._git else None
+            source: GitSource | None = self.__dict__["_git_source"]
+            return source
+
+    def _git_message(self, message: Mapping[str, Any]) -> None:
+        source = self.git
+        if source is None:
+            logger.warning("%s message dropped: this runtime has no git source", message["kind"])
+            return
+        source.handle(dict(message))
 
 
 def new_owner() -> str:
@@ -65,6 +95,7 @@ def compose(
     time_limit: TimeLimit | None = None,
     local_dirs: bool = False,
     bundle_cache_bytes: int | None = None,
+    git: Callable[[Service], GitSource | None] | None = None,
 ) -> Composition:
     """Build the runtime's core objects from its adapters.
 
@@ -72,7 +103,8 @@ def compose(
     needs it; terraform never gets it: its state goes through the terraform runner's own
     loopback backend with a one-run credential). ``time_limit`` is given by a runtime whose
     workers are sandboxes with a hard time limit (Lambda): terraform is then held to the time
-    an invocation has left (``PartitionIac.time_limited``).
+    an invocation has left (``PartitionIac.time_limited``). ``git`` builds the runtime's git
+    source from the service (first used by the router or a git queue message).
     """
     from nclav.engine import Engine
     from nclav.iac.partition import PartitionIac
@@ -115,16 +147,17 @@ def compose(
     )
     service = Service(store, bundles, engine, drivers, default_cloud, local_dirs=local_dirs)
 
-    def router() -> Router:
+    def router(built: Composition) -> Router:
         from nclav.api.auth import TokenAuth
         from nclav.api.routes import build_router
         from nclav.iac.state_backend import TerraformStateBackend
 
         tf_state = TerraformStateBackend(store, blobs, clock)
         auth = TokenAuth(token if isinstance(token, str) else token())
-        return build_router(service, tf_state, blobs, auth)
+        return build_router(service, tf_state, blobs, auth, git=built.git)
 
-    return Composition(owner, bundles, iac, engine, service, router)
+    built = Composition(owner, bundles, iac, engine, service, router, git)
+    return built
 
 
 __all__ = ["Composition", "compose", "new_owner"]
