@@ -3,6 +3,7 @@
 ``Engine.sweep`` sends again the steps whose lease expired (their worker died or was
 stopped) and the ready steps whose delay has passed, and starts the runs that may start. It
 is what recovers a step whose message was lost or dead-lettered, so no run waits forever.
+It also sends the drift checks that are due (``nclav.drift.schedule``) to the IaC queue.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 
 from functions_aws import bootstrap
+from nclav.drift import DriftOptions, DriftScheduler
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,9 +25,15 @@ logger = Logger(service="nclav-schedule")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     bootstrap.route_logs(logger)
-    resent = bootstrap.runtime().engine.sweep()
+    runtime = bootstrap.runtime()
+    resent = runtime.engine.sweep()
     if resent:
         logger.info("steps with an expired lease sent again", extra={"resent": resent})
+    engine = runtime.engine
+    drift = DriftScheduler(engine.store, engine.queue, DriftOptions.from_env(), engine.bundles)
+    checks = len(drift.tick(engine.clock.now()))
+    if checks:
+        logger.info("drift checks sent", extra={"checks": checks})
     return {"resent": resent}
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from nclav.config import Desired
+from nclav.drift.worker import DRIFT_KIND, handle_drift_check
 from nclav.engine.steps import StepContext, carry_out, record_failure
 from nclav.errors import (
     ConflictError,
@@ -164,6 +165,8 @@ class Engine:
 
     def handle(self, message: Mapping[str, str]) -> None:
         """One queue message: claim the step, carry it out, record the outcome, fan out."""
+        if message.get("kind") == DRIFT_KIND:  # a control message: a drift check (nclav.drift)
+            return handle_drift_check(self, message)
         run_id, step_id = message["run_id"], message["step_id"]
         run = self.store.get_run(run_id)
         if run is None or run.status != RunStatus.RUNNING:

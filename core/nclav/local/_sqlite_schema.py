@@ -96,6 +96,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # has_unfinished_steps: one index seek per run, whatever the run's size.
         "CREATE INDEX steps_by_run_status ON steps (run_id, status)",
     ),
+    (
+        # Drift detection: one record per partition (nclav.drift).
+        """CREATE TABLE drift (
+            enclave_id TEXT NOT NULL,
+            partition_id TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            PRIMARY KEY (enclave_id, partition_id)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from nclav.api.auth import TokenAuth
 from nclav.api.routes import build_router
 from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
+from nclav.drift import DriftOptions, DriftScheduler
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.engine.driver import TerraformHoldings
 from nclav.errors import Issue, SpecError
@@ -130,6 +131,8 @@ class LocalRuntime:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.store = SqliteStateStore(root / "state.db")
         clock = SystemClock()
+        self.clock = clock
+        drift_options = DriftOptions.from_env()
         blobs = DirectoryBlobStore(root / "blobs")
         if isinstance(drivers.get(Cloud.LOCAL), LocalDriver):  # it reports what nclav holds
             holdings = TerraformHoldings(self.store, blobs, root / "workspaces")
@@ -141,6 +144,7 @@ class LocalRuntime:
             root / "workspaces",
             timeout_s=opts.iac_timeout_s,
             lease_s=opts.lease_s,
+            check_timeout_s=drift_options.timeout_s,
         )
         bundles = Bundles(blobs, opts.default_cloud, cache_bytes=opts.bundle_cache_bytes)
         self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
@@ -158,6 +162,7 @@ class LocalRuntime:
             backoff_s=opts.backoff_s,
         )
         self.iac.owner = self.engine.owner
+        self.drift = DriftScheduler(self.store, self.queue, drift_options, bundles.load)
         service = Service(
             self.store, bundles, self.engine, drivers, opts.default_cloud, local_dirs=True
         )
@@ -189,6 +194,10 @@ class LocalRuntime:
                 self.engine.sweep()
             except Exception:  # the sweeper must outlive a passing store error
                 logger.exception("sweep failed")
+            try:
+                self.drift.tick(self.clock.now())  # due drift checks, to the workers
+            except Exception:
+                logger.exception("drift schedule failed")
 
     def stop(self) -> None:
         """Let steps in flight finish, stop serving, close the store.

@@ -1,0 +1,57 @@
+"""What a refresh-only plan says drifted, and a fingerprint of it.
+
+``terraform show -json`` of a refresh-only plan lists under ``resource_drift`` every resource
+whose real state no longer matches its Terraform state, with ``before`` (the state) and
+``after`` (what the refresh read). The changed attributes are the top-level keys whose values
+differ; their values are not kept (they may be secrets).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nclav.hashing import digest
+from nclav.records import ResourceDrift
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+
+def drifted_resources(plan: Mapping[str, object]) -> tuple[ResourceDrift, ...]:
+    """The plan's ``resource_drift`` entries, sorted by address."""
+    entries = plan.get("resource_drift")
+    found: list[ResourceDrift] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+            continue
+        change = entry.get("change")
+        change = change if isinstance(change, dict) else {}
+        actions = change.get("actions")
+        found.append(
+            ResourceDrift(
+                address=entry["address"],
+                actions=tuple(str(a) for a in actions) if isinstance(actions, list) else (),
+                attributes=_changed(change.get("before"), change.get("after")),
+            )
+        )
+    return tuple(sorted(found, key=lambda r: r.address))
+
+
+def _changed(before: object, after: object) -> tuple[str, ...]:
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return ()  # created or deleted outside Terraform: the whole resource changed
+    keys = set(before) | set(after)
+    return tuple(sorted(k for k in keys if before.get(k) != after.get(k)))
+
+
+def fingerprint(drift: Iterable[ResourceDrift]) -> str | None:
+    """A hash of the drifted addresses, actions and attributes; ``None`` when nothing drifted.
+
+    An acknowledgement names it: the same drift found again keeps its fingerprint, other
+    drift (another resource, another attribute) gets another one.
+    """
+    entries = [[r.address, list(r.actions), list(r.attributes)] for r in drift]
+    return digest(sorted(entries)) if entries else None
+
+
+__all__ = ["drifted_resources", "fingerprint"]
