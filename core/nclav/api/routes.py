@@ -358,7 +358,14 @@ def build_router(
     state = "/terraform/state/{enc}/{part}"
     opts: dict[str, Any] = {"auth": "bearer_or_basic", "max_body": MAX_STATE}
     router.add("GET", state, tf_get, summary="Terraform state (204 when none)", **opts)
-    router.add("POST", state, tf_post, summary="Store a Terraform state version", **opts)
+    router.add(
+        "POST",
+        state,
+        tf_post,
+        summary="Store a Terraform state version",
+        query=("ID",),
+        **opts,
+    )
     router.add("DELETE", state, tf_delete, summary="Forget the current state", **opts)
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)

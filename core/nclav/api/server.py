@@ -252,6 +252,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         _log.debug(format, *args)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+    # Methods no route takes still reach the router, which answers 405 with Allow (a 501
+    # would claim the server is broken; schemathesis probes both).
+    do_TRACE = do_QUERY = _serve
     # Terraform's HTTP backend can be configured to lock with these WebDAV-style methods.
     do_LOCK = do_UNLOCK = _serve
 

@@ -1,0 +1,459 @@
+"""What every nclav endpoint answers, as the OpenAPI document publishes it.
+
+``NCLAV_API`` is what ``openapi`` adds to nclav's route table (its default). ``RESPONSES``
+maps each route (method and pattern, exactly as ``build_router`` registers it) to the responses
+it gives besides the common JSON error: each status with its media type and body schema. JSON
+bodies are described by pydantic models, the records themselves where the body is their dump
+(``Run``, ``StepRecord``, ``IacRun``, the YAML models inside an enclave's ``desired``), so a
+field added to a record reaches the document without an edit here. The views of
+``nclav.views`` are shaped by hand, so their models forbid unknown fields: a view that grows a
+field without its model here fails the schemathesis suite against a live server (and
+``tests/unit/test_openapi_responses.py``) instead of drifting silently.
+
+Routes with bodies the router does not parse (bundles, Terraform state) list them in
+``RAW_REQUESTS``, so clients and fuzzers know what to send; ``PATH_PARAMETERS`` and
+``QUERY_PARAMETERS`` give each parameter's schema by name.
+
+The table is kept apart from ``routes.py`` so that changing a handler and describing its answer
+are separate edits; ``tests/unit/test_openapi_responses.py`` fails for a route with no entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAdapter
+
+from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
+from nclav.engine.driver import Orphan
+from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
+from nclav.plan import Action, ChangeKind
+from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
+from nclav.state import LastError, ResourceMeta, Status
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+GZIP_CONTENT_TYPE = "application/gzip"
+RUN_STATUS_HEADER = "X-Nclav-Run-Status"
+
+_VIEW = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented response: ``body`` is a pydantic model (JSON), a JSON schema for another
+    media type, or None for a response without a body (204, or 200 with nothing to say)."""
+
+    status: int
+    description: str
+    body: type[BaseModel] | Mapping[str, Any] | None = None
+    media_type: str = JSON_CONTENT_TYPE
+    # Response headers beyond X-Request-Id (which every response carries): name -> JSON schema.
+    headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A request body the handler reads itself (the router parses no model for it)."""
+
+    media_type: str
+    schema: Mapping[str, Any]
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDescription:
+    """What ``openapi`` adds to a route table: each route's responses (by method and pattern),
+    the raw bodies some routes read, and the schema of each path and query parameter by name
+    (a plain string when not listed)."""
+
+    responses: Mapping[tuple[str, str], Sequence[Reply]] = field(default_factory=dict)
+    raw_requests: Mapping[tuple[str, str], RawBody] = field(default_factory=dict)
+    path_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Headers every response carries: name -> JSON schema.
+    common_headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+# -- health ---------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    model_config = _VIEW
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    model_config = _VIEW
+    status: Literal["ready"]
+
+
+# -- bundles, plans, runs -----------------------------------------------------------------
+
+
+class BundleStored(BaseModel):
+    """``POST /bundles``: the digest names the bundle's files, not the uploaded bytes."""
+
+    model_config = _VIEW
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    files: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    created: bool
+
+
+class BundleRef(BaseModel):
+    model_config = _VIEW
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class PlannedChange(BaseModel):
+    """``Change.to_json``: which id fields appear depends on the kind."""
+
+    model_config = _VIEW
+    kind: ChangeKind
+    id: str | None = None
+    enclave_id: str | None = None
+    partition_id: str | None = None
+    export_name: str | None = None
+    importer_enclave: str | None = None
+    alias: str | None = None
+    reason: str | None = None
+    conditional: bool | None = None
+
+
+class PlannedStep(BaseModel):
+    """``Step.to_json``."""
+
+    model_config = _VIEW
+    id: str
+    action: Action
+    enclave_id: str
+    target: str | None
+    depends_on: list[str]
+    conditional: bool
+
+
+class DryRun(BaseModel):
+    """``POST /reconcile/dry-run``: the plan for a bundle against the applied state."""
+
+    model_config = _VIEW
+    bundle: str
+    changes: list[PlannedChange]
+    steps: list[PlannedStep]
+    dry_run: Literal[True]
+    errors: list[str]
+
+
+class RunAccepted(Run):
+    """A started run (202), or a finished one (200) when ``?wait=`` saw it end."""
+
+    run_id: str
+    steps: list[StepRecord] | None = None
+
+
+class RunWithSteps(Run):
+    """``GET /runs/{run_id}``: the run and every step record."""
+
+    steps: list[StepRecord]
+
+
+class RunList(RootModel[list[Run]]):
+    """Runs, newest first."""
+
+
+# -- applied state views (nclav.views) ------------------------------------------------------
+
+
+class DesiredEnclave(EnclaveConfig):
+    """An enclave's applied config, with its partitions' configs in place of their ids."""
+
+    partitions: tuple[PartitionConfig, ...] = ()  # type: ignore[assignment]
+
+
+class PartitionView(BaseModel):
+    model_config = _VIEW
+    desired: PartitionConfig | None
+    meta: ResourceMeta
+    partition_handle: dict[str, JsonValue] | None
+    resolved_outputs: dict[str, str]
+
+
+class EnclaveView(BaseModel):
+    """``views.enclave_json``: EnclaveState as the original served it (behaviour-spec 8.4)."""
+
+    model_config = _VIEW
+    enclave_id: str
+    desired: DesiredEnclave | None
+    enclave_handle: dict[str, JsonValue] | None
+    export_handles: dict[str, dict[str, JsonValue]]
+    import_handles: dict[str, dict[str, JsonValue]]
+    meta: ResourceMeta
+    resolved_cloud: Cloud | None
+    context_vars: dict[str, str]
+    partitions: dict[str, PartitionView]
+
+
+class EnclaveList(RootModel[list[EnclaveView]]):
+    """Every enclave's applied state."""
+
+
+class PartitionNode(BaseModel):
+    model_config = _VIEW
+    id: str
+    name: str
+    produces: ExportType | None
+    status: Status
+    last_error: LastError | None
+
+
+class ExportEdge(BaseModel):
+    model_config = _VIEW
+    export_name: str
+    from_: str = Field(alias="from")
+    type: ExportType
+
+
+class EnclaveGraph(BaseModel):
+    """``views.enclave_graph_json``."""
+
+    model_config = _VIEW
+    enclave: str
+    nodes: list[PartitionNode]
+    edges: list[ExportEdge]
+    status: Status
+
+
+class EnclaveNode(BaseModel):
+    model_config = _VIEW
+    id: str
+    name: str
+    cloud: Cloud | None
+    status: Status
+    created_at: str | None
+    updated_at: str | None
+    last_error: LastError | None
+    partitions: list[PartitionNode]
+
+
+class ImportEdge(BaseModel):
+    model_config = _VIEW
+    alias: str
+    export: str
+    from_: str = Field(alias="from")
+    to: str
+    partition: str | None = None
+
+
+class SystemGraph(BaseModel):
+    """``views.system_graph_json``: enclaves as nodes, imports as edges."""
+
+    model_config = _VIEW
+    nodes: list[EnclaveNode]
+    edges: list[ImportEdge]
+
+
+class StatusError(BaseModel):
+    model_config = _VIEW
+    enclave_id: str
+    partition_id: str | None = None
+    message: str
+    occurred_at: str
+
+
+class StatusView(BaseModel):
+    """``views.status_json``."""
+
+    model_config = _VIEW
+    active_drivers: list[Cloud]
+    by_status: dict[Status, int]
+    default_cloud: Cloud
+    enclave_count: int
+    errors: list[StatusError]
+    last_reconciled_at: str | None
+
+
+class Event(BaseModel):
+    """``AuditEvent.to_json``: the original's flat shape; a kind's own fields (``message``,
+    ``export_name``, ``changes``, ``dry_run``, ...) sit beside the common ones."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, EventField]
+
+    kind: EventKind
+    id: str
+    at: str
+    seq: int
+    enclave_id: str | None = None
+    importer_enclave: str | None = None
+    partition_id: str | None = None
+    run_id: str | None = None
+
+
+class EventList(RootModel[list[Event]]):
+    """The newest audit events, oldest first."""
+
+
+class UnscannedCloud(BaseModel):
+    model_config = _VIEW
+    cloud: Cloud
+    error: str
+
+
+class Orphans(BaseModel):
+    """What every driver found that no partition owns, and the clouds that could not be asked."""
+
+    model_config = _VIEW
+    orphans: list[Orphan]
+    unavailable: list[UnscannedCloud]
+
+
+class IacRunList(RootModel[list[IacRun]]):
+    """A partition's IaC runs, newest first."""
+
+
+# -- Terraform HTTP state backend -------------------------------------------------------------
+
+_OBJECT: Mapping[str, Any] = {"type": "object"}
+
+
+class TerraformState(RootModel[dict[str, JsonValue]]):
+    """A Terraform state document, stored and served byte for byte."""
+
+
+class LockInfo(RootModel[dict[str, JsonValue]]):
+    """Terraform's lock info (``ID``, ``Operation``, ``Who``, ...), as the holder sent it."""
+
+
+# -- the table -------------------------------------------------------------------------------
+
+_RUN_STARTED = (
+    Reply(202, "The run was queued; poll GET /runs/{run_id}", RunAccepted),
+    Reply(200, "The run finished within ?wait=", RunAccepted),
+)
+_STORED = Reply(200, "Done (no body)")
+_HELD = Reply(409, "The state is locked by another holder: its lock info", LockInfo)
+_STATE = "/terraform/state/{enc}/{part}"
+_IAC = "/enclaves/{id}/partitions/{part}/iac/runs"
+
+RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
+    ("GET", "/health"): (Reply(200, "The server is up", Health),),
+    ("GET", "/ready"): (Reply(200, "The state store answers", Ready),),
+    ("GET", "/openapi.json"): (
+        Reply(
+            200,
+            "This document",
+            {"type": "object", "required": ["openapi", "info", "paths"]},
+        ),
+    ),
+    ("POST", "/bundles"): (
+        Reply(201, "A new bundle was stored", BundleStored),
+        Reply(200, "The server already had this bundle", BundleStored),
+    ),
+    ("GET", "/bundles/{digest}"): (Reply(200, "The server has this bundle", BundleRef),),
+    ("POST", "/reconcile/dry-run"): (Reply(200, "The plan", DryRun),),
+    ("POST", "/reconcile"): _RUN_STARTED,
+    ("GET", "/runs"): (Reply(200, "Runs, newest first", RunList),),
+    ("GET", "/runs/{run_id}"): (Reply(200, "The run with its steps", RunWithSteps),),
+    ("GET", "/enclaves"): (Reply(200, "Every enclave's applied state", EnclaveList),),
+    ("GET", "/enclaves/{id}"): (Reply(200, "The enclave's applied state", EnclaveView),),
+    ("GET", "/enclaves/{id}/graph"): (Reply(200, "The enclave's graph", EnclaveGraph),),
+    ("GET", "/graph"): (Reply(200, "The system graph", SystemGraph),),
+    ("GET", "/status"): (Reply(200, "Counts, default cloud, drivers, errors", StatusView),),
+    ("GET", "/events"): (Reply(200, "The newest audit events, oldest first", EventList),),
+    ("GET", "/orphans"): (Reply(200, "What nclav made that no partition owns", Orphans),),
+    ("DELETE", "/enclaves/{id}"): _RUN_STARTED,
+    ("DELETE", "/enclaves/{id}/partitions/{part}"): _RUN_STARTED,
+    ("GET", _IAC): (Reply(200, "IaC runs, newest first", IacRunList),),
+    ("GET", _IAC + "/latest"): (Reply(200, "The newest IaC run", IacRun),),
+    ("GET", _IAC + "/{run_id}"): (Reply(200, "The IaC run", IacRun),),
+    ("GET", _IAC + "/{run_id}/log"): (
+        Reply(
+            200,
+            "The log from ?offset= bytes on; the header tells whether more may come",
+            {"type": "string"},
+            media_type=TEXT_CONTENT_TYPE,
+            headers={RUN_STATUS_HEADER: {"type": "string", "enum": [s.value for s in IacStatus]}},
+        ),
+    ),
+    ("GET", _STATE): (
+        Reply(200, "The current state", TerraformState),
+        Reply(204, "No state stored yet"),
+    ),
+    ("POST", _STATE): (_STORED, _HELD),
+    ("DELETE", _STATE): (_STORED,),
+    ("POST", _STATE + "/lock"): (
+        Reply(200, "Locked (no body)"),
+        Reply(423, "Already locked: the holder's lock info", LockInfo),
+    ),
+    ("DELETE", _STATE + "/lock"): (Reply(200, "Unlocked (no body)"), _HELD),
+}
+
+RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
+    ("POST", "/bundles"): RawBody(
+        GZIP_CONTENT_TYPE,
+        {"type": "string", "format": "binary"},
+        description="A tar.gz of the enclaves tree (what `nclav apply` packs)",
+    ),
+    ("POST", _STATE): RawBody(JSON_CONTENT_TYPE, _OBJECT, description="A Terraform state"),
+    ("POST", _STATE + "/lock"): RawBody(
+        JSON_CONTENT_TYPE, _OBJECT, description="Terraform's lock info"
+    ),
+    ("DELETE", _STATE + "/lock"): RawBody(
+        JSON_CONTENT_TYPE,
+        _OBJECT,
+        required=False,
+        description="The lock info that took the lock; no body forces the unlock",
+    ),
+}
+
+# Path parameters by name: ids are the YAML's ids, run ids UUIDs, bundles sha256 digests.
+_ID: Mapping[str, Any] = TypeAdapter(Id).json_schema()
+PATH_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
+    "id": _ID,
+    "part": _ID,
+    "enc": _ID,
+    "run_id": {"type": "string", "format": "uuid"},
+    "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+
+# Query parameters by name (every route that takes one reads it the same way). Sent as text,
+# so a client or fuzzer knows what the server accepts; anything else is a 400.
+QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
+    "wait": {"type": "number", "minimum": 0, "maximum": 3600},
+    "limit": {"type": "integer", "minimum": 0},
+    "offset": {"type": "integer", "minimum": 0},
+    "enclave_id": {"type": "string"},
+    "ID": {"type": "string"},
+}
+
+# Every response carries the request id it was logged under.
+COMMON_HEADERS: Mapping[str, Mapping[str, Any]] = {
+    REQUEST_ID_HEADER: {"type": "string"},
+}
+
+NCLAV_API = ApiDescription(
+    responses=RESPONSES,
+    raw_requests=RAW_REQUESTS,
+    path_parameters=PATH_PARAMETERS,
+    query_parameters=QUERY_PARAMETERS,
+    common_headers=COMMON_HEADERS,
+)
+
+__all__ = [
+    "COMMON_HEADERS",
+    "GZIP_CONTENT_TYPE",
+    "NCLAV_API",
+    "PATH_PARAMETERS",
+    "QUERY_PARAMETERS",
+    "RAW_REQUESTS",
+    "RESPONSES",
+    "RUN_STATUS_HEADER",
+    "TEXT_CONTENT_TYPE",
+    "ApiDescription",
+    "RawBody",
+    "Reply",
+]
