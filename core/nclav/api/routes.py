@@ -12,6 +12,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from nclav.api.drift_routes import add_drift_routes
 from nclav.api.http import (
     ApiRequest,
     ApiResponse,
@@ -187,7 +188,9 @@ def build_router(
         return json_response(200, system_graph_json(store.list_enclaves()))
 
     def status(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        doc = status_json(store.list_enclaves(), service.default_cloud, service.drivers)
+        doc = status_json(
+            store.list_enclaves(), service.default_cloud, service.drivers, store.list_drift()
+        )
         return json_response(200, doc)
 
     def events(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
@@ -294,6 +297,8 @@ def build_router(
     router.add(
         "GET", base + "/{run_id}/log", iac_log, summary="An IaC run's log (text)", query=("offset",)
     )
+
+    add_drift_routes(router, service)
 
     # -- Terraform HTTP state backend ---------------------------------------------------------
 

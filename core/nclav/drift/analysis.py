@@ -4,6 +4,10 @@
 whose real state no longer matches its Terraform state, with ``before`` (the state) and
 ``after`` (what the refresh read). The changed attributes are the top-level keys whose values
 differ; their values are not kept (they may be secrets).
+
+Outputs count too: a refresh-only plan that changes an output (``output_changes`` with an
+action other than ``no-op``) means the outputs in the state, the ones nclav hands to other
+enclaves, no longer match the resources. They are reported as ``output.<name>``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ def drifted_resources(plan: Mapping[str, object]) -> tuple[ResourceDrift, ...]:
                 attributes=_changed(change.get("before"), change.get("after")),
             )
         )
+    outputs = plan.get("output_changes")
+    for name, change in outputs.items() if isinstance(outputs, dict) else ():
+        actions = change.get("actions") if isinstance(change, dict) else None
+        if isinstance(actions, list) and actions and actions != ["no-op"]:
+            found.append(
+                ResourceDrift(
+                    address=f"output.{name}",
+                    actions=tuple(str(a) for a in actions),
+                    attributes=("value",),
+                )
+            )
     return tuple(sorted(found, key=lambda r: r.address))
 
 
