@@ -100,12 +100,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from functions_aws._dynamo_drift import DynamoDrift
 from functions_aws._dynamo_errors import (
     ConditionFailedError,
     DynamoStoreError,
     ItemTooLargeError,
 )
-from functions_aws._dynamo_drift import DynamoDrift
 from functions_aws._dynamo_iac import DynamoIacRuns
 from functions_aws._dynamo_items import event_from, event_item
 from functions_aws._dynamo_keys import (

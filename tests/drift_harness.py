@@ -58,9 +58,7 @@ def aws_mirror() -> Path | None:
 def write_mirror_config(mirror: Path, dest: Path) -> Path:
     """A Terraform CLI config installing every provider from ``mirror`` only (offline)."""
     dest.write_text(
-        "provider_installation {\n"
-        f'  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n'
-        "}\n",
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n',
         encoding="utf-8",
     )
     return dest

@@ -278,6 +278,8 @@ class ResourceDrift(BaseModel):
 
     ``attributes`` are the top-level attribute names whose values changed (their values are
     left out: they may be secrets; the plan text, which terraform masks, shows them).
+    ``values_digest`` hashes the new values of the changed attributes terraform does not mark
+    sensitive, so other values of the same attributes make other drift.
     """
 
     model_config = _RECORD
@@ -285,6 +287,7 @@ class ResourceDrift(BaseModel):
     address: str
     actions: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()
+    values_digest: str | None = None
 
 
 class DriftRecord(BaseModel):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from nclav.ports import StateStore
+from typing import TYPE_CHECKING
+
 from nclav.records import DriftRecord, DriftStatus, ResourceDrift
+
+if TYPE_CHECKING:
+    from nclav.ports import StateStore
 
 
 def _record(enclave: str, partition: str, **fields: object) -> DriftRecord:

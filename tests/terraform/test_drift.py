@@ -143,7 +143,9 @@ def test_changing_drift_settings_does_not_reapply(h: DriftHarness, tmp_path: Pat
     tree = write_tree(tmp_path / "tree", {"p": DATA_PARTITION % "hello"})
     h.apply(tree)
     runs = len(h.store.list_iac_runs("e", "p"))
-    write_tree(tree, {"p": DATA_PARTITION % "hello"}, drift={"p": "{interval: 1h, remediate: true}"})
+    write_tree(
+        tree, {"p": DATA_PARTITION % "hello"}, drift={"p": "{interval: 1h, remediate: true}"}
+    )
     run = h.apply(tree)
     assert run.status == RunStatus.SUCCEEDED
     assert run.changes == 0

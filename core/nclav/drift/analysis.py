@@ -31,11 +31,13 @@ def drifted_resources(plan: Mapping[str, object]) -> tuple[ResourceDrift, ...]:
         change = entry.get("change")
         change = change if isinstance(change, dict) else {}
         actions = change.get("actions")
+        attributes = _changed(change.get("before"), change.get("after"))
         found.append(
             ResourceDrift(
                 address=entry["address"],
                 actions=tuple(str(a) for a in actions) if isinstance(actions, list) else (),
-                attributes=_changed(change.get("before"), change.get("after")),
+                attributes=attributes,
+                values_digest=_values_digest(change, attributes),
             )
         )
     outputs = plan.get("output_changes")
@@ -47,6 +49,9 @@ def drifted_resources(plan: Mapping[str, object]) -> tuple[ResourceDrift, ...]:
                     address=f"output.{name}",
                     actions=tuple(str(a) for a in actions),
                     attributes=("value",),
+                    values_digest=digest(
+                        None if change.get("after_sensitive") else change.get("after")
+                    ),
                 )
             )
     return tuple(sorted(found, key=lambda r: r.address))
@@ -59,13 +64,25 @@ def _changed(before: object, after: object) -> tuple[str, ...]:
     return tuple(sorted(k for k in keys if before.get(k) != after.get(k)))
 
 
+def _values_digest(change: Mapping[str, object], attributes: tuple[str, ...]) -> str:
+    """A hash of the changed attributes' new values, leaving out those marked sensitive (a
+    sensitive attribute counts by its name only: its value never reaches a hash)."""
+    after = change.get("after")
+    after = after if isinstance(after, dict) else {}
+    sensitive = change.get("after_sensitive")
+    hidden = sensitive if isinstance(sensitive, dict) else {}
+    shown = {a: after.get(a) for a in attributes if not hidden.get(a)}
+    return digest(shown)
+
+
 def fingerprint(drift: Iterable[ResourceDrift]) -> str | None:
-    """A hash of the drifted addresses, actions and attributes; ``None`` when nothing drifted.
+    """A hash of the drifted addresses, actions, attributes and their new values; ``None``
+    when nothing drifted.
 
     An acknowledgement names it: the same drift found again keeps its fingerprint, other
-    drift (another resource, another attribute) gets another one.
+    drift (another resource, another attribute, another value) gets another one.
     """
-    entries = [[r.address, list(r.actions), list(r.attributes)] for r in drift]
+    entries = [[r.address, list(r.actions), list(r.attributes), r.values_digest] for r in drift]
     return digest(sorted(entries)) if entries else None
 
 

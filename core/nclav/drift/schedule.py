@@ -25,7 +25,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nclav.drift.options import DriftOptions
 from nclav.errors import NclavError
 from nclav.records import DriftRecord
 from nclav.state import Status
@@ -33,6 +32,7 @@ from nclav.state import Status
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from nclav.drift.options import DriftOptions
     from nclav.graph import Graph
     from nclav.model import PartitionConfig
     from nclav.ports import StateStore, WorkQueue
@@ -76,9 +76,7 @@ def configs_as_submitted(
             graph, _ = load(run.bundle)
         except NclavError:
             return {}
-        return {
-            (e.id, p.id): p.config for e in graph.enclaves.values() for p in e.partitions
-        }
+        return {(e.id, p.id): p.config for e in graph.enclaves.values() for p in e.partitions}
     return {}
 
 

@@ -24,7 +24,14 @@ from nclav.drift.analysis import drifted_resources, fingerprint
 from nclav.drift.options import BUSY_RETRY_S, DriftOptions, remediates
 from nclav.drift.schedule import DRIFT_KIND, configs_as_submitted, drift_config
 from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
-from nclav.records import AuditEvent, DriftRecord, DriftStatus, EventKind, iso_time
+from nclav.records import (
+    AuditEvent,
+    DriftRecord,
+    DriftStatus,
+    EventKind,
+    RunStatus,
+    iso_time,
+)
 from nclav.state import Status
 
 if TYPE_CHECKING:
@@ -160,16 +167,23 @@ def _run_check(
 
 def remediate(engine: Engine, state: EnclaveState, stored: PartitionState) -> str | None:
     """Re-apply a drifted partition: mark it degraded (the plan re-applies a partition whose
-    last attempt did not end active) and start a run of the bundle it was last applied from.
+    last attempt did not end active) and start a run (trigger ``drift``) of the newest bundle.
 
-    Only when that bundle is still the newest one submitted: a newer tree is the user's to
-    apply (its run re-applies the degraded partition too). Returns the run's id.
+    Only when the newest run succeeded: its bundle is then what is applied, so the run
+    re-applies the degraded partition and nothing else (drift keys alone start no steps, so
+    the partition's own recorded bundle may be older, with the same content hash). A newer
+    tree not applied yet, or a failed run, is the user's to deal with. Returns the run's id.
     """
     assert stored.desired is not None
     eid, pid = state.enclave_id, stored.desired.id
     newest = next((r for r in engine.store.list_runs(limit=20) if r.bundle and not r.dry_run), None)
-    if stored.bundle is None or newest is None or newest.bundle != stored.bundle:
-        logger.warning("%s/%s drifted; not remediated: a newer tree was submitted", eid, pid)
+    if newest is None or newest.bundle is None or newest.status != RunStatus.SUCCEEDED:
+        logger.warning(
+            "%s/%s drifted; not remediated: the newest run has not succeeded (%s)",
+            eid,
+            pid,
+            newest.id if newest else "none",
+        )
         return None
     message = "drifted: re-applied to undo changes made outside nclav"
     for _ in range(20):
@@ -194,7 +208,7 @@ def remediate(engine: Engine, state: EnclaveState, stored: PartitionState) -> st
     else:
         return None
     logger.info("%s/%s: %s", eid, pid, message)
-    return engine.start_run(stored.bundle, trigger="drift").id
+    return engine.start_run(newest.bundle, trigger="drift").id
 
 
 def _event(engine: Engine, kind: EventKind, record: DriftRecord) -> None:
