@@ -389,7 +389,11 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     store.put_drift(DriftRecord(enclave_id="other", partition_id="x"))
     status, doc = _call(router, "GET", "/drift?enclave=e")
     assert status == 200
-    assert [p["partition_id"] for p in doc["partitions"]] == ["p"]
+    # Every applied partition, a record or not ("q" was never checked).
+    assert [(p["partition_id"], p["status"]) for p in doc["partitions"]] == [
+        ("p", "drifted"),
+        ("q", "not_checked"),
+    ]
     assert doc["counts"]["drifted"] == 1
     assert "plan_text" not in doc["partitions"][0]
     assert _call(router, "GET", "/drift?enclave=a%20b")[0] == 400  # the id rule
@@ -412,7 +416,7 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     assert _call(router, "POST", "/enclaves/other/partitions/x/drift/ack")[0] == 409  # no drift
     status, doc = _call(router, "GET", "/status")
     assert doc["drift"] == {
-        "not_checked": 1,
+        "not_checked": 2,
         "in_sync": 1,
         "drifted": 0,
         "check_failed": 0,

@@ -26,7 +26,7 @@ from nclav.api.http import (
 from nclav.api.router import ID_PATTERN
 from nclav.drift.options import DriftOptions
 from nclav.drift.schedule import check_message
-from nclav.drift.views import drift_counts, drift_json
+from nclav.drift.views import drift_counts, drift_json, every_partition
 from nclav.records import DriftRecord, DriftStatus
 from nclav.state import Status
 
@@ -51,7 +51,7 @@ def add_drift_routes(router: Router, service: Service) -> None:
         return part.meta.status
 
     def list_drift(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        records = store.list_drift(query_id(request, "enclave", ID_PATTERN))
+        records = every_partition(store, query_id(request, "enclave", ID_PATTERN))
         return json_response(
             200,
             {"partitions": [drift_json(r) for r in records], "counts": drift_counts(records)},

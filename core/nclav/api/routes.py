@@ -28,6 +28,7 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.drift.views import every_partition
 from nclav.engine.driver import OrphanScanner
 from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
@@ -189,7 +190,7 @@ def build_router(
 
     def status(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         doc = status_json(
-            store.list_enclaves(), service.default_cloud, service.drivers, store.list_drift()
+            store.list_enclaves(), service.default_cloud, service.drivers, every_partition(store)
         )
         return json_response(200, doc)
 

@@ -7,14 +7,28 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from nclav.records import DriftStatus, ResourceDrift, iso_time
+from nclav.records import DriftRecord, DriftStatus, ResourceDrift, iso_time
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from nclav.records import DriftRecord
+    from nclav.ports import StateStore
 
 _VIEW = ConfigDict(extra="forbid")
+
+
+def every_partition(store: StateStore, enclave_id: str | None = None) -> list[DriftRecord]:
+    """The drift record of every applied partition (of ``enclave_id``), by enclave then
+    partition id; a partition the schedule has not seen yet reads ``not_checked``."""
+    records = {(r.enclave_id, r.partition_id): r for r in store.list_drift(enclave_id)}
+    found: list[DriftRecord] = []
+    for state in store.list_enclaves():
+        if enclave_id is not None and state.enclave_id != enclave_id:
+            continue
+        for pid in sorted(state.partitions):
+            where = (state.enclave_id, pid)
+            found.append(records.get(where) or DriftRecord(enclave_id=where[0], partition_id=pid))
+    return found
 
 
 def drift_json(record: DriftRecord, *, plan_text: bool = False) -> dict[str, Any]:
@@ -106,5 +120,6 @@ __all__ = [
     "DriftView",
     "drift_counts",
     "drift_json",
+    "every_partition",
     "unresolved",
 ]
