@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-drift clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-cli: $(STAMP)
 bench-aws: $(STAMP)
 	$(BIN)/python scripts/bench_aws.py
 	$(BIN)/python scripts/bench_fan_out.py
+
+## Drift checks of 200 partitions at concurrency 2: longest apply wait for a check; versions.
+bench-drift: $(STAMP)
+	$(BIN)/python scripts/bench_drift.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
