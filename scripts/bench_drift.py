@@ -34,7 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from drift_harness import DATA_PARTITION, DriftHarness, write_tree  # noqa: E402
+# The harness the drift tests use (tests/ is not a package mypy checks: typed as Any here).
+from drift_harness import (  # type: ignore[import-not-found]  # noqa: E402
+    DATA_PARTITION,
+    DriftHarness,
+    write_tree,
+)
 from nclav.drift import DriftOptions, DriftScheduler  # noqa: E402
 from nclav.drift.worker import remediate  # noqa: E402
 from nclav.records import DriftStatus, IacOperation, IacRun, IacStatus  # noqa: E402

@@ -150,10 +150,9 @@ class DriftScheduler:
             submitted = configs_as_submitted(self.store, self.load)
         for record in sorted(due, key=lambda r: r.next_due or 0.0):
             found = self.store.get_enclave(record.enclave_id)
-            state = found[0] if found else None
-            if state is None:
+            if found is None:
                 continue
-            interval = opts.interval_for(drift_config(submitted, state, record.partition_id))
+            interval = opts.interval_for(drift_config(submitted, found[0], record.partition_id))
             if interval is None:  # turned off since: no check until it is turned on again
                 self.store.put_drift(record.model_copy(update={"next_due": None}))
                 continue
