@@ -4,7 +4,7 @@ changed attributes, acknowledged, and remediated.
 
 Needs a Terraform provider filesystem mirror holding hashicorp/aws (this machine kind ships
 one; ``NCLAV_TEST_TF_MIRROR`` names another). Without it the tests skip, CI included: the
-mirror is not guaranteed anywhere; ``test_drift.py`` covers the mechanics without it.
+mirror is not guaranteed anywhere; ``test_drift_state.py`` covers the mechanics without it.
 """
 
 from __future__ import annotations

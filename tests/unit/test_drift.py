@@ -3,7 +3,7 @@ partitions, intervals from config), a check yielding to an apply and an apply wa
 check, the settings, the fingerprint, the routes and the CLI's rendering.
 
 Stores, queues, bundles and ``PartitionIac`` are the real local ones; terraform runs in
-tests/terraform/test_drift.py (edited state) and test_drift_aws.py (real AWS drift)."""
+tests/terraform/test_drift_state.py (edited state) and test_drift_aws.py (real AWS drift)."""
 
 from __future__ import annotations
 

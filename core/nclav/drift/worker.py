@@ -109,6 +109,8 @@ def check_partition(
         return failed
     drift = drifted_resources(plan.plan)
     mark = fingerprint(drift)
+    # An acknowledgement may have come in while terraform ran: read it again.
+    record = store.get_drift(enclave_id, partition_id) or record
     acknowledged = mark is not None and mark == record.acknowledged
     status = DriftStatus.DRIFTED if mark and not acknowledged else DriftStatus.IN_SYNC
     new = record.model_copy(

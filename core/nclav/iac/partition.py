@@ -279,7 +279,9 @@ class PartitionIac:
         pid = config.id
         workdir = self.workdir(enclave_id, pid)
         tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
-        deadline = Deadline.after(self.check_timeout_s)
+        # The step's deadline (inside a sandbox: its time left), no later than a check's own.
+        step = self._deadline("plan", enclave_id, pid)
+        deadline = Deadline.after(min(step.left(), self.check_timeout_s))
         with (
             self._exclusive(enclave_id, pid, wait_for_checks=False),
             self._recorded(None, enclave_id, pid, IacOperation.DRIFT_CHECK) as rec,
