@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-logs-live: $(STAMP)
 ## Git source: webhook answer time, push-to-plan vs clone + validate, incremental fetch bytes.
 bench-git: $(STAMP)
 	$(BIN)/python scripts/bench_git.py
+
+## Drift checks of 200 partitions at concurrency 2: longest apply wait for a check; versions.
+bench-drift: $(STAMP)
+	$(BIN)/python scripts/bench_drift.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ COUNTER = "COUNTER"
 RUNS = "RUNS"
 LEASES = "LEASES"
 READY = "READY"
+DRIFT = "DRIFT"  # drift records, sort key <enclave>#<partition>
 RUN_SK = "#RUN"  # sorts before every "STEP#..." of the same run partition
 STEPS_LEFT_SK = "#STEPS_LEFT"  # the run's count of unfinished steps (not a STEP# item)
 STEP_PREFIX = "STEP#"
@@ -143,6 +144,10 @@ def mutex_key(mutex: str) -> Item:
     return key(f"MUTEX#{mutex}", "#MUTEX")
 
 
+def drift_key(enclave_id: str, partition_id: str) -> Item:
+    return key(DRIFT, f"{enclave_id}#{partition_id}")
+
+
 def counter_key(name: str) -> Item:
     return key(COUNTER, name)
 
@@ -247,6 +252,7 @@ def create_table(client: Any, name: str) -> None:
 
 __all__ = [
     "COMPRESS_ABOVE",
+    "DRIFT",
     "GSI1",
     "GSI2",
     "LEASE_INDEX",
@@ -257,6 +263,7 @@ __all__ = [
     "S",
     "create_table",
     "doc_attrs",
+    "drift_key",
     "item_size",
     "read_doc",
     "table_definition",

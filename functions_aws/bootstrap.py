@@ -167,6 +167,7 @@ class AwsRuntime:
     def composition(self) -> Composition:
         def build() -> Composition:
             from functions_aws.lambda_iac import lambda_time_limit
+            from nclav.drift.options import DriftOptions
             from nclav.runtime.compose import compose
 
             s = self.settings
@@ -180,6 +181,7 @@ class AwsRuntime:
                 token=lambda: self.token,
                 time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
                 git=self._build_git,
+                drift=DriftOptions.from_env(),
             )
 
         return self._once("composition", build)

@@ -14,6 +14,7 @@ Keys (``pk`` / ``sk``, both strings; ``<seq>`` is a 20-digit zero-padded number)
     Terraform lock              TF#<key>                    LOCK
     Terraform state pointer     TF#<key>                    STATE
     partition mutex             MUTEX#<key>                 #MUTEX
+    drift record                DRIFT                       <enclave>#<partition>
     counters                    COUNTER                     RUNS | EVENTS | IAC
 
 Global secondary indexes (eventually consistent, so only for what may lag a moment)::
@@ -68,6 +69,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     list_tf_states              Query gsi1 (pointers written before the index attributes
                                 existed are not listed until their next write)
     acquire/release_partition   UpdateItem / DeleteItem conditional on owner and expiry
+    put/get/delete_drift        PutItem / GetItem / DeleteItem DRIFT/<enclave>#<partition>
+    list_drift                  Query pk=DRIFT (begins_with sk <enclave># for one), consistent
 
 Consistency: everything the engine decides on (enclaves, runs, unfinished runs, steps, IaC runs
 of a partition, locks) is read from the base table with ConsistentRead. The indexes serve only
@@ -101,6 +104,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from functions_aws._dynamo_drift import DynamoDrift
 from functions_aws._dynamo_errors import (
     ConditionFailedError,
     DynamoStoreError,
@@ -159,7 +163,7 @@ def count_requests(client: Any) -> Counter[str]:
     return counts
 
 
-class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
+class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns, DynamoDrift):
     def __init__(self, table_name: str, client: Any | None = None) -> None:
         self._table = Table(table_name, client)
         self.table_name = table_name

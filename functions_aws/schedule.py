@@ -4,6 +4,7 @@
 stopped) and the ready steps whose delay has passed, and starts the runs that may start. It
 is what recovers a step whose message was lost or dead-lettered, so no run waits forever.
 It also runs the git source's schedule (``GitSource.tick``): the poll for missed pushes.
+It also sends the drift checks that are due (``nclav.drift.schedule``) to the IaC queue.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 
 from functions_aws import bootstrap
+from nclav.drift import DriftOptions, DriftScheduler
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -30,6 +32,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         logger.info("stuck steps sent again", extra={"resent": resent})
     if runtime.git is not None:  # the git source: commit statuses, the poll when due
         runtime.git.tick()
+    engine = runtime.engine
+    drift = DriftScheduler(engine.store, engine.queue, DriftOptions.from_env(), engine.bundles)
+    checks = len(drift.tick(engine.clock.now()))
+    if checks:
+        logger.info("drift checks sent", extra={"checks": checks})
     return {"resent": resent}
 
 

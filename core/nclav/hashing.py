@@ -32,9 +32,15 @@ def enclave_hash(enclave: LoadedEnclave) -> str:
     return digest(doc)
 
 
+# Keys of a partition's config.yml that say how nclav watches it, not what it is: changing
+# them must not re-apply the partition.
+NOT_HASHED = frozenset({"drift"})
+
+
 def partition_hash(partition: LoadedPartition) -> str:
-    """The partition's config plus the content of every file in its directory."""
-    doc = partition.config.model_dump(mode="json", by_alias=True)
+    """The partition's config (but ``NOT_HASHED``) plus the content of every file in its
+    directory."""
+    doc = partition.config.model_dump(mode="json", by_alias=True, exclude=set(NOT_HASHED))
     return digest({"config": doc, "files": [list(f) for f in partition.files]})
 
 
@@ -57,6 +63,7 @@ def import_hash(imp: Import, exporter_export_hash: str | None) -> str:
 
 
 __all__ = [
+    "NOT_HASHED",
     "canonical_json",
     "digest",
     "enclave_hash",

@@ -150,6 +150,49 @@ class TerraformSettings(BaseModel):
     tool: str | None = None
 
 
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_DRIFT_INTERVAL_S = 60
+
+
+class DriftSettings(BaseModel):
+    """A partition's ``drift:`` key: how often its drift is checked and whether it is undone.
+
+    ``interval`` is a duration (``30m``, ``1h``, ``6h``, ``1d``; at least a minute) or ``off``;
+    unset, the server's ``NCLAV_DRIFT_INTERVAL_S`` applies. These settings do not take part in
+    the partition's content hash: changing them never re-applies the partition.
+    """
+
+    model_config = _FROZEN
+
+    interval: str | None = None
+    remediate: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is None or value == "off":
+            return value
+        found = _DURATION.fullmatch(value)
+        if found is None:
+            raise ValueError(
+                f"interval {value!r} is not a duration like 30m, 1h, 6h or 1d, nor 'off'"
+            )
+        if int(found[1]) * _UNIT_S[found[2]] < MIN_DRIFT_INTERVAL_S:
+            raise ValueError(f"interval {value!r} is shorter than a minute")
+        return value
+
+    def interval_s(self, default_s: float) -> float | None:
+        """Seconds between checks (``default_s`` when unset); ``None`` when ``off``."""
+        if self.interval is None:
+            return default_s
+        if self.interval == "off":
+            return None
+        found = _DURATION.fullmatch(self.interval)
+        assert found is not None  # validated
+        return float(int(found[1]) * _UNIT_S[found[2]])
+
+
 class EnclaveConfig(BaseModel):
     """An enclave's config.yml."""
 
@@ -181,6 +224,7 @@ class PartitionConfig(BaseModel):
     exports: tuple[Export, ...] = ()
     inputs: dict[TfName, str] = Field(default_factory=dict)
     declared_outputs: tuple[TfName, ...] = ()
+    drift: DriftSettings | None = None
 
 
 ENCLAVE_KEYS = frozenset(f.alias or n for n, f in EnclaveConfig.model_fields.items())
@@ -196,6 +240,7 @@ __all__ = [
     "Backend",
     "Cloud",
     "Dns",
+    "DriftSettings",
     "EnclaveConfig",
     "EnclaveTarget",
     "Export",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from nclav.model import PartitionConfig
     from nclav.records import (
         AuditEvent,
+        DriftRecord,
         IacRun,
         Run,
         RunStatus,
@@ -229,6 +230,22 @@ class StateStore(Protocol):
 
     def list_iac_runs(self, enclave_id: str, partition_id: str, limit: int = 100) -> list[IacRun]:
         """Newest ``started_at`` first."""
+        ...
+
+    # -- drift: one record per partition (``nclav.drift``) ------------------------------------
+
+    def put_drift(self, record: DriftRecord) -> None:
+        """Insert or replace the record of (``enclave_id``, ``partition_id``)."""
+        ...
+
+    def get_drift(self, enclave_id: str, partition_id: str) -> DriftRecord | None: ...
+
+    def delete_drift(self, enclave_id: str, partition_id: str) -> None:
+        """Forget a partition's record (it was torn down); a missing one is not an error."""
+        ...
+
+    def list_drift(self, enclave_id: str | None = None) -> list[DriftRecord]:
+        """Every record (or the enclave's), sorted by enclave id then partition id."""
         ...
 
     # -- Terraform state locks and state pointers --------------------------------------------

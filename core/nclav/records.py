@@ -242,6 +242,9 @@ class EventKind(StrEnum):
     # The delete guard: a run stopped for approval, and an approval given.
     RECONCILE_AWAITING_APPROVAL = "ReconcileAwaitingApproval"
     RUN_APPROVED = "RunApproved"
+    # Drift detection (``nclav.drift``): a check found drift, or drift went away.
+    DRIFT_DETECTED = "DriftDetected"
+    DRIFT_RESOLVED = "DriftResolved"
 
 
 _RUN_KINDS = frozenset(
@@ -296,6 +299,7 @@ class IacOperation(StrEnum):
     PROVISION = "provision"
     UPDATE = "update"
     TEARDOWN = "teardown"
+    DRIFT_CHECK = "drift_check"  # a read-only ``plan -refresh-only`` (``nclav.drift``)
 
 
 class IacStatus(StrEnum):
@@ -336,6 +340,61 @@ class IacRun(BaseModel):
     boot_id: str | None = None
 
 
+class DriftStatus(StrEnum):
+    NOT_CHECKED = "not_checked"
+    IN_SYNC = "in_sync"
+    DRIFTED = "drifted"
+    CHECK_FAILED = "check_failed"
+
+
+class ResourceDrift(BaseModel):
+    """One resource whose real state differs from its Terraform state.
+
+    ``attributes`` are the top-level attribute names whose values changed (their values are
+    left out: they may be secrets; the plan text, which terraform masks, shows them).
+    ``values_digest`` hashes the new values of the changed attributes terraform does not mark
+    sensitive, so other values of the same attributes make other drift.
+    """
+
+    model_config = _RECORD
+
+    address: str
+    actions: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    values_digest: str | None = None
+
+
+class DriftRecord(BaseModel):
+    """A partition's drift: the last check's outcome and when the next one is due.
+
+    ``next_due`` and ``in_flight_until`` are epoch seconds from the engine's clock: a check is
+    sent when ``next_due`` has passed, and counts against the concurrency limit until it
+    finishes or ``in_flight_until`` passes (its worker died). ``fingerprint`` hashes the
+    drifted addresses and attributes; ``acknowledged`` is the fingerprint someone accepted:
+    while the two are equal the partition reads ``in_sync`` with ``acknowledged`` true.
+    """
+
+    model_config = _RECORD
+
+    enclave_id: str
+    partition_id: str
+    status: DriftStatus = DriftStatus.NOT_CHECKED
+    checked_at: str | None = None
+    next_due: float | None = None
+    in_flight_until: float | None = None
+    resource_drift: tuple[ResourceDrift, ...] = ()
+    fingerprint: str | None = None
+    acknowledged: str | None = None
+    plan_text: str = ""
+    error: str | None = None
+    iac_run_id: str | None = None
+    remediation_run_id: str | None = None
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self.fingerprint is not None and self.fingerprint == self.acknowledged
+
+
 class TfLock(BaseModel):
     """A Terraform state lock: the lock info exactly as terraform sent it."""
 
@@ -355,11 +414,14 @@ __all__ = [
     "UNFINISHED_RUN",
     "Approval",
     "AuditEvent",
+    "DriftRecord",
+    "DriftStatus",
     "EventField",
     "EventKind",
     "IacOperation",
     "IacRun",
     "IacStatus",
+    "ResourceDrift",
     "Run",
     "RunOrigin",
     "RunStatus",

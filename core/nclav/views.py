@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from nclav.drift.views import drift_counts
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from nclav.model import Cloud
+    from nclav.records import DriftRecord
     from nclav.state import EnclaveState, ResourceMeta
 
 
@@ -112,7 +115,10 @@ def system_graph_json(states: Iterable[EnclaveState]) -> dict[str, Any]:
 
 
 def status_json(
-    states: Sequence[EnclaveState], default_cloud: Cloud, drivers: Iterable[Cloud]
+    states: Sequence[EnclaveState],
+    default_cloud: Cloud,
+    drivers: Iterable[Cloud],
+    drift: Iterable[DriftRecord] = (),
 ) -> dict[str, Any]:
     errors: list[dict[str, Any]] = []
     for state in states:
@@ -138,6 +144,7 @@ def status_json(
         "active_drivers": sorted(c.value for c in drivers),
         "by_status": dict(Counter(s.meta.status.value for s in states)),
         "default_cloud": default_cloud.value,
+        "drift": drift_counts(drift),
         "enclave_count": len(states),
         "errors": errors,
         "last_reconciled_at": max(updated) if updated else None,

@@ -37,6 +37,7 @@ from nclav.plan import Action, Step
 from nclav.ports import StateStore
 from nclav.records import (
     AuditEvent,
+    DriftRecord,
     EventKind,
     IacOperation,
     IacRun,
@@ -237,6 +238,11 @@ def workload(store: Any) -> None:
     store.swap_tf_state("a/p", None, "k2")
     store.acquire_partition("a/p", "w", 30, T0)
     store.release_partition("a/p", "w")
+    store.put_drift(DriftRecord(enclave_id="a", partition_id="p"))
+    store.get_drift("a", "p")
+    store.list_drift()
+    store.list_drift("a")
+    store.delete_drift("a", "p")
 
 
 def test_no_store_method_ever_scans(store: DynamoStateStore, client: Any) -> None:

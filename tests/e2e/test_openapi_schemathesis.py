@@ -43,6 +43,7 @@ so a failure is reproduced by running the test again (about 15-25 s in all, with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
@@ -245,6 +246,19 @@ def test_success_responses_conform(live: Live) -> None:
         ("DELETE", state + "/lock", 409, {"path_parameters": scratch, "body": {**lock, "ID": "x"}}),
         ("DELETE", state + "/lock", 200, {"path_parameters": scratch, "body": lock}),
         ("DELETE", state, 200, {"path_parameters": scratch}),
+    ]
+    # Drift: the api partition's state edited (an output no longer matching its resource), so
+    # a check finds drift and the acknowledgement has something to accept.
+    edited = json.loads(server.request("GET", "/terraform/state/product-a-dev/api").body)
+    edited["serial"] += 1
+    edited["outputs"]["port"]["value"] = "1"
+    assert server.request("POST", "/terraform/state/product-a-dev/api", edited).status == 200
+    drift = "/enclaves/{id}/partitions/{part}/drift"
+    calls += [
+        ("POST", drift + "/check", 200, {"path_parameters": ids, "query": {"wait": "120"}}),
+        ("POST", drift + "/ack", 200, {"path_parameters": ids}),
+        ("GET", drift, 200, {"path_parameters": ids}),
+        ("GET", "/drift", 200, {"query": {"enclave": "product-a-dev"}}),
     ]
     covered = set()
     for method, path, expect, parts in calls:

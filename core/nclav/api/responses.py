@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel, TypeAda
 
 from nclav.api.http import JSON_CONTENT_TYPE, REQUEST_ID_HEADER
 from nclav.api.streams import SSE_TYPE, LogPage, RunEventsPage
+from nclav.drift.views import DriftCheckQueued, DriftCounts, DriftList, DriftView
 from nclav.engine.driver import Orphan
 from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
@@ -293,6 +294,7 @@ class StatusView(BaseModel):
     active_drivers: list[Cloud]
     by_status: dict[Status, int]
     default_cloud: Cloud
+    drift: DriftCounts
     enclave_count: int
     errors: list[StatusError]
     last_reconciled_at: str | None
@@ -418,6 +420,7 @@ _STORED = Reply(200, "Done (no body)")
 _HELD = Reply(409, "The state is locked by another holder: its lock info", LockInfo)
 _STATE = "/terraform/state/{enc}/{part}"
 _IAC = "/enclaves/{id}/partitions/{part}/iac/runs"
+_DRIFT = "/enclaves/{id}/partitions/{part}/drift"
 
 RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("GET", "/health"): (Reply(200, "The server is up", Health),),
@@ -503,6 +506,13 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         Reply(423, "Already locked: the holder's lock info", LockInfo),
     ),
     ("DELETE", _STATE + "/lock"): (Reply(200, "Unlocked (no body)"), _HELD),
+    ("GET", "/drift"): (Reply(200, "Every partition's drift and the counts", DriftList),),
+    ("GET", _DRIFT): (Reply(200, "The partition's drift, with the plan text", DriftView),),
+    ("POST", _DRIFT + "/check"): (
+        Reply(202, "The check was queued; poll the partition's drift", DriftCheckQueued),
+        Reply(200, "The check ended within ?wait=", DriftView),
+    ),
+    ("POST", _DRIFT + "/ack"): (Reply(200, "Acknowledged: the partition's drift", DriftView),),
 }
 
 RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
@@ -541,6 +551,7 @@ QUERY_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
     "offset": {"type": "integer", "minimum": 0},
     "after": {"type": "integer", "minimum": 0},
     "enclave_id": {"type": "string"},
+    "enclave": _ID,
     "ID": {"type": "string"},
     "max_deletes": {"type": "integer", "minimum": 0},
     "allow_delete": {"type": "boolean"},

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from nclav.api.drift_routes import add_drift_routes
 from nclav.api.http import (
     ApiRequest,
     ApiResponse,
@@ -38,6 +39,7 @@ from nclav.api.streams import (
     log_response,
     run_events_response,
 )
+from nclav.drift.views import every_partition
 from nclav.engine.driver import OrphanScanner
 from nclav.gitsource.api import add_source_routes
 from nclav.iac.logs import read_live
@@ -321,7 +323,9 @@ def build_router(
         return json_response(200, system_graph_json(store.list_enclaves()))
 
     def status(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
-        doc = status_json(store.list_enclaves(), service.default_cloud, service.drivers)
+        doc = status_json(
+            store.list_enclaves(), service.default_cloud, service.drivers, every_partition(store)
+        )
         return json_response(200, doc)
 
     def events(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
@@ -471,6 +475,8 @@ def build_router(
         query=("offset", "limit"),
         response_model=LogPage,
     )
+
+    add_drift_routes(router, service)
 
     # -- Terraform HTTP state backend ---------------------------------------------------------
 

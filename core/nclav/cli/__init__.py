@@ -24,6 +24,7 @@ from nclav.cli.common import (
     global_options,
     settings,
 )
+from nclav.cli.drift import drift
 from nclav.cli.events import events
 from nclav.cli.history import iac, runs
 from nclav.cli.init import init
@@ -107,6 +108,7 @@ for _command in (
     runs,
     events,
     iac,
+    drift,
     schema,
     source,
 ):

@@ -327,6 +327,9 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         f"Active drivers: {', '.join(doc.get('active_drivers') or []) or '-'}",
         f"Last reconciled: {doc.get('last_reconciled_at') or 'never'}",
     ]
+    drift = doc.get("drift")
+    if drift:
+        lines.append(f"Drift: {drift_summary(drift)}")
     errors = doc.get("errors") or []
     if errors:
         lines.append(f"Errors: {len(errors)}")
@@ -336,6 +339,56 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
                 where += f"/{e['partition_id']}"
             first = str(e.get("message", "")).split("\n", 1)[0]
             lines.append(f"  ! {where}: {first}")
+    return lines
+
+
+# -- drift (GET /drift, POST .../drift/check) ----------------------------------------------------
+
+
+def drift_summary(counts: Mapping[str, Any]) -> str:
+    acked = counts.get("acknowledged", 0)
+    in_sync = f"{counts.get('in_sync', 0)} in sync" + (f" ({acked} acknowledged)" if acked else "")
+    return (
+        f"{counts.get('drifted', 0)} drifted, {in_sync}, "
+        f"{counts.get('check_failed', 0)} check failed, {counts.get('not_checked', 0)} not checked"
+    )
+
+
+def _drift_status(doc: Mapping[str, Any]) -> str:
+    status = str(doc.get("status"))
+    return "in_sync (acknowledged)" if status == "in_sync" and doc.get("acknowledged") else status
+
+
+def drift_lines(doc: Mapping[str, Any]) -> list[str]:
+    parts = doc.get("partitions") or []
+    if not parts:
+        return ["No applied partitions."]
+    rows = [
+        [
+            f"{p['enclave_id']}/{p['partition_id']}",
+            _drift_status(p),
+            _time(p.get("checked_at")) if p.get("checked_at") else "never",
+            ", ".join(r["address"] for r in p.get("resource_drift") or [])
+            or _first_line(p.get("error") or ""),
+        ]
+        for p in parts
+    ]
+    lines = table(["PARTITION", "DRIFT", "CHECKED", "RESOURCES"], rows, [30, 23, 20])
+    lines.append(f"Drift: {drift_summary(doc.get('counts') or {})}")
+    return lines
+
+
+def drift_detail(doc: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"{doc['enclave_id']}/{doc['partition_id']}: {_drift_status(doc)}",
+        f"Checked: {doc.get('checked_at') or 'never'}",
+    ]
+    for r in doc.get("resource_drift") or []:
+        lines.append(f"  ~ {r['address']}: {', '.join(r.get('attributes') or []) or '(whole)'}")
+    if doc.get("error"):
+        lines.append(f"Error: {doc['error']}")
+    if doc.get("remediation_run_id"):
+        lines.append(f"Remediation run: {doc['remediation_run_id']}")
     return lines
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -37,7 +38,13 @@ from nclav.errors import TemporaryError
 from nclav.iac import procs
 from nclav.iac.logs import LogShipper, append_chunk, log_prefix
 from nclav.iac.loopback import LOCK_TAG, LoopbackStateServer
-from nclav.iac.runner import Deadline, IacTimeoutError, TerraformRunner
+from nclav.iac.runner import (
+    REFRESH_PLAN_FILE,
+    Deadline,
+    IacTimeoutError,
+    RefreshPlan,
+    TerraformRunner,
+)
 from nclav.iac.sandbox import TimeLimit, restore_workspace, save_workspace, workspace_blob
 from nclav.iac.state_backend import TerraformStateBackend
 from nclav.iac.workspace import MANIFEST_FILE, prepare_workspace, select_tool
@@ -51,6 +58,8 @@ if TYPE_CHECKING:
     from nclav.ports import BlobStore, Clock, StateStore
 
 LOG_TAIL = 4000  # characters of log kept on the record itself
+_CHECK_POLL_S = 0.1  # how often an apply waiting for a drift check asks for the mutex again
+_UNRECORDED_WAIT_S = 2.0  # how long it waits for a holder that has not recorded its run
 ABANDONED = "abandoned: the nclav process running it stopped before it finished"
 
 
@@ -97,6 +106,7 @@ class PartitionIac:
         lease_s: float = 60.0,
         time_limit: TimeLimit | None = None,
         kill_grace_s: float = 5.0,
+        check_timeout_s: float = 600.0,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -109,6 +119,8 @@ class PartitionIac:
         self.lease_s = lease_s
         self.time_limit = time_limit or TimeLimit()
         self.kill_grace_s = kill_grace_s
+        # A drift check's deadline, and so the longest an apply waits for one to finish.
+        self.check_timeout_s = check_timeout_s
         self.state_backend = TerraformStateBackend(store, blobs, clock)
         self.loopback = LoopbackStateServer(self.state_backend)
         self._local = threading.local()
@@ -245,6 +257,59 @@ class PartitionIac:
             self.blobs.delete(workspace_blob(enclave_id, pid))
         return True
 
+    def drift_check(
+        self,
+        enclave_id: str,
+        config: PartitionConfig,
+        files: Mapping[str, bytes],
+        inputs: Mapping[str, str],
+        env: Mapping[str, str],
+    ) -> tuple[str, RefreshPlan]:
+        """A read-only ``plan -refresh-only`` of the configuration last applied.
+
+        ``files`` and ``inputs`` are the ones the partition's last apply started with (its
+        recorded bundle and ``started_inputs``), never the newest tree: a plan of a newer tree
+        mixes "not applied yet" with real drift. Recorded as an IaC run of operation
+        ``drift_check``; returns its id and the plan.
+
+        A check never waits for the partition: when an apply (or another check) holds the
+        mutex it raises ``TemporaryError`` at once. An apply that finds a check holding it
+        waits for it instead (``_exclusive``), at most ``check_timeout_s``.
+        """
+        pid = config.id
+        workdir = self.workdir(enclave_id, pid)
+        tool = select_tool(config.backend, config.terraform.tool if config.terraform else None)
+        # The step's deadline (inside a sandbox: its time left), no later than a check's own.
+        step = self._deadline("plan", enclave_id, pid)
+        deadline = Deadline.after(min(step.left(), self.check_timeout_s))
+        with (
+            self._exclusive(enclave_id, pid, wait_for_checks=False),
+            self._recorded(None, enclave_id, pid, IacOperation.DRIFT_CHECK) as rec,
+            self.loopback.grant(enclave_id, pid, rec.id) as backend,
+        ):
+            try:
+                prepare_workspace(
+                    workdir,
+                    files=files,
+                    source=config.terraform.source if config.terraform else None,
+                    enclave_id=enclave_id,
+                    partition_id=pid,
+                    inputs=inputs,
+                    declared_outputs=config.declared_outputs,
+                    backend=backend,
+                )
+                plan = self._runner(tool).plan_refresh_only(
+                    workdir,
+                    env=env,
+                    backend=backend,
+                    log=rec.log,
+                    deadline=deadline,
+                    on_start=rec.started_group,
+                )
+            finally:
+                (workdir / REFRESH_PLAN_FILE).unlink(missing_ok=True)
+            return rec.id, plan
+
     def _started_inputs(self, enclave_id: str, partition_id: str) -> dict[str, str]:
         """The inputs the partition's last apply started with (recorded in its state)."""
         found = self.store.get_enclave(enclave_id)
@@ -280,10 +345,12 @@ class PartitionIac:
             raise self.time_limit.stopped(command, where, deadline.budget_s) from exc
 
     @contextmanager
-    def _exclusive(self, enclave_id: str, partition_id: str) -> Iterator[None]:
+    def _exclusive(
+        self, enclave_id: str, partition_id: str, *, wait_for_checks: bool = True
+    ) -> Iterator[None]:
         key, lease = f"{enclave_id}/{partition_id}", self.lease_s
         owner = f"{self.owner}:{new_id()}"  # one holder per call, even among a process's threads
-        if not self.store.acquire_partition(key, owner, lease, self.clock.now()):
+        if not self._acquire(key, owner, wait_for_checks=wait_for_checks):
             raise TemporaryError(f"partition {key} is busy with another run", retry_after_s=5)
         stop = threading.Event()
 
@@ -300,6 +367,32 @@ class PartitionIac:
             stop.set()
             renewer.join()
             self.store.release_partition(key, owner)
+
+    def _acquire(self, key: str, owner: str, *, wait_for_checks: bool) -> bool:
+        """Take the partition mutex; while a drift check holds it, wait for it (a check yields
+        to an apply: it is short and read-only, so the apply is delayed by at most one check,
+        instead of a retry after a backoff). Any other holder: False at once."""
+        enclave_id, partition_id = key.split("/", 1)
+        give_up = time.monotonic() + self.check_timeout_s
+        unrecorded: float | None = None  # since when the holder has shown no running record
+        while not self.store.acquire_partition(key, owner, self.lease_s, self.clock.now()):
+            now = time.monotonic()
+            if not wait_for_checks or now > give_up:
+                return False
+            newest = self.store.list_iac_runs(enclave_id, partition_id, limit=1)
+            running = newest[0] if newest and newest[0].status == IacStatus.RUNNING else None
+            if running is not None and running.operation != IacOperation.DRIFT_CHECK:
+                return False  # an apply or destroy: the step retries later, as before
+            if running is None:
+                # The holder has not recorded its run yet (a moment), or holds the mutex
+                # without terraform running: do not wait long for that.
+                unrecorded = unrecorded or now
+                if now - unrecorded > _UNRECORDED_WAIT_S:
+                    return False
+            else:
+                unrecorded = None
+            time.sleep(_CHECK_POLL_S)
+        return True
 
     def _recover_abandoned(self, enclave_id: str, partition_id: str) -> None:
         """Clean up after a terraform whose nclav process died (kill -9, power loss).

@@ -122,6 +122,18 @@ class IacOutputError(PermanentError):
         self.produced = tuple(produced)
 
 
+REFRESH_PLAN_FILE = "drift.tfplan"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshPlan:
+    """A refresh-only plan: its exit code (0 nothing, 2 changes), ``show -json`` and text."""
+
+    exit_code: int
+    plan: dict[str, object]
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class _Result:
     exit_code: int
@@ -198,6 +210,51 @@ class TerraformRunner:
         destroy = ["destroy", "-auto-approve", "-input=false", "-no-color"]
         self._run(workdir, destroy, full_env, log, deadline, on_start=on_start)
 
+    def plan_refresh_only(
+        self,
+        workdir: Path,
+        *,
+        env: Mapping[str, str],
+        backend: HttpBackend | None,
+        log: Log,
+        deadline: Deadline | None = None,
+        on_start: OnStart | None = None,
+    ) -> RefreshPlan:
+        """init, then ``plan -refresh-only -detailed-exitcode -lock=false`` into a plan file,
+        then ``show -json`` and ``show`` of it: what changed outside Terraform.
+
+        Read-only: a plan never writes state, and ``-lock=false`` keeps the check from taking
+        the state lock an apply needs. Exit code 2 (changes found) is not a failure here.
+        """
+        deadline = deadline or Deadline.after(self.timeout_s)
+        full_env = self._env(workdir, env, backend)
+        self._init(workdir, full_env, backend, log, deadline)
+        plan = [
+            "plan",
+            "-refresh-only",
+            "-detailed-exitcode",
+            "-lock=false",
+            "-input=false",
+            "-no-color",
+            f"-out={REFRESH_PLAN_FILE}",
+        ]
+        planned = self._run(workdir, plan, full_env, log, deadline, on_start=on_start, ok=(0, 2))
+        show = ["show", "-json", "-no-color", REFRESH_PLAN_FILE]
+        doc = self._run(workdir, show, full_env, log, deadline, stdout=True).stdout
+        text = ["show", "-no-color", REFRESH_PLAN_FILE]
+        shown = self._run(workdir, text, full_env, log, deadline, stdout=True).stdout
+        try:
+            parsed = json.loads(doc.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IacOutputError(f"could not parse {self._name} show -json: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise IacOutputError(f"{self._name} show -json did not return a JSON object")
+        return RefreshPlan(
+            exit_code=planned.exit_code,
+            plan=parsed,
+            text=shown.decode("utf-8", "replace"),
+        )
+
     # -- internals -------------------------------------------------------------------------
 
     def _env(
@@ -239,8 +296,12 @@ class TerraformRunner:
         *,
         stdout: bool = False,
         on_start: OnStart | None = None,
+        ok: tuple[int, ...] = (0,),
     ) -> _Result:
-        """Run one command; with ``stdout`` its stdout is returned and only stderr is logged."""
+        """Run one command; with ``stdout`` its stdout is returned and only stderr is logged.
+
+        An exit code outside ``ok`` fails the command.
+        """
         command = f"{self._name} {args[0]}"
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
 
@@ -304,7 +365,7 @@ class TerraformRunner:
             log(error)
             raise IacTimeoutError(error, command=command, exit_code=None, log_tail="\n".join(tail))
         code = proc.returncode
-        if code != 0:
+        if code not in ok:
             if code < 0:
                 error = f"{command} was killed by signal {-code}"
             else:
@@ -426,9 +487,11 @@ __all__ = [
     "HOME_DIR",
     "LOG_TAIL_LINES",
     "PASSED_THROUGH",
+    "REFRESH_PLAN_FILE",
     "Deadline",
     "IacCommandError",
     "IacOutputError",
     "IacTimeoutError",
+    "RefreshPlan",
     "TerraformRunner",
 ]

@@ -104,6 +104,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE steps ADD COLUMN sent_at REAL",
         f"CREATE INDEX steps_ready_since ON steps ({READY_SINCE}) WHERE status = 'ready'",
     ),
+    (
+        # Drift detection: one record per partition (nclav.drift).
+        """CREATE TABLE drift (
+            enclave_id TEXT NOT NULL,
+            partition_id TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            PRIMARY KEY (enclave_id, partition_id)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

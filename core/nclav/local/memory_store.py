@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from nclav.errors import ConflictError, NotFoundError
 from nclav.records import (
+    DriftRecord,
     RunStatus,
     StepStatus,
     TfLock,
@@ -49,6 +50,7 @@ class InMemoryStateStore:
         # write goes through _store_steps or _replace) so has_unfinished_steps is O(1).
         self._unfinished: dict[str, set[str]] = {}
         self._events: list[AuditEvent] = []
+        self._drift: dict[tuple[str, str], DriftRecord] = {}
         self._iac_runs: dict[str, IacRun] = {}  # insertion order breaks started_at ties
         self._locks: dict[str, TfLock] = {}
         self._tf_state: dict[str, str] = {}
@@ -311,6 +313,26 @@ class InMemoryStateStore:
         return [r for _, _, r in runs[: max(limit, 0)]]
 
     # -- Terraform locks and state pointers ----------------------------------------------------
+
+    def put_drift(self, record: DriftRecord) -> None:
+        with self._lock:
+            self._drift[(record.enclave_id, record.partition_id)] = record
+
+    def get_drift(self, enclave_id: str, partition_id: str) -> DriftRecord | None:
+        with self._lock:
+            return self._drift.get((enclave_id, partition_id))
+
+    def delete_drift(self, enclave_id: str, partition_id: str) -> None:
+        with self._lock:
+            self._drift.pop((enclave_id, partition_id), None)
+
+    def list_drift(self, enclave_id: str | None = None) -> list[DriftRecord]:
+        with self._lock:
+            return [
+                r
+                for k, r in sorted(self._drift.items())
+                if enclave_id is None or k[0] == enclave_id
+            ]
 
     def lock(self, key: str, info: Mapping[str, JsonValue]) -> TfLock | None:
         with self._lock:

@@ -25,6 +25,7 @@ from nclav.api.server import (
     start_server,
     stop_server,
 )
+from nclav.drift import DriftOptions, DriftScheduler
 from nclav.engine import LocalDriver
 from nclav.engine.driver import TerraformHoldings
 from nclav.errors import Issue, SpecError
@@ -133,6 +134,8 @@ class LocalRuntime:
             root = opts.home
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.store = SqliteStateStore(root / "state.db")
+        self.clock = SystemClock()
+        drift_options = DriftOptions.from_env()
         blobs = DirectoryBlobStore(root / "blobs")
         if isinstance(drivers.get(Cloud.LOCAL), LocalDriver):  # it reports what nclav holds
             holdings = TerraformHoldings(self.store, blobs, root / "workspaces")
@@ -148,12 +151,13 @@ class LocalRuntime:
             store=self.store,
             queue=self.queue,
             blobs=blobs,
-            clock=SystemClock(),
+            clock=self.clock,
             drivers=drivers,
             token=self.token,
             local_dirs=True,
             bundle_cache_bytes=opts.bundle_cache_bytes,
             git=lambda service: self._git_source(root, service, blobs),
+            drift=drift_options,
         )
         self.iac = built.iac
         self.engine = built.engine
@@ -161,6 +165,7 @@ class LocalRuntime:
         assert git is not None  # the local runtime always has one (configured or not)
         self.git = git
         self.router = built.router
+        self.drift = DriftScheduler(self.store, self.queue, drift_options, built.bundles.load)
 
     def _deliver(self, delivery: Delivery) -> Outcome:
         return deliver(self.engine, delivery, self._policy)
@@ -246,6 +251,10 @@ class LocalRuntime:
                 self.engine.sweep()
             except Exception:  # the sweeper must outlive a passing store error
                 logger.exception("sweep failed")
+            try:
+                self.drift.tick(self.clock.now())  # due drift checks, to the workers
+            except Exception:
+                logger.exception("drift schedule failed")
 
     def stop(self) -> None:
         """Let steps in flight finish, stop serving, close the store.

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from nclav.errors import ConflictError, NotFoundError
 from nclav.local._sqlite_db import Database, SqliteStoreError
 from nclav.local._sqlite_steps import INSERT_STEP, SqliteSteps, step_params
-from nclav.records import AuditEvent, IacRun, Run, RunStatus, TfLock, check_run_steps
+from nclav.records import (
+    AuditEvent,
+    DriftRecord,
+    IacRun,
+    Run,
+    RunStatus,
+    TfLock,
+    check_run_steps,
+)
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
@@ -222,6 +230,39 @@ class SqliteStateStore(SqliteSteps):
             (enclave_id, partition_id, max(limit, 0)),
         )
         return [IacRun.model_validate_json(r["doc"]) for r in rows]
+
+    # -- drift ---------------------------------------------------------------------------------
+
+    def put_drift(self, record: DriftRecord) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO drift (enclave_id, partition_id, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT (enclave_id, partition_id) DO UPDATE SET doc = excluded.doc",
+                (record.enclave_id, record.partition_id, record.model_dump_json()),
+            )
+
+    def get_drift(self, enclave_id: str, partition_id: str) -> DriftRecord | None:
+        rows = self._db.rows(
+            "SELECT doc FROM drift WHERE enclave_id = ? AND partition_id = ?",
+            (enclave_id, partition_id),
+        )
+        return DriftRecord.model_validate_json(rows[0]["doc"]) if rows else None
+
+    def delete_drift(self, enclave_id: str, partition_id: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "DELETE FROM drift WHERE enclave_id = ? AND partition_id = ?",
+                (enclave_id, partition_id),
+            )
+
+    def list_drift(self, enclave_id: str | None = None) -> list[DriftRecord]:
+        if enclave_id is None:
+            rows = self._db.rows("SELECT doc FROM drift ORDER BY enclave_id, partition_id", ())
+        else:
+            rows = self._db.rows(
+                "SELECT doc FROM drift WHERE enclave_id = ? ORDER BY partition_id", (enclave_id,)
+            )
+        return [DriftRecord.model_validate_json(r["doc"]) for r in rows]
 
     # -- Terraform locks and state pointers ------------------------------------------------------
 

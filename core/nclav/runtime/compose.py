@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from nclav.api.router import Router
+    from nclav.drift.options import DriftOptions
     from nclav.engine import Driver, Engine
     from nclav.gitsource.source import GitSource
     from nclav.iac.partition import PartitionIac
@@ -77,6 +78,13 @@ class Composition:
         source.handle(dict(message))
 
 
+def _drift_check(engine: Engine, message: Mapping[str, Any]) -> None:
+    # Imported when a check arrives: a worker that never checks drift never loads it.
+    from nclav.drift.worker import handle_drift_check
+
+    handle_drift_check(engine, message)
+
+
 def new_owner() -> str:
     """A worker's id: one per process (runtime), in leases, mutexes and logs."""
     return f"worker-{new_id()[:8]}"
@@ -96,6 +104,7 @@ def compose(
     local_dirs: bool = False,
     bundle_cache_bytes: int | None = None,
     git: Callable[[Service], GitSource | None] | None = None,
+    drift: DriftOptions | None = None,
 ) -> Composition:
     """Build the runtime's core objects from its adapters.
 
@@ -106,6 +115,8 @@ def compose(
     an invocation has left (``PartitionIac.time_limited``). ``git`` builds the runtime's git
     source from the service (first used by the router or a git queue message).
     """
+    from nclav.drift.options import DriftOptions
+    from nclav.drift.schedule import DRIFT_KIND
     from nclav.engine import Engine
     from nclav.iac.partition import PartitionIac
     from nclav.runtime.delivery import DeliveryPolicy
@@ -126,6 +137,7 @@ def compose(
         lease_s=settings.lease_s,
         owner=owner,
         time_limit=time_limit,
+        check_timeout_s=(drift or DriftOptions()).timeout_s,
     )
     engine = Engine(
         store,
@@ -145,6 +157,7 @@ def compose(
             settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         ).pending_s(),
     )
+    engine.register_control(DRIFT_KIND, lambda message: _drift_check(engine, message))
     service = Service(store, bundles, engine, drivers, default_cloud, local_dirs=local_dirs)
 
     def router(built: Composition) -> Router:

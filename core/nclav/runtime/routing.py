@@ -24,12 +24,17 @@ class RoutedQueue:
     @classmethod
     def terraform_apart(cls, default: WorkQueue, terraform: WorkQueue) -> RoutedQueue:
         """Steps that run terraform to ``terraform``, the rest to ``default``."""
+        from nclav.drift.schedule import DRIFT_KIND
         from nclav.plan import Action
 
-        return cls(default, {a.value: terraform for a in Action if a.runs_terraform})
+        routes = {a.value: terraform for a in Action if a.runs_terraform}
+        routes[DRIFT_KIND] = terraform  # a control message that runs terraform plan
+        return cls(default, routes)
 
     def queue_for(self, message: Mapping[str, str]) -> WorkQueue:
-        return self.by_action.get(message.get("action", ""), self.default)
+        """By the step's ``action``, or a control message's ``kind``."""
+        key = message.get("action") or message.get("kind") or ""
+        return self.by_action.get(key, self.default)
 
     def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
         self.queue_for(message).send(message, delay_s)
