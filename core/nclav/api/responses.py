@@ -31,6 +31,7 @@ from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
 from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
 from nclav.state import LastError, ResourceMeta, Status
+from nclav.ui.models import Overview, SessionInfo
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -328,6 +329,18 @@ class LockInfo(RootModel[dict[str, JsonValue]]):
     """Terraform's lock info (``ID``, ``Operation``, ``Who``, ...), as the holder sent it."""
 
 
+# -- the web dashboard -----------------------------------------------------------------------
+
+HTML_CONTENT_TYPE = "text/html; charset=utf-8"
+_NOT_MODIFIED = Reply(304, "The browser's copy (If-None-Match) is current")
+_COOKIE: Mapping[str, Mapping[str, Any]] = {"Set-Cookie": {"type": "string"}}
+
+
+class SignedOut(BaseModel):
+    model_config = _VIEW
+    signed_out: Literal[True]
+
+
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
@@ -390,6 +403,23 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         Reply(423, "Already locked: the holder's lock info", LockInfo),
     ),
     ("DELETE", _STATE + "/lock"): (Reply(200, "Unlocked (no body)"), _HELD),
+    # the web dashboard (nclav.ui)
+    ("GET", "/ui"): (
+        Reply(200, "The dashboard page", {"type": "string"}, media_type=HTML_CONTENT_TYPE),
+        _NOT_MODIFIED,
+    ),
+    ("GET", "/ui/static/{asset}"): (
+        Reply(200, "A JavaScript module or a style sheet", {"type": "string"}, media_type="text/*"),
+        _NOT_MODIFIED,
+    ),
+    ("POST", "/ui/login"): (
+        Reply(200, "Signed in: Set-Cookie carries the session", SessionInfo, headers=_COOKIE),
+    ),
+    ("POST", "/ui/logout"): (
+        Reply(200, "Signed out: Set-Cookie clears the session", SignedOut, headers=_COOKIE),
+    ),
+    ("GET", "/ui/session"): (Reply(200, "The session's CSRF token", SessionInfo),),
+    ("GET", "/ui/api/overview"): (Reply(200, "The dashboard's overview", Overview),),
 }
 
 RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
@@ -418,6 +448,7 @@ PATH_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
     "enc": _ID,
     "run_id": {"type": "string", "format": "uuid"},
     "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "asset": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}\\.(js|css|svg)$"},
 }
 
 # Query parameters by name (every route that takes one reads it the same way). Sent as text,

@@ -31,6 +31,7 @@ from nclav.engine.driver import OrphanScanner
 from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
 from nclav.service import bundle_blob
+from nclav.ui.routes import register_dashboard
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
 if TYPE_CHECKING:
@@ -369,6 +370,7 @@ def build_router(
     router.add("DELETE", state, tf_delete, summary="Forget the current state", **opts)
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)
+    register_dashboard(router, service)  # the web dashboard (nclav.ui), its session cookie
     return router
 
 

@@ -1,0 +1,54 @@
+"""The dashboard's own JSON shapes (published in the OpenAPI document like every view)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nclav.records import Run
+
+_VIEW = ConfigDict(extra="forbid")
+
+
+class LoginBody(BaseModel):
+    """``POST /ui/login``: the API token, exchanged once for a session cookie."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    token: str = Field(min_length=1, max_length=1024)
+
+
+class SessionInfo(BaseModel):
+    """A signed-in session: the CSRF token the page sends with each action, and its expiry."""
+
+    model_config = _VIEW
+    csrf_token: str
+    expires_at: int = Field(description="Epoch seconds")
+
+
+class OverviewError(BaseModel):
+    model_config = _VIEW
+    enclave_id: str
+    partition_id: str | None = None
+    message: str
+    occurred_at: str
+
+
+class Overview(BaseModel):
+    """``GET /ui/api/overview``: the counts the dashboard's first page shows, small whatever
+    the tree's size (errors capped at ``MAX_ERRORS``, runs at the newest ``MAX_RUNS``)."""
+
+    model_config = _VIEW
+    enclave_count: int
+    partition_count: int
+    by_status: dict[str, int]
+    by_cloud: dict[str, int]
+    partitions_by_status: dict[str, int]
+    error_count: int
+    errors: list[OverviewError]
+    runs_in_flight: list[Run]
+    awaiting_approval: list[Run]
+    recent_runs: list[Run]
+    last_reconciled_at: str | None
+    default_cloud: str
+
+
+__all__ = ["LoginBody", "Overview", "OverviewError", "SessionInfo"]
