@@ -31,7 +31,7 @@ from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
 from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
 from nclav.state import LastError, ResourceMeta, Status
-from nclav.ui.models import Overview, SessionInfo
+from nclav.ui.models import LoggedIn, Overview, SessionInfo
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -413,12 +413,12 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         _NOT_MODIFIED,
     ),
     ("POST", "/ui/login"): (
-        Reply(200, "Signed in: Set-Cookie carries the session", SessionInfo, headers=_COOKIE),
+        Reply(200, "Signed in: Set-Cookie carries the session", LoggedIn, headers=_COOKIE),
     ),
     ("POST", "/ui/logout"): (
         Reply(200, "Signed out: Set-Cookie clears the session", SignedOut, headers=_COOKIE),
     ),
-    ("GET", "/ui/session"): (Reply(200, "The session's CSRF token", SessionInfo),),
+    ("GET", "/ui/session"): (Reply(200, "Whether signed in; the CSRF token", SessionInfo),),
     ("GET", "/ui/api/overview"): (Reply(200, "The dashboard's overview", Overview),),
 }
 

@@ -16,12 +16,23 @@ class LoginBody(BaseModel):
     token: str = Field(min_length=1, max_length=1024)
 
 
-class SessionInfo(BaseModel):
-    """A signed-in session: the CSRF token the page sends with each action, and its expiry."""
+class LoggedIn(BaseModel):
+    """A new session: the CSRF token the page sends with each action, and its expiry."""
 
     model_config = _VIEW
     csrf_token: str
     expires_at: int = Field(description="Epoch seconds")
+
+
+class SessionInfo(BaseModel):
+    """``GET /ui/session``: whether the cookie holds a live session (then its CSRF token and
+    expiry), and which optional routes (approvals, run events, drift) this server has."""
+
+    model_config = _VIEW
+    signed_in: bool
+    csrf_token: str | None = None
+    expires_at: int | None = Field(default=None, description="Epoch seconds")
+    features: dict[str, bool]
 
 
 class OverviewError(BaseModel):
@@ -51,4 +62,4 @@ class Overview(BaseModel):
     default_cloud: str
 
 
-__all__ = ["LoginBody", "Overview", "OverviewError", "SessionInfo"]
+__all__ = ["LoggedIn", "LoginBody", "Overview", "OverviewError", "SessionInfo"]

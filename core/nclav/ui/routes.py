@@ -65,6 +65,17 @@ SECURITY_HEADERS = {
 }
 MAX_ERRORS = 50
 MAX_RUNS = 10
+_IAC = "/enclaves/{id}/partitions/{part}"
+# Pages and buttons that need routes other parts of nclav add: shown only when served.
+FEATURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "approvals": (("POST", "/runs/{run_id}/approve"), ("POST", "/runs/{run_id}/cancel")),
+    "run_events": (("GET", "/runs/{run_id}/events"),),
+    "drift": (
+        ("GET", "/drift"),
+        ("POST", _IAC + "/drift/check"),
+        ("POST", _IAC + "/drift/ack"),
+    ),
+}
 _FINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -93,7 +104,8 @@ class _Assets:
                 self._files = {
                     entry.name: _Asset(entry.name, entry.read_bytes())
                     for entry in root.iterdir()
-                    if entry.is_file() and (ASSET_NAME.fullmatch(entry.name) or entry.name == "index.html")
+                    if entry.is_file()
+                    and (ASSET_NAME.fullmatch(entry.name) or entry.name == "index.html")
                 }
             return self._files.get(name)
 
@@ -211,11 +223,18 @@ def register_dashboard(router: Router, service: Service) -> SessionAuth:
         return json_response(200, {"signed_out": True}, headers)
 
     def session_info(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
+        # Public, and 200 either way: the page asks on load whether to show the sign-in form
+        # (a 401 would be a console error in every browser for the normal signed-out case).
         session = auth.session(request)
-        if session is None:  # authenticated by a token: there is no session to describe
-            raise Unauthorized("no dashboard session; sign in at POST /ui/login")
-        doc = {"csrf_token": codec.csrf_token(session), "expires_at": session.expires_at}
+        doc: dict[str, Any] = {"signed_in": session is not None, "features": features()}
+        if session is not None:
+            doc |= {"csrf_token": codec.csrf_token(session), "expires_at": session.expires_at}
         return json_response(200, doc, {"Cache-Control": "no-store"})
+
+    def features() -> dict[str, bool]:
+        """Which optional routes this table serves, so the page offers only what works."""
+        served = {(r.method, r.pattern) for r in router.routes}
+        return {name: all(route in served for route in needs) for name, needs in FEATURES.items()}
 
     def overview(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         doc = overview_json(
@@ -239,7 +258,13 @@ def register_dashboard(router: Router, service: Service) -> SessionAuth:
     router.add(
         "POST", "/ui/logout", logout, summary="Sign out: clear the session cookie", auth="none"
     )
-    router.add("GET", "/ui/session", session_info, summary="The dashboard session's CSRF token")
+    router.add(
+        "GET",
+        "/ui/session",
+        session_info,
+        summary="Whether the cookie holds a session; its CSRF token; the optional features",
+        auth="none",
+    )
     router.add("GET", "/ui/api/overview", overview, summary="The dashboard's overview counts")
     return auth
 

@@ -47,7 +47,6 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 # does not serve is never reached (the router answers 404 before authenticating).
 _IAC = "/enclaves/{id}/partitions/{part}/iac/runs"
 COOKIE_ROUTES: tuple[tuple[str, str], ...] = (
-    ("GET", "/ui/session"),
     ("GET", "/ui/api/overview"),
     ("GET", "/status"),
     ("GET", "/graph"),
