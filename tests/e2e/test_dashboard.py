@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ from tests.e2e.serve_harness import REPO, Server, copy_example, require_terrafor
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 require_terraform()
 CHROMIUM = "/usr/bin/chromium"

@@ -1,6 +1,7 @@
 // nclav dashboard: plain JavaScript module, no build step, no third-party code.
 // Pages are "#/..." fragments rendered from the API's JSON. Every piece of data reaches the
-// page through textContent or an attribute (never innerHTML), so outputs and logs are escaped.
+// page through textContent or an attribute (never parsed as markup), so outputs and logs are
+// escaped.
 // The API token is sent once to POST ui/login; the session lives in an HttpOnly cookie and the
 // CSRF token only in this module's memory.
 
