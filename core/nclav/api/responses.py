@@ -31,7 +31,7 @@ from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
 from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
 from nclav.state import LastError, ResourceMeta, Status
-from nclav.ui.models import LoggedIn, Overview, SessionInfo
+from nclav.ui.models import LoggedIn, Overview, SessionInfo, SignedOut
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -336,11 +336,6 @@ _NOT_MODIFIED = Reply(304, "The browser's copy (If-None-Match) is current")
 _COOKIE: Mapping[str, Mapping[str, Any]] = {"Set-Cookie": {"type": "string"}}
 
 
-class SignedOut(BaseModel):
-    model_config = _VIEW
-    signed_out: Literal[True]
-
-
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
@@ -409,7 +404,13 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         _NOT_MODIFIED,
     ),
     ("GET", "/ui/static/{asset}"): (
-        Reply(200, "A JavaScript module or a style sheet", {"type": "string"}, media_type="text/*"),
+        Reply(
+            200,
+            "A JavaScript module (text/javascript), the style sheet (text/css) or the icon "
+            "(image/svg+xml)",
+            {"type": "string"},
+            media_type="*/*",
+        ),
         _NOT_MODIFIED,
     ),
     ("POST", "/ui/login"): (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from nclav.records import Run
@@ -35,6 +37,11 @@ class SessionInfo(BaseModel):
     features: dict[str, bool]
 
 
+class SignedOut(BaseModel):
+    model_config = _VIEW
+    signed_out: Literal[True]
+
+
 class OverviewError(BaseModel):
     model_config = _VIEW
     enclave_id: str
@@ -62,4 +69,4 @@ class Overview(BaseModel):
     default_cloud: str
 
 
-__all__ = ["LoggedIn", "LoginBody", "Overview", "OverviewError", "SessionInfo"]
+__all__ = ["LoggedIn", "LoginBody", "Overview", "OverviewError", "SessionInfo", "SignedOut"]

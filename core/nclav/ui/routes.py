@@ -85,7 +85,8 @@ class _Asset:
     def __init__(self, name: str, raw: bytes) -> None:
         self.raw = raw
         self.gzipped = gzip.compress(raw, compresslevel=9, mtime=0)
-        self.etag = '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+        # Weak: the gzip and identity encodings of one file share it (RFC 9110 8.8.1).
+        self.etag = 'W/"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
         self.content_type = CONTENT_TYPES[name[name.rindex(".") :]]
 
 
