@@ -1,7 +1,7 @@
 """The web dashboard in a real browser (Debian's Chromium driven by Playwright) against a real
 ``nclav serve`` with examples/product-a applied by real terraform.
 
-Every page is compared with what the API answers; a run started over the API shows up and
+Every page is compared with what the API answers; a run started from the CLI shows up and
 updates without a reload; a log follows a running terraform; a failing partition's error is
 shown; approve works (once approvals exist); sign out works. Throughout, no request leaves the
 server's origin (Playwright sees every request the page makes) and the console stays free of
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -296,15 +299,33 @@ def add_partition(tree: Path, name: str, config: str, main_tf: str) -> None:
     (part / "main.tf").write_text(main_tf)
 
 
-def test_a_run_started_over_the_api_appears_and_its_log_follows_terraform(dash: Dash) -> None:
+def start_from_the_cli(dash: Dash) -> str:
+    """``nclav apply --no-wait`` in its own process; the id of the run it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NCLAV_")}
+    env |= {"NCLAV_URL": dash.server.url, "NCLAV_TOKEN": dash.server.token, "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "nclav", "apply", str(dash.tree), "--no-wait", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", done.stdout)
+    assert found, done.stdout
+    return found.group(0)
+
+
+def test_a_run_started_from_the_cli_appears_and_its_log_follows_terraform(dash: Dash) -> None:
     page = dash.open("/runs")
     page.wait_for_selector("[data-field=runs]")
     add_partition(dash.tree, "slow", SLOW_CONFIG, SLOW_TF % {"stamp": time.time()})
-    started = dash.server.start_reconcile(dash.tree)
-    run_id = started["run_id"]
-    # The runs list polls: the new run appears without a reload.
+    run_id = start_from_the_cli(dash)
+    # The runs list polls: the new run appears without a reload, with its origin.
     row = page.locator(f"[data-field=runs] tr[data-run='{run_id}']")
     row.wait_for(timeout=10_000)
+    assert row.locator("td").nth(2).inner_text() == "cli"
     row.get_by_role("link").click()
     page.wait_for_selector("[data-field=steps]")
     step = page.locator("tr[data-step='provision_partition:web-dev/slow']")
