@@ -67,6 +67,9 @@ class Overview(BaseModel):
     recent_runs: list[Run]
     last_reconciled_at: str | None
     default_cloud: str
+    drift: dict[str, int] | None = Field(
+        default=None, description="Partitions by drift status; null where drift is not checked"
+    )
 
 
 __all__ = ["LoggedIn", "LoginBody", "Overview", "OverviewError", "SessionInfo", "SignedOut"]

@@ -126,8 +126,23 @@ def _serve(request: ApiRequest, asset: _Asset) -> ApiResponse:
     return ApiResponse(200, asset.raw, headers)
 
 
+def drift_counts(store: Any) -> dict[str, int] | None:
+    """Partitions by drift status (plus ``acknowledged``), or None when this store keeps no
+    drift records (drift detection, issue 11, adds ``list_drift`` to the stores)."""
+    list_drift = getattr(store, "list_drift", None)
+    if not callable(list_drift):
+        return None
+    records = list(list_drift(None))
+    counts = Counter(str(getattr(r.status, "value", r.status)) for r in records)
+    counts["acknowledged"] = sum(1 for r in records if getattr(r, "is_acknowledged", False))
+    return dict(counts)
+
+
 def overview_json(
-    states: list[EnclaveState], runs: list[Run], default_cloud: str
+    states: list[EnclaveState],
+    runs: list[Run],
+    default_cloud: str,
+    drift: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The first page's counts (see ``nclav.ui.models.Overview``)."""
     by_cloud: Counter[str] = Counter()
@@ -170,6 +185,7 @@ def overview_json(
         "recent_runs": docs[:MAX_RUNS],
         "last_reconciled_at": max(updated) if updated else None,
         "default_cloud": default_cloud,
+        "drift": drift,
     }
 
 
@@ -239,7 +255,10 @@ def register_dashboard(router: Router, service: Service) -> SessionAuth:
 
     def overview(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         doc = overview_json(
-            store.list_enclaves(), store.list_runs(limit=100), service.default_cloud.value
+            store.list_enclaves(),
+            store.list_runs(limit=100),
+            service.default_cloud.value,
+            drift_counts(store),
         )
         return json_response(200, doc)
 

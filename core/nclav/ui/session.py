@@ -62,6 +62,7 @@ COOKIE_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", _IAC + "/{run_id}"),
     ("GET", _IAC + "/{run_id}/log"),
     ("GET", "/drift"),
+    ("GET", "/enclaves/{id}/partitions/{part}/drift"),
     # the actions: approve or cancel a run awaiting approval, check or acknowledge drift
     ("POST", "/runs/{run_id}/approve"),
     ("POST", "/runs/{run_id}/cancel"),

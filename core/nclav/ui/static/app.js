@@ -311,10 +311,7 @@ async function overviewPage(main) {
   fill(main, h("h1", {}, "Overview"), h("p", { class: "muted" }, "Loading…"));
   const mine = page;
   const render = async () => {
-    const [o, drift] = await Promise.all([
-      get("ui/api/overview"),
-      session.features.drift ? get("drift").catch(() => null) : null,
-    ]);
+    const o = await get("ui/api/overview");
     if (mine !== page) return false;
     const children = [
       h("h1", {}, "Overview"),
@@ -331,7 +328,7 @@ async function overviewPage(main) {
         counts("Enclaves by status", o.by_status, "by-status"),
         counts("Enclaves by cloud", o.by_cloud, "by-cloud"),
         counts("Partitions by status", o.partitions_by_status, "partitions-by-status"),
-        drift ? counts("Drift", driftCounts(drift), "drift-counts") : null,
+        o.drift ? counts("Partitions by drift", o.drift, "drift-counts") : null,
       ),
       h("h2", { id: "awaiting" }, `Awaiting approval (${o.awaiting_approval.length})`),
       table("Runs waiting for a decision", RUN_HEADERS, runRows(o.awaiting_approval), { "aria-labelledby": "awaiting", "data-field": "awaiting" }),
@@ -356,20 +353,9 @@ async function overviewPage(main) {
   every(5000, render);
 }
 
-function driftItems(doc) {
-  if (Array.isArray(doc)) return doc;
-  for (const key of ["partitions", "items", "drift"]) if (Array.isArray(doc?.[key])) return doc[key];
-  return [];
-}
-
-function driftCounts(doc) {
-  const c = {};
-  for (const d of driftItems(doc)) {
-    const s = d.acknowledged ? `${d.status} (acknowledged)` : d.status;
-    c[s] = (c[s] || 0) + 1;
-  }
-  return c;
-}
+// GET /drift: {"partitions": [one per partition], "counts": {status: n, "acknowledged": n}}.
+const driftItems = (doc) => (Array.isArray(doc?.partitions) ? doc.partitions : []);
+const driftCounts = (doc) => doc?.counts || {};
 
 // -- Graph --------------------------------------------------------------------------------------
 
@@ -433,7 +419,7 @@ function kv(obj, label) {
 
 async function enclavePage(main, id) {
   const e = await get(`enclaves/${encodeURIComponent(id)}`);
-  const drift = session.features.drift ? await get(`drift?enclave_id=${encodeURIComponent(id)}`).catch(() => null) : null;
+  const drift = session.features.drift ? await get(`drift?enclave=${encodeURIComponent(id)}`).catch(() => null) : null;
   const driftBy = {};
   for (const d of driftItems(drift)) driftBy[d.partition_id] = d;
   const desired = e.desired || {};
@@ -447,7 +433,7 @@ async function enclavePage(main, id) {
       ["Partition", "Status", "Produces", "Updated", "Drift", "Error"],
       Object.entries(e.partitions).map(([pid, p]) =>
         row([partLink(e.enclave_id, pid), badge(p.meta.status), p.desired?.produces ?? "—", when(p.meta.updated_at),
-          driftBy[pid] ? badge(driftBy[pid].status) : "—",
+          driftBy[pid] ? [badge(driftBy[pid].status), driftBy[pid].acknowledged ? " (acknowledged)" : ""] : "—",
           p.meta.last_error ? h("span", { class: "error" }, p.meta.last_error.message) : ""], { "data-partition": pid }),
       ),
       { "data-field": "partitions" },
@@ -493,28 +479,39 @@ async function partitionPage(main, enc, part) {
 
 async function renderDrift(section, enc, part) {
   const path = `enclaves/${encodeURIComponent(enc)}/partitions/${encodeURIComponent(part)}/drift`;
-  const doc = await get(`drift?enclave_id=${encodeURIComponent(enc)}`).catch(() => null);
-  const d = driftItems(doc).find((x) => x.partition_id === part);
+  const d = await get(path);
+  if (!document.contains(section)) return;
   const act = (what) => async (ev) => {
     ev.target.disabled = true;
     try {
       await call(`${path}/${what}`, { method: "POST" });
       notice(what === "check" ? "Drift check started" : "Drift acknowledged");
-      await renderDrift(section, enc, part);
     } catch (e) {
       notice(`Failed: ${e.message}`);
-      ev.target.disabled = false;
     }
+    await renderDrift(section, enc, part);
   };
-  fill(section, 
+  const log = d.iac_run_id
+    ? link(`#/log/${encodeURIComponent(enc)}/${encodeURIComponent(part)}/${d.iac_run_id}`, "log of the check")
+    : null;
+  fill(section,
     h("h2", { id: "drift-title" }, "Drift"),
-    h("p", {}, "Status: ", badge(d?.status ?? "not_checked"), d?.acknowledged ? " (acknowledged)" : "", d?.checked_at ? ` · checked ${when(d.checked_at)}` : ""),
-    d?.resources?.length ? h("ul", {}, d.resources.map((r) => h("li", {}, h("code", {}, typeof r === "string" ? r : JSON.stringify(r))))) : null,
-    d?.plan ? h("pre", { class: "log" }, d.plan) : null,
+    h("p", { "data-field": "drift-status" }, "Status: ", badge(d.status), d.acknowledged ? " (acknowledged)" : "",
+      d.checking ? " · a check is running" : "", ` · checked ${when(d.checked_at)}`,
+      d.next_check_at ? ` · next check ${when(d.next_check_at)}` : "", log ? [" · ", log] : null),
+    d.error ? h("p", { class: "error" }, d.error) : null,
+    d.resource_drift?.length
+      ? table("What drifted", ["Resource", "Actions", "Attributes"],
+        d.resource_drift.map((r) => row([h("code", {}, r.address), (r.actions || []).join(", "), (r.attributes || []).join(", ")])),
+        { "data-field": "drifted-resources" })
+      : null,
+    d.plan_text ? [h("h3", {}, "Plan"), h("pre", { class: "log", tabindex: "0", "aria-label": "Drift plan" }, d.plan_text)] : null,
     h("div", { class: "toolbar" },
-      h("button", { type: "button", onclick: act("check") }, "Check drift now"),
-      d?.status === "drifted" && !d.acknowledged ? h("button", { type: "button", onclick: act("ack") }, "Acknowledge drift") : null),
+      h("button", { type: "button", onclick: act("check"), disabled: d.checking }, "Check drift now"),
+      d.status === "drifted" ? h("button", { type: "button", onclick: act("ack") }, "Acknowledge drift") : null),
   );
+  // While a check runs, look again every 2 s until it is over (the page may have moved on).
+  if (d.checking) setTimeout(() => document.contains(section) && renderDrift(section, enc, part).catch(() => {}), 2000);
 }
 
 // -- Runs ---------------------------------------------------------------------------------------
@@ -739,12 +736,18 @@ async function driftPage(main) {
     fill(main, h("h1", {}, "Drift"), h("p", {}, "This server does not check drift."));
     return;
   }
-  const items = driftItems(await get("drift"));
-  fill(main, 
+  const doc = await get("drift");
+  const items = driftItems(doc);
+  fill(main,
     h("h1", {}, "Drift"),
-    table("Every partition's last drift check", ["Enclave", "Partition", "Status", "Checked"],
+    h("div", { class: "cards" }, counts("Partitions by drift", driftCounts(doc), "drift-counts")),
+    h("h2", {}, "Partitions"),
+    table("Every partition's last drift check",
+      ["Enclave", "Partition", "Status", "Checked", "Drifted resources", "Error"],
       items.map((d) => row([encLink(d.enclave_id), partLink(d.enclave_id, d.partition_id),
-        [badge(d.status), d.acknowledged ? " (acknowledged)" : ""], when(d.checked_at)], { "data-partition": `${d.enclave_id}/${d.partition_id}` })),
+        [badge(d.status), d.acknowledged ? " (acknowledged)" : "", d.checking ? " (checking)" : ""],
+        when(d.checked_at), String((d.resource_drift || []).length), d.error ? h("span", { class: "error" }, d.error) : ""],
+      { "data-partition": `${d.enclave_id}/${d.partition_id}` })),
       { "data-field": "drift" }),
   );
 }
