@@ -27,9 +27,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from nclav.errors import ConflictError, NclavError, TemporaryError
+from functions_aws._errors import NETWORK, error_code, http_status
+from nclav.errors import ConflictError, NclavError, ServiceError, TemporaryError, classify
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,12 +58,10 @@ TEMPORARY_CODES = frozenset(
 _BUSY_REASONS = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
-# Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
-_NETWORK = (ConnectionError, HTTPClientError)
 _RETRY_AFTER_S = 2.0
 
 
-class DynamoStoreError(NclavError):
+class DynamoStoreError(ServiceError):
     """A DynamoDB failure that retrying will not fix (missing table, permissions, bad input)."""
 
 
@@ -101,15 +100,6 @@ class ContendedError(TemporaryError):
     """A transaction cancelled because other transactions held its items at that moment."""
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    meta: Any = exc.response.get("ResponseMetadata", {})
-    return int(meta.get("HTTPStatusCode") or 0)
-
-
 def _cancelled(exc: ClientError, operation: str) -> NclavError:
     reasons_raw = cast("list[dict[str, Any]]", exc.response.get("CancellationReasons") or [])
     reasons = tuple(str(r.get("Code") or "None") for r in reasons_raw)
@@ -128,17 +118,20 @@ def _cancelled(exc: ClientError, operation: str) -> NclavError:
 def translate(exc: Exception, operation: str) -> NclavError:
     """The nclav error for a botocore exception raised by ``operation``."""
     if isinstance(exc, ClientError):
-        code = _code(exc)
+        code = error_code(exc)
         message = str(exc.response.get("Error", {}).get("Message", "")) or code
         if code == _CONDITION_FAILED:
             item = cast("Item | None", exc.response.get("Item"))
             return ConditionFailedError(f"{operation}: condition failed", item=item)
         if code == _CANCELLED:
             return _cancelled(exc, operation)
-        if code in TEMPORARY_CODES or _status(exc) >= 500:
+        # A missing table is a 400 ResourceNotFoundException: permanent, never "not found";
+        # so only core's temporary rule applies here, with DynamoDB's own codes.
+        status = http_status(exc)
+        if code in TEMPORARY_CODES or classify(status, code) == "temporary":
             return TemporaryError(f"{operation}: {code}: {message}", retry_after_s=_RETRY_AFTER_S)
-        return DynamoStoreError(f"{operation}: {code}: {message}")
-    if isinstance(exc, _NETWORK):
+        return DynamoStoreError(f"{operation}: {code}: {message}", status=status, code=code)
+    if isinstance(exc, NETWORK):
         return TemporaryError(
             f"{operation}: DynamoDB unreachable: {exc}", retry_after_s=_RETRY_AFTER_S
         )

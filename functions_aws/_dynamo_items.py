@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from functions_aws._dynamo_keys import (
     LEASE_PK,
     LEASES,
+    READY,
+    READY_PK,
+    READY_SK,
     RUNS,
     N,
     S,
@@ -32,25 +35,12 @@ from functions_aws._dynamo_keys import (
     text,
     unfinished_key,
 )
-from nclav.records import AuditEvent, Run, StepRecord, StepStatus
+from nclav.records import AuditEvent, Run, StepRecord, StepStatus, ready_since
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from functions_aws._dynamo_errors import AttributeValue, Item
-
-# A step's error is kept whole up to this many characters; beyond it the middle is cut, so a
-# huge error (a tool's whole output) can never make a step impossible to finish.
-MAX_STEP_ERROR = 16_000
-_TRIM_MARK = "\n[... {cut:,} characters cut ...]\n"
-
-
-def bounded_error(error: str | None) -> str | None:
-    if error is None or len(error) <= MAX_STEP_ERROR:
-        return error
-    half = MAX_STEP_ERROR // 2
-    return error[:half] + _TRIM_MARK.format(cut=len(error) - 2 * half) + error[-half:]
-
 
 # -- steps ---------------------------------------------------------------------------------------
 
@@ -78,12 +68,20 @@ def step_attrs(step: StepRecord) -> dict[str, AttributeValue | None]:
         "lease_owner": _opt_s(step.lease_owner),
         "lease_expires_at": _opt_n(step.lease_expires_at),
         "not_before": _opt_n(step.not_before),
-        "error": _opt_s(bounded_error(step.error)),
+        "error": _opt_s(step.error),  # bounded by the engine (nclav.engine.bound_error)
         "started_at": _opt_s(step.started_at),
         "finished_at": _opt_s(step.finished_at),
         "version": N(step.version),
+        "sent_at": _opt_n(step.sent_at),
         LEASE_PK: S(LEASES) if leased else None,
+        **ready_attrs(step.status, ready_since(step)),
     }
+
+
+def ready_attrs(status: StepStatus, since: float) -> dict[str, AttributeValue | None]:
+    """The ready index's key: present on ready steps only (``since``: ``ready_since``)."""
+    ready = status == StepStatus.READY
+    return {READY_PK: S(READY) if ready else None, READY_SK: N(since) if ready else None}
 
 
 def step_item(step: StepRecord, position: int, plan: str) -> Item:
@@ -119,6 +117,7 @@ def step_from(item: Item) -> StepRecord:
             "started_at": text(item.get("started_at")),
             "finished_at": text(item.get("finished_at")),
             "version": integer(item["version"]),
+            "sent_at": number(item.get("sent_at")),
         }
     )
 
@@ -203,10 +202,9 @@ def event_from(item: Item) -> AuditEvent:
 
 
 __all__ = [
-    "MAX_STEP_ERROR",
-    "bounded_error",
     "event_from",
     "event_item",
+    "ready_attrs",
     "run_attrs",
     "run_from",
     "run_item",

@@ -22,6 +22,7 @@ EVENTS = "EVENTS"
 COUNTER = "COUNTER"
 RUNS = "RUNS"
 LEASES = "LEASES"
+READY = "READY"
 RUN_SK = "#RUN"  # sorts before every "STEP#..." of the same run partition
 STEPS_LEFT_SK = "#STEPS_LEFT"  # the run's count of unfinished steps (not a STEP# item)
 STEP_PREFIX = "STEP#"
@@ -33,6 +34,9 @@ GSI2 = "gsi2"  # runs of one status; events of one run
 LEASE_INDEX = "leases"  # sparse: running steps by lease expiry
 LEASE_PK = "lease_pk"
 LEASE_SK = "lease_expires_at"  # the step's own attribute, so the index needs no copy
+READY_INDEX = "ready"  # sparse: ready steps by records.ready_since (the sweeper's candidates)
+READY_PK = "ready_pk"
+READY_SK = "ready_at"
 
 # Items above this are compressed (zlib): it saves write capacity (billed per KB) long before
 # the 400 KB item limit matters.
@@ -209,7 +213,7 @@ def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
 
 def table_definition(name: str) -> dict[str, Any]:
     """The ``CreateTable`` request for the store (infra/aws declares the same in Terraform)."""
-    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK)
+    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK, READY_PK)
     return {
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
@@ -220,12 +224,14 @@ def table_definition(name: str) -> dict[str, Any]:
         "AttributeDefinitions": [
             *({"AttributeName": a, "AttributeType": "S"} for a in strings),
             {"AttributeName": LEASE_SK, "AttributeType": "N"},
+            {"AttributeName": READY_SK, "AttributeType": "N"},
         ],
         "GlobalSecondaryIndexes": [
             _index(GSI1, "gsi1pk", "gsi1sk", "ALL"),
             _index(GSI2, "gsi2pk", "gsi2sk", "ALL"),
             # Keys only: the sweeper re-reads each candidate consistently anyway.
             _index(LEASE_INDEX, LEASE_PK, LEASE_SK, "KEYS_ONLY"),
+            _index(READY_INDEX, READY_PK, READY_SK, "KEYS_ONLY"),
         ],
     }
 
@@ -247,6 +253,7 @@ __all__ = [
     "MAX_DOC_BYTES",
     "MAX_ITEM_BYTES",
     "N",
+    "READY_INDEX",
     "S",
     "create_table",
     "doc_attrs",

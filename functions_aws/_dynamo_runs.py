@@ -18,7 +18,6 @@ Lambda's 15-minute ceiling, so its owner is gone) and may then be taken over.
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,6 +51,7 @@ from functions_aws._dynamo_keys import (
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import Run, RunStatus, check_run_steps, iso_time, new_id
+from nclav.runtime import backoff
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -73,7 +73,7 @@ def _fits_one_transaction(items: Sequence[Item], others: int) -> bool:
 
 
 def _backoff(attempt: int) -> None:
-    time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
+    time.sleep(backoff(attempt + 1, 0.02, 1.0, jitter=0.5))
 
 
 def _claim_cutoff(started_at: str | None) -> str:

@@ -12,17 +12,20 @@ one GetItem, exact under concurrent finishes. Every other step write stays one U
 
 from __future__ import annotations
 
-import random
 import time
 from typing import TYPE_CHECKING
 
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
-from functions_aws._dynamo_items import bounded_error, step_attrs, step_from
+from functions_aws._dynamo_items import ready_attrs, step_attrs, step_from
 from functions_aws._dynamo_keys import (
     LEASE_INDEX,
     LEASE_PK,
     LEASE_SK,
     LEASES,
+    READY,
+    READY_INDEX,
+    READY_PK,
+    READY_SK,
     RUN_SK,
     STEP_PREFIX,
     N,
@@ -36,12 +39,14 @@ from functions_aws._dynamo_keys import (
 )
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
-from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
+from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time, ready_since
+from nclav.runtime import backoff
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-    from functions_aws._dynamo_errors import Item
+    from functions_aws._dynamo_errors import AttributeValue, Item
     from functions_aws._dynamo_table import Table
 
 # Every finish of a run's steps moves the run's one count item, so two finishes at the same
@@ -67,6 +72,14 @@ def _held(e: Expr, owner: str) -> str:
     # Holding a step means owning its lease, expired or not, until someone else claims it.
     running = e.v(S(StepStatus.RUNNING.value))
     return f"{e.n('status')} = {running} AND {e.n('lease_owner')} = {e.v(S(owner))}"
+
+
+def _handed_back(
+    status: StepStatus, now: float, not_before: float | None
+) -> dict[str, AttributeValue | None]:
+    if status != StepStatus.READY:
+        return ready_attrs(status, now)
+    return {"sent_at": N(now), **ready_attrs(status, max(now, not_before or 0.0))}
 
 
 def _unfinished_statuses(e: Expr) -> str:
@@ -99,7 +112,7 @@ class DynamoSteps:
             try:
                 self._table.transact(actions)
             except ContendedError:
-                time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
+                time.sleep(backoff(attempt + 1, 0.01, 1.0, jitter=0.5))
             else:
                 return
         raise TemporaryError("a run's step count is too contended; try again", retry_after_s=1.0)
@@ -136,6 +149,7 @@ class DynamoSteps:
                 LEASE_PK: S(LEASES),
                 "started_at": S(iso_time(now)),
                 "not_before": None,
+                **ready_attrs(StepStatus.RUNNING, now),
             },
             bump=("attempts", "version"),
         )
@@ -176,12 +190,14 @@ class DynamoSteps:
         update = e.assign(
             {
                 "status": S(status.value),
-                "error": None if error is None else S(str(bounded_error(error))),
+                "error": None if error is None else S(error),
                 "finished_at": S(iso_time(now)),
                 "not_before": None if not_before is None else N(not_before),
                 "lease_owner": None,
                 "lease_expires_at": None,
                 LEASE_PK: None,
+                # Handed back ready: the caller sends its message right after (see the port).
+                **_handed_back(status, now, not_before),
             },
             bump=("version",),
         )
@@ -266,6 +282,33 @@ class DynamoSteps:
             e,
             index=LEASE_INDEX,
         )
+
+        def expired(step: StepRecord) -> bool:
+            expires = step.lease_expires_at
+            return step.status == StepStatus.RUNNING and expires is not None and expires <= now
+
+        return self._confirmed(candidates, expired)
+
+    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
+        # The same way as the leases: the sparse ready index names candidates, a consistent
+        # read decides (a step claimed or re-sent a moment ago is not reported).
+        e = Expr()
+        candidates = self._table.query(
+            f"{e.n(READY_PK)} = {e.v(S(READY))} AND {e.n(READY_SK)} <= {e.v(N(older_than))}",
+            e,
+            index=READY_INDEX,
+        )
+
+        def stuck(step: StepRecord) -> bool:
+            return step.status == StepStatus.READY and ready_since(step) <= older_than
+
+        return self._confirmed(candidates, stuck)
+
+    def _confirmed(
+        self, candidates: list[Item], keep: Callable[[StepRecord], bool]
+    ) -> list[StepRecord]:
+        """The committed steps among index ``candidates`` that ``keep`` accepts once read
+        consistently, oldest run first, each run's in plan order."""
         if not candidates:
             return []
         steps = [key(c["pk"]["S"], c["sk"]["S"]) for c in candidates]
@@ -280,8 +323,7 @@ class DynamoSteps:
             if text(run.get("plan")) != text(item.get("plan")):
                 continue  # a step of a plan its run never committed
             step = step_from(item)
-            expires = step.lease_expires_at
-            if step.status == StepStatus.RUNNING and expires is not None and expires <= now:
+            if keep(step):
                 found.append((integer(run["seq"]), integer(item["pos"]), step))
         found.sort(key=lambda f: (f[0], f[1]))
         return [step for _, _, step in found]

@@ -8,7 +8,6 @@ place) and ``Table`` refuses, before sending, any item DynamoDB would reject for
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from botocore import xform_name
 from functions_aws._dynamo_errors import ItemTooLargeError, translated
 from functions_aws._dynamo_keys import MAX_ITEM_BYTES, item_size
 from nclav.errors import TemporaryError
+from nclav.runtime import backoff
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -259,7 +259,7 @@ class Table:
             pending = response.get(leftover) or {}
             if not pending:
                 return responses
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+            time.sleep(backoff(attempt + 1, 0.05, 2.0, jitter=0.5))
         raise TemporaryError(f"{operation}: DynamoDB left items unprocessed", retry_after_s=5.0)
 
 

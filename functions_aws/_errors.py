@@ -9,6 +9,9 @@ The adapters (SQS queue, S3 blobs, Secrets Manager secrets) wrap every AWS call 
     ├── throttling, 5xx, timeouts, dropped connections                   -> TemporaryError
     └── anything else (AccessDenied, validation, no credentials, ...)    -> AwsServiceError
 
+The codes below are AWS's; what is left is core's ``classify`` (by HTTP status), the rule
+every cloud's translators share. ``AwsServiceError`` is core's ``ServiceError``.
+
 botocore has already retried throttling and 5xx with its own backoff by the time an error
 gets here, so a ``TemporaryError`` means "later, through the queue", not "again now".
 Adapters that expect a code (a missing secret is ``None``) catch the translated error.
@@ -21,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
+from nclav.errors import (
+    ConflictError,
+    ErrorKind,
+    NclavError,
+    NotFoundError,
+    ServiceError,
+    TemporaryError,
+    classify,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,24 +85,29 @@ TRANSIENT = frozenset(
         "KMSThrottlingException",
     }
 )
+# Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
+NETWORK = (ConnectionError, HTTPClientError)
 THROTTLED_RETRY_S = 10.0
 TRANSIENT_RETRY_S = 5.0
+KNOWN: dict[str, ErrorKind] = {
+    **dict.fromkeys(NOT_FOUND, "not_found"),
+    **dict.fromkeys(CONFLICT, "conflict"),
+    **dict.fromkeys(THROTTLING | TRANSIENT, "temporary"),
+    # 409s that create_bucket tells apart by their code (ours already, or someone else's)
+    "BucketAlreadyOwnedByYou": "permanent",
+    "BucketAlreadyExists": "permanent",
+}
 
 
-class AwsServiceError(NclavError):
+class AwsServiceError(ServiceError):
     """An AWS error that is neither missing, conflicting nor transient (access, validation)."""
-
-    def __init__(self, message: str, *, code: str = "", status: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
 
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _status(exc: ClientError) -> int:
+def http_status(exc: ClientError) -> int:
     meta: Any = exc.response.get("ResponseMetadata", {})
     return int(meta.get("HTTPStatusCode") or 0)
 
@@ -99,19 +115,20 @@ def _status(exc: ClientError) -> int:
 def translate(exc: Exception, what: str) -> NclavError:
     """The nclav error for an SDK error raised while doing ``what``."""
     if isinstance(exc, ClientError):
-        code, status = error_code(exc), _status(exc)
+        code, status = error_code(exc), http_status(exc)
         detail = str(exc.response.get("Error", {}).get("Message") or "")
         text = f"{what}: {code}: {detail}" if detail else f"{what}: {code}"
-        if code in NOT_FOUND:
+        kind = classify(status, code, KNOWN)
+        if kind == "not_found":
             return NotFoundError(text)
-        if code in CONFLICT:
+        if kind == "conflict":
             return ConflictError(text)
-        if code in THROTTLING or status == 429:
+        if kind == "temporary" and (code in THROTTLING or status == 429):
             return TemporaryError(f"{text} (throttled)", retry_after_s=THROTTLED_RETRY_S)
-        if code in TRANSIENT or status >= 500:
+        if kind == "temporary":
             return TemporaryError(text, retry_after_s=TRANSIENT_RETRY_S)
         return AwsServiceError(text, code=code, status=status)
-    if isinstance(exc, ConnectionError | HTTPClientError):  # timeouts, resets, DNS
+    if isinstance(exc, NETWORK):  # timeouts, resets, DNS
         return TemporaryError(f"{what}: {exc}", retry_after_s=TRANSIENT_RETRY_S)
     return AwsServiceError(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -125,4 +142,4 @@ def aws_errors(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-__all__ = ["AwsServiceError", "aws_errors", "error_code", "translate"]
+__all__ = ["NETWORK", "AwsServiceError", "aws_errors", "error_code", "http_status", "translate"]

@@ -1,8 +1,10 @@
 """The HTTP API as a Lambda function: function URL (payload 2.0) and API Gateway HTTP API events.
 
 The event becomes an ``ApiRequest`` for core's route table and the ``ApiResponse`` the
-function's result; a body travels base64-encoded, both ways, unless it is UTF-8 text. Routing,
-authentication, body limits and error mapping are the router's, the same for every runtime.
+function's result; a body travels base64-encoded, both ways, unless it is UTF-8 text. The rest
+is core's (``nclav.runtime.handlers.answer``): a bad event answers 400, ``/health`` 200 without
+building the runtime, a runtime that cannot be built 500; routing, authentication, body limits
+and error mapping are the router's, the same for every runtime.
 The request id is API Gateway's / Lambda's ``requestContext.requestId``, so the response's
 ``X-Request-Id``, the error body and the JSON log lines (correlation id) all carry it.
 
@@ -21,9 +23,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 
 from functions_aws import bootstrap
+from nclav.runtime.handlers import BadEventError, answer
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -35,30 +38,22 @@ logger = Logger(service="nclav-api")
 _TEXT_TYPES = ("application/json", "text/")
 
 
-class BadEventError(ValueError):
-    """The event is not an HTTP request of a function URL or an HTTP API."""
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bootstrap.route_logs(logger)
-    request_id = str((event.get("requestContext") or {}).get("requestId") or "")
-    try:
-        router = bootstrap.runtime().router
-    except Exception:  # configuration: the log has it, the caller gets no details
-        logger.exception("the runtime could not be built")
-        return _error(500, "internal", "internal error", request_id)
-    return respond(router, event)
+    return _answer(event, lambda: bootstrap.runtime().router)
 
 
 def respond(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
     """The function's result for one HTTP event, answered by ``router``."""
-    try:
-        request = to_request(event)
-    except BadEventError as exc:
-        request_id = str((event.get("requestContext") or {}).get("requestId") or "")
-        return _error(400, "bad_request", str(exc), request_id)
-    return to_result(router.dispatch(request))
+    return _answer(event, lambda: router)
+
+
+def _answer(event: Mapping[str, Any], router: Callable[[], Router]) -> dict[str, Any]:
+    request_id = str((event.get("requestContext") or {}).get("requestId") or "")
+    return answer(
+        event, request_id=request_id, to_request=to_request, to_result=to_result, router=router
+    )
 
 
 def to_request(event: Mapping[str, Any]) -> ApiRequest:
@@ -116,13 +111,6 @@ def _strip_stage(path: str, stage: object) -> str:
         if path.startswith(prefix + "/"):
             return path[len(prefix) :]
     return path
-
-
-def _error(status: int, code: str, message: str, request_id: str) -> dict[str, Any]:
-    from nclav.api.http import REQUEST_ID_HEADER, error_response
-
-    response = error_response(status, code, message, request_id)
-    return to_result(response) | {"headers": {**response.headers, REQUEST_ID_HEADER: request_id}}
 
 
 __all__ = ["BadEventError", "handler", "respond", "to_request", "to_result"]

@@ -1,146 +1,39 @@
-"""The AWS runtime's wiring: the environment in; adapters, engine, service and router out.
+"""The AWS runtime's wiring: its settings and adapters, handed to core's ``compose``.
 
-The one module that names concrete adapters (cosmicpython's ``bootstrap``), mirroring
-``nclav.local.runtime`` with AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
-two SQS queues behind one ``WorkQueue`` (``StepQueues``: terraform steps to the IaC queue,
-every other step to the steps queue).
+The one module that names the AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
+two SQS queues behind one ``WorkQueue`` (``functions_aws.settings.StepQueues``: terraform steps
+to the IaC queue, the rest to the steps queue, by the action the engine puts in each message).
 
 Nothing happens at import. ``runtime()`` creates the ``AwsRuntime`` on first use and caches it
-for warm invocations, and each of its parts (a boto3 client, an adapter, the API token, the
-engine, the router) is built the first time a handler asks for it: the step worker never
-fetches the API token, and no handler pays for a part it does not use. Core and boto3 are
-imported inside those builders too, so importing a handler module stays cheap
-(``scripts/bench_aws.py`` measures it).
+for warm invocations, and each part (a boto3 client, an adapter, the API token, the composed
+engine and router) is built the first time a handler asks for it: the step worker never
+fetches the API token, ``/health`` builds nothing, and imports of core and boto3 happen inside
+the builders, so importing a handler stays cheap (``scripts/bench_aws.py`` measures it).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from functions_aws import constants as env
+from functions_aws.settings import Settings, StepQueues
+from nclav.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from functions_aws.s3_blobs import S3BlobStore
     from functions_aws.secrets import SecretsManagerSecretStore
-    from functions_aws.sqs_queue import SqsWorkQueue
     from nclav.api.router import Router
     from nclav.engine import Driver, Engine
     from nclav.iac.partition import PartitionIac
     from nclav.model import Cloud
     from nclav.ports import Clock, StateStore
+    from nclav.runtime.compose import Composition
+    from nclav.runtime.delivery import DeliveryPolicy
 
 _T = TypeVar("_T")
-
-
-class ConfigurationError(RuntimeError):
-    """The function's environment cannot make a runtime (a missing or malformed variable)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The runtime's configuration, read once from the environment (``constants``)."""
-
-    table: str
-    bucket: str
-    steps_queue_url: str
-    iac_queue_url: str
-    blob_prefix: str = ""
-    secret_prefix: str = "nclav/"
-    token_secret: str = "api-token"
-    api_url: str | None = None
-    workspaces: Path = Path("/tmp/nclav/workspaces")
-    cloud: str = "aws"
-    enable_clouds: tuple[str, ...] = ()
-    lease_s: float = 120.0
-    max_attempts: int = 4
-    backoff_s: float = 2.0
-    max_receives: int = 5
-    redelivery_backoff_s: float = 5.0
-    redelivery_max_s: float = 900.0
-    iac_min_remaining_s: float = 120.0
-    iac_margin_s: float = 60.0
-    iac_heartbeat_s: float = 60.0
-    iac_visibility_s: float = 180.0
-    aws_driver: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        source = os.environ if environ is None else environ
-        missing = [name for name in env.REQUIRED if not source.get(name)]
-        if missing:
-            raise ConfigurationError(f"environment variables not set: {', '.join(missing)}")
-
-        def text(name: str) -> str:
-            return source.get(name) or env.DEFAULTS[name]
-
-        def number(name: str) -> float:
-            raw = text(name)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigurationError(f"{name}: expected a number, got {raw!r}") from None
-            if value < 0:
-                raise ConfigurationError(f"{name}: expected a number >= 0, got {raw!r}")
-            return value
-
-        driver = {name: source[name] for name in env.AWS_DRIVER_OPTIONS if source.get(name)}
-        return cls(
-            table=source[env.TABLE],
-            bucket=source[env.BUCKET],
-            steps_queue_url=source[env.STEPS_QUEUE_URL],
-            iac_queue_url=source[env.IAC_QUEUE_URL],
-            blob_prefix=text(env.BLOB_PREFIX),
-            secret_prefix=text(env.SECRET_PREFIX),
-            token_secret=text(env.TOKEN_SECRET),
-            api_url=source.get(env.API_URL) or None,
-            workspaces=Path(text(env.WORKSPACES)),
-            cloud=text(env.CLOUD),
-            enable_clouds=tuple(c.strip() for c in text(env.ENABLE_CLOUDS).split(",") if c.strip()),
-            lease_s=number(env.LEASE_S),
-            max_attempts=max(int(number(env.MAX_ATTEMPTS)), 1),
-            backoff_s=number(env.BACKOFF_S),
-            max_receives=max(int(number(env.MAX_RECEIVES)), 1),
-            redelivery_backoff_s=number(env.REDELIVERY_BACKOFF_S),
-            redelivery_max_s=number(env.REDELIVERY_MAX_S),
-            iac_min_remaining_s=number(env.IAC_MIN_REMAINING_S),
-            iac_margin_s=number(env.IAC_MARGIN_S),
-            iac_heartbeat_s=max(number(env.IAC_HEARTBEAT_S), 1.0),
-            iac_visibility_s=number(env.IAC_VISIBILITY_S),
-            aws_driver=driver,
-        )
-
-
-class StepQueues:
-    """The engine's one ``WorkQueue`` over two SQS queues, routed by the step's action.
-
-    ``provision_partition`` and ``teardown_partition`` run terraform, so they go to the IaC
-    queue (the container-image worker that has terraform and tofu); every other step goes to
-    the steps queue (the small zip worker). The action is the message's ``action`` when it
-    has one, else the prefix of its step id (``plan.step_id``: ``"<action>:<enclave>..."``),
-    so routing costs no read.
-    """
-
-    def __init__(self, steps: SqsWorkQueue, iac: SqsWorkQueue) -> None:
-        self.steps = steps
-        self.iac = iac
-
-    def queue_for(self, message: Mapping[str, str]) -> SqsWorkQueue:
-        action = message.get("action") or message.get("step_id", "").partition(":")[0]
-        return self.iac if action in env.IAC_ACTIONS else self.steps
-
-    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
-        self.queue_for(message).send(message, delay_s)
-
-    def close(self) -> None:
-        self.steps.close()
-        self.iac.close()
 
 
 class AwsRuntime:
@@ -162,14 +55,10 @@ class AwsRuntime:
         self.settings = settings
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}
-        if clock is not None:
-            self._parts["clock"] = clock
-        if drivers is not None:
-            self._parts["drivers"] = dict(drivers)
-        if store is not None:
-            self._parts["store"] = store
+        given = {"clock": clock, "drivers": None if drivers is None else dict(drivers)}
+        self._parts.update({k: v for k, v in {**given, "store": store}.items() if v is not None})
         for service, client in (clients or {}).items():
-            self._parts[f"client:{service}"] = client
+            self._parts[service] = client
 
     def _once(self, name: str, build: Callable[[], _T]) -> _T:
         with self._lock:
@@ -178,57 +67,47 @@ class AwsRuntime:
             part: _T = self._parts[name]
             return part
 
-    # -- boto3 ---------------------------------------------------------------------------------
-
     def client(self, service: str) -> Any:
-        """One boto3 client per service, shared by every adapter (clients are thread-safe)."""
+        """One botocore client per service, shared by every adapter (clients are thread-safe),
+        created on its first call: a request that reads DynamoDB loads no S3 or SQS model."""
 
         def build() -> Any:
-            import boto3
+            # botocore, not boto3: boto3 adds nothing the adapters use and ~50 ms of imports.
+            import botocore.session
             from botocore.config import Config
 
             # Standard retry mode: throttling and 5xx retried with backoff before an adapter
             # sees them; timeouts well inside a function's lifetime.
             config = Config(
-                retries={"mode": "standard", "max_attempts": 4},
-                connect_timeout=5,
-                read_timeout=30,
+                retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30
             )
-            session: Any = self._once("session", boto3.session.Session)
-            return session.client(service, config=config)
+            session: Any = self._once("session", botocore.session.get_session)
+            return session.create_client(service, config=config)
 
-        return self._once(f"client:{service}", build)
+        return self._once(f"lazy:{service}", lambda: _Lazy(lambda: self._once(service, build)))
 
     # -- adapters ------------------------------------------------------------------------------
 
     @property
     def store(self) -> StateStore:
-        def build() -> StateStore:
-            from functions_aws.dynamodb_store import DynamoStateStore
+        from functions_aws.dynamodb_store import DynamoStateStore
 
-            return DynamoStateStore(self.settings.table, client=self.client("dynamodb"))
-
-        return self._once("store", build)
+        client = self.client("dynamodb")
+        return self._once("store", lambda: DynamoStateStore(self.settings.table, client=client))
 
     @property
     def blobs(self) -> S3BlobStore:
-        def build() -> S3BlobStore:
-            from functions_aws.s3_blobs import S3BlobStore
+        from functions_aws.s3_blobs import S3BlobStore
 
-            s = self.settings
-            return S3BlobStore(s.bucket, s.blob_prefix, client=self.client("s3"))
-
-        return self._once("blobs", build)
+        s, client = self.settings, self.client("s3")
+        return self._once("blobs", lambda: S3BlobStore(s.bucket, s.blob_prefix, client=client))
 
     @property
     def secrets(self) -> SecretsManagerSecretStore:
-        def build() -> SecretsManagerSecretStore:
-            from functions_aws.secrets import SecretsManagerSecretStore
+        from functions_aws.secrets import SecretsManagerSecretStore
 
-            prefix = self.settings.secret_prefix
-            return SecretsManagerSecretStore(prefix, client=self.client("secretsmanager"))
-
-        return self._once("secrets", build)
+        prefix, client = self.settings.secret_prefix, self.client("secretsmanager")
+        return self._once("secrets", lambda: SecretsManagerSecretStore(prefix, client=client))
 
     @property
     def token(self) -> str:
@@ -246,139 +125,84 @@ class AwsRuntime:
 
     @property
     def queues(self) -> StepQueues:
-        def build() -> StepQueues:
-            from functions_aws.sqs_queue import SqsWorkQueue
+        from functions_aws.sqs_queue import SqsWorkQueue
 
-            s, sqs = self.settings, self.client("sqs")
-            return StepQueues(
+        s, sqs = self.settings, self.client("sqs")
+        return self._once(
+            "queues",
+            lambda: StepQueues(
                 SqsWorkQueue(s.steps_queue_url, client=sqs),
                 SqsWorkQueue(s.iac_queue_url, client=sqs),
-            )
-
-        return self._once("queues", build)
+            ),
+        )
 
     @property
     def clock(self) -> Clock:
-        def build() -> Clock:
-            from nclav.ports import SystemClock
+        from nclav.ports import SystemClock
 
-            return SystemClock()
-
-        return self._once("clock", build)
+        return self._once("clock", SystemClock)
 
     @property
     def drivers(self) -> dict[Cloud, Driver]:
-        return self._once("drivers", self._build_drivers)
+        from nclav.runtime.drivers import drivers_for
 
-    def _build_drivers(self) -> dict[Cloud, Driver]:
-        from nclav.engine import LocalDriver
-        from nclav.model import Cloud
+        s = self.settings
+        return self._once(
+            "drivers",
+            lambda: drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ),
+        )
 
-        out: dict[Cloud, Driver] = {}
-        for name in dict.fromkeys((self.settings.cloud, *self.settings.enable_clouds)):
-            try:
-                cloud = Cloud(name)
-            except ValueError:
-                raise ConfigurationError(f"unknown cloud {name!r} in the environment") from None
-            if cloud == Cloud.LOCAL:
-                out[cloud] = LocalDriver()
-            elif cloud == Cloud.AWS:
-                out[cloud] = self._aws_driver()
-            else:
-                raise ConfigurationError(f"the {name} driver does not run in the AWS runtime")
-        return out
+    @property
+    def policy(self) -> DeliveryPolicy:
+        from nclav.runtime.delivery import DeliveryPolicy
 
-    def _aws_driver(self) -> Driver:
-        from functions_aws.driver import make_driver
-        from nclav.errors import SpecError
-
-        given = self.settings.aws_driver
-        options = {key: given.get(name) for name, key in env.AWS_DRIVER_OPTIONS.items()}
-        try:
-            driver: Driver = make_driver(options)
-        except SpecError as exc:
-            raise ConfigurationError(f"the aws driver cannot start: {exc}") from exc
-        return driver
+        s = self.settings
+        return DeliveryPolicy(s.max_receives, s.redelivery_backoff_s, s.redelivery_max_s)
 
     # -- core ----------------------------------------------------------------------------------
 
     @property
-    def iac(self) -> PartitionIac:
-        """Terraform for the engine, held to the invocation's time left (``lambda_iac``).
-
-        Its state backend is a loopback server in this function: no API token needed.
-        """
-
-        def build() -> PartitionIac:
+    def composition(self) -> Composition:
+        def build() -> Composition:
             from functions_aws.lambda_iac import lambda_time_limit
-            from nclav.iac.partition import PartitionIac
+            from nclav.runtime.compose import compose
 
             s = self.settings
-            return PartitionIac(
-                self.store,
-                self.blobs,
-                self.clock,
-                s.workspaces,
-                lease_s=s.lease_s,
+            return compose(
+                s,
+                store=self.store,
+                queue=self.queues,
+                blobs=self.blobs,
+                clock=self.clock,
+                drivers=self.drivers,
+                token=lambda: self.token,
                 time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
             )
 
-        return self._once("iac", build)
+        return self._once("composition", build)
 
     @property
     def engine(self) -> Engine:
-        def build() -> Engine:
-            from nclav.engine import Engine
-
-            s = self.settings
-            engine = Engine(
-                self.store,
-                self.queues,
-                self.blobs,
-                self.clock,
-                self.drivers,
-                self.default_cloud,
-                self.iac,
-                self.bundles.load,
-                lease_s=s.lease_s,
-                max_attempts=s.max_attempts,
-                backoff_s=s.backoff_s,
-            )
-            self.iac.owner = engine.owner
-            return engine
-
-        return self._once("engine", build)
+        return self.composition.engine
 
     @property
-    def default_cloud(self) -> Cloud:
-        from nclav.model import Cloud
-
-        return Cloud(self.settings.cloud)
-
-    @property
-    def bundles(self) -> Any:
-        def build() -> Any:
-            from nclav.service import Bundles
-
-            return Bundles(self.blobs, self.default_cloud)
-
-        return self._once("bundles", build)
+    def iac(self) -> PartitionIac:
+        """Core's terraform runner, held to an invocation's time left (``lambda_iac``)."""
+        return self.composition.iac
 
     @property
     def router(self) -> Router:
-        def build() -> Router:
-            from nclav.api.auth import TokenAuth
-            from nclav.api.routes import build_router
-            from nclav.iac.state_backend import TerraformStateBackend
-            from nclav.service import Service
+        return self._once("router", lambda: self.composition.router)
 
-            service = Service(
-                self.store, self.bundles, self.engine, self.drivers, self.default_cloud
-            )
-            tf_state = TerraformStateBackend(self.store, self.blobs, self.clock)
-            return build_router(service, tf_state, self.blobs, TokenAuth(self.token))
 
-        return self._once("router", build)
+class _Lazy:
+    """A client made on first attribute use (``AwsRuntime.client``)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._make(), name)
 
 
 _runtime: AwsRuntime | None = None

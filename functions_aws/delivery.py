@@ -1,29 +1,25 @@
-"""One SQS delivery of a step message: what both step workers do with a record.
+"""One SQS delivery of a step message: core's delivery policy applied with SQS's mechanism.
 
-* A message that arrived before its due time (a delay beyond SQS's 900 s cap) is sent again
-  for the rest of its delay and acknowledged (``SqsWorkQueue.defer``).
-* A body nclav did not write is logged and acknowledged: another delivery cannot fix it.
-* Otherwise the engine handles it: it claims the step under a lease, carries it out and
-  records the outcome, retrying a ``TemporaryError`` of the step itself with its own backoff
-  (a new, delayed message). The claim is a conditional write, so a second delivery of the same
-  message finds the step taken or done and does nothing: the work happens once.
-* An exception out of the engine (the state store or S3 failing around the step):
-  - before the ``NCLAV_MAX_RECEIVES``-th delivery, the record goes back to the queue after a
-    backoff (ChangeMessageVisibility to ``retry_delay``: what a ``TemporaryError`` asks for,
-    else exponential in the receive count) and is reported as a batch item failure;
-  - on that delivery, the step is recorded failed with the error (``Engine.give_up``: its
-    dependents are blocked, the run can end) and the message acknowledged, so it does not
-    loop and no run waits forever. ``NCLAV_MAX_RECEIVES`` stays below the redrive policy's
-    ``maxReceiveCount``; a message that still reaches the DLQ (the failure could not be
-    recorded either) leaves a ready step that the sweeper sends again.
+The record becomes a ``Delivery`` (body, ``ApproximateReceiveCount``, message id) for core's
+``deliver`` (``nclav.runtime.delivery``: the engine handles it; temporary errors are retried
+with backoff, permanent ones and the last delivery record the step failed). The outcome is
+applied here: ``Retry`` sets the message's visibility timeout to the delay
+(ChangeMessageVisibility) and raises, so the record is a batch item failure and comes back
+after the delay; ``Ack`` and ``GaveUp`` return, and Lambda deletes the record.
+
+A message that arrived before its due time (a delay beyond SQS's 900 s cap) is sent again for
+the rest of its delay and acknowledged first (``SqsWorkQueue.defer``). ``NCLAV_MAX_RECEIVES``
+stays below the redrive policy's ``maxReceiveCount``; a message that still reaches the DLQ
+(the failure could not be recorded either) leaves a ready step the sweeper sends again.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from nclav.runtime import heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -36,58 +32,31 @@ logger = logging.getLogger(__name__)
 METRICS_NAMESPACE = "nclav"
 
 
+class RedeliveryError(RuntimeError):
+    """Raised to make a record a batch item failure: SQS delivers it again after its delay."""
+
+
 def deliver(runtime: AwsRuntime, queue: SqsWorkQueue, record: Mapping[str, Any]) -> None:
     """Handle one record of a Lambda SQS event; raises to hand it back for redelivery."""
-    from functions_aws.sqs_queue import Received, retry_delay
-    from nclav.errors import PermanentError
+    from functions_aws.sqs_queue import Received
+    from nclav.runtime.delivery import Delivery, GaveUp, Retry
+    from nclav.runtime.delivery import deliver as deliver_step
 
     received = Received.from_record(record)
     if queue.defer(received):
         return
-    try:
-        message = received.message
-    except PermanentError:
-        message = {}
-    if not message.get("run_id") or not message.get("step_id"):
-        logger.error("dropped a malformed message", extra={"message_id": received.message_id})
+    delivery = Delivery(received.body, received.receive_count, received.message_id)
+    outcome = deliver_step(runtime.engine, delivery, runtime.policy)
+    if isinstance(outcome, GaveUp) and outcome.recorded:
+        _count("StepsGivenUp")
+    if not isinstance(outcome, Retry):
         return
-    ids = {"run_id": message["run_id"], "step_id": message["step_id"]}
     try:
-        runtime.engine.handle(message)
-        return
-    except Exception as exc:
-        failure: Exception = exc
-    settings = runtime.settings
-    if received.receive_count >= settings.max_receives:
-        error = f"{_describe(failure)} (gave up after {received.receive_count} deliveries)"
-        try:
-            recorded = runtime.engine.give_up(message, error)
-        except Exception as exc:  # not even that: back to the queue, towards the DLQ
-            logger.exception("could not record the step failed", extra=ids)
-            failure = exc
-        else:
-            logger.error(
-                "step given up",
-                extra={**ids, "receive_count": received.receive_count, "recorded": recorded},
-            )
-            _count("StepsGivenUp")
-            return
-    delay = retry_delay(
-        failure,
-        received.receive_count,
-        base_s=settings.redelivery_backoff_s,
-        max_s=settings.redelivery_max_s,
-    )
-    try:
-        queue.delay(received.receipt, delay)
-    except Exception:  # the record still goes back, after the queue's own timeout
-        logger.exception("could not set the redelivery backoff", extra=ids)
-    logger.warning(
-        "step handed back for redelivery",
-        extra={**ids, "receive_count": received.receive_count, "delay_s": delay},
-    )
+        queue.delay(received.receipt, outcome.delay_s)
+    except Exception:  # the record still comes back, after the queue's own timeout
+        logger.exception("could not set the redelivery backoff")
     _count("StepsRedelivered")
-    raise failure
+    raise RedeliveryError(outcome.error)
 
 
 @contextmanager
@@ -95,29 +64,11 @@ def visibility_kept(
     queue: SqsWorkQueue, record: Mapping[str, Any], every_s: float, visibility_s: float
 ) -> Iterator[None]:
     """Keep a record invisible while the block runs: every ``every_s`` seconds, push its
-    visibility timeout to ``visibility_s`` from then (ChangeMessageVisibility)."""
+    visibility timeout to ``visibility_s`` from then (ChangeMessageVisibility). A missed beat
+    only risks a duplicate delivery, which the engine's claim absorbs."""
     receipt = str(record["receiptHandle"])
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            try:
-                queue.delay(receipt, visibility_s)
-            except Exception:  # a missed beat only risks a duplicate, which a claim absorbs
-                logger.warning("visibility heartbeat failed", exc_info=True)
-
-    thread = threading.Thread(target=beat, name="sqs-heartbeat", daemon=True)
-    thread.start()
-    try:
+    with heartbeat(every_s, lambda: queue.delay(receipt, visibility_s), name="sqs-heartbeat"):
         yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _count(name: str) -> None:
@@ -128,4 +79,4 @@ def _count(name: str) -> None:
         pass
 
 
-__all__ = ["METRICS_NAMESPACE", "deliver", "visibility_kept"]
+__all__ = ["METRICS_NAMESPACE", "RedeliveryError", "deliver", "visibility_kept"]

@@ -23,6 +23,8 @@ Global secondary indexes (eventually consistent, so only for what may lag a mome
     gsi2    gsi2pk / gsi2sk   RUNS#<status> / <seq> on runs; EVENTS#RUN#<id> / <seq> on events
     leases  lease_pk / lease_expires_at (N), keys only: sparse, only running steps carry
             lease_pk = LEASES
+    ready   ready_pk / ready_at (N), keys only: sparse, only ready steps carry ready_pk = READY;
+            ready_at is records.ready_since (when the message was sent or became due)
 
 Access patterns (every one a GetItem, Query or BatchGetItem; the store never Scans)::
 
@@ -50,6 +52,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
                                 GetItem, as a transaction returns no attributes)
     list_expired_leases         Query leases (lease_expires_at <= now), then BatchGetItem of the
                                 candidates and their runs, consistent
+    list_stuck_ready_steps      Query ready (ready_at <= older_than), then the same BatchGetItem
+                                (steps made ready before the index existed are not listed)
     append_event                UpdateItem ADD on COUNTER/EVENTS, then PutItem
     list_events                 Query pk=EVENTS (consistent), gsi1 or gsi2, newest first with
                                 Limit, reversed (by enclave and run: gsi2, filtered)
@@ -67,8 +71,8 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
 
 Consistency: everything the engine decides on (enclaves, runs, unfinished runs, steps, IaC runs
 of a partition, locks) is read from the base table with ConsistentRead. The indexes serve only
-the API's run and event listings, and the sweeper's lease candidates, which are re-read
-consistently before being reported.
+the API's run and event listings, and the sweeper's lease and ready candidates, which are
+re-read consistently before being reported.
 
 Sizes: documents (enclave states, runs, events, IaC runs) are JSON, zlib-compressed above
 4 KB; one that is still above 350 KB compressed is refused with ``ItemTooLargeError`` (never

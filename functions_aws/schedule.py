@@ -25,7 +25,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     bootstrap.route_logs(logger)
     resent = bootstrap.runtime().engine.sweep()
     if resent:
-        logger.info("steps with an expired lease sent again", extra={"resent": resent})
+        logger.info("stuck steps sent again", extra={"resent": resent})
     return {"resent": resent}
 
 

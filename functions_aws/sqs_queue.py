@@ -5,9 +5,10 @@ Consumer side (the SQS-triggered worker Lambda, and the tests' pump): ``receive`
 ``delay`` and ``defer``, plus ``Received.from_record`` for the records of a Lambda SQS event.
 
 Delivery is at least once and a failed message comes back after a backoff: the consumer sets
-the message's visibility timeout (``delay``, ChangeMessageVisibility) to ``retry_delay(...)``
-and lets it go. Every receive counts, so after ``maxReceiveCount`` failed deliveries SQS's
-redrive policy moves the message to the DLQ on its next receive (``create_queues``).
+the message's visibility timeout (``delay``, ChangeMessageVisibility) to the delay core's
+delivery policy chose (``functions_aws.delivery``) and lets it go. Every receive counts, so
+after ``maxReceiveCount`` failed deliveries SQS's redrive policy moves the message to the DLQ
+on its next receive (``create_queues``).
 
 Delays longer than SQS's 900 s ``DelaySeconds`` cap: the message is sent with 900 s and the
 time it is due in the ``nclav-not-before`` attribute. A consumer that receives it early calls
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from functions_aws._errors import aws_errors
-from nclav.errors import PermanentError, TemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -53,16 +53,10 @@ class Received:
 
     @property
     def message(self) -> dict[str, str]:
-        """The decoded body; ``PermanentError`` for one nclav did not write."""
-        try:
-            decoded = json.loads(self.body)
-        except ValueError:
-            decoded = None
-        if not isinstance(decoded, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
-        ):
-            raise PermanentError(f"SQS message {self.message_id or '?'}: malformed body")
-        return decoded
+        """The step message in the body (core's decoding); ``PermanentError`` if malformed."""
+        from nclav.runtime.delivery import Delivery, decode
+
+        return decode(Delivery(self.body, self.receive_count, self.message_id))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Received:
@@ -89,18 +83,6 @@ class Received:
             not_before=float(due) if due is not None else None,
             message_id=message.get("MessageId", ""),
         )
-
-
-def retry_delay(
-    error: BaseException, receive_count: int, *, base_s: float = 1.0, max_s: float = 900.0
-) -> float:
-    """Seconds before a failed delivery is tried again: what a ``TemporaryError`` asks for,
-    else exponential in the attempt number; at most ``max_s``."""
-    if isinstance(error, TemporaryError):
-        delay = float(error.retry_after_s)
-    else:
-        delay = base_s * 2 ** max(receive_count - 1, 0)
-    return max(min(delay, max_s), 0.0)
 
 
 def _whole_seconds(seconds: float, cap: int) -> int:
@@ -270,5 +252,4 @@ __all__ = [
     "Received",
     "SqsWorkQueue",
     "create_queues",
-    "retry_delay",
 ]

@@ -5,16 +5,21 @@
    cumulative time; median of ``--runs``): the cold-start floor a Lambda function pays before
    its first line runs. Target: under 300 ms for the API and the step worker. Also what the
    first invocation adds by importing core, boto3 and the adapters (the runtime's lazy build).
-2. DynamoDB requests, counted with botocore's ``before-call.dynamodb.*`` event on the one
+2. Cold first request of the API handler: a fresh process imports ``functions_aws.api`` and
+   answers one function URL event (``GET /health``, then in another fresh process an
+   authenticated ``GET /runs``), against a moto server with a deployment. Target: import +
+   first call at most 300 ms. Also the line count of ``functions_aws/`` without ``driver/``
+   (target: at most 2,000, no module over ~250).
+3. DynamoDB requests, counted with botocore's ``before-call.dynamodb.*`` event on the one
    DynamoDB client of the runtime (``dynamodb_store.count_requests``), against a moto server
    started here: for an apply of each example tree (per step), and for a no-op apply of it.
    Everything goes through the handlers: API calls as function URL events, the steps through
    the worker handlers from moto's SQS, real terraform whose HTTP state backend reaches the
    API handler through a loopback HTTP server. Requests are split by who made them: the API
    (reconcile, run reads), the workers, the Terraform state backend (terraform -> API), and
-   the lease renewers.
+   the lease renewers, and by the ``StateStore`` method that made them.
 
-    .venv/bin/python scripts/bench_aws.py [--runs 5] [--skip-dynamodb]
+    .venv/bin/python scripts/bench_aws.py [--runs 5] [--skip-dynamodb] [--skip-cold]
 """
 
 from __future__ import annotations
@@ -96,7 +101,78 @@ def bench_imports(runs: int) -> None:
     )
 
 
-# -- 2. DynamoDB requests ------------------------------------------------------------------------
+# -- 2. cold first request, and the size of the AWS folder --------------------------------------
+
+_COLD = """
+import base64, json, os, sys, time, uuid
+t0 = time.perf_counter()
+import functions_aws.api as api
+t1 = time.perf_counter()
+event = json.loads(sys.argv[1])
+class C:
+    function_name = "nclav-bench"; memory_limit_in_mb = 512; aws_request_id = str(uuid.uuid4())
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:nclav-bench"
+    def get_remaining_time_in_millis(self): return 900_000
+result = api.handler(event, C())
+t2 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "call": t2 - t1, "status": result["statusCode"]}))
+"""
+
+
+def lines_report() -> None:
+    files = sorted(p for p in (REPO / "functions_aws").rglob("*.py") if "driver" not in p.parts)
+    counts = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in files}
+    total = sum(counts.values())
+    flag = "  OVER 2000" if total > 2000 else ""
+    print(f"functions_aws lines (without driver/): {total}{flag}")
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if n > 250:
+            print(f"  {name:<34} {n:5d} lines  OVER ~250")
+
+
+def cold_request(env: dict[str, str], event: dict[str, Any]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD, json.dumps(event)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return cast("dict[str, float]", json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def bench_cold(runs: int) -> None:
+    print(f"Cold first request of the API handler (a fresh process each; median of {runs})")
+    with moto_server() as moto, tempfile.TemporaryDirectory() as scratch:
+        aws_env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": moto,
+        }
+        os.environ.update(aws_env)
+        token, _, _ = deploy("nclav-cold", "http://127.0.0.1:9", Path(scratch))
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "NCLAV_", "PATH"))}
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "core"), str(REPO)])
+        auth = {"authorization": f"Bearer {token}"}
+        for label, event in (
+            ("GET /health", http_event("GET", "/health", {}, b"")),
+            ("GET /runs", http_event("GET", "/runs", auth, b"")),
+        ):
+            results = [cold_request(env, event) for _ in range(runs)]
+            assert all(r["status"] == 200 for r in results), results
+            imp = statistics.median(r["import"] for r in results) * 1000
+            call = statistics.median(r["call"] for r in results) * 1000
+            least = min(r["import"] + r["call"] for r in results) * 1000
+            flag = "  OVER 300 ms" if imp + call > 300 else ""
+            print(
+                f"  {label:<12} import {imp:6.1f} ms + first call {call:6.1f} ms"
+                f" = {imp + call:6.1f} ms (min {least:.1f}){flag}"
+            )
+
+
+# -- 3. DynamoDB requests ------------------------------------------------------------------------
 
 
 @contextmanager
@@ -284,6 +360,39 @@ def tally(counter: Counter[str]) -> Callable[..., None]:
     return count
 
 
+_method = threading.local()
+
+
+def by_store_method(counter: Counter[str]) -> Callable[..., None]:
+    """A botocore event handler counting requests by the ``StateStore`` method making them
+    (the outermost one of the thread; ``track_store_methods`` records it)."""
+
+    def count(**_: Any) -> None:
+        counter.update([getattr(_method, "name", None) or "(not a store method)"])
+
+    return count
+
+
+def track_store_methods() -> None:
+    """Make every ``StateStore`` method of the DynamoDB store record its name while it runs."""
+    from functions_aws.dynamodb_store import DynamoStateStore
+    from nclav.ports import StateStore
+
+    def tracked(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            outer = getattr(_method, "name", None)
+            _method.name = outer or name
+            try:
+                return method(*args, **kwargs)
+            finally:
+                _method.name = outer
+
+        return call
+
+    for name in (n for n in vars(StateStore) if not n.startswith("_")):
+        setattr(DynamoStateStore, name, tracked(name, getattr(DynamoStateStore, name)))
+
+
 def deploy(name: str, api_url: str, scratch: Path) -> tuple[str, str, str]:
     """Resources for one deployment in moto, and the environment that points at them.
 
@@ -339,6 +448,7 @@ def bench_dynamodb() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api_url = f"http://127.0.0.1:{server.server_address[1]}"
     print("DynamoDB requests (moto; real terraform; local driver; a fresh deployment per tree)")
+    track_store_methods()
     with moto_server() as moto, tempfile.TemporaryDirectory() as scratch:
         os.environ["AWS_ENDPOINT_URL"] = moto
         for example in ("product-a", "chain"):
@@ -347,17 +457,21 @@ def bench_dynamodb() -> None:
             counts: Counter[str] = count_requests(client)
             by_who: Counter[str] = Counter()
             client.meta.events.register("before-call.dynamodb.*", tally(by_who))
+            by_method: Counter[str] = Counter()
+            client.meta.events.register("before-call.dynamodb.*", by_store_method(by_method))
             pump = Pump(boto3.client("sqs"), steps_url, iac_url)
             tree = REPO / "examples" / example / "enclaves"
             digest = call_api("POST", "/bundles", token, pack_directory(tree)[1])[1]["digest"]
             for label in ("apply", "no-op apply"):
                 counts.clear()
                 by_who.clear()
+                by_method.clear()
                 body = json.dumps({"bundle": digest}).encode()
                 status, run = call_api("POST", "/reconcile", token, body)
                 assert status in (200, 202), run
                 pump.drain()
                 total, ops, parts = sum(counts.values()), counts.most_common(), by_who.most_common()
+                methods = ", ".join(f"{k} {n}" for k, n in by_method.most_common())
                 status, final = call_api("GET", f"/runs/{run['id']}", token)
                 assert final["status"] == "succeeded", final
                 steps = len(final["steps"])
@@ -365,6 +479,7 @@ def bench_dynamodb() -> None:
                 print(f"  {example:<10} {label:<12} {total:5d} requests ({per_step})")
                 print(f"  {'':<23} by operation: {', '.join(f'{k} {n}' for k, n in ops)}")
                 print(f"  {'':<23} by caller:    {', '.join(f'{k} {n}' for k, n in parts)}")
+                print(f"  {'':<23} by method:    {methods}")
     server.shutdown()
     server.server_close()
 
@@ -372,9 +487,13 @@ def bench_dynamodb() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per import timing")
-    parser.add_argument("--skip-dynamodb", action="store_true", help="import times only")
+    parser.add_argument("--skip-dynamodb", action="store_true", help="no DynamoDB counts")
+    parser.add_argument("--skip-cold", action="store_true", help="no cold first request")
     args = parser.parse_args()
+    lines_report()
     bench_imports(args.runs)
+    if not args.skip_cold:
+        bench_cold(args.runs)
     if not args.skip_dynamodb:
         bench_dynamodb()
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from functions_aws.sqs_queue import retry_delay
+from nclav.runtime.delivery import DeliveryPolicy, retry_delay
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,8 +49,7 @@ class SqsPump:
     ) -> None:
         self.queue = queue
         self._handler = handler
-        self._retry_delay_s = retry_delay_s
-        self._max_retry_delay_s = max_retry_delay_s
+        self._policy = DeliveryPolicy(max_deliveries, retry_delay_s, max_retry_delay_s)
         self._max_deliveries = max_deliveries
         self._dead_letter = dead_letter
         self._wait_s = wait_s
@@ -131,12 +130,7 @@ class SqsPump:
                 logger.exception("dead-letter callback failed for %s", received.body)
             self.queue.delay(received.receipt, 0)  # the next receive moves it to the DLQ
             return
-        delay = retry_delay(
-            error,
-            received.receive_count,
-            base_s=self._retry_delay_s,
-            max_s=self._max_retry_delay_s,
-        )
+        delay = retry_delay(error, received.receive_count, self._policy)
         self.queue.delay(received.receipt, delay)
 
 

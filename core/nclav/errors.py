@@ -7,6 +7,9 @@ the edge that called them and chained as ``__cause__``::
     ├── SpecError            user input is wrong (YAML, graph, request body); carries Issues
     ├── NotFoundError        an enclave, partition, run or blob that does not exist
     ├── ConflictError        a conditional write lost (generation, lease, lock)
+    ├── ConfigurationError   the runtime's settings cannot make a runtime (env, flags)
+    ├── ServiceError         a cloud service refused a call (status, code): access,
+    │                        validation; the SDK translators' base, see ``classify``
     └── ReconcileError       carrying out a step failed
         ├── TemporaryError   worth retrying later (retry_after_s)
         │   └── WaitingError not ready yet (a quota, a slow outside process): waits
@@ -19,6 +22,10 @@ A ``SpecError`` holds every problem found in one pass, so a user fixes them all 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,65 @@ class ConflictError(NclavError):
     """A conditional write lost: someone else changed the record first."""
 
 
+class ConfigurationError(NclavError):
+    """The runtime's configuration (environment, flags) cannot make a runtime."""
+
+
+class ServiceError(NclavError):
+    """A cloud service answered a call with an error retrying will not fix.
+
+    The SDK translators of every cloud raise it (or a subclass) for what ``classify`` calls
+    permanent, carrying the HTTP ``status`` and the service's error ``code``.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+ErrorKind = Literal["temporary", "permanent", "conflict", "not_found"]
+
+# Error codes whose meaning does not depend on the HTTP status a service sent them with
+# (matched case-insensitively, without separators, so THROTTLED, Throttling, throttled match).
+_TEMPORARY_WORDS = (
+    "throttl",
+    "toomanyrequests",
+    "slowdown",
+    "requestlimitexceeded",
+    "throughputexceeded",
+    "unavailable",
+    "internalerror",
+    "internalfailure",
+    "internalservererror",
+    "timeout",
+    "resourceexhausted",
+)
+
+
+def classify(
+    status: int, code: str = "", known: Mapping[str, ErrorKind] | None = None
+) -> ErrorKind:
+    """What a service error means to nclav, from its HTTP status and its error code.
+
+    ``known`` maps a service's own codes to a kind and wins; then codes that say throttling
+    or unavailability anywhere are temporary; then the status: 429, 408 and 5xx temporary,
+    404 not found, 409 and 412 conflict, anything else permanent (access, validation).
+    """
+    if known and code in known:
+        return known[code]
+    folded = code.lower().replace("_", "").replace(".", "")
+    if any(word in folded for word in _TEMPORARY_WORDS):
+        return "temporary"
+    if status in (408, 429) or status >= 500:
+        return "temporary"
+    if status == 404:
+        return "not_found"
+    if status in (409, 412):
+        return "conflict"
+    return "permanent"
+
+
 class ReconcileError(NclavError):
     """Carrying out a step failed."""
 
@@ -93,13 +159,17 @@ class PermanentError(ReconcileError):
 
 
 __all__ = [
+    "ConfigurationError",
     "ConflictError",
+    "ErrorKind",
     "Issue",
     "NclavError",
     "NotFoundError",
     "PermanentError",
     "ReconcileError",
+    "ServiceError",
     "SpecError",
     "TemporaryError",
     "WaitingError",
+    "classify",
 ]

@@ -51,6 +51,11 @@ class Action(StrEnum):
     TEARDOWN_PARTITION = "teardown_partition"
     TEARDOWN_ENCLAVE = "teardown_enclave"
 
+    @property
+    def runs_terraform(self) -> bool:
+        """Whether the step runs terraform (a runtime may route it to a worker that has it)."""
+        return self in (Action.PROVISION_PARTITION, Action.TEARDOWN_PARTITION)
+
 
 _LINE = {
     ChangeKind.ENCLAVE_CREATED: "+ enclave {e}",

@@ -179,7 +179,8 @@ class StateStore(Protocol):
         """Record the outcome if ``owner`` still holds the step; ``None`` if it does not.
 
         Releases the lease. ``status`` is final, or ``ready`` with ``not_before`` to hand the
-        step back for a retry after a backoff.
+        step back for a retry after a backoff; then ``sent_at`` becomes ``now``, as the caller
+        sends the step's message (delayed until ``not_before``) right after.
         """
         ...
 
@@ -192,6 +193,16 @@ class StateStore(Protocol):
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         """Running steps whose lease ran out (their worker died or stalled)."""
+        ...
+
+    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
+        """Ready steps whose ``sent_at`` and ``not_before`` are both ``<= older_than``.
+
+        Those whose queue message was lost: sent (or due) longer ago than a delivery takes.
+        An unset ``sent_at`` or ``not_before`` counts as 0. Read through an index of ready
+        steps (never every step of every run): the sweeper asks on each pass. Steps of runs
+        in any status are included, oldest run first, each run's in plan order.
+        """
         ...
 
     # -- audit events ------------------------------------------------------------------------

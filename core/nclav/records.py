@@ -110,6 +110,10 @@ class StepRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     version: int = 0
+    # When the engine last sent the step's queue message (epoch seconds; None: never). A
+    # ready step is stuck, its message lost, only once both this and ``not_before`` are
+    # older than the lease window: the sweeper re-sends those and no other ready step.
+    sent_at: float | None = None
 
     @classmethod
     def of(cls, run_id: str, step: Step, dependents: tuple[str, ...] = ()) -> StepRecord:
@@ -128,6 +132,15 @@ class StepRecord(BaseModel):
             conditional=step.conditional,
             status=StepStatus.PENDING if step.depends_on else StepStatus.READY,
         )
+
+
+def ready_since(step: StepRecord) -> float:
+    """When a ready step's message was sent or became deliverable, whichever is later.
+
+    The one rule of ``StateStore.list_stuck_ready_steps`` (an unset time counts as 0), which
+    the stores index: a delayed retry is not stuck before its ``not_before`` has passed.
+    """
+    return max(step.sent_at or 0.0, step.not_before or 0.0)
 
 
 def step_records(run_id: str, steps: Sequence[Step]) -> list[StepRecord]:
@@ -293,5 +306,6 @@ __all__ = [
     "check_run_steps",
     "iso_time",
     "new_id",
+    "ready_since",
     "step_records",
 ]

@@ -1,7 +1,8 @@
 """The AWS driver: enclaves as AWS accounts vended through Organizations.
 
-``make_driver`` is the ``nclav.drivers`` entry point (``aws``): the core's runtime finds it
-through importlib.metadata, so ``core/`` never imports this package.
+``PLUGIN`` is the ``nclav.drivers`` entry point (``aws``): its options are declared here once,
+and core builds ``nclav serve --aws-*`` flags and reads ``NCLAV_AWS_*`` from them; core never
+imports this package.
 """
 
 from __future__ import annotations
@@ -10,51 +11,51 @@ from typing import TYPE_CHECKING
 
 from functions_aws.driver.config import AwsDriverConfig
 from functions_aws.driver.driver import AwsDriver
-from nclav.errors import Issue, SpecError
+from nclav.runtime.drivers import DriverOption, DriverPlugin
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-# option name -> the serve flag that sets it (for error messages)
-OPTIONS = {
-    "org_unit_id": "--aws-org-unit-id",
-    "email_domain": "--aws-email-domain",
-    "default_region": "--aws-default-region",
-    "account_prefix": "--aws-account-prefix",
-    "cross_account_role": "--aws-cross-account-role",
-    "role_arn": "--aws-role-arn",
-}
-REQUIRED = ("org_unit_id", "email_domain")
+OPTIONS = (
+    DriverOption("org_unit_id", "OU id where new account enclaves are placed.", required=True),
+    DriverOption("email_domain", "Email domain for new account registration.", required=True),
+    DriverOption("default_region", "Default AWS region.", "us-east-1"),
+    DriverOption("account_prefix", "Prefix for account names (myorg -> myorg-<id>)."),
+    DriverOption(
+        "cross_account_role",
+        "IAM role assumed in enclave accounts.",
+        "OrganizationAccountAccessRole",
+    ),
+    DriverOption("role_arn", "IAM role ARN assumed for management API calls."),
+)
 
 
-def config_from_options(options: Mapping[str, str | None]) -> AwsDriverConfig:
-    """``AwsDriverConfig`` from serve's generic options (empty values mean "not given")."""
-    given = {k: v for k, v in options.items() if v}
-    issues = [
-        Issue(OPTIONS[k], None, k, f"required with --cloud aws (env NCLAV_AWS_{k.upper()})")
-        for k in REQUIRED
-        if k not in given
-    ]
-    issues += [
-        Issue(k, None, k, f"unknown AWS driver option; expected one of {', '.join(OPTIONS)}")
-        for k in given
-        if k not in OPTIONS
-    ]
-    if issues:
-        raise SpecError(issues)
+def config_from_options(values: Mapping[str, str | None]) -> AwsDriverConfig:
+    """``AwsDriverConfig`` from the option values ``DriverPlugin.make_driver`` checked."""
     return AwsDriverConfig(
-        org_unit_id=given["org_unit_id"],
-        email_domain=given["email_domain"].lstrip("@"),
-        default_region=given.get("default_region", "us-east-1"),
-        account_prefix=given.get("account_prefix"),
-        cross_account_role=given.get("cross_account_role", "OrganizationAccountAccessRole"),
-        role_arn=given.get("role_arn"),
+        org_unit_id=str(values["org_unit_id"]),
+        email_domain=str(values["email_domain"]).lstrip("@"),
+        default_region=values.get("default_region") or "us-east-1",
+        account_prefix=values.get("account_prefix"),
+        cross_account_role=values.get("cross_account_role") or "OrganizationAccountAccessRole",
+        role_arn=values.get("role_arn"),
     )
 
 
-def make_driver(options: Mapping[str, str | None]) -> AwsDriver:
-    """Entry point ``nclav.drivers: aws``."""
-    return AwsDriver(config_from_options(options))
+def _make(values: Mapping[str, str | None]) -> AwsDriver:
+    return AwsDriver(config_from_options(values))
 
 
-__all__ = ["AwsDriver", "AwsDriverConfig", "config_from_options", "make_driver"]
+PLUGIN = DriverPlugin("aws", OPTIONS, _make)
+# The entry point's name in metadata written before PLUGIN (``pip install -e .`` updates it);
+# calling it checks the options and makes the driver, as the old factory did.
+make_driver = PLUGIN
+
+__all__ = [
+    "OPTIONS",
+    "PLUGIN",
+    "AwsDriver",
+    "AwsDriverConfig",
+    "config_from_options",
+    "make_driver",
+]

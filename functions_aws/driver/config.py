@@ -6,15 +6,10 @@ computes the same name and finds what an earlier attempt created.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
-MANAGED = "nclav-managed"
-ENCLAVE = "nclav-enclave"
-PARTITION = "nclav-partition"
-EXPORT = "nclav-export"
-IMPORT = "nclav-import"
+from nclav.naming import ENCLAVE, EXPORT, IMPORT, MANAGED, PARTITION, nclav_tags, short_hash
 
 ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
 SESSION_NAME = "nclav-session"
@@ -39,16 +34,9 @@ class AwsDriverConfig:
     role_arn: str | None = None
 
 
-def short_hash(text: str, length: int = 8) -> str:
-    # sha256, never hash(): names must be stable across processes (spec §1.6).
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 def tags(enclave_id: str, **extra: str) -> list[dict[str, str]]:
-    """The nclav tag set (spec §1.5) in boto3's ``[{"Key", "Value"}]`` shape."""
-    base = {MANAGED: "true", ENCLAVE: enclave_id}
-    base.update({k.replace("_", "-"): v for k, v in extra.items()})
-    return [{"Key": k, "Value": v} for k, v in base.items()]
+    """nclav's tag set (``nclav.naming``) in boto3's ``[{"Key", "Value"}]`` shape."""
+    return [{"Key": k, "Value": v} for k, v in nclav_tags(enclave_id, **extra).items()]
 
 
 def tag_dict(items: list[dict[str, str]] | None) -> dict[str, str]:

@@ -68,6 +68,14 @@ resource "aws_dynamodb_table" "state" {
     name = "lease_expires_at"
     type = "N"
   }
+  attribute {
+    name = "ready_pk"
+    type = "S"
+  }
+  attribute {
+    name = "ready_at"
+    type = "N"
+  }
 
   global_secondary_index {
     name            = "gsi1"
@@ -85,6 +93,13 @@ resource "aws_dynamodb_table" "state" {
     name            = "leases"
     hash_key        = "lease_pk"
     range_key       = "lease_expires_at"
+    projection_type = "KEYS_ONLY"
+  }
+  # The sweeper's candidates: ready steps by when their message was sent or became due.
+  global_secondary_index {
+    name            = "ready"
+    hash_key        = "ready_pk"
+    range_key       = "ready_at"
     projection_type = "KEYS_ONLY"
   }
 

@@ -17,9 +17,12 @@ import copy
 import hashlib
 import json
 import secrets
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +35,14 @@ from functions_aws.sqs_queue import create_queues
 from nclav.bundle import pack_directory
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     import pytest
 
     from functions_aws.bootstrap import AwsRuntime
 
 EVENTS = Path(__file__).parent / "events"
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024  # a synchronous invocation's request or response
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -363,14 +367,69 @@ class Pump:
         return final
 
 
+class FunctionUrl(BaseHTTPRequestHandler):
+    """One HTTP request -> a function URL event -> the API handler -> the HTTP response.
+
+    What a function URL does in AWS: Terraform's HTTP state backend in the IaC worker reaches
+    the API function through it (``function_url_server``). Lambda's payload limit holds as it
+    does in AWS: a request body above 6 MB is refused with 413 before the function runs, and a
+    response above it becomes a 502.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if length > LAMBDA_PAYLOAD_BYTES:
+            too_big = b'{"Message":"Request must be smaller than 6291456 bytes"}'
+            self._reply(Result(413, {"content-type": "application/json"}, too_big))
+            return
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "host"}
+        event = http_event(self.command, self.path, body=body, headers=headers)
+        result = Result.of(api.handler(event, FakeContext("nclav-api")))
+        if len(result.body) > LAMBDA_PAYLOAD_BYTES:
+            result = Result(502, {"content-type": "application/json"}, b'{"Message":null}')
+        self._reply(result)
+
+    def _reply(self, result: Result) -> None:
+        self.send_response(result.status)
+        for name, value in result.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(result.body)))
+        self.end_headers()
+        self.wfile.write(result.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def function_url_server() -> Iterator[str]:
+    """A loopback HTTP server in front of the API handler; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FunctionUrl)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 __all__ = [
     "Api",
     "Deployment",
     "FakeContext",
+    "FunctionUrl",
     "Pump",
     "Queue",
     "Result",
     "enclaves_tree",
+    "function_url_server",
     "http_event",
     "load_event",
     "sqs_record",

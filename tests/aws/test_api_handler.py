@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aws_harness import Deployment, FakeContext, Result, enclaves_tree, load_event
 
-from functions_aws import api
+from functions_aws import api, bootstrap
 from nclav.api.http import ApiResponse
 from nclav.bundle import pack_directory
 
@@ -161,7 +162,9 @@ def test_a_runtime_that_cannot_start_answers_500_without_details(
     deployment.secretsmanager.delete_secret(
         SecretId="nclav/api-token", ForceDeleteWithoutRecovery=True
     )
-    result = call(load_event("function_url_get"))
+    event = authorized("function_url_get", deployment.token)
+    event["rawPath"] = "/runs"
+    result = call(event)
     assert result.status == 500
     assert result.json == {
         "error": {
@@ -176,6 +179,19 @@ def test_a_runtime_that_cannot_start_answers_500_without_details(
     (logged,) = [line for line in lines if line.get("message") == "the runtime could not be built"]
     assert logged["correlation_id"] == "2f0e7b7c-8a44-4f55-9d59-0b4d7b2b6a11"
     assert logged["service"] == "nclav-api" and "api-token" in logged["exception"]
+
+
+def test_health_answers_without_building_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No NCLAV_* environment at all: the runtime cannot be built, yet the function is alive.
+    for name in [n for n in os.environ if n.startswith("NCLAV_")]:
+        monkeypatch.delenv(name)
+    result = call(load_event("function_url_get"))
+    assert result.status == 200 and result.json == {"status": "ok"}
+    assert result.headers["X-Request-Id"] == "2f0e7b7c-8a44-4f55-9d59-0b4d7b2b6a11"
+    assert bootstrap._runtime is None  # noqa: SLF001 - nothing was built
+    event = load_event("function_url_get")
+    event["rawPath"] = "/runs"
+    assert call(event).status == 500  # anything else needs the runtime
 
 
 def test_core_log_lines_come_out_as_json_with_the_correlation_id(

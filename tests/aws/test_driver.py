@@ -16,8 +16,7 @@ from botocore.exceptions import ClientError
 
 from functions_aws.driver import AwsDriver, AwsDriverConfig, make_driver
 from nclav.engine.driver import OrphanScanner
-from nclav.errors import PermanentError, SpecError
-from nclav.local.runtime import drivers_for
+from nclav.errors import ConfigurationError, PermanentError, SpecError
 from nclav.model import (
     Cloud,
     Dns,
@@ -29,6 +28,7 @@ from nclav.model import (
     Network,
     PartitionConfig,
 )
+from nclav.runtime.drivers import drivers_for
 from nclav.state import EnclaveState, PartitionState
 
 if TYPE_CHECKING:
@@ -668,7 +668,7 @@ def test_the_core_finds_the_driver_through_its_entry_point(org: dict[str, str]) 
     assert drivers[Cloud.LOCAL].cloud == Cloud.LOCAL
     with pytest.raises(SpecError, match="--aws-org-unit-id"):
         drivers_for(Cloud.AWS, (), {"aws": {"email_domain": "example.com"}})
-    with pytest.raises(SpecError, match="gcp driver is not installed"):
+    with pytest.raises(ConfigurationError, match="gcp driver is not installed"):
         drivers_for(Cloud.GCP, ())
     assert (
         make_driver({"org_unit_id": "ou-1", "email_domain": "@x.org"}).config.email_domain

@@ -1,4 +1,7 @@
-"""The local end-to-end scenarios again, through the AWS handlers.
+"""End-to-end tests that only the AWS runtime has: Lambda sandboxes, containers, time limits.
+
+The scenarios every runtime must pass (apply, no-op, failures, duplicates, crashes, give-up,
+destroy, big states and logs) are in tests/scenarios, run there on AWS too.
 
 API calls are function URL events to ``functions_aws.api.handler``; a pump receives from
 moto's SQS and invokes the worker and IaC worker handlers with real SQS event shapes until the
@@ -13,14 +16,13 @@ import json
 import os
 import shutil
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aws_harness import Api, Deployment, FakeContext, Pump, Result, http_event
+from aws_harness import Api, Deployment, FakeContext, Pump, Result, function_url_server
 
-from functions_aws import api, bootstrap
+from functions_aws import bootstrap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -34,44 +36,12 @@ pytestmark = pytest.mark.terraform
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PRODUCT_A = [("product-a-dev", "db"), ("product-a-dev", "api"), ("web-dev", "frontend")]
-CHAIN = [("hub", "resolver"), ("data", "events"), ("app", "worker")]
-
-
-class FunctionUrl(BaseHTTPRequestHandler):
-    """One HTTP request -> a function URL event -> the API handler -> the HTTP response."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "host"}
-        event = http_event(self.command, self.path, body=body, headers=headers)
-        result = Result.of(api.handler(event, FakeContext("nclav-api")))
-        self.send_response(result.status)
-        for name, value in result.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        self.wfile.write(result.body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
 
 
 @pytest.fixture
 def function_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FunctionUrl)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with function_url_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -94,16 +64,8 @@ def iac_counts(d: Deployment, partitions: list[tuple[str, str]]) -> dict[str, in
     return {f"{e}/{p}": len(iac_runs(d, e, p)) for e, p in partitions}
 
 
-def enclaves(d: Deployment) -> dict[str, dict[str, Any]]:
-    return {e["enclave_id"]: e for e in d.api.ok("GET", "/enclaves")}
-
-
 def reconcile(d: Deployment, tree: Path) -> dict[str, Any]:
     return Pump(d).run(d.api.start_reconcile(tree))
-
-
-def destroy(d: Deployment, target: str) -> dict[str, Any]:
-    return Pump(d).run(d.api.ok("DELETE", target, expect=202))
 
 
 def new_sandboxes(d: Deployment) -> None:
@@ -111,73 +73,21 @@ def new_sandboxes(d: Deployment) -> None:
     shutil.rmtree(d.workspaces, ignore_errors=True)
 
 
-def test_product_a_lifecycle(stack: Deployment, tmp_path: Path) -> None:
+def test_fresh_sandboxes_re_apply_and_tear_down(stack: Deployment, tmp_path: Path) -> None:
+    """What only a short-lived sandbox tests: terraform in a Lambda whose disk never saw the
+    partition (workspace and state restored through S3 and the API). The runtime-neutral
+    scenarios (apply, no-op, failures, destroy...) are in tests/scenarios."""
     d = stack
     tree = copy_example("product-a", tmp_path)
-    assert d.api.ok("GET", "/enclaves") == []
-
-    # -- a dry run plans everything and applies nothing --------------------------------------
-    plan = d.api.dry_run(tree)
-    assert plan["dry_run"] is True and plan["errors"] == [] and len(plan["steps"]) == 9
-    kinds = {(c["kind"], c.get("id") or c.get("enclave_id")) for c in plan["changes"]}
-    assert {("EnclaveCreated", "product-a-dev"), ("EnclaveCreated", "web-dev")} <= kinds
-    assert d.api.ok("GET", "/enclaves") == []
-
-    # -- apply ---------------------------------------------------------------------------------
-    run = reconcile(d, tree)
-    assert run["status"] == "succeeded", run
-    assert run["errors"] == [] and run["changes"] == 9
-    assert set(run["enclave_ids"]) == {"product-a-dev", "web-dev"}
-    assert {s["status"] for s in run["steps"]} == {"succeeded"}
-    assert all(s["attempts"] == 1 and s["lease_owner"] is None for s in run["steps"])
-    assert iac_counts(d, PRODUCT_A) == {f"{e}/{p}": 1 for e, p in PRODUCT_A}
-
-    found = enclaves(d)
-    product = found["product-a-dev"]
-    assert product["meta"]["status"] == "active" and product["resolved_cloud"] == "local"
-    db, app = product["partitions"]["db"], product["partitions"]["api"]
-    assert db["resolved_outputs"] == {
-        "hostname": "product-a-dev-db.postgres.internal",
-        "port": "5432",
-    }
-    assert app["resolved_outputs"] == {"hostname": "api.product-a-dev.local", "port": "8443"}
-    assert product["import_handles"]["database"]["outputs"] == db["resolved_outputs"]
-    frontend = found["web-dev"]["partitions"]["frontend"]
-    assert frontend["resolved_outputs"] == {"hostname": "www.web-dev.local", "port": "443"}
-    graph = d.api.ok("GET", "/graph")
-    assert {(e["from"], e["to"], e["export"]) for e in graph["edges"]} == {
-        ("product-a-dev", "product-a-dev", "db-tcp"),
-        ("product-a-dev", "web-dev", "api-http"),
-    }
-    kinds_seen = [
-        e["kind"] for e in d.api.ok("GET", "/events?limit=1000") if e.get("run_id") == run["id"]
-    ]
-    assert kinds_seen.count("PartitionProvisioned") == 3
-    assert kinds_seen.count("EnclaveProvisioned") == 2
-    status = d.api.ok("GET", "/status")
-    assert status["enclave_count"] == 2 and status["by_status"] == {"active": 2}
-
-    # -- IaC runs, their logs, and the state the HTTP backend stored ---------------------------
+    assert reconcile(d, tree)["status"] == "succeeded"
     base = "/enclaves/product-a-dev/partitions/db/iac/runs"
     (db_run,) = d.api.ok("GET", base)
-    assert db_run["status"] == "succeeded" and db_run["operation"] == "provision"
-    assert db_run["reconcile_run_id"] == run["id"]
     log = d.api.request("GET", f"{base}/{db_run['id']}/log")
     assert log.status == 200 and log.headers["X-Nclav-Run-Status"] == "succeeded"
     for line in ("=== terraform init ===", "=== terraform apply ===", "Apply complete!"):
         assert line in log.text
     assert "TF_HTTP_PASSWORD" not in log.text and d.token not in log.text
-    state = d.api.request("GET", "/terraform/state/product-a-dev/db")
-    assert state.status == 200
-    assert [r["type"] for r in json.loads(state.body)["resources"]] == ["terraform_data"]
     assert d.runtime.store.get_lock("product-a-dev/db") is None
-
-    # -- a second apply changes nothing and runs no terraform ----------------------------------
-    before = iac_counts(d, PRODUCT_A)
-    again = reconcile(d, tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0, again
-    assert d.api.dry_run(tree)["changes"] == []
-    assert iac_counts(d, PRODUCT_A) == before
 
     # -- editing db's main.tf re-applies db and its importer, in fresh sandboxes ---------------
     new_sandboxes(d)
@@ -210,73 +120,6 @@ def test_product_a_lifecycle(stack: Deployment, tmp_path: Path) -> None:
     assert "Destroy complete!" in latest["log"]
     state = d.api.request("GET", "/terraform/state/web-dev/frontend")
     assert json.loads(state.body)["resources"] == []
-    assert d.api.ok("GET", "/enclaves/web-dev")["partitions"] == {}
-
-    # -- DELETE one enclave, then the other ---------------------------------------------------
-    new_sandboxes(d)
-    assert destroy(d, "/enclaves/web-dev")["status"] == "succeeded"
-    assert d.api.request("GET", "/enclaves/web-dev").status == 404
-    assert destroy(d, "/enclaves/product-a-dev")["status"] == "succeeded"
-    for enclave, partition in PRODUCT_A[:2]:
-        teardown = iac_runs(d, enclave, partition)[0]
-        assert teardown["operation"] == "teardown" and teardown["status"] == "succeeded"
-        assert "Destroy complete!" in teardown["log"]
-    assert d.api.ok("GET", "/enclaves") == []
-    assert d.api.ok("GET", "/graph") == {"nodes": [], "edges": []}
-
-
-def test_chain_apply_then_destroy_one_then_all(stack: Deployment, tmp_path: Path) -> None:
-    d = stack
-    tree = copy_example("chain", tmp_path)
-    run = reconcile(d, tree)
-    assert run["status"] == "succeeded", run
-    found = enclaves(d)
-    assert set(found) == {"hub", "data", "app"}
-    assert found["data"]["partitions"]["events"]["resolved_outputs"] == {
-        "queue_url": "queue://data-events?via=ns1.hub.internal:53"
-    }
-    worker_outputs = found["app"]["partitions"]["worker"]["resolved_outputs"]
-    assert worker_outputs == {
-        "consumer": "app/worker <- queue://data-events?via=ns1.hub.internal:53"
-    }
-
-    before = iac_counts(d, CHAIN)
-    assert before == {f"{e}/{p}": 1 for e, p in CHAIN}
-    again = reconcile(d, tree)
-    assert again["status"] == "succeeded" and again["changes"] == 0
-    assert {s["status"] for s in again["steps"]} <= {"skipped"}
-    assert iac_counts(d, CHAIN) == before
-
-    main_tf = tree / "hub" / "resolver" / "main.tf"
-    main_tf.write_text(main_tf.read_text().replace("ns1.", "ns2."))
-    assert reconcile(d, tree)["status"] == "succeeded"
-    assert iac_counts(d, CHAIN) == {f"{e}/{p}": 2 for e, p in CHAIN}
-    worker_outputs = d.api.ok("GET", "/enclaves/app")["partitions"]["worker"]["resolved_outputs"]
-    assert worker_outputs["consumer"].endswith("via=ns2.hub.internal:53")
-
-    new_sandboxes(d)
-    assert destroy(d, "/enclaves/app/partitions/worker")["status"] == "succeeded"
-    assert d.api.ok("GET", "/enclaves/app")["partitions"] == {}
-    latest = iac_runs(d, "app", "worker")[0]
-    assert (latest["operation"], latest["status"]) == ("teardown", "succeeded"), latest
-    assert d.api.dry_run(tree)["changes"] == [
-        {"enclave_id": "app", "kind": "PartitionCreated", "partition_id": "worker"}
-    ]
-    back = reconcile(d, tree)
-    assert back["status"] == "succeeded" and back["changes"] == 1, back
-
-    new_sandboxes(d)
-    assert destroy(d, "/enclaves/app")["status"] == "succeeded"
-    assert d.api.request("GET", "/enclaves/app").status == 404
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    destroyed = reconcile(d, empty)
-    assert destroyed["status"] == "succeeded", destroyed
-    assert d.api.ok("GET", "/enclaves") == []
-    for enclave, partition in CHAIN:
-        last = iac_runs(d, enclave, partition)[0]
-        assert (last["operation"], last["status"]) == ("teardown", "succeeded"), last
-        assert "Destroy complete!" in last["log"]
 
 
 def test_two_api_invocations_reconciling_at_once(stack: Deployment, tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from functions_aws.sqs_queue import (
     Received,
     SqsWorkQueue,
     create_queues,
-    retry_delay,
 )
 from nclav.errors import NotFoundError, PermanentError, TemporaryError
 
@@ -205,14 +204,6 @@ def test_a_lambda_event_record_is_read() -> None:
 def test_a_malformed_body_is_a_permanent_error(body: str) -> None:
     with pytest.raises(PermanentError):
         _ = Received(body=body, receipt="h", receive_count=1).message
-
-
-def test_retry_delay() -> None:
-    assert retry_delay(RuntimeError(), 1, base_s=2) == 2
-    assert retry_delay(RuntimeError(), 4, base_s=2) == 16
-    assert retry_delay(RuntimeError(), 20, base_s=2, max_s=300) == 300
-    assert retry_delay(TemporaryError("x", retry_after_s=42), 5) == 42
-    assert retry_delay(TemporaryError("x", retry_after_s=10_000), 1, max_s=900) == 900
 
 
 @pytest.mark.parametrize(

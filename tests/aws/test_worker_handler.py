@@ -11,10 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aws_harness import Deployment, FakeContext, Pump, enclaves_tree, load_event
+from aws_harness import Deployment, FakeContext, Pump, enclaves_tree, load_event, sqs_record
 
-from functions_aws import bootstrap, constants, schedule, worker
-from functions_aws.delivery import visibility_kept
+from functions_aws import bootstrap, schedule, worker
+from functions_aws._dynamo_errors import DynamoStoreError
+from functions_aws.delivery import RedeliveryError, deliver, visibility_kept
 from functions_aws.dynamodb_store import DynamoStateStore
 from nclav.engine import LocalDriver
 from nclav.errors import TemporaryError
@@ -70,23 +71,16 @@ def step_id(enclave_id: str) -> str:
     return f"provision_enclave:{enclave_id}"
 
 
-def test_iac_actions_are_the_terraform_steps() -> None:
-    assert {Action.PROVISION_PARTITION.value, Action.TEARDOWN_PARTITION.value} == set(
-        constants.IAC_ACTIONS
-    )
-
-
-def test_step_messages_are_routed_to_their_queue(deployment: Deployment) -> None:
+def test_step_messages_are_routed_to_their_queue_by_their_action(deployment: Deployment) -> None:
     queues = deployment.runtime.queues
-    assert queues.queue_for({"run_id": "r", "step_id": "provision_partition:e/p"}) is queues.iac
-    assert queues.queue_for({"run_id": "r", "step_id": "teardown_partition:e/p"}) is queues.iac
     for action in Action:
-        if action.value not in constants.IAC_ACTIONS:
-            message = {"run_id": "r", "step_id": f"{action.value}:e/x"}
-            assert queues.queue_for(message) is queues.steps
-    assert queues.queue_for({"run_id": "r", "step_id": "x", "action": "teardown_partition"}) is (
-        queues.iac
-    )
+        message = {"run_id": "r", "step_id": f"{action.value}:e/x", "action": action.value}
+        expected = queues.iac if action.runs_terraform else queues.steps
+        assert queues.queue_for(message) is expected, action
+    assert {a for a in Action if a.runs_terraform} == {
+        Action.PROVISION_PARTITION,
+        Action.TEARDOWN_PARTITION,
+    }
 
 
 def test_a_reconcile_runs_through_the_worker(
@@ -176,12 +170,68 @@ def test_deliveries_exhausted_fail_the_step_and_end_the_run(
     assert "gave up after 3 deliveries" in enclave["meta"]["last_error"]["message"]
 
 
+class DeniedStore(FailingStore):
+    """``claim_step`` of the chosen steps is refused, as DynamoDB refuses a missing permission."""
+
+    def claim_step(
+        self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
+    ) -> StepRecord | None:
+        with self.guard:
+            failing = step_id in self.steps and self.left > 0
+            self.left -= failing
+        if failing:
+            raise DynamoStoreError(
+                "dynamodb:UpdateItem: AccessDeniedException: not authorized",
+                status=400,
+                code="AccessDeniedException",
+            )
+        return DynamoStateStore.claim_step(self, run_id, step_id, owner, lease_s, now)
+
+
+def test_a_permanent_store_error_fails_the_step_at_once(
+    make_deployment: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    # Before: AccessDenied went back to the queue for 5, 10, 20 s... like a throttle.
+    d = make_deployment(NCLAV_MAX_RECEIVES="5", NCLAV_REDELIVERY_BACKOFF_S="5")
+    d.runtime_with(store=DeniedStore(d.table, d.dynamodb, times=1, steps={step_id("beta")}))
+    run = d.api.start_reconcile(enclaves_tree(tmp_path / "t", "alpha", "beta"))
+    pump = Pump(d)
+    messages = pump.receive(d.steps)
+    assert pump.invoke(d.steps, messages) == {"batchItemFailures": []}
+    final = pump.run(run, timeout=10)
+    beta = {s["step_id"]: s for s in final["steps"]}[step_id("beta")]
+    assert beta["status"] == "failed" and "AccessDeniedException" in beta["error"]
+    assert "permanent: not retried" in beta["error"]
+    assert final["status"] == "failed" and d.pending(d.steps.url) == 0
+
+
+def test_throttling_is_redelivered_with_a_growing_backoff(
+    make_deployment: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    # Before: each redelivery of a throttled store came back after the error's 2 s.
+    d = make_deployment(NCLAV_MAX_RECEIVES="5", NCLAV_REDELIVERY_BACKOFF_S="5")
+    store = FailingStore(d.table, d.dynamodb, times=-1, steps={step_id("alpha")}, retry_after_s=2)
+    runtime = d.runtime_with(store=store)
+    delays: list[float] = []
+    runtime.queues.steps.delay = lambda receipt, seconds: delays.append(seconds)  # type: ignore[method-assign]
+    d.api.start_reconcile(enclaves_tree(tmp_path / "t", "alpha"))
+    (message,) = Pump(d).receive(d.steps)
+    record = sqs_record(message, d.steps.arn)
+    for count in (1, 2, 3):
+        record["attributes"]["ApproximateReceiveCount"] = str(count)
+        with pytest.raises(RedeliveryError):
+            deliver(runtime, runtime.queues.steps, record)
+    for delay, expected in zip(delays, (5, 10, 20), strict=True):  # +-20 % jitter
+        assert 0.8 * expected <= delay <= 1.2 * expected, delays
+
+
 def test_a_message_in_the_dlq_does_not_strand_its_run(
     make_deployment: Callable[..., Deployment], tmp_path: Path
 ) -> None:
     # The store fails even the give-up: SQS's redrive moves the message to the DLQ, and the
-    # sweeper sends the still-ready step again once the store answers.
-    d = make_deployment(NCLAV_MAX_RECEIVES="2", redrive_max_receive_count="3")
+    # sweeper sends the still-ready step again once the store answers and the step has been
+    # ready for longer than a lease (1 s here) without being claimed.
+    d = make_deployment(NCLAV_MAX_RECEIVES="2", NCLAV_LEASE_S="1", redrive_max_receive_count="3")
     store = FailingStore(d.table, d.dynamodb, times=-1, steps={step_id("alpha")})
     d.runtime_with(store=store)
     run = d.api.start_reconcile(enclaves_tree(tmp_path / "t", "alpha"))
@@ -195,7 +245,8 @@ def test_a_message_in_the_dlq_does_not_strand_its_run(
     assert d.api.run(run["id"])["status"] == "running"
     with store.guard:
         store.left = 0  # the store recovers
-    assert schedule.handler(load_event("eventbridge_scheduled"), FakeContext()) == {"resent": 0}
+    time.sleep(1.0)
+    assert schedule.handler(load_event("eventbridge_scheduled"), FakeContext()) == {"resent": 1}
     final = pump.run(run)
     assert final["status"] == "succeeded"
 
@@ -325,7 +376,9 @@ def test_the_worker_handler_module_builds_no_runtime_at_import() -> None:
     assert worker.processor is not None
 
 
-@pytest.mark.parametrize("missing", constants.REQUIRED)
+@pytest.mark.parametrize(
+    "missing", ["NCLAV_TABLE", "NCLAV_BUCKET", "NCLAV_STEPS_QUEUE_URL", "NCLAV_IAC_QUEUE_URL"]
+)
 def test_a_missing_variable_is_named(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:

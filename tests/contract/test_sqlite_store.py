@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nclav.local import SqliteStateStore
-from nclav.local._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SchemaError
+from nclav.local._sqlite_schema import MIGRATIONS, READY_SINCE, SCHEMA_VERSION, SchemaError
 from nclav.records import EventKind
 from nclav.state import EnclaveState
 
@@ -96,6 +96,31 @@ def test_sqlite_migration_gives_steps_in_flight_their_dependents(tmp_path: Path)
     }
     assert store.has_unfinished_steps("r")
     store.close()
+
+
+def test_sqlite_migration_adds_sent_at_and_the_ready_index(tmp_path: Path) -> None:
+    """A file of schema 2 with a ready step: after opening, it is stuck (never sent) and the
+    sweeper's query reads the partial index of ready steps, not the whole steps table."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        for statement in (s for m in MIGRATIONS[:2] for s in m):
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+        conn.execute("INSERT INTO runs (id, status, doc) VALUES ('r', 'running', '{}')")
+        conn.execute(
+            "INSERT INTO steps (run_id, step_id, position, action, enclave_id, depends_on, "
+            "conditional, status, attempts, version) "
+            "VALUES ('r', 'a', 0, 'provision_enclave', 'e', '[]', 0, 'ready', 0, 1)"
+        )
+    store = SqliteStateStore(path)
+    assert store.migrated_from == 2
+    # The store's query names the index (INDEXED BY): it would fail if the index were gone.
+    assert [(s.step_id, s.sent_at) for s in store.list_stuck_ready_steps(T0)] == [("a", None)]
+    store.close()
+    with sqlite3.connect(path) as conn:
+        indexes = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert any(READY_SINCE in str(sql) for (sql,) in indexes)
 
 
 def test_sqlite_needs_a_file() -> None:

@@ -160,6 +160,52 @@ def test_list_expired_leases(store: StateStore) -> None:
     assert [s.step_id for s in store.list_expired_leases(T0 + 16)] == ["a"]
 
 
+def test_list_stuck_ready_steps(store: StateStore) -> None:
+    """Ready steps whose message (sent_at) and retry time (not_before) are both old enough."""
+    first = started(store, "a", "b")
+    second = started(store, "c")
+    a = store.get_step(first.id, "a")
+    assert a is not None and a.sent_at is None
+    a = store.update_step(a.model_copy(update={"sent_at": T0 + 5}), a.version)
+    assert store.get_step(first.id, "a") == a and a.sent_at == T0 + 5
+    # "c" was never sent (counts as 0); "b" is pending, never listed.
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 4)] == ["c"]
+    stuck = store.list_stuck_ready_steps(T0 + 5)
+    assert [s.step_id for s in stuck] == ["a", "c"]  # oldest run first
+    assert stuck[0] == a
+    # Claimed: running, not ready. Handed back for a retry: sent now, due at not_before.
+    store.claim_step(first.id, "a", "w", LEASE, T0 + 6)
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 100)] == ["c"]
+    back = store.finish_step(
+        first.id, "a", "w", StepStatus.READY, "transient", T0 + 7, not_before=T0 + 20
+    )
+    assert back is not None and back.sent_at == T0 + 7
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 19)] == ["c"]
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 20)] == ["a", "c"]
+    # Re-sent later: not stuck again until that send is old enough.
+    back = store.update_step(back.model_copy(update={"sent_at": T0 + 30}), back.version)
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 29)] == ["c"]
+    # Finished steps are never stuck.
+    store.claim_step(second.id, "c", "w", LEASE, T0 + 30)
+    store.finish_step(second.id, "c", "w", StepStatus.SUCCEEDED, None, T0 + 31)
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 1000)] == ["a"]
+
+
+def test_a_ready_step_made_ready_with_its_send_time(store: StateStore) -> None:
+    run = started(store, "a", "b")
+    b = store.get_step(run.id, "b")
+    assert b is not None
+    ready = store.update_step(
+        b.model_copy(update={"status": StepStatus.READY, "sent_at": T0 + 3}), b.version
+    )
+    assert ready.sent_at == T0 + 3 and store.get_step(run.id, "b") == ready
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 2)] == ["a"]
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 3)] == ["a", "b"]
+    # A step that goes back to pending (never in the engine) leaves the ready steps.
+    store.update_step(ready.model_copy(update={"status": StepStatus.PENDING}), ready.version)
+    assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 3)] == ["a"]
+
+
 def test_twenty_threads_claim_each_step_exactly_once(store: StateStore) -> None:
     run = make_run()
     store.create_run(run, independent(run.id, 30))

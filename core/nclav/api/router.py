@@ -323,9 +323,11 @@ class Router:
             return error_response(404, "not_found", str(exc), rid)
         if isinstance(exc, ConflictError):
             return error_response(409, "conflict", str(exc), rid)
-        if isinstance(exc, TemporaryError):  # e.g. a store that is busy: worth a retry
-            retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-            return error_response(503, "unavailable", str(exc), rid, headers=retry)
+        if isinstance(exc, TemporaryError):  # a store throttled or unreachable: ask again
+            _log.warning("temporary error in %s %s: %s", request.method, request.path, exc)
+            retry = str(max(math.ceil(exc.retry_after_s), 1))
+            message = "temporarily unavailable, retry later"
+            return error_response(503, "unavailable", message, rid, headers={"Retry-After": retry})
         # The traceback may name internals and data; it belongs in the log, never the body.
         _log.exception(
             "unhandled error in %s %s (request_id=%s)", request.method, request.path, rid

@@ -4,46 +4,62 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from nclav.cli.common import EXIT_FAILED, EXIT_INVALID, InvalidError, settings
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
-CLOUDS = ["local", "gcp", "azure", "aws"]
+class ServeCommand(click.Command):
+    """``serve`` with one ``--<cloud>-<option>`` flag (env ``NCLAV_<CLOUD>_<OPTION>``) per
+    option each installed driver plugin declares (``nclav.runtime.drivers``).
+
+    The plugins are loaded the first time serve's parameters are needed (running or helping
+    serve), never for ``nclav --help`` or another command.
+    """
+
+    driver_flags: dict[str, tuple[str, str]]  # parameter name -> (cloud, option)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not hasattr(self, "driver_flags"):
+            from nclav.model import Cloud
+
+            self.driver_flags = {}
+            for param in self.params:  # the clouds nclav knows, without importing it at start
+                if param.name in ("cloud", "enable_cloud"):
+                    param.type = click.Choice([c.value for c in Cloud])
+            self.params.extend(self._driver_options())
+        return super().get_params(ctx)
+
+    def _driver_options(self) -> list[click.Option]:
+        from nclav.errors import ConfigurationError
+        from nclav.runtime.drivers import env_name, flag, installed, plugin
+
+        out = []
+        for cloud in installed():
+            try:
+                found = plugin(cloud)
+            except ConfigurationError:  # a broken plugin: reported when --cloud asks for it
+                continue
+            for option in found.options:
+                name = f"driver_{cloud}_{option.name}"
+                self.driver_flags[name] = (cloud, option.name)
+                default = f" (default: {option.default})" if option.default else ""
+                required = f" Required with --cloud {cloud}." if option.required else ""
+                out.append(
+                    click.Option(
+                        [flag(cloud, option.name), name],
+                        envvar=env_name(cloud, option.name),
+                        default=None,
+                        help=f"{option.help}{default}{required}",
+                    )
+                )
+        return out
 
 
-# The seed's AWS driver settings: (flag, option name, help). They reach the driver as a
-# generic mapping (LocalOptions.driver_options["aws"]), so serve never imports it.
-AWS_OPTIONS = (
-    ("--aws-org-unit-id", "org_unit_id", "OU id where new account enclaves are placed."),
-    ("--aws-email-domain", "email_domain", "Email domain for new account registration."),
-    ("--aws-default-region", "default_region", "Default AWS region (default: us-east-1)."),
-    ("--aws-account-prefix", "account_prefix", "Prefix for account names (myorg -> myorg-<id>)."),
-    (
-        "--aws-cross-account-role",
-        "cross_account_role",
-        "IAM role assumed in enclave accounts (default: OrganizationAccountAccessRole).",
-    ),
-    ("--aws-role-arn", "role_arn", "IAM role ARN assumed for management API calls."),
-)
-
-
-def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
-    for flag, name, text in reversed(AWS_OPTIONS):
-        command = click.option(
-            flag, f"aws_{name}", envvar=f"NCLAV_AWS_{name.upper()}", default=None, help=text
-        )(command)
-    return command
-
-
-@click.command(short_help="Run the nclav server and its workers here.")
+@click.command(cls=ServeCommand, short_help="Run the nclav server and its workers here.")
 @click.option(
     "--cloud",
-    type=click.Choice(CLOUDS),
     default="local",
     show_default=True,
     envvar="NCLAV_CLOUD",
@@ -52,7 +68,6 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option(
     "--enable-cloud",
     "enable_cloud",
-    type=click.Choice(CLOUDS),
     multiple=True,
     help="Register another cloud's driver (repeatable).",
 )
@@ -115,7 +130,6 @@ def _aws_options(command: Callable[..., None]) -> Callable[..., None]:
     envvar="NCLAV_BUNDLE_CACHE_MIB",
     help="Memory (estimated) kept for loaded bundles; the least recently used go first.",
 )
-@_aws_options
 def serve(
     cloud: str,
     enable_cloud: tuple[str, ...],
@@ -127,7 +141,7 @@ def serve(
     workers: int,
     lease_s: float,
     bundle_cache_mib: int,
-    **aws: str | None,
+    **driver_values: str | None,
 ) -> None:
     """Run the nclav API server and its workers on this machine.
 
@@ -155,7 +169,7 @@ def serve(
 
     from nclav.api.auth import TokenError, load_or_create_token
     from nclav.api.server import bind_server, listen_error
-    from nclav.errors import SpecError
+    from nclav.errors import ConfigurationError, SpecError
     from nclav.local.runtime import LocalOptions, LocalRuntime
     from nclav.model import Cloud
 
@@ -184,10 +198,10 @@ def serve(
             workers=workers,
             lease_s=lease_s,
             bundle_cache_bytes=bundle_cache_mib * 1024 * 1024,
-            driver_options={"aws": {k.removeprefix("aws_"): v for k, v in aws.items()}},
+            driver_options=_by_cloud(driver_values),
         )
         runtime = LocalRuntime(options, token)
-    except (SpecError, TokenError) as exc:
+    except (SpecError, TokenError, ConfigurationError) as exc:
         listener.server_close()
         click.echo(f"nclav serve: {exc}", err=True)
         sys.exit(EXIT_INVALID)
@@ -224,4 +238,14 @@ def _warn_if_shared(home: str | os.PathLike[str], ephemeral: bool) -> None:
         )
 
 
-__all__ = ["serve"]
+def _by_cloud(values: dict[str, str | None]) -> dict[str, dict[str, str | None]]:
+    """serve's driver flag values by cloud and option name."""
+    flags = serve.driver_flags if isinstance(serve, ServeCommand) else {}
+    out: dict[str, dict[str, str | None]] = {}
+    for name, value in values.items():
+        cloud, option = flags[name]
+        out.setdefault(cloud, {})[option] = value
+    return out
+
+
+__all__ = ["ServeCommand", "serve"]

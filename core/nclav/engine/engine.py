@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 from collections import deque
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from nclav.records import (
     new_id,
     step_records,
 )
+from nclav.runtime.timing import backoff, heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -68,6 +68,7 @@ class Engine:
         max_attempts: int = 4,
         backoff_s: float = 2.0,
         owner: str | None = None,
+        pending_s: float = 0.0,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -78,6 +79,10 @@ class Engine:
         self.iac = iac
         self.bundles = bundles
         self.lease_s = lease_s
+        # How long a message handed back to the queue may wait for its next delivery, summed
+        # over its deliveries (``DeliveryPolicy.pending_s``): the sweeper does not re-send a
+        # ready step before then, or it would start a second stream of deliveries.
+        self.pending_s = pending_s
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
@@ -271,15 +276,14 @@ class Engine:
             return
         # Exponential backoff with jitter (keeps retries of many steps apart), never sooner
         # than the error itself asked for.
-        backoff = self.backoff_s * 2 ** (step.attempts - 1) * random.uniform(0.8, 1.2)
-        delay = max(retry_after_s, backoff)
+        delay = max(retry_after_s, backoff(step.attempts, self.backoff_s))
         now = self.clock.now()
         done = self.store.finish_step(
             step.run_id,
             step.step_id,
             self.owner,
             StepStatus.READY,
-            error,
+            bound_error(error),
             now,
             not_before=now + delay,
         )
@@ -290,7 +294,7 @@ class Engine:
                 self.store.update_step(
                     done.model_copy(update={"attempts": max(done.attempts - 1, 0)}), done.version
                 )
-        self.queue.send({"run_id": step.run_id, "step_id": step.step_id}, delay_s=delay)
+        self.queue.send(_message(step), delay_s=delay)
 
     def _finish(
         self,
@@ -301,6 +305,7 @@ class Engine:
         failed: StepContext | None = None,
     ) -> None:
         """Record the step's outcome; with ``failed``, also leave its resource in error."""
+        error = bound_error(error) if error is not None else None
         done = self.store.finish_step(
             step.run_id, step.step_id, self.owner, status, error, self.clock.now()
         )
@@ -321,42 +326,60 @@ class Engine:
         dependencies: the cost of a finished step is its neighbourhood, never its run's size.
         Two dependencies of one step finishing at once both re-read it after their own write,
         so the later of the two sees both final and readies it.
+
+        The run is checked for its end only when this fan-out readied nothing: a readied step
+        is unfinished, and its own fan-out comes later. So the step that is the last to become
+        final (finished, or blocked here) always asks, after its writes.
         """
         # No "seen" set: a step left pending because another dependency was not final yet
         # must be looked at again when that dependency is blocked. It terminates: only a step
         # this loop blocks (once each) adds to the queue.
         queue = deque(done.dependents)
+        final = {done.step_id: done}  # a final step never changes: read once, not per edge
+        readied: list[str] = []
         while queue:
-            queue.extend(self._settle(done.run_id, queue.popleft()))
-        self._finish_run_if_done(done.run_id)
+            queue.extend(self._settle(done.run_id, queue.popleft(), final, readied))
+        if not readied:
+            self._finish_run_if_done(done.run_id)
 
-    def _settle(self, run_id: str, step_id: str) -> tuple[str, ...]:
+    def _settle(
+        self, run_id: str, step_id: str, final: dict[str, StepRecord], readied: list[str]
+    ) -> tuple[str, ...]:
         """Ready or block one pending step whose dependencies are all final.
 
         Returns the dependents to visit next: those of a step just blocked (blocking travels
         downstream), none otherwise (a readied step fans out itself once it finishes).
+        ``final``: the final steps this fan-out has read or written, kept to skip re-reads;
+        ``readied``: the steps it readied.
         """
         while True:
             step = self.store.get_step(run_id, step_id)
             if step is None or step.status != StepStatus.PENDING:
                 return ()
-            found = (self.store.get_step(run_id, d) for d in step.depends_on)
-            deps = [d for d in found if d is not None]  # a dependency outside the run: ignored
-            if not all(d.status.final for d in deps):
-                return ()  # the last dependency to finish will come back here
+            deps: list[StepRecord] = []
+            for dep_id in step.depends_on:
+                dep = final[dep_id] if dep_id in final else self.store.get_step(run_id, dep_id)
+                if dep is None:
+                    continue  # a dependency outside the run: ignored
+                if not dep.status.final:
+                    return ()  # the last dependency to finish will come back here
+                final[dep_id] = dep
+                deps.append(dep)
             bad = [d.step_id for d in deps if d.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
             update = (
                 {"status": StepStatus.BLOCKED, "error": f"blocked by {', '.join(bad)}"}
                 if bad
-                else {"status": StepStatus.READY}
+                else {"status": StepStatus.READY, "sent_at": self.clock.now()}  # sent below
             )
             try:
                 new = self.store.update_step(step.model_copy(update=update), step.version)
             except ConflictError:
                 continue  # another worker moved it: read it again
             if new.status == StepStatus.READY:
+                readied.append(new.step_id)
                 self._send(new)
                 return ()
+            final[new.step_id] = new
             return new.dependents
 
     def _finish_run_if_done(self, run_id: str) -> None:
@@ -395,44 +418,66 @@ class Engine:
     @contextmanager
     def _lease_kept(self, step: StepRecord) -> Iterator[None]:
         """Renew the step's lease while it runs, so a long apply is not taken over."""
-        stop = threading.Event()
 
-        def renew() -> None:
-            while not stop.wait(self.lease_s / 3):
-                now = self.clock.now()
-                if not self.store.renew_lease(
-                    step.run_id, step.step_id, self.owner, self.lease_s, now
-                ):
-                    return  # lost it: finish_step will refuse our result
+        def renew() -> bool:  # False (lost it) ends the renewals: finish_step will refuse us
+            now = self.clock.now()
+            return self.store.renew_lease(step.run_id, step.step_id, self.owner, self.lease_s, now)
 
-        thread = threading.Thread(target=renew, name=f"lease-{step.step_id}", daemon=True)
-        thread.start()
-        try:
+        with heartbeat(self.lease_s / 3, renew, name=f"lease-{step.step_id}"):
             yield
-        finally:
-            stop.set()
-            thread.join()
 
     # -- the sweeper ------------------------------------------------------------------------
 
-    def sweep(self) -> int:
-        """Re-enqueue steps whose worker died, start runs that may start; return re-enqueued."""
-        expired = self.store.list_expired_leases(self.clock.now())
-        for step in expired:
+    def sweep(self, window_s: float | None = None) -> int:
+        """Re-send the messages of stuck steps, start runs that may start; return re-sent.
+
+        Stuck: a running step whose lease expired (its worker died), or a ready step still
+        unclaimed a ``window_s`` (default: a lease, plus ``pending_s`` for a message waiting in
+        the queue's redelivery backoff) after its message was sent or became due (the message
+        was lost). A step's first message goes out when its run begins, so a
+        ready step of a run begun less than a window ago is not stuck. Each re-send is
+        recorded on the step (``sent_at``) before the message goes, so a step is re-sent at
+        most once a window however often the sweeper runs. Both kinds are read through the
+        store's indexes, never by listing every run's steps. ``window_s=0`` re-sends every
+        ready step: for a queue that lost its messages (the in-process one, at start).
+        """
+        now = self.clock.now()
+        older_than = now - (self.lease_s if window_s is None else window_s)
+        stuck = [s for s in self.store.list_expired_leases(now) if (s.sent_at or 0.0) <= older_than]
+        leased = len(stuck)
+        # A ready step's message may be waiting in the queue's redelivery backoff.
+        ready_older_than = older_than - (self.pending_s if window_s is None else 0.0)
+        ready = self.store.list_stuck_ready_steps(ready_older_than)
+        runs = {r: self.store.get_run(r) for r in dict.fromkeys(s.run_id for s in ready)}
+        begun_before = iso_time(ready_older_than)  # fixed-width text: compares as times
+        for step in ready:
+            run = runs[step.run_id]
+            if run is None or run.status != RunStatus.RUNNING:
+                continue  # a queued run sends its steps when it begins
+            if (run.started_at or "") <= begun_before:
+                stuck.append(step)
+        resent = 0
+        for step in stuck:
+            try:
+                self.store.update_step(step.model_copy(update={"sent_at": now}), step.version)
+            except ConflictError:
+                continue  # claimed, finished or re-sent by someone else meanwhile
             self._send(step)
-        for run in self.store.list_unfinished_runs():
-            if run.status == RunStatus.RUNNING:
-                for step in self.store.list_steps(run.id):
-                    not_before = step.not_before or 0.0
-                    if step.status == StepStatus.READY and not_before <= self.clock.now():
-                        self._send(step)
+            resent += 1
+        if stuck:
+            logger.info(
+                "sweeper: re-sent %d of %d stuck steps (%d with an expired lease)",
+                resent,
+                len(stuck),
+                leased,
+            )
         self.kick()
-        return len(expired)
+        return resent
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _send(self, step: StepRecord) -> None:
-        self.queue.send({"run_id": step.run_id, "step_id": step.step_id})
+        self.queue.send(_message(step))
 
     def _now_text(self) -> str:
         return iso_time(self.clock.now())
@@ -458,4 +503,27 @@ class Engine:
         )
 
 
-__all__ = ["Engine"]
+# A step's error is stored on the step, the run and the resource, and shown by the CLI: a
+# terraform or SDK error can be megabytes, so every store gets the same bounded text.
+MAX_ERROR_BYTES = 4096
+TRUNCATED = "\n[truncated]\n"
+
+
+def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """``error`` in at most ``limit`` UTF-8 bytes: when longer, its head and its tail (where
+    a tool prints its final error) around a ``[truncated]`` marker."""
+    data = error.encode("utf-8")
+    if len(data) <= limit:
+        return error
+    half = (limit - len(TRUNCATED)) // 2
+    head = data[:half].decode("utf-8", "ignore")
+    tail = data[-half:].decode("utf-8", "ignore")
+    return head + TRUNCATED + tail
+
+
+def _message(step: StepRecord) -> dict[str, str]:
+    """A step's queue message; the action lets a runtime route it without a read."""
+    return {"run_id": step.run_id, "step_id": step.step_id, "action": step.action.value}
+
+
+__all__ = ["MAX_ERROR_BYTES", "Engine", "bound_error"]

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, NotFoundError
+from nclav.local._sqlite_schema import READY_SINCE
 from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
 
 if TYPE_CHECKING:
@@ -126,11 +127,13 @@ class SqliteSteps:
             "error": error,
             "finished": iso_time(now),
             "not_before": not_before,
+            "now": now,
         }
         with self._db.write() as conn:
             cur = conn.execute(
                 "UPDATE steps SET status = :status, error = :error, finished_at = :finished, "
                 "lease_owner = NULL, lease_expires_at = NULL, not_before = :not_before, "
+                "sent_at = CASE WHEN :status = 'ready' THEN :now ELSE sent_at END, "
                 f"version = version + 1 WHERE {_HELD}",
                 params,
             )
@@ -156,6 +159,18 @@ class SqliteSteps:
             "WHERE steps.status = 'running' AND steps.lease_expires_at <= ? "
             "ORDER BY runs.seq, steps.position",
             (now,),
+        )
+        return [_step(r) for r in rows]
+
+    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
+        rows = self._db.rows(
+            # Without statistics the planner would take (status, lease_expires_at) and read
+            # every ready step; the partial index reads only the stuck ones.
+            "SELECT steps.* FROM steps INDEXED BY steps_ready_since "
+            "JOIN runs ON runs.id = steps.run_id "
+            f"WHERE steps.status = 'ready' AND {READY_SINCE} <= ? "
+            "ORDER BY runs.seq, steps.position",
+            (older_than,),
         )
         return [_step(r) for r in rows]
 

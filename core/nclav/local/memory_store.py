@@ -18,6 +18,7 @@ from nclav.records import (
     check_finish_status,
     check_run_steps,
     iso_time,
+    ready_since,
 )
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ class InMemoryStateStore:
                 lease_owner=None,
                 lease_expires_at=None,
                 not_before=not_before,
+                sent_at=now if status == StepStatus.READY else step.sent_at,
             )
 
     def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
@@ -246,6 +248,20 @@ class InMemoryStateStore:
                 for run in runs
                 for s in self._steps[run.id].values()
                 if s.status == StepStatus.RUNNING and _claimable(s, now)
+            ]
+
+    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
+        with self._lock:
+            # The unfinished-step sets are the index: finished runs are never looked at.
+            runs = sorted(
+                (self._runs[r] for r, left in self._unfinished.items() if left),
+                key=lambda r: r.seq,
+            )
+            return [
+                s
+                for run in runs
+                for s in self._steps[run.id].values()
+                if s.status == StepStatus.READY and ready_since(s) <= older_than
             ]
 
     # -- audit events ----------------------------------------------------------------------

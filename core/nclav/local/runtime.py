@@ -1,4 +1,4 @@
-"""The local runtime: the one place that names the local adapters and wires them together.
+"""The local runtime: the one place that names the local adapters; core's ``compose`` wires them.
 
 ``nclav serve --cloud local`` runs exactly the engine the cloud functions run, with SQLite (or
 memory, ``--ephemeral``), an in-process queue with a worker pool, blobs and workspaces in
@@ -16,26 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nclav.api.auth import TokenAuth
-from nclav.api.routes import build_router
 from nclav.api.server import ApiServer, serve_bound, start_server, stop_server
-from nclav.engine import Engine, LocalDriver, PartitionIac
+from nclav.engine import LocalDriver
 from nclav.engine.driver import TerraformHoldings
-from nclav.errors import Issue, SpecError
-from nclav.iac.state_backend import TerraformStateBackend
 from nclav.local.dir_blobs import DirectoryBlobStore
 from nclav.local.memory_store import InMemoryStateStore
 from nclav.local.sqlite_store import SqliteStateStore
 from nclav.local.thread_queue import ThreadWorkQueue
 from nclav.model import Cloud
 from nclav.ports import SystemClock
-from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES, Bundles, Service
+from nclav.runtime.compose import compose
+from nclav.runtime.delivery import Delivery, DeliveryPolicy, Outcome, deliver
+from nclav.runtime.drivers import drivers_for
+from nclav.runtime.settings import Settings
+from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from nclav.api.router import Router
-    from nclav.engine import Driver
+    from nclav.engine import Driver, Engine, PartitionIac
     from nclav.ports import StateStore
 
 logger = logging.getLogger(__name__)
@@ -56,51 +56,28 @@ class LocalOptions:
     max_attempts: int = 4
     backoff_s: float = 2.0
     bundle_cache_bytes: int = DEFAULT_BUNDLE_CACHE_BYTES
-    # Per-cloud driver settings by cloud name, e.g. serve's --aws-* flags under "aws".
+    # Deliveries of a step message and their backoff: the same policy as a cloud's worker.
+    max_receives: int = 5
+    redelivery_backoff_s: float = 1.0
+    redelivery_max_s: float = 60.0
+    # Per-cloud driver option values by cloud name (serve's --<cloud>-<option> flags).
     driver_options: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
-
-# Entry-point group of cloud drivers: ``<cloud> = "package.module:factory"``, where
-# ``factory(options: Mapping[str, str | None]) -> Driver``. The core finds a cloud's driver
-# through installed package metadata and never imports a cloud package by name.
-DRIVER_GROUP = "nclav.drivers"
-
-
-def drivers_for(
-    default: Cloud,
-    enabled: tuple[Cloud, ...],
-    options: Mapping[str, Mapping[str, str | None]] | None = None,
-) -> dict[Cloud, Driver]:
-    """Every driver must be asked for: ``--cloud`` names the default, ``--enable-cloud`` more.
-
-    ``options`` holds each cloud's settings by cloud name (``{"aws": {"org_unit_id": ...}}``),
-    passed to its driver factory as they are.
-    """
-    out: dict[Cloud, Driver] = {}
-    for cloud in dict.fromkeys((default, *enabled)):
-        if cloud == Cloud.LOCAL:
-            out[cloud] = LocalDriver()
-        else:
-            out[cloud] = _plugin_driver(cloud, (options or {}).get(cloud.value, {}))
-    return out
-
-
-def _plugin_driver(cloud: Cloud, options: Mapping[str, str | None]) -> Driver:
-    from importlib.metadata import entry_points
-
-    found = list(entry_points(group=DRIVER_GROUP, name=cloud.value))
-    try:
-        if not found:
-            raise ImportError(f"no {cloud.value!r} entry point in group {DRIVER_GROUP}")
-        factory = found[0].load()
-    except ImportError as exc:
-        message = (
-            f"the {cloud.value} driver is not installed ({exc}); install nclav[{cloud.value}] "
-            "or use --cloud local"
+    def settings(self, root: Path) -> Settings:
+        """Core's settings for a runtime whose files live under ``root``."""
+        return Settings(
+            cloud=self.default_cloud.value,
+            enable_clouds=tuple(c.value for c in self.enabled),
+            workspaces=root / "workspaces",
+            lease_s=self.lease_s,
+            max_attempts=self.max_attempts,
+            backoff_s=self.backoff_s,
+            max_receives=self.max_receives,
+            redelivery_backoff_s=self.redelivery_backoff_s,
+            redelivery_max_s=self.redelivery_max_s,
+            iac_timeout_s=self.iac_timeout_s,
+            driver_options=self.driver_options,
         )
-        raise SpecError([Issue("--cloud", None, "cloud", message)]) from exc
-    driver: Driver = factory(options)
-    return driver
 
 
 @dataclass
@@ -110,6 +87,7 @@ class LocalRuntime:
     store: StateStore = field(init=False)
     router: Router = field(init=False)
     engine: Engine = field(init=False)
+    iac: PartitionIac = field(init=False)
     queue: ThreadWorkQueue = field(init=False)
     _scratch: str | None = field(init=False, default=None)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
@@ -129,43 +107,32 @@ class LocalRuntime:
             root = opts.home
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.store = SqliteStateStore(root / "state.db")
-        clock = SystemClock()
         blobs = DirectoryBlobStore(root / "blobs")
         if isinstance(drivers.get(Cloud.LOCAL), LocalDriver):  # it reports what nclav holds
             holdings = TerraformHoldings(self.store, blobs, root / "workspaces")
             drivers = {**drivers, Cloud.LOCAL: LocalDriver(holdings)}
-        self.iac = PartitionIac(
-            self.store,
-            blobs,
-            clock,
-            root / "workspaces",
-            timeout_s=opts.iac_timeout_s,
-            lease_s=opts.lease_s,
+        settings = opts.settings(root)
+        self._policy = DeliveryPolicy(
+            settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         )
-        bundles = Bundles(blobs, opts.default_cloud, cache_bytes=opts.bundle_cache_bytes)
-        self.queue = ThreadWorkQueue(self._handle, workers=opts.workers)
-        self.engine = Engine(
-            self.store,
-            self.queue,
-            blobs,
-            clock,
-            drivers,
-            opts.default_cloud,
-            self.iac,
-            bundles.load,
-            lease_s=opts.lease_s,
-            max_attempts=opts.max_attempts,
-            backoff_s=opts.backoff_s,
+        self.queue = ThreadWorkQueue(consume=self._deliver, workers=opts.workers)
+        built = compose(
+            settings,
+            store=self.store,
+            queue=self.queue,
+            blobs=blobs,
+            clock=SystemClock(),
+            drivers=drivers,
+            token=self.token,
+            local_dirs=True,
+            bundle_cache_bytes=opts.bundle_cache_bytes,
         )
-        self.iac.owner = self.engine.owner
-        service = Service(
-            self.store, bundles, self.engine, drivers, opts.default_cloud, local_dirs=True
-        )
-        tf_state = TerraformStateBackend(self.store, blobs, clock)
-        self.router = build_router(service, tf_state, blobs, TokenAuth(self.token))
+        self.iac = built.iac
+        self.engine = built.engine
+        self.router = built.router
 
-    def _handle(self, message: Mapping[str, str]) -> None:
-        self.engine.handle(message)
+    def _deliver(self, delivery: Delivery) -> Outcome:
+        return deliver(self.engine, delivery, self._policy)
 
     def start(self, server: ApiServer | None = None) -> str:
         """Bind (unless ``server`` was bound already, see ``bind_server``), start serving,
@@ -180,7 +147,9 @@ class LocalRuntime:
         sweeper = threading.Thread(target=self._sweep_loop, name="nclav-sweeper", daemon=True)
         sweeper.start()
         self._threads.append(sweeper)
-        self.engine.sweep()  # steps a previous process left ready or running
+        # Steps a previous process left ready or running: its in-process queue is gone, so
+        # every ready step's message is lost (window 0), whenever it was sent.
+        self.engine.sweep(window_s=0)
         return f"http://{host}:{port}"
 
     def _sweep_loop(self) -> None:
@@ -210,4 +179,4 @@ class LocalRuntime:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-__all__ = ["LocalOptions", "LocalRuntime", "drivers_for"]
+__all__ = ["LocalOptions", "LocalRuntime", "drivers_for"]  # drivers_for: core's, re-exported

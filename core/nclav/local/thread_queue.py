@@ -1,10 +1,16 @@
 """``ThreadWorkQueue``: the local runtime's queue, a heap of messages and a pool of threads.
 
-It behaves like the cloud queues the engine also runs on: delivery is at least once (a handler
-that raises gets the message again after a backoff, ``TemporaryError.retry_after_s`` when it
-gives one), a message can be delayed, and a message that failed ``max_deliveries`` times goes
-to the dead-letter callback instead of looping forever. Nothing is persisted: after a restart
-the engine's sweeper finds the work again in the state store.
+It behaves like the cloud queues the engine also runs on: delivery is at least once, a message
+can be delayed, and nothing is persisted (after a restart the engine's sweeper finds the work
+again in the state store). Its consumer is either
+
+* ``consume``: core's delivery policy, as every cloud's worker runs it
+  (``nclav.runtime.delivery.deliver``): each delivery is a ``Delivery`` and the ``Outcome``
+  says ack, retry after a delay, or gave up; the local runtime uses this, so a step is given
+  up (recorded failed) exactly as on a cloud; or
+* ``handler``: a plain function, as the WorkQueue contract suite drives every queue: one that
+  raises gets the message again after a backoff (``TemporaryError.retry_after_s`` when it
+  gives one), and after ``max_deliveries`` failures the message goes to ``dead_letter``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nclav.errors import TemporaryError
+from nclav.runtime.delivery import (
+    Ack,
+    Delivery,
+    DeliveryPolicy,
+    GaveUp,
+    Outcome,
+    Retry,
+    describe,
+    encode,
+    retry_delay,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,6 +44,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]
 Handler = Callable[[Message], None]
 DeadLetter = Callable[[Message, BaseException], None]
+Consumer = Callable[[Delivery], Outcome]
 
 
 @dataclass(order=True)
@@ -36,6 +53,7 @@ class _Entry:
     order: int
     message: Message = field(compare=False)
     deliveries: int = field(compare=False, default=0)
+    message_id: str = field(compare=False, default="")
 
 
 def _log_dead_letter(message: Message, error: BaseException) -> None:
@@ -45,9 +63,10 @@ def _log_dead_letter(message: Message, error: BaseException) -> None:
 class ThreadWorkQueue:
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | None = None,
         workers: int = 4,
         *,
+        consume: Consumer | None = None,
         retry_delay_s: float = 1.0,
         max_retry_delay_s: float = 60.0,
         max_deliveries: int = 5,
@@ -56,10 +75,11 @@ class ThreadWorkQueue:
     ) -> None:
         if workers < 1 or max_deliveries < 1:
             raise ValueError("workers and max_deliveries must be at least 1")
+        if (handler is None) == (consume is None):
+            raise ValueError("give exactly one of handler and consume")
         self._handler = handler
-        self._retry_delay_s = retry_delay_s
-        self._max_retry_delay_s = max_retry_delay_s
-        self._max_deliveries = max_deliveries
+        self._consume = consume
+        self._policy = DeliveryPolicy(max_deliveries, retry_delay_s, max_retry_delay_s)
         self._dead_letter = dead_letter
         self._heap: list[_Entry] = []
         self._order = itertools.count()
@@ -79,7 +99,9 @@ class ThreadWorkQueue:
                 # The state store still has the step; the sweeper re-enqueues it on restart.
                 logger.warning("queue closed, message dropped: %s", dict(message))
                 return
-            self._push(_Entry(time.monotonic() + max(delay_s, 0), 0, dict(message)))
+            order = next(self._order)
+            due = time.monotonic() + max(delay_s, 0)
+            self._push(_Entry(due, order, dict(message), message_id=f"local-{order}"))
 
     def _push(self, entry: _Entry) -> None:
         entry.order = next(self._order)
@@ -129,33 +151,44 @@ class ThreadWorkQueue:
 
     def _work(self) -> None:
         while (entry := self._next()) is not None:
+            entry.deliveries += 1
             try:
-                self._handler(dict(entry.message))
-            except Exception as exc:  # the worker entrypoint: any failure means "again later"
-                self._failed(entry, exc)
+                outcome = self._deliver(entry)
+            except Exception as exc:  # a consumer that raises: again later, like a handler
+                logger.exception("consumer failed for %s", entry.message)
+                outcome = Retry(retry_delay(exc, entry.deliveries, self._policy), describe(exc))
+            try:
+                if isinstance(outcome, Retry):
+                    with self._cond:
+                        if not self._stopping:
+                            entry.due = time.monotonic() + outcome.delay_s
+                            self._push(entry)
             finally:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
 
-    def _failed(self, entry: _Entry, error: Exception) -> None:
-        entry.deliveries += 1
-        if entry.deliveries >= self._max_deliveries:
+    def _deliver(self, entry: _Entry) -> Outcome:
+        if self._consume is not None:
+            body = encode(entry.message)
+            return self._consume(Delivery(body, entry.deliveries, entry.message_id))
+        assert self._handler is not None  # noqa: S101 - __init__ requires one of the two
+        try:
+            self._handler(dict(entry.message))
+        except Exception as exc:  # the worker entrypoint: any failure means "again later"
+            return self._failed(entry, exc)
+        return Ack()
+
+    def _failed(self, entry: _Entry, error: Exception) -> Outcome:
+        if entry.deliveries >= self._policy.max_receives:
             try:
                 self._dead_letter(entry.message, error)
             except Exception:  # a failing callback must not take the worker down with it
                 logger.exception("dead-letter callback failed for %s", entry.message)
-            return
-        if isinstance(error, TemporaryError):
-            delay = error.retry_after_s
-        else:
-            delay = self._retry_delay_s * 2 ** (entry.deliveries - 1)
-        delay = min(delay, self._max_retry_delay_s)
+            return GaveUp(describe(error))
+        delay = retry_delay(error, entry.deliveries, self._policy)
         logger.warning("handler failed (delivery %d), retrying in %.1fs", entry.deliveries, delay)
-        with self._cond:
-            if not self._stopping:
-                entry.due = time.monotonic() + delay
-                self._push(entry)
+        return Retry(delay, describe(error))
 
 
-__all__ = ["DeadLetter", "Handler", "Message", "ThreadWorkQueue"]
+__all__ = ["Consumer", "DeadLetter", "Handler", "Message", "ThreadWorkQueue"]
