@@ -50,6 +50,17 @@ class OverviewError(BaseModel):
     occurred_at: str
 
 
+class AppliedCommit(BaseModel):
+    """The commit of the newest run a git push started that succeeded."""
+
+    model_config = _VIEW
+    commit: str
+    ref: str
+    message: str
+    run_id: str
+    finished_at: str | None
+
+
 class Overview(BaseModel):
     """``GET /ui/api/overview``: the counts the dashboard's first page shows, small whatever
     the tree's size (errors capped at ``MAX_ERRORS``, runs at the newest ``MAX_RUNS``)."""
@@ -67,9 +78,20 @@ class Overview(BaseModel):
     recent_runs: list[Run]
     last_reconciled_at: str | None
     default_cloud: str
+    source: AppliedCommit | None = Field(
+        default=None, description="The last commit applied from the git source, when one is"
+    )
     drift: dict[str, int] | None = Field(
         default=None, description="Partitions by drift status; null where drift is not checked"
     )
 
 
-__all__ = ["LoggedIn", "LoginBody", "Overview", "OverviewError", "SessionInfo", "SignedOut"]
+__all__ = [
+    "AppliedCommit",
+    "LoggedIn",
+    "LoginBody",
+    "Overview",
+    "OverviewError",
+    "SessionInfo",
+    "SignedOut",
+]

@@ -40,7 +40,6 @@ from nclav.ui.session import (
 
 if TYPE_CHECKING:
     from nclav.api.router import Router
-    from nclav.records import Run
     from nclav.service import Service
     from nclav.state import EnclaveState
 
@@ -140,11 +139,12 @@ def drift_counts(store: Any) -> dict[str, int] | None:
 
 def overview_json(
     states: list[EnclaveState],
-    runs: list[Run],
+    docs: list[dict[str, Any]],
     default_cloud: str,
     drift: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The first page's counts (see ``nclav.ui.models.Overview``)."""
+    """The first page's counts (see ``nclav.ui.models.Overview``) from the applied state and
+    the newest runs as the API serves them (``Run.model_dump(mode="json")``)."""
     by_cloud: Counter[str] = Counter()
     parts: Counter[str] = Counter()
     errors: list[dict[str, Any]] = []
@@ -169,7 +169,22 @@ def overview_json(
                     }
                 )
     errors.sort(key=lambda e: e["occurred_at"], reverse=True)
-    docs = [r.model_dump(mode="json") for r in runs]
+    # Runs a git push started carry their origin (issue 15): the newest one applied names the
+    # commit the enclaves are at.
+    applied = next(
+        (d for d in docs if d["status"] == "succeeded" and isinstance(d.get("origin"), dict)),
+        None,
+    )
+    source = None
+    if applied is not None:
+        origin = applied["origin"]
+        source = {
+            "commit": str(origin.get("commit", "")),
+            "ref": str(origin.get("ref", "")),
+            "message": str(origin.get("message", "")),
+            "run_id": applied["id"],
+            "finished_at": applied.get("finished_at"),
+        }
     return {
         "enclave_count": len(states),
         "partition_count": sum(parts.values()),
@@ -186,6 +201,7 @@ def overview_json(
         "last_reconciled_at": max(updated) if updated else None,
         "default_cloud": default_cloud,
         "drift": drift,
+        "source": source,
     }
 
 
@@ -256,7 +272,7 @@ def register_dashboard(router: Router, service: Service) -> SessionAuth:
     def overview(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         doc = overview_json(
             store.list_enclaves(),
-            store.list_runs(limit=100),
+            [r.model_dump(mode="json") for r in store.list_runs(limit=100)],
             service.default_cloud.value,
             drift_counts(store),
         )

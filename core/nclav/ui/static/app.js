@@ -295,10 +295,13 @@ function counts(title, map, field) {
   );
 }
 
+// What started a run: the trigger, and the commit when a git push did.
+const origin = (r) => (r.origin?.commit ? [r.trigger, " ", h("code", { title: r.origin.commit }, r.origin.commit.slice(0, 8))] : r.trigger);
+
 function runRows(runs) {
   return runs.map((r) =>
     row(
-      [runLink(r.id), badge(r.status), r.trigger, when(r.created_at), String(r.changes),
+      [runLink(r.id), badge(r.status), origin(r), when(r.created_at), String(r.changes),
         r.errors.length ? h("span", { class: "error" }, r.errors[0]) : ""],
       { "data-run": r.id },
     ),
@@ -324,6 +327,10 @@ async function overviewPage(main) {
           h("h2", {}, "Enclaves"),
           h("div", { class: "big", "data-field": "enclave-count" }, String(o.enclave_count)),
           h("div", { class: "muted" }, `${o.partition_count} partitions · last applied `, h("span", { "data-field": "last-reconciled" }, when(o.last_reconciled_at))),
+          o.source
+            ? h("div", { class: "muted", "data-field": "source-commit" }, "at commit ",
+              h("code", { title: o.source.commit }, o.source.commit.slice(0, 12)), ` (${o.source.ref}) `, o.source.message)
+            : null,
         ),
         counts("Enclaves by status", o.by_status, "by-status"),
         counts("Enclaves by cloud", o.by_cloud, "by-cloud"),
@@ -526,7 +533,7 @@ async function runsPage(main) {
       table("Newest first; origin is what started the run (CLI, API, commit, schedule)",
         ["Run", "Status", "Origin", "Created", "Duration", "Changes", "Enclaves", "Error"],
         runs.map((r) =>
-          row([runLink(r.id), badge(r.status), r.trigger, when(r.created_at), duration(r.started_at, r.finished_at), String(r.changes),
+          row([runLink(r.id), badge(r.status), origin(r), when(r.created_at), duration(r.started_at, r.finished_at), String(r.changes),
             r.enclave_ids.length ? r.enclave_ids.slice(0, 3).join(", ") + (r.enclave_ids.length > 3 ? "…" : "") : "all",
             r.errors.length ? h("span", { class: "error" }, r.errors[0]) : ""], { "data-run": r.id }),
         ),
@@ -584,6 +591,7 @@ async function runPage(main, id) {
     }
     fill(main, 
       h("h1", {}, "Run ", h("code", { "data-field": "run-id" }, r.id), " ", badge(r.status)),
+      r.origin?.commit ? h("p", { "data-field": "run-origin" }, `Commit ${r.origin.commit} (${r.origin.ref}) by ${r.origin.author || "?"}: ${r.origin.message || ""}`) : null,
       h("p", { class: "muted" }, `origin ${r.trigger} · created ${when(r.created_at)} · duration ${duration(r.started_at, r.finished_at)} · ${r.changes} changes${r.bundle ? ` · bundle ${r.bundle.slice(0, 12)}` : ""}`),
       ...actions,
       r.errors.length ? h("div", { role: "alert" }, h("h2", {}, "Errors"), h("ul", { "data-field": "run-errors" }, r.errors.map((x) => h("li", { class: "error" }, x)))) : null,
