@@ -255,6 +255,7 @@ async function route() {
   if (!session.csrf) return;
   for (const stop of page.stop) stop();
   page = { stop: [] };
+  document.getElementById("notice").textContent = ""; // a notice belongs to the page it came from
   const path = location.hash.replace(/^#/, "") || "/";
   const main = document.getElementById("main");
   for (const a of document.querySelectorAll("#nav a")) {
