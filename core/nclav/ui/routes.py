@@ -101,9 +101,12 @@ class _Assets:
         with self._lock:
             if self._files is None:
                 root = importlib.resources.files("nclav.ui") / "static"
+                # A package built without its data (not with pip) has no static/: every page
+                # then answers 404 naming the cause rather than a 500.
+                entries = list(root.iterdir()) if root.is_dir() else []
                 self._files = {
                     entry.name: _Asset(entry.name, entry.read_bytes())
-                    for entry in root.iterdir()
+                    for entry in entries
                     if entry.is_file()
                     and (ASSET_NAME.fullmatch(entry.name) or entry.name == "index.html")
                 }
@@ -224,7 +227,10 @@ def register_dashboard(router: Router, service: Service) -> SessionAuth:
     def page(request: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         found = assets.get("index.html")
         if found is None:  # a broken install: say so rather than serve nothing
-            raise NotFound("the dashboard's files are not installed")
+            raise NotFound(
+                "the dashboard's files are not installed (nclav/ui/static is package data: "
+                "install nclav with pip)"
+            )
         return _serve(request, found)
 
     def asset(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
