@@ -77,16 +77,19 @@ variable "nclav_partition" { type = string }
 resource "terraform_data" "slow" {
   input = "%(stamp)s"
   provisioner "local-exec" {
-    command = "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 0.6; done"
+    command = "echo '%(markup)s'; for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 0.6; done"
   }
 }
 output "done" { value = terraform_data.slow.id }
+output "banner" { value = "%(markup)s" }
 """
 SLOW_CONFIG = """id: slow
 name: Slow
 backend: terraform
-declared_outputs: [done]
+declared_outputs: [done, banner]
 """
+# Markup in a log line and an output: shown as text, never run (window.__xss stays unset).
+MARKUP = "<b>bold</b><img src=x onerror=window.__xss=1>"
 BROKEN_TF = """
 variable "nclav_enclave" { type = string }
 variable "nclav_partition" { type = string }
@@ -320,7 +323,9 @@ def start_from_the_cli(dash: Dash) -> str:
 def test_a_run_started_from_the_cli_appears_and_its_log_follows_terraform(dash: Dash) -> None:
     page = dash.open("/runs")
     page.wait_for_selector("[data-field=runs]")
-    add_partition(dash.tree, "slow", SLOW_CONFIG, SLOW_TF % {"stamp": time.time()})
+    add_partition(
+        dash.tree, "slow", SLOW_CONFIG, SLOW_TF % {"stamp": time.time(), "markup": MARKUP}
+    )
     run_id = start_from_the_cli(dash)
     # The runs list polls: the new run appears without a reload, with its origin.
     row = page.locator(f"[data-field=runs] tr[data-run='{run_id}']")
@@ -352,6 +357,10 @@ def test_a_run_started_from_the_cli_appears_and_its_log_follows_terraform(dash: 
     latest = dash.api("/enclaves/web-dev/partitions/slow/iac/runs/latest")
     api_log = dash.server.get(f"/enclaves/web-dev/partitions/slow/iac/runs/{latest['id']}/log").text
     assert log.inner_text().strip() == api_log.strip()
+    # Markup in the log is text: no element was made from it, no script ran.
+    assert MARKUP in log.inner_text()
+    assert log.locator("img, b").count() == 0
+    assert page.evaluate("() => window.__xss") is None
     # Search keeps the matching lines only.
     page.get_by_label("Search").fill("tick-1")
     assert log.inner_text().split("\n") == [
@@ -361,6 +370,13 @@ def test_a_run_started_from_the_cli_appears_and_its_log_follows_terraform(dash: 
     page.go_back()
     page.locator("h1 [data-status=succeeded]").wait_for(timeout=30_000)
     assert dash.server.run(run_id)["status"] == "succeeded"
+    # So is markup in an output.
+    page = dash.open("/enclave/web-dev/partition/slow")
+    banner = page.locator("[data-field=outputs] tr[data-key=banner] td").nth(1)
+    banner.wait_for()
+    assert banner.inner_text() == MARKUP
+    assert page.locator("[data-field=outputs] img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
 
 
 def test_a_failing_partition_shows_its_error(dash: Dash) -> None:
