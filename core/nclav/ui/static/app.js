@@ -123,18 +123,21 @@ async function call(path, { method = "GET", body, accept, signal } = {}) {
 
 const get = async (path, opts) => (await call(path, opts)).json();
 
-// Repeat fn every ms until the page changes (fn returning false stops it early).
+// Repeat fn every ms until the page changes (fn returning false stops it early). A slow
+// answer (a big tree) spaces the repeats out: at least ten times the time it took.
 function every(ms, fn) {
   let timer = null;
   let stopped = false;
   const tick = async () => {
     let again = true;
+    const started = performance.now();
     try {
       again = (await fn()) !== false;
     } catch (e) {
       if (e.status === 401) return;
     }
-    if (again && !stopped) timer = setTimeout(tick, ms);
+    const wait = Math.max(ms, 10 * (performance.now() - started));
+    if (again && !stopped) timer = setTimeout(tick, wait);
   };
   timer = setTimeout(tick, ms);
   page.stop.push(() => {
