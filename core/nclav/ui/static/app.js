@@ -259,6 +259,7 @@ async function route() {
   for (const stop of page.stop) stop();
   page = { stop: [] };
   document.getElementById("notice").textContent = ""; // a notice belongs to the page it came from
+  window.scrollTo(0, 0);
   const path = location.hash.replace(/^#/, "") || "/";
   const main = document.getElementById("main");
   for (const a of document.querySelectorAll("#nav a")) {
@@ -277,7 +278,7 @@ async function route() {
       if (e.status === 401 || mine !== page) return;
       fill(main, h("h1", {}, "Error"), h("p", { class: "error", role: "alert" }, e.message));
     }
-    if (mine === page && document.activeElement === document.body) main.focus();
+    if (mine === page && document.activeElement === document.body) main.focus({ preventScroll: true });
     return;
   }
   fill(main, h("h1", {}, "Not found"), h("p", {}, `No page ${path}`));
@@ -437,7 +438,7 @@ async function enclavePage(main, id) {
   fill(main, 
     h("h1", {}, "Enclave ", h("span", { "data-field": "enclave-id" }, e.enclave_id), " ", badge(e.meta.status)),
     h("p", { class: "muted" }, `${desired.name ?? ""} · cloud ${e.resolved_cloud ?? desired.cloud ?? "—"} · region ${desired.region ?? "—"} · updated ${when(e.meta.updated_at)}`),
-    e.meta.last_error ? h("p", { class: "error", role: "alert", "data-field": "last-error" }, e.meta.last_error.message) : null,
+    e.meta.last_error ? h("p", { class: "error", role: "alert", tabindex: "0", "data-field": "last-error" }, e.meta.last_error.message) : null,
     h("h2", {}, "Partitions"),
     table(
       "Applied partitions",
@@ -465,7 +466,7 @@ async function partitionPage(main, enc, part) {
   const section = h("section", { "aria-labelledby": "drift-title" });
   fill(main, 
     h("h1", {}, encLink(enc), " / ", h("span", { "data-field": "partition-id" }, part), " ", badge(p.meta.status)),
-    p.meta.last_error ? h("p", { class: "error", role: "alert", "data-field": "last-error" }, p.meta.last_error.message) : null,
+    p.meta.last_error ? h("p", { class: "error", role: "alert", tabindex: "0", "data-field": "last-error" }, p.meta.last_error.message) : null,
     h("p", { class: "muted" }, `created ${when(p.meta.created_at)} · updated ${when(p.meta.updated_at)}`),
     h("h2", {}, "Outputs"),
     kv(p.resolved_outputs, "outputs"),
