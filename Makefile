@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift bench-dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,13 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Debian packages some tests use (graphviz renders `nclav graph --output dot`). Installed when
-## missing and we are root with apt-get (CI is); elsewhere those tests skip and say why.
+## Debian packages some tests use (graphviz renders `nclav graph --output dot`; chromium runs
+## the dashboard's browser tests). Installed when missing and we are root with apt-get (CI is);
+## elsewhere those tests skip and say why.
 system-deps:
 	@if ! command -v dot >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
 	  else echo 'graphviz (dot) is not installed: its tests will skip'; fi; \
+	fi
+	@# Chromium drives the dashboard's browser tests (Playwright launches /usr/bin/chromium).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo 'chromium is not installed: the dashboard browser tests will skip'; fi; \
 	fi
 
 ## Validate the example trees offline (the local server replaces this as the first command).
@@ -78,6 +85,11 @@ bench-git: $(STAMP)
 ## Drift checks of 200 partitions at concurrency 2: longest apply wait for a check; versions.
 bench-drift: $(STAMP)
 	$(BIN)/python scripts/bench_drift.py
+
+## The dashboard in headless Chromium: overview first contentful paint of the 1,000 x 10 tree,
+## graph of 100 enclaves, transfer size of the overview with every asset.
+bench-dashboard: $(STAMP) system-deps
+	$(BIN)/python scripts/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 PUBLIC = {("GET", "/health"), ("GET", "/ready")}
 # Push webhooks take no bearer token: a delivery proves itself with its signature (issue 15).
 SIGNED = {("POST", "/webhooks/github"), ("POST", "/webhooks/gitlab"), ("POST", "/webhooks/git")}
+
+# The web dashboard's page, assets and sign-in (nclav.ui): public, and holding no data.
+DASHBOARD_PUBLIC = {
+    ("GET", "/ui"),
+    ("GET", "/ui/static/{asset}"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/logout"),
+    ("GET", "/ui/session"),
+}
 # Routes the issue names; the test walks /openapi.json, so routes added later are covered too.
 EXPECTED = {
     ("GET", "/enclaves"),
@@ -54,6 +63,7 @@ PARAMS = {
     "enc": "e",
     "run_id": str(uuid.uuid4()),
     "digest": "0" * 64,
+    "asset": "app.js",
 }
 BODIES: dict[tuple[str, str], bytes] = {
     ("POST", "/reconcile"): b'{"enclaves_dir": "/nonexistent"}',
@@ -89,7 +99,7 @@ def routes(server: Server) -> list[tuple[str, str]]:
         for m, op in ops.items()
         if not op.get("security")
     }
-    assert public == PUBLIC | SIGNED
+    assert public == PUBLIC | SIGNED | DASHBOARD_PUBLIC
     return sorted(found)
 
 
@@ -117,13 +127,15 @@ def test_every_route_with_no_wrong_and_right_token(shared_server: Server) -> Non
     ]
     for method, pattern in routes(server):
         path = concrete(pattern)
-        body = BODIES.get((method, pattern))
+        body: Any = BODIES.get((method, pattern))
         if (method, pattern) in SIGNED:  # unsigned: refused whatever the Authorization
             for auth in [*wrong, f"Bearer {server.token}"]:
                 response = server.request(method, path, b"{}", auth=auth or False)
                 assert_error(response, 401, "unauthorized")
             continue
-        if (method, pattern) in PUBLIC:
+        if (method, pattern) == ("POST", "/ui/login"):
+            body = {"token": server.token}  # it reads the token from its body, not a header
+        if (method, pattern) in PUBLIC | DASHBOARD_PUBLIC:
             for auth in [*wrong, f"Bearer {server.token}"]:
                 response = server.request(method, path, body, auth=auth or False)
                 assert response.status == 200, (method, path, auth, response)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import logging
 import os
@@ -62,6 +63,12 @@ class TokenAuth:
             raise self._refuse(mode, "unsupported authorization scheme")
         if supplied is None or not hmac.compare_digest(supplied, self._token):
             raise self._refuse(mode, "invalid credentials")
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` derived from the token (HMAC-SHA256), such as the
+        dashboard's session-signing key: it lives wherever the token lives (token file,
+        SecretStore), is never stored anywhere else, and changes when the token is rotated."""
+        return hmac.new(self._token, purpose.encode("utf-8"), hashlib.sha256).digest()
 
     @staticmethod
     def _refuse(mode: AuthMode, message: str) -> Unauthorized:

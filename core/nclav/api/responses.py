@@ -33,6 +33,7 @@ from nclav.model import Cloud, EnclaveConfig, ExportType, Id, PartitionConfig
 from nclav.plan import Action, ChangeKind
 from nclav.records import EventField, EventKind, IacRun, IacStatus, Run, StepRecord
 from nclav.state import LastError, ResourceMeta, Status
+from nclav.ui.models import LoggedIn, Overview, SessionInfo, SignedOut
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -410,6 +411,13 @@ _WEBHOOK = (
 )
 
 
+# -- the web dashboard -----------------------------------------------------------------------
+
+HTML_CONTENT_TYPE = "text/html; charset=utf-8"
+_NOT_MODIFIED = Reply(304, "The browser's copy (If-None-Match) is current")
+_COOKIE: Mapping[str, Mapping[str, Any]] = {"Set-Cookie": {"type": "string"}}
+
+
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
@@ -513,6 +521,29 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         Reply(200, "The check ended within ?wait=", DriftView),
     ),
     ("POST", _DRIFT + "/ack"): (Reply(200, "Acknowledged: the partition's drift", DriftView),),
+    # the web dashboard (nclav.ui)
+    ("GET", "/ui"): (
+        Reply(200, "The dashboard page", {"type": "string"}, media_type=HTML_CONTENT_TYPE),
+        _NOT_MODIFIED,
+    ),
+    ("GET", "/ui/static/{asset}"): (
+        Reply(
+            200,
+            "A JavaScript module (text/javascript), the style sheet (text/css) or the icon "
+            "(image/svg+xml)",
+            {"type": "string"},
+            media_type="*/*",
+        ),
+        _NOT_MODIFIED,
+    ),
+    ("POST", "/ui/login"): (
+        Reply(200, "Signed in: Set-Cookie carries the session", LoggedIn, headers=_COOKIE),
+    ),
+    ("POST", "/ui/logout"): (
+        Reply(200, "Signed out: Set-Cookie clears the session", SignedOut, headers=_COOKIE),
+    ),
+    ("GET", "/ui/session"): (Reply(200, "Whether signed in; the CSRF token", SessionInfo),),
+    ("GET", "/ui/api/overview"): (Reply(200, "The dashboard's overview", Overview),),
 }
 
 RAW_REQUESTS: Mapping[tuple[str, str], RawBody] = {
@@ -541,6 +572,7 @@ PATH_PARAMETERS: Mapping[str, Mapping[str, Any]] = {
     "enc": _ID,
     "run_id": {"type": "string", "format": "uuid"},
     "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "asset": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}\\.(js|css|svg)$"},
 }
 
 # Query parameters by name (every route that takes one reads it the same way). Sent as text,

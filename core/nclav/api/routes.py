@@ -46,6 +46,7 @@ from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
 from nclav.records import IacStatus
 from nclav.service import bundle_blob
+from nclav.ui.routes import register_dashboard
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
 
 if TYPE_CHECKING:
@@ -553,6 +554,7 @@ def build_router(
     router.add("POST", state + "/lock", tf_lock, summary="Lock (423 with the holder)", **opts)
     router.add("DELETE", state + "/lock", tf_unlock, summary="Unlock; no body forces", **opts)
     add_source_routes(router, git)  # the git source: /source and the /webhooks/* (issue 15)
+    register_dashboard(router, service)  # the web dashboard (nclav.ui), its session cookie
     return router
 
 
