@@ -221,6 +221,7 @@ def test_success_responses_conform(live: Live) -> None:
         ),
         ("GET", "/runs", 200, {"query": {"limit": "5"}}),
         ("GET", "/runs/{run_id}", 200, {"path_parameters": {"run_id": run_id}}),
+        ("GET", "/runs/{run_id}/events", 200, {"path_parameters": {"run_id": run_id}}),
         ("GET", "/enclaves", 200, {}),
         ("GET", "/enclaves/{id}", 200, {"path_parameters": {"id": "product-a-dev"}}),
         ("GET", "/enclaves/{id}/graph", 200, {"path_parameters": {"id": "web-dev"}}),
