@@ -525,3 +525,46 @@ def test_the_cli_sets_shows_and_syncs_the_source(
     assert failed.status == 502, failed
     assert failed.json["error"]["code"] == "git_remote" and gone in failed.json["error"]["message"]
     assert "unhandled error" not in server.stderr()
+
+
+def test_the_source_and_webhook_routes_answer_what_the_openapi_document_says(
+    server_factory: Callable[..., Server], git_server: GitServer, tmp_path: Path
+) -> None:
+    """Every source and webhook operation's success answer, checked against the live server's
+    own OpenAPI document (the schemathesis suite's server has no git server to reach)."""
+    from openapi_check import assert_conforms
+
+    url = git_server.url("acme/infra")
+    repo = Repo(tmp_path / "work", url)
+    head = repo.commit("Add the network hub", HUB)
+    repo.push()
+    server = server_factory(env={"NCLAV_GIT_POLL_S": "0"})  # configured below, by PUT /source
+    doc = server.ok("GET", "/openapi.json")
+
+    def check(method: str, pattern: str, response: Any) -> Any:
+        assert_conforms(doc, method, pattern, response.status, response.json, "application/json")
+        return response.json
+
+    check("GET", "/source", server.request("GET", "/source"))
+    body = {"url": url, "branch": "main", "path": "enclaves"}
+    assert check("PUT", "/source", server.request("PUT", "/source", body))["configured"] is True
+    synced = check("POST", "/source/sync", server.request("POST", "/source/sync?wait=120"))
+    assert synced["commit"] == head and synced["status"] == "succeeded", synced
+    secret = check(
+        "POST", "/source/webhook-secret", server.request("POST", "/source/webhook-secret")
+    )["webhook_secret"]
+    assert secret == (server.home / "webhook-secret").read_text().strip()
+
+    push = github_push(url, "refs/heads/main", ZERO, head)
+    for scheme in ("github", "git"):
+        delivery = f"{scheme}-1"
+        headers = github_headers(secret, push, delivery)
+        first = server.request("POST", f"/webhooks/{scheme}", push, auth=False, headers=headers)
+        assert check("POST", f"/webhooks/{scheme}", first)["status"] == "queued", first
+        again = server.request("POST", f"/webhooks/{scheme}", push, auth=False, headers=headers)
+        assert check("POST", f"/webhooks/{scheme}", again)["status"] == "duplicate"
+    gitlab = gitlab_push(url, "refs/heads/main", ZERO, head)
+    answer = server.request(
+        "POST", "/webhooks/gitlab", gitlab, auth=False, headers=gitlab_headers(secret, "gl-1")
+    )
+    assert check("POST", "/webhooks/gitlab", answer)["status"] == "queued", answer

@@ -192,6 +192,20 @@ def _call(live: Live, operation: Any, expect: int, **parts: Any) -> requests.Res
     return response
 
 
+# Operations whose success needs a peer this suite's server lacks (a git server): their
+# answers are checked against the same document by the test that drives them (in
+# tests/e2e/test_git_source.py, the one named "...answer_what_the_openapi_document_says").
+CHECKED_ELSEWHERE = {
+    ("GET", "/source"),
+    ("PUT", "/source"),
+    ("POST", "/source/sync"),
+    ("POST", "/source/webhook-secret"),
+    ("POST", "/webhooks/github"),
+    ("POST", "/webhooks/gitlab"),
+    ("POST", "/webhooks/git"),
+}
+
+
 def test_success_responses_conform(live: Live) -> None:
     """Every operation (but the destroys) once with applied ids, so each documented success
     body is checked against the live server whatever the fuzzing happened to reach."""
@@ -292,7 +306,7 @@ def test_success_responses_conform(live: Live) -> None:
     assert server.reconcile(live.tree)["status"] == "succeeded"
     documented = {(m.upper(), p) for p, ops in api.raw_schema["paths"].items() for m in ops}
     destroys = {("DELETE", "/enclaves/{id}"), ("DELETE", "/enclaves/{id}/partitions/{part}")}
-    missing = documented - destroys - covered
+    missing = documented - destroys - covered - CHECKED_ELSEWHERE
     assert not missing, f"add a call with a success answer for each of {sorted(missing)}"
 
 
