@@ -182,6 +182,7 @@ class AwsRuntime:
                 time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
                 git=self._build_git,
                 drift=DriftOptions.from_env(),
+                secrets=lambda: self.secrets,
             )
 
         return self._once("composition", build)

@@ -102,6 +102,7 @@ class LocalOptions:
             iac_timeout_s=self.iac_timeout_s,
             max_deletes=self.max_deletes,
             driver_options=self.driver_options,
+            environ=dict(os.environ),  # NCLAV_NOTIFY_SECRET and the like, read where used
         )
 
 
@@ -145,7 +146,6 @@ class LocalRuntime:
             settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         )
         self.queue = ThreadWorkQueue(consume=self._deliver, workers=opts.workers)
-        self._install_notifier(root)
         built = compose(
             settings,
             store=self.store,
@@ -158,6 +158,8 @@ class LocalRuntime:
             bundle_cache_bytes=opts.bundle_cache_bytes,
             git=lambda service: self._git_source(root, service, blobs),
             drift=drift_options,
+            secrets=lambda: FileSecretStore(root / "secrets"),
+            notify_url=opts.notify_url,
         )
         self.iac = built.iac
         self.engine = built.engine
@@ -204,15 +206,6 @@ class LocalRuntime:
             rotate_secret=rotate,
             secret_hint=hint,
         )
-
-    def _install_notifier(self, root: Path) -> None:
-        from nclav import notify
-        from nclav.local.file_secrets import FileSecretStore
-
-        settings = notify.notify_settings(
-            self.options.notify_url, os.environ, lambda: FileSecretStore(root / "secrets")
-        )
-        notify.install(notify.Notifier(settings, self.queue) if settings.targets else None)
 
     def start(self, server: ApiServer | None = None) -> str:
         """Bind (unless ``server`` was bound already, see ``bind_server``), start serving,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from nclav.iac.partition import PartitionIac
     from nclav.iac.sandbox import TimeLimit
     from nclav.model import Cloud
-    from nclav.ports import BlobStore, Clock, StateStore, WorkQueue
+    from nclav.ports import BlobStore, Clock, SecretStore, StateStore, WorkQueue
     from nclav.runtime.settings import Settings
     from nclav.service import Bundles, Service
 
@@ -78,6 +78,19 @@ class Composition:
         source.handle(dict(message))
 
 
+def install_notifier(
+    queue: WorkQueue,
+    environ: Mapping[str, str],
+    secrets: Callable[[], SecretStore] | None,
+    notify_url: str | None = None,
+) -> None:
+    """This process's notifications (``nclav.notify``): on when a target is configured."""
+    from nclav import notify
+
+    found = notify.notify_settings(notify_url, environ, secrets)
+    notify.install(notify.Notifier(found, queue) if found.targets else None)
+
+
 def _drift_check(engine: Engine, message: Mapping[str, Any]) -> None:
     # Imported when a check arrives: a worker that never checks drift never loads it.
     from nclav.drift.worker import handle_drift_check
@@ -105,6 +118,8 @@ def compose(
     bundle_cache_bytes: int | None = None,
     git: Callable[[Service], GitSource | None] | None = None,
     drift: DriftOptions | None = None,
+    secrets: Callable[[], SecretStore] | None = None,
+    notify_url: str | None = None,
 ) -> Composition:
     """Build the runtime's core objects from its adapters.
 
@@ -113,7 +128,10 @@ def compose(
     loopback backend with a one-run credential). ``time_limit`` is given by a runtime whose
     workers are sandboxes with a hard time limit (Lambda): terraform is then held to the time
     an invocation has left (``PartitionIac.time_limited``). ``git`` builds the runtime's git
-    source from the service (first used by the router or a git queue message).
+    source from the service (first used by the router or a git queue message). Notifications
+    (``nclav.notify``) are installed for this process when ``notify_url`` (else
+    ``NCLAV_NOTIFY_URL`` in ``settings.environ``) names a target; ``secrets`` keeps their
+    signing secret.
     """
     from nclav.drift.options import DriftOptions
     from nclav.drift.schedule import DRIFT_KIND
@@ -122,6 +140,7 @@ def compose(
     from nclav.runtime.delivery import DeliveryPolicy
     from nclav.service import DEFAULT_BUNDLE_CACHE_BYTES, Bundles, Service
 
+    install_notifier(queue, settings.environ, secrets, notify_url)
     owner = owner or new_owner()
     default_cloud = settings.default_cloud
     cache = DEFAULT_BUNDLE_CACHE_BYTES if bundle_cache_bytes is None else bundle_cache_bytes
@@ -173,4 +192,4 @@ def compose(
     return built
 
 
-__all__ = ["Composition", "compose", "new_owner"]
+__all__ = ["Composition", "compose", "install_notifier", "new_owner"]
