@@ -198,6 +198,25 @@ class SqsWorkQueue:
             )
         return sum(int(response["Attributes"].get(name, 0)) for name in names)
 
+    def dead_letter_count(self) -> int | None:
+        """Messages waiting in this queue's DLQ (its RedrivePolicy's target); None without
+        one. The ``DeadLetters`` capability: ``GET /status`` shows it."""
+        with aws_errors("sqs:GetQueueAttributes"):
+            policy = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]
+            )["Attributes"].get("RedrivePolicy")
+        if not policy:
+            return None
+        arn = str(json.loads(policy)["deadLetterTargetArn"])  # arn:aws:sqs:region:account:name
+        account, name = arn.split(":")[4:6]
+        with aws_errors(f"sqs:GetQueueUrl {name}"):
+            url = self.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        with aws_errors(f"sqs:GetQueueAttributes {name}"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=url["QueueUrl"], AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
+
 
 def create_queues(
     client: Any,

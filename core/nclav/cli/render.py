@@ -327,6 +327,10 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         f"Active drivers: {', '.join(doc.get('active_drivers') or []) or '-'}",
         f"Last reconciled: {doc.get('last_reconciled_at') or 'never'}",
     ]
+    dead = doc.get("dead_letters")
+    if dead is not None:  # None: the runtime has no dead-letter queue (local)
+        hint = " (redrive them to the queue: see the README, Retries)" if dead else ""
+        lines.append(f"Dead-lettered messages: {dead}{hint}")
     drift = doc.get("drift")
     if drift:
         lines.append(f"Drift: {drift_summary(drift)}")
