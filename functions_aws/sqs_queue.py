@@ -208,12 +208,12 @@ class SqsWorkQueue:
         if not policy:
             return None
         arn = str(json.loads(policy)["deadLetterTargetArn"])  # arn:aws:sqs:region:account:name
-        account, name = arn.split(":")[4:6]
-        with aws_errors(f"sqs:GetQueueUrl {name}"):
-            url = self.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
-        with aws_errors(f"sqs:GetQueueAttributes {name}"):
+        # The DLQ's URL is the source queue's with the DLQ's name (a DLQ lives in the same
+        # account and region): no sqs:GetQueueUrl needed, only GetQueueAttributes on it.
+        url = f"{self.queue_url.rsplit('/', 1)[0]}/{arn.rsplit(':', 1)[1]}"
+        with aws_errors(f"sqs:GetQueueAttributes {url}"):
             attributes = self.client.get_queue_attributes(
-                QueueUrl=url["QueueUrl"], AttributeNames=["ApproximateNumberOfMessages"]
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
             )["Attributes"]
         return int(attributes.get("ApproximateNumberOfMessages", 0))
 

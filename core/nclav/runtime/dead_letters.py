@@ -9,7 +9,12 @@ policy records the give-up on the step instead): its count is None, "not applica
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol, runtime_checkable
+
+from nclav.errors import NclavError
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -22,10 +27,15 @@ class DeadLetters(Protocol):
 
 
 def dead_letter_count(queue: object) -> int | None:
-    """``queue``'s dead-letter count, or None when it has no dead-letter queue to count."""
-    if isinstance(queue, DeadLetters):
+    """``queue``'s dead-letter count, or None when it has no dead-letter queue to count or
+    cannot count it now (the status page must not fail because a queue did not answer)."""
+    if not isinstance(queue, DeadLetters):
+        return None
+    try:
         return queue.dead_letter_count()
-    return None
+    except NclavError as exc:  # denied, throttled, gone: the status answers without it
+        logger.warning("dead-lettered messages not counted: %s", exc)
+        return None
 
 
 __all__ = ["DeadLetters", "dead_letter_count"]
