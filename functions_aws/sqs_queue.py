@@ -202,9 +202,13 @@ class SqsWorkQueue:
         """Messages waiting in this queue's DLQ (its RedrivePolicy's target); None without
         one. The ``DeadLetters`` capability: ``GET /status`` shows it."""
         with aws_errors("sqs:GetQueueAttributes"):
-            policy = self.client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]
-            )["Attributes"].get("RedrivePolicy")
+            policy = (
+                self.client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]
+                )
+                .get("Attributes", {})
+                .get("RedrivePolicy")
+            )  # no Attributes without one
         if not policy:
             return None
         arn = str(json.loads(policy)["deadLetterTargetArn"])  # arn:aws:sqs:region:account:name
@@ -214,7 +218,7 @@ class SqsWorkQueue:
         with aws_errors(f"sqs:GetQueueAttributes {url}"):
             attributes = self.client.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
+            ).get("Attributes", {})
         return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 

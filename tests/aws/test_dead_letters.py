@@ -139,3 +139,11 @@ def test_a_redriven_failed_step_is_not_run_again(d: Deployment, tmp_path: Path) 
     assert d.api.run(run["id"])["steps"] == run["steps"]
     iac = d.api.ok("GET", "/enclaves/alpha/partitions/bad/iac/runs")
     assert [r["status"] for r in iac] == ["failed"]  # terraform did not run again
+
+
+def test_a_queue_without_a_redrive_policy_counts_none(d: Deployment) -> None:
+    from functions_aws.sqs_queue import SqsWorkQueue
+
+    url = d.sqs.create_queue(QueueName="no-dlq")["QueueUrl"]
+    assert SqsWorkQueue(url, client=d.sqs).dead_letter_count() is None
+    assert SqsWorkQueue(d.steps.url, client=d.sqs).dead_letter_count() == 0
