@@ -118,3 +118,20 @@ def test_the_delete_guard_judges_a_retry_like_any_run(rig: Rig) -> None:
     rig.drain()
     assert rig.run(retry.id).status == RunStatus.SUCCEEDED
     assert {s.enclave_id for s in rig.store.list_enclaves()} == {"keep"}
+
+
+def test_a_failed_destroy_is_retried_against_what_is_left(rig: Rig) -> None:
+    rig.apply(tree(rig, "t", {"a": 2, "b": 1}))
+    rig.iac.failures.times("destroy:a/p1", NclavError("still in use"), 1)
+    destroy = rig.engine.start_destroy(["a"])
+    rig.drain()
+    assert rig.run(destroy.id).status == RunStatus.FAILED
+    retry = rig.engine.retry(destroy.id)
+    rig.drain()
+    done = rig.run(retry.id)
+    assert done.status == RunStatus.SUCCEEDED, done
+    assert done.teardown_enclaves == ("a",) and done.bundle is None
+    assert {s.enclave_id for s in rig.store.list_enclaves()} == {"b"}
+    # p0 was torn down by the first try: the retry planned only what was left.
+    steps = {s.step_id for s in rig.store.list_steps(retry.id)}
+    assert "teardown_partition:a/p0" not in steps and "teardown_partition:a/p1" in steps
