@@ -162,6 +162,15 @@ def run_detail(run: Mapping[str, Any]) -> list[str]:
         ),
         f"Steps:     {len(steps)} ({step_counts(steps)})",
     ]
+    if run.get("retry_of"):  # a retry: which try, and the earlier ones (issue 14)
+        tries = [f"Retry of:  {run['retry_of']} (try {run.get('attempt')})"]
+        for a in run.get("attempts") or []:
+            n = len(a.get("errors") or [])
+            tries.append(
+                f"  try {a.get('attempt')}: run {a.get('run_id')} {a.get('status')} at "
+                f"{a.get('finished_at') or '-'} ({n} error{'' if n == 1 else 's'})"
+            )
+        lines[2:2] = tries
     if steps:
         lines.append(_SEPARATOR * 60)
         lines += table(
