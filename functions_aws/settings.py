@@ -40,5 +40,11 @@ class StepQueues(RoutedQueue):
         super().__init__(routed.default, routed.by_action)
         self.steps, self.iac = steps, iac
 
+    def dead_letter_count(self) -> int | None:
+        """Both queues' dead-lettered messages (the ``DeadLetters`` capability)."""
+        counts = [q.dead_letter_count() for q in (self.steps, self.iac)]
+        known = [c for c in counts if c is not None]
+        return sum(known) if known else None
+
 
 __all__ = ["Settings", "StepQueues"]

@@ -100,6 +100,8 @@ class SqsWorkQueue:
         self.queue_url = queue_url
         self._client = client
         self._clock = clock  # wall clock: due times cross processes, like SQS's own timers
+        self._dlq_url: str | None = None  # ``_dead_letter_url``, once known
+        self._dlq_known = False
 
     @property
     def client(self) -> Any:
@@ -197,6 +199,39 @@ class SqsWorkQueue:
                 QueueUrl=self.queue_url, AttributeNames=names
             )
         return sum(int(response["Attributes"].get(name, 0)) for name in names)
+
+    def dead_letter_count(self) -> int | None:
+        """Messages waiting in this queue's DLQ (its RedrivePolicy's target); None without
+        one. The ``DeadLetters`` capability: ``GET /status`` shows it."""
+        url = self._dead_letter_url()
+        if url is None:
+            return None
+        with aws_errors(f"sqs:GetQueueAttributes {url}"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            ).get("Attributes", {})
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
+
+    def _dead_letter_url(self) -> str | None:
+        """The DLQ's URL from the RedrivePolicy, read once per adapter (it does not change
+        under a running deployment, and ``GET /status`` is polled by the dashboard)."""
+        if self._dlq_known:
+            return self._dlq_url
+        with aws_errors("sqs:GetQueueAttributes"):
+            policy = (
+                self.client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]
+                )
+                .get("Attributes", {})  # no Attributes without one
+                .get("RedrivePolicy")
+            )
+        if policy:
+            arn = str(json.loads(policy)["deadLetterTargetArn"])  # arn:aws:sqs:region:acct:name
+            # The DLQ's URL is the source queue's with the DLQ's name (a DLQ lives in the same
+            # account and region): no sqs:GetQueueUrl needed, only GetQueueAttributes on it.
+            self._dlq_url = f"{self.queue_url.rsplit('/', 1)[0]}/{arn.rsplit(':', 1)[1]}"
+        self._dlq_known = True
+        return self._dlq_url
 
 
 def create_queues(

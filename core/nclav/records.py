@@ -103,6 +103,20 @@ class RunOrigin(BaseModel):
     delivery: str | None = None  # the webhook delivery id; None for a poll or a manual sync
 
 
+class RunAttempt(BaseModel):
+    """An earlier try of a retried run, kept on each later try (``Run.attempts``)."""
+
+    model_config = _RECORD
+
+    attempt: int  # 1 for the original run
+    run_id: str
+    status: RunStatus
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    errors: tuple[str, ...] = ()
+
+
 class Run(BaseModel):
     """One reconcile or destroy: the plan's steps carried out for a bundle (or a teardown)."""
 
@@ -135,6 +149,12 @@ class Run(BaseModel):
     approval: Approval | None = None  # set while (and after) the run awaited approval
     approved_digest: str | None = None  # the plan an approver accepted
     origin: RunOrigin | None = None  # set for runs started from the git source
+    # A retry (``Engine.retry``) is a new run re-planning the same tree (or teardown) when
+    # it begins: ``retry_of`` names the run it retries, ``attempt`` counts the tries (1 for
+    # a first run) and ``attempts`` keeps every earlier try (which, when, its errors).
+    retry_of: str | None = None
+    attempt: int = 1
+    attempts: tuple[RunAttempt, ...] = ()
 
 
 class StepRecord(BaseModel):
@@ -423,6 +443,7 @@ __all__ = [
     "IacStatus",
     "ResourceDrift",
     "Run",
+    "RunAttempt",
     "RunOrigin",
     "RunStatus",
     "StepRecord",

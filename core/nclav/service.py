@@ -234,6 +234,11 @@ class Service:
         run = self.engine.approve(run_id)
         return self.wait(run.id, wait_s)
 
+    def retry(self, run_id: str, wait_s: float) -> Run:
+        """Queue a new try of a failed or cancelled run (``Engine.retry``) and wait for it."""
+        run = self.engine.retry(run_id)
+        return self.wait(run.id, wait_s)
+
     def cancel(self, run_id: str) -> Run:
         return self.engine.cancel(run_id)
 

@@ -119,7 +119,10 @@ def status_json(
     default_cloud: Cloud,
     drivers: Iterable[Cloud],
     drift: Iterable[DriftRecord] = (),
+    dead_letters: int | None = None,
 ) -> dict[str, Any]:
+    """The system at a glance; ``dead_letters``: messages in the runtime's dead-letter
+    queues (None where the runtime has none to count, the local one)."""
     errors: list[dict[str, Any]] = []
     for state in states:
         if state.meta.last_error:
@@ -142,6 +145,7 @@ def status_json(
     ]
     return {
         "active_drivers": sorted(c.value for c in drivers),
+        "dead_letters": dead_letters,
         "by_status": dict(Counter(s.meta.status.value for s in states)),
         "default_cloud": default_cloud.value,
         "drift": drift_counts(drift),

@@ -558,6 +558,7 @@ def test_runs_approve_and_cancel(fresh: Server, tmp_path: Path) -> None:
 
     result = ok(fresh.cli("runs", "approve", run_id, "--wait"))
     assert re.match(rf"Run {run_id} succeeded in ", result.stdout)
+    approved = run_id
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
     again = fresh.cli("runs", "approve", run_id)
     assert again.exit_code == 2
@@ -571,6 +572,20 @@ def test_runs_approve_and_cancel(fresh: Server, tmp_path: Path) -> None:
     shown = fresh.cli("runs", "show", run_id, "-o", "json")
     assert shown.exit_code == 1 and json.loads(shown.stdout)["status"] == "cancelled"
     assert fresh.cli("runs", "cancel", run_id).exit_code == 2
+    assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
+
+    # A cancelled run is retried as a new run, planned when it begins: the guard holds it too.
+    result = ok(fresh.cli("runs", "retry", run_id))
+    retried = re.fullmatch(
+        rf"Run {run_id} retried as run ({RUN_ID}) \(try 2\): awaiting_approval\.\n", result.stdout
+    )
+    assert retried is not None, result.stdout
+    assert f"nclav runs show {retried[1]} --follow" in result.stderr
+    ok(fresh.cli("runs", "cancel", retried[1]))
+    # A succeeded run is not retried (exit 2, the server's reason).
+    refused = fresh.cli("runs", "retry", approved)
+    assert refused.exit_code == 2
+    assert "only a failed or cancelled run can be retried" in refused.stderr
     assert as_json(fresh.cli("status", "-o", "json"))["enclave_count"] == 1
 
 

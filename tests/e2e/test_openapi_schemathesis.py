@@ -302,6 +302,12 @@ def test_success_responses_conform(live: Live) -> None:
         parts = {"path_parameters": {"run_id": waiting["id"]}, **query}
         _call(live, api[f"/runs/{{run_id}}/{action}"]["POST"], answer, **parts)
         covered.add(("POST", f"/runs/{{run_id}}/{action}"))
+        if action == "cancel":  # a retry of the cancelled run: the delete guard holds it too
+            retry = api["/runs/{run_id}/retry"]["POST"]
+            retried = _call(live, retry, 202, **{**parts, "query": {"wait": "0"}}).json()
+            assert retried["retry_of"] == waiting["id"], retried
+            assert server.run(retried["id"])["status"] == "awaiting_approval"
+            covered.add(("POST", "/runs/{run_id}/retry"))
     assert server.wait_run(waiting["id"], 120)["status"] == "succeeded"
     assert server.reconcile(live.tree)["status"] == "succeeded"
     documented = {(m.upper(), p) for p, ops in api.raw_schema["paths"].items() for m in ops}

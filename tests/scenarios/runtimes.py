@@ -29,7 +29,7 @@ from nclav.bundle import pack_directory
 from nclav.local.runtime import LocalOptions, LocalRuntime
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
     import pytest
@@ -141,6 +141,25 @@ class Runtime:
     def sweep(self) -> int:
         return self.engine.sweep()
 
+    def send_control(self, message: Mapping[str, Any]) -> None:
+        """A control message (``{"kind": ...}``) put on the runtime's queue the way an
+        operator does (README, "Queue messages"), not through the API."""
+        raise NotImplementedError
+
+    def until(self, ready: Callable[[], Any], timeout: float = 120.0) -> Any:
+        """Carry the runtime on until ``ready()`` answers something true; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.settle()
+            found = ready()
+            if found:
+                return found
+            assert time.monotonic() < deadline, "the runtime never got there"
+            time.sleep(0.1)
+
+    def settle(self) -> None:
+        """Let the runtime's workers take what is on its queues (local: they do by themselves)."""
+
 
 class LocalScenarioRuntime(Runtime):
     """``nclav serve --cloud local`` in this process: SQLite, the thread queue, real HTTP."""
@@ -188,6 +207,11 @@ class LocalScenarioRuntime(Runtime):
                 return found
             assert time.monotonic() < deadline, f"run still {found['status']}: {found}"
             time.sleep(0.1)
+
+    def send_control(self, message: Mapping[str, Any]) -> None:
+        # The local runtime's queue is in the server process: `nclav` and the API are how an
+        # operator reaches it; the message itself is the same on every runtime.
+        self.engine.queue.send(dict(message))
 
     @property
     def engine(self) -> Engine:
@@ -250,6 +274,15 @@ class AwsScenarioRuntime(Runtime):
             assert time.monotonic() < deadline, f"run still {found['status']}: {found}"
             time.sleep(0.2)
             self.sweep()  # the EventBridge schedule, run whenever the queues are empty
+
+    def send_control(self, message: Mapping[str, Any]) -> None:
+        # `aws sqs send-message` as the README shows it: a drift check goes to the terraform
+        # queue (its workers run terraform), every other kind to the steps queue.
+        queue = self.deployment.iac if message["kind"] == "drift_check" else self.deployment.steps
+        self.deployment.send_raw(queue, json.dumps(dict(message)))
+
+    def settle(self) -> None:
+        self.pump.drain()
 
     def sweep(self) -> int:
         from functions_aws import schedule

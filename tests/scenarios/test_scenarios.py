@@ -330,3 +330,97 @@ def test_a_fifty_megabyte_state_saves_and_loads(runtime: Runtime, tmp_path: Path
     teardown = runtime.iac_runs("alpha", "big")[0]
     assert (teardown["operation"], teardown["status"]) == ("teardown", "succeeded"), teardown
     assert "Destroy complete! Resources: 1 destroyed." in teardown["log"]
+
+
+# -- retries people ask for (issue 14) -------------------------------------------------------------
+
+
+def flaky(flag: Path) -> str:
+    """A partition failing until ``flag`` exists: a transient fault outside nclav (a quota,
+    a dependency not up yet) that an operator fixes, then retries the run."""
+    return (
+        'resource "terraform_data" "flaky" {\n'
+        f'  provisioner "local-exec" {{ command = "test -f {flag} || exit 3" }}\n'
+        "}\n"
+    )
+
+
+def failed_on_a_transient_fault(runtime: Runtime, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    flag = tmp_path / "fault-fixed"
+    tree = enclave(tmp_path / "t", "alpha", {"good": SMALL, "flaky": flaky(flag)})
+    run = runtime.apply(tree)
+    assert run["status"] == "failed", run
+    steps = {k: v["status"] for k, v in steps_of(run).items()}
+    assert steps["provision_partition:alpha/flaky"] == "failed"
+    assert steps["provision_partition:alpha/good"] == "succeeded"
+    return run, flag
+
+
+def test_a_run_failing_on_a_transient_fault_is_retried_to_success(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    run, flag = failed_on_a_transient_fault(runtime, tmp_path)
+    flag.write_text("fixed")
+
+    started = runtime.ok("POST", f"/runs/{run['id']}/retry", {}, expect=202)
+    assert started["id"] != run["id"] and started["retry_of"] == run["id"], started
+    retried = runtime.wait(started)
+    assert retried["status"] == "succeeded", retried
+    assert retried["trigger"] == "retry" and retried["attempt"] == 2
+    (first,) = retried["attempts"]  # the history of the earlier tries
+    assert (first["attempt"], first["run_id"], first["status"]) == (1, run["id"], "failed")
+    assert first["created_at"] == run["created_at"] and first["finished_at"] == run["finished_at"]
+    assert any("alpha/flaky" in e for e in first["errors"]), first
+    # Planned again when it began: the failed step got a fresh attempt, the succeeded one
+    # was not redone (one terraform apply of `good` in all, two of `flaky`).
+    steps = steps_of(retried)
+    assert steps["provision_partition:alpha/flaky"]["status"] == "succeeded"
+    assert "provision_partition:alpha/good" not in steps, list(steps)
+    assert [r["status"] for r in runtime.iac_runs("alpha", "good")] == ["succeeded"]
+    assert [r["status"] for r in runtime.iac_runs("alpha", "flaky")] == ["succeeded", "failed"]
+    assert runtime.enclaves()["alpha"]["partitions"]["flaky"]["meta"]["status"] == "active"
+    assert runtime.run(run["id"])["status"] == "failed"  # the earlier try's record stays
+
+    # The original again: a newer run (the retry) changed alpha since; a succeeded run is
+    # not retried either. Both refusals say why.
+    again = runtime.request("POST", f"/runs/{run['id']}/retry", {})
+    assert again.status == 409, again
+    assert retried["id"] in again.text and "reconcile" in again.text, again
+    done = runtime.request("POST", f"/runs/{retried['id']}/retry", {})
+    assert done.status == 409 and "only a failed or cancelled run" in done.text, done
+    missing = runtime.request("POST", "/runs/no-such-run/retry", {})
+    assert missing.status == 404, missing
+
+
+def test_a_control_message_on_the_queue_starts_the_work_it_names(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    run, flag = failed_on_a_transient_fault(runtime, tmp_path)
+    flag.write_text("fixed")
+
+    # Unknown kinds and bad retries are logged and acknowledged, never delivered forever.
+    runtime.send_control({"kind": "no_such_kind"})
+    runtime.send_control({"kind": "retry_run", "run_id": "no-such-run"})
+
+    # retry_run: as POST /runs/{id}/retry, with no API token, only the queue's send right.
+    runtime.send_control({"kind": "retry_run", "run_id": run["id"]})
+
+    def the_retry() -> dict[str, Any] | None:
+        found = [r for r in runtime.ok("GET", "/runs") if r.get("retry_of") == run["id"]]
+        return found[0] if found else None
+
+    retried = runtime.wait(runtime.until(the_retry))
+    assert retried["status"] == "succeeded", retried
+    assert retried["attempt"] == 2 and retried["trigger"] == "retry"
+    assert [r["status"] for r in runtime.iac_runs("alpha", "flaky")] == ["succeeded", "failed"]
+
+    # drift_check: the named partition is checked (a refresh-only terraform plan).
+    drift = "/enclaves/alpha/partitions/good/drift"
+    assert runtime.ok("GET", drift)["status"] == "not_checked"
+    runtime.send_control({"kind": "drift_check", "enclave": "alpha", "partition": "good"})
+    checked = runtime.until(lambda: (d := runtime.ok("GET", drift))["checked_at"] and d)
+    assert checked["status"] == "in_sync", checked
+    assert len(runtime.iac_runs("alpha", "good")) == 2  # the apply, then the check's plan
+    # Nothing was left behind: the unknown kind and the refused retry were acknowledged.
+    retries = [r["id"] for r in runtime.ok("GET", "/runs") if r["trigger"] == "retry"]
+    assert retries == [retried["id"]]

@@ -45,6 +45,7 @@ def test_the_issue_s_commands_are_all_there() -> None:
         ("runs", "show"),
         ("runs", "approve"),
         ("runs", "cancel"),
+        ("runs", "retry"),
         ("iac",),
         ("iac", "runs"),
         ("iac", "logs"),

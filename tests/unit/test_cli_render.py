@@ -195,6 +195,18 @@ def test_run_detail() -> None:
     ]
 
 
+def test_run_detail_of_a_retry_shows_its_earlier_tries() -> None:
+    earlier = {"attempt": 1, "run_id": "r0", "status": "failed", "errors": ["x: boom"]}
+    retry = {**RUN, "retry_of": "r0", "attempt": 2, "attempts": [earlier]}
+    retry["attempts"][0]["finished_at"] = "2024-01-15T10:20:00.000000Z"
+    lines = run_detail(retry)
+    assert lines[2:4] == [
+        "Retry of:  r0 (try 2)",
+        "  try 1: run r0 failed at 2024-01-15T10:20:00.000000Z (1 error)",
+    ]
+    assert lines[4] == f"Bundle:    {'ab' * 32}"
+
+
 def test_status_lines() -> None:
     doc = {
         "active_drivers": ["local"],

@@ -443,3 +443,54 @@ def test_deliveries_beyond_the_source_s_rate_get_429_before_any_check(tmp_path: 
     assert statuses == [401, 401, 429]
     assert source.rejected == 2  # the refused one was not even verified
     source.close()
+
+
+# -- an operator's sync_source message (issue 14) ---------------------------------------------
+
+
+def _source(tmp_path: Path, url: str | None) -> Any:
+    from nclav.gitsource.source import GitSource
+    from nclav.local.dir_blobs import DirectoryBlobStore
+    from nclav.local.file_secrets import FileSecretStore
+
+    class Synced(GitSource):
+        """Records what the branch-head sync was asked; the rest is the real source."""
+
+        calls: list[str]
+
+        def sync_now(self) -> tuple[str | None, Any]:
+            self.calls.append("sync_now")
+            return SHA_B, None
+
+        def sync(self, commit: str, *, force: bool = False) -> Any:
+            self.calls.append(f"sync {commit}")
+
+    source = Synced(
+        GitSettings(url=url, poll_s=0),
+        service=None,  # type: ignore[arg-type]  # the syncs above are recorded, not run
+        blobs=DirectoryBlobStore(tmp_path / "blobs"),
+        queue=None,  # type: ignore[arg-type]
+        secrets=FileSecretStore(tmp_path / "secrets"),
+        fetcher=GitFetcher(tmp_path / "cache"),
+        webhook_secret=SECRET,
+    )
+    source.calls = []
+    return source
+
+
+def test_a_sync_source_message_without_a_commit_syncs_the_branch_head(tmp_path: Path) -> None:
+    source = _source(tmp_path, "http://127.0.0.1:9/acme/infra.git")
+    source.handle({"kind": "sync_source"})  # an operator's: "fetch the branch head now"
+    source.handle({"kind": "sync_source", "commit": SHA_A})  # the webhook's own
+    assert source.calls == ["sync_now", f"sync {SHA_A}"]
+    source.close()
+
+
+def test_a_sync_source_message_without_a_configured_source_is_acknowledged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _source(tmp_path, None)
+    source.handle({"kind": "sync_source"})
+    assert source.calls == []
+    assert "no git source is configured" in caplog.text
+    source.close()

@@ -293,6 +293,8 @@ class StatusView(BaseModel):
 
     model_config = _VIEW
     active_drivers: list[Cloud]
+    # Messages in the runtime's dead-letter queues; null where it has none to count (local).
+    dead_letters: int | None
     by_status: dict[Status, int]
     default_cloud: Cloud
     drift: DriftCounts
@@ -463,6 +465,7 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("POST", "/webhooks/github"): _WEBHOOK,
     ("POST", "/webhooks/gitlab"): _WEBHOOK,
     ("POST", "/webhooks/git"): _WEBHOOK,
+    ("POST", "/runs/{run_id}/retry"): _RUN_STARTED,
     ("POST", "/runs/{run_id}/cancel"): (Reply(200, "The cancelled run", RunAccepted),),
     ("GET", "/enclaves"): (Reply(200, "Every enclave's applied state", EnclaveList),),
     ("GET", "/enclaves/{id}"): (Reply(200, "The enclave's applied state", EnclaveView),),

@@ -45,6 +45,7 @@ from nclav.gitsource.api import add_source_routes
 from nclav.iac.logs import read_live
 from nclav.iac.state_backend import LockHeldError
 from nclav.records import IacStatus
+from nclav.runtime.dead_letters import dead_letter_count
 from nclav.service import bundle_blob
 from nclav.ui.routes import register_dashboard
 from nclav.views import enclave_graph_json, enclave_json, status_json, system_graph_json
@@ -269,6 +270,9 @@ def build_router(
     def cancel_run(_r: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         return _run_response(service.cancel(params["run_id"]))
 
+    def retry_run(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
+        return _run_response(service.retry(params["run_id"], _wait(request)))
+
     router.add("GET", "/runs", list_runs, summary="Runs, newest first", query=("limit",))
     router.add("GET", "/runs/{run_id}", get_run, summary="One run with its steps")
     router.add(
@@ -285,6 +289,15 @@ def build_router(
         "/runs/{run_id}/cancel",
         cancel_run,
         summary="Cancel a queued or awaiting run (final status cancelled)",
+    )
+    router.add(
+        "POST",
+        "/runs/{run_id}/retry",
+        retry_run,
+        summary="Retry a failed or cancelled run: a new run (retry_of), re-planned when it "
+        "begins; 409 when a newer run has changed the same enclaves",
+        status=202,
+        query=("wait",),
     )
 
     def run_events(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
@@ -325,7 +338,11 @@ def build_router(
 
     def status(_r: ApiRequest, _p: dict[str, str], _b: Any) -> ApiResponse:
         doc = status_json(
-            store.list_enclaves(), service.default_cloud, service.drivers, every_partition(store)
+            store.list_enclaves(),
+            service.default_cloud,
+            service.drivers,
+            every_partition(store),
+            dead_letter_count(service.engine.queue),
         )
         return json_response(200, doc)
 

@@ -32,7 +32,8 @@ def runs(ctx: click.Context, limit: int, output: str) -> None:
     """List reconcile and destroy runs, newest first (or `runs show ID` for one).
 
     A run the server's delete guard stopped is `awaiting_approval`: see its plan with
-    `runs show ID`, then `runs approve ID` or `runs cancel ID`.
+    `runs show ID`, then `runs approve ID` or `runs cancel ID`. A failed (or cancelled) run
+    is tried again with `runs retry ID`.
 
     \b
     Example:
@@ -188,6 +189,63 @@ def runs_cancel(run_id: str, output: str) -> None:
         print_json(run)
     else:
         out(f"Run {run_id} cancelled.")
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Follow the new run to its end.")
+@click.option("--no-progress", is_flag=True, help="Plain progress lines even on a terminal.")
+@output_option("text", "json")
+@global_options
+def runs_retry(run_id: str, wait: bool, no_progress: bool, output: str) -> None:
+    """Retry a failed or cancelled run: a new run of the same tree (or teardown).
+
+    The new run (its `retry_of` names this one) is planned when it begins, against the
+    applied state of then: what the earlier try applied is not done again, its failed and
+    blocked steps run again, and the delete guard and approvals apply as to any run. It is
+    refused (exit 2) when a newer run has changed the same enclaves: reconcile the current
+    tree instead. Exits 1 when, with --wait, the new run failed.
+
+    \b
+    Example:
+      nclav runs retry 3f6d9e1a-c4b2-4d91-a8f0-123456789abc --wait
+    """
+    from nclav.cli.client import ApiError, seg
+    from nclav.cli.render import error_lines, run_summary
+
+    api = client()
+    try:
+        run: dict[str, Any] = api.post(f"/runs/{seg(run_id)}/retry", {})
+    except ApiError as exc:
+        if exc.status == 409:
+            raise InvalidError(
+                f"run {run_id} not retried: {exc.server_message}",
+                hint=f"See it with: nclav runs show {run_id}",
+            ) from None
+        raise
+    new_id = str(run.get("id"))
+    if wait:
+        from nclav.cli.follow import follow_run, make_progress
+
+        run = follow_run(api, new_id, make_progress(no_progress))
+    errors = [str(e) for e in run.get("errors") or []]
+    if output == "json":
+        print_json(run)
+    elif wait:
+        out(run_summary(run))
+        for line in approval_lines(run):
+            err(line)
+        if errors:
+            err()
+            for line in error_lines(errors):
+                err(style(line, fg="red", err=True) if line.startswith("  !") else line)
+    else:
+        out(
+            f"Run {run_id} retried as run {new_id} (try {run.get('attempt')}): {run.get('status')}."
+        )
+        err(f"Follow it with: nclav runs show {new_id} --follow")
+    if errors or run.get("status") == "failed":
+        raise SystemExit(1)
 
 
 @click.group(short_help="IaC (Terraform/OpenTofu) runs and logs.")

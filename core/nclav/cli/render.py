@@ -162,6 +162,15 @@ def run_detail(run: Mapping[str, Any]) -> list[str]:
         ),
         f"Steps:     {len(steps)} ({step_counts(steps)})",
     ]
+    if run.get("retry_of"):  # a retry: which try, and the earlier ones (issue 14)
+        tries = [f"Retry of:  {run['retry_of']} (try {run.get('attempt')})"]
+        for a in run.get("attempts") or []:
+            n = len(a.get("errors") or [])
+            tries.append(
+                f"  try {a.get('attempt')}: run {a.get('run_id')} {a.get('status')} at "
+                f"{a.get('finished_at') or '-'} ({n} error{'' if n == 1 else 's'})"
+            )
+        lines[2:2] = tries
     if steps:
         lines.append(_SEPARATOR * 60)
         lines += table(
@@ -327,6 +336,10 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         f"Active drivers: {', '.join(doc.get('active_drivers') or []) or '-'}",
         f"Last reconciled: {doc.get('last_reconciled_at') or 'never'}",
     ]
+    dead = doc.get("dead_letters")
+    if dead is not None:  # None: the runtime has no dead-letter queue (local)
+        hint = " (redrive them to the queue: see the README, Retries)" if dead else ""
+        lines.append(f"Dead-lettered messages: {dead}{hint}")
     drift = doc.get("drift")
     if drift:
         lines.append(f"Drift: {drift_summary(drift)}")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from nclav import notify
 from nclav.config import Desired
+from nclav.engine.retry import retry_of, retryable
 from nclav.engine.steps import StepContext, carry_out, record_failure
 from nclav.errors import (
     ConflictError,
@@ -275,6 +276,8 @@ class Engine:
         fields: dict[str, str | int | bool | None] = {"dry_run": False}
         if run.origin is not None:  # a git push: the event says which commit
             fields.update(commit=run.origin.commit, ref=run.origin.ref)
+        if run.retry_of is not None:  # a retry: the event says which run it retries
+            fields.update(retry_of=run.retry_of, attempt=run.attempt)
         self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields=fields)
         self.kick()
         return self.store.get_run(run.id) or run
@@ -381,6 +384,23 @@ class Engine:
             if step.status == StepStatus.READY:
                 self._send(step)
         return started
+
+    def retry(self, run_id: str) -> Run:
+        """Queue a new try of a failed or cancelled run (``nclav.engine.retry``).
+
+        It is planned when it begins, like any run, against the applied state of then: what
+        the earlier try applied is not redone, its failed and blocked steps run again, and
+        the delete guard judges the plan. Raises ``NotFoundError``, or ``ConflictError`` when
+        the run is not final or a newer run changed (or will change) the same enclaves.
+        """
+        with self._kicking:  # checked and created under the kick lock: no run begins between
+            run = retry_of(retryable(self.store, run_id), self._now_text())
+            if run.bundle is not None:  # claim what the tree holds and what it would delete
+                graph, _ = self.bundles(run.bundle)
+                applied = {s.enclave_id for s in self.store.list_enclaves()}
+                touched = set(graph.enclaves) | applied | set(run.enclave_ids)
+                run = run.model_copy(update={"enclave_ids": tuple(sorted(touched))})
+            return self._create(run, [])
 
     # -- approving and cancelling -----------------------------------------------------------
 

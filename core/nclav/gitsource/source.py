@@ -363,11 +363,22 @@ class GitSource:
     # -- the worker ---------------------------------------------------------------------
 
     def handle(self, message: dict[str, str] | Any) -> None:
-        """A queue message this module sent (``kind`` sync_source / preview_source)."""
+        """A queue message (``kind`` sync_source / preview_source): this module's own, or an
+        operator's ``{"kind": "sync_source"}`` without a commit, which means "fetch the
+        branch head now and reconcile it" (as ``POST /source/sync``)."""
         if message.get("kind") == PREVIEW:
             self.preview(message["commit"], message.get("ref", ""))
-        else:
+        elif message.get("commit"):
             self.sync(message["commit"])
+        elif self.settings.url is None:
+            logger.warning("sync_source message acknowledged: no git source is configured")
+        else:
+            try:
+                head, run = self.sync_now()
+            except SpecError as exc:  # the branch is gone: sending again would not help
+                logger.warning("sync_source message acknowledged: %s", exc)
+                return
+            logger.info("sync_source: branch head %s, run %s", head, run.id if run else None)
 
     def sync(self, commit: str, *, force: bool = False) -> Run | None:
         """Reconcile the pending push if it is still ``commit``; return the run started."""

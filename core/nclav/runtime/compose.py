@@ -17,6 +17,8 @@ from nclav.records import new_id
 
 logger = logging.getLogger(__name__)
 
+RETRY_KIND = "retry_run"  # {"kind": "retry_run", "run_id": ...}: as POST /runs/{id}/retry
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -98,6 +100,25 @@ def _drift_check(engine: Engine, message: Mapping[str, Any]) -> None:
     handle_drift_check(engine, message)
 
 
+def _retry_run(engine: Engine, message: Mapping[str, Any]) -> None:
+    """``{"kind": "retry_run", "run_id": ...}``: as ``POST /runs/{id}/retry``. A refusal
+    (unknown run, not final, a newer run on its enclaves) is logged and the message
+    acknowledged: sending it again would be refused again (a temporary store error raises,
+    and the delivery policy delivers the message again)."""
+    from nclav.errors import ConflictError, NotFoundError
+
+    run_id = message.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        logger.warning("retry_run message without a run_id acknowledged: %r", dict(message))
+        return
+    try:
+        run = engine.retry(run_id)
+    except (NotFoundError, ConflictError) as exc:
+        logger.warning("retry_run %s refused: %s", run_id, exc)
+        return
+    logger.info("retry_run %s: queued run %s (try %d)", run_id, run.id, run.attempt)
+
+
 def new_owner() -> str:
     """A worker's id: one per process (runtime), in leases, mutexes and logs."""
     return f"worker-{new_id()[:8]}"
@@ -177,6 +198,7 @@ def compose(
         ).pending_s(),
     )
     engine.register_control(DRIFT_KIND, lambda message: _drift_check(engine, message))
+    engine.register_control(RETRY_KIND, lambda message: _retry_run(engine, message))
     service = Service(store, bundles, engine, drivers, default_cloud, local_dirs=local_dirs)
 
     def router(built: Composition) -> Router:
@@ -192,4 +214,4 @@ def compose(
     return built
 
 
-__all__ = ["Composition", "compose", "install_notifier", "new_owner"]
+__all__ = ["RETRY_KIND", "Composition", "compose", "install_notifier", "new_owner"]
