@@ -24,10 +24,13 @@ import boto3
 import pytest
 from aws_harness import Api, Deployment, Pump, Queue, enclaves_tree
 from botocore.exceptions import ClientError
+from policy_check import CallRecorder, denied, role_policies
 
-from functions_aws import bootstrap
+from functions_aws import api, bootstrap, iac_worker, worker
 from functions_aws.api_token import ApiToken
+from functions_aws.driver import AwsDriver, AwsDriverConfig
 from functions_aws.secrets import SecretsManagerSecretStore
+from nclav.model import EnclaveConfig, PartitionConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -191,9 +194,13 @@ class Deployed(Deployment):
         for name, value in self.env.items():
             monkeypatch.setenv(name, value)
         bootstrap.install(None)
-        store = SecretsManagerSecretStore(env["NCLAV_SECRET_PREFIX"], client=self.secretsmanager)
-        # The API's first start: what bootstrap's token read does (functions_aws/api_token.py).
-        self.token = ApiToken(store, env["NCLAV_TOKEN_SECRET"])()
+        self._store = SecretsManagerSecretStore(
+            env["NCLAV_SECRET_PREFIX"], client=self.secretsmanager
+        )
+
+    def first_start(self) -> None:
+        """The API's first start: what bootstrap's token read does (functions_aws/api_token.py)."""
+        self.token = ApiToken(self._store, self.env["NCLAV_TOKEN_SECRET"])()
         self.api = Api(self.token)
 
     def _deployed_queue(self, url: str) -> Queue:
@@ -202,6 +209,37 @@ class Deployed(Deployment):
         dlq_arn = json.loads(found["RedrivePolicy"])["deadLetterTargetArn"]
         dlq = self.sqs.get_queue_url(QueueName=dlq_arn.rsplit(":", 1)[1])["QueueUrl"]
         return Queue(url, dlq, found["QueueArn"])
+
+
+def partition(path: Path) -> None:
+    """A partition whose terraform needs no provider (the IaC worker runs it for real)."""
+    path.mkdir(parents=True)
+    (path / "config.yml").write_text("id: db\nname: db\ndeclared_outputs: [name]\n")
+    (path / "main.tf").write_text(
+        'variable "nclav_enclave" { type = string }\n'
+        'variable "nclav_partition" { type = string }\n'
+        'resource "terraform_data" "db" { input = "db-${var.nclav_enclave}" }\n'
+        'output "name" { value = terraform_data.db.output }\n'
+    )
+
+
+def vend_and_enter(recorder: CallRecorder) -> None:
+    """The AWS driver's calls as each function makes them: the worker vends an account, the
+    terraform function provisions a partition role and its credentials (moto's organization)."""
+    org = boto3.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    root = org.list_roots()["Roots"][0]["Id"]
+    ou = org.create_organizational_unit(ParentId=root, Name="enclaves")["OrganizationalUnit"]
+    config = AwsDriverConfig(org_unit_id=ou["Id"], email_domain="example.com")
+    enclave = EnclaveConfig(id="vend", name="vend", region="us-east-1")
+    with recorder.running("worker"):
+        handle, _ = AwsDriver(config).provision_enclave(enclave, None)
+    with recorder.running("iac"):  # a fresh sandbox: nothing cached
+        iac = AwsDriver(config, partition_policy_arns=())
+        part = iac.provision_partition(
+            enclave, PartitionConfig(id="db", name="db"), None, enclave_handle=handle
+        )
+        iac.auth_env(handle, part)
 
 
 def unmapped(url: str) -> None:
@@ -264,15 +302,54 @@ def test_infra_applies_on_moto_and_a_reconcile_runs_through_the_deployed_functio
         s3.put_object(Bucket=outputs["bucket"], Key="probe", Body=b"x")
     s3.delete_bucket_policy(Bucket=outputs["bucket"])
 
-    deployed = Deployed(monkeypatch, tmp_path, env)
-    assert sm.list_secret_version_ids(SecretId=outputs["token_secret_arn"])["Versions"]
-    tree = enclaves_tree(tmp_path / "tree", "alpha", "beta")
-    run = deployed.api.start_reconcile(tree)
-    pump = Pump(deployed)
-    final = pump.run(run)
-    assert final["status"] == "succeeded", (final, pump.invocations)
-    enclaves = deployed.api.ok("GET", "/enclaves")
-    assert sorted(e["enclave_id"] for e in enclaves) == ["alpha", "beta"]
+    recorder = CallRecorder()
+    for module, name in ((api, "api"), (worker, "worker"), (iac_worker, "iac")):
+        monkeypatch.setattr(module, "handler", recorder.wrap(module.handler, name))
+    with recorder.installed():
+        deployed = Deployed(monkeypatch, tmp_path, env)
+        with recorder.running("api"):  # its first start makes the token
+            deployed.first_start()
+        assert sm.list_secret_version_ids(SecretId=outputs["token_secret_arn"])["Versions"]
+        tree = enclaves_tree(tmp_path / "tree", "alpha", "beta")
+        partition(tree / "alpha" / "db")
+        deployed.api.dry_run(tree)
+        run = deployed.api.start_reconcile(tree)
+        pump = Pump(deployed)
+        final = pump.run(run)
+        assert final["status"] == "succeeded", (final, pump.invocations)
+        enclaves = deployed.api.ok("GET", "/enclaves")
+        assert sorted(e["enclave_id"] for e in enclaves) == ["alpha", "beta"]
+        vend_and_enter(recorder)
+
+    # The policy check: every call each function made is allowed by its role's policies.
+    policies = role_policies(applied["state"])
+    secrets = {outputs["token_secret_arn"].split(":secret:")[1][:-7]: outputs["token_secret_arn"]}
+    assert {c.function for c in recorder.calls} >= {"api", "worker", "iac"}
+    conditions: set[str] = set()
+    for function in ("api", "worker", "iac"):
+        calls = recorder.of(function)
+        assert calls, function
+        refused, assumed = denied(calls, policies[function], secrets)
+        assert not refused, refused
+        conditions |= assumed
+    # Conditions taken as satisfied (the evaluator does not model them): listed, and known.
+    assert {c.split(": ", 1)[1] for c in conditions} <= {
+        "ForAnyValue:StringLike aws:ResourceOrgPaths",
+        "StringEquals aws:ResourceTag/nclav-managed",
+        "StringEquals aws:RequestTag/nclav-managed",
+        "ForAllValues:StringEquals aws:TagKeys",
+    }
+    # What the blockers were: the IaC worker may not call Organizations or tag S3 objects.
+    iac_policy = policies["iac"]
+    assert not iac_policy.decide("organizations:ListAccountsForParent", "*").allowed
+    assert not iac_policy.decide(
+        "s3:PutObjectTagging", f"arn:aws:s3:::{outputs['bucket']}/k"
+    ).allowed
+    assert (
+        not policies["worker"]
+        .decide("secretsmanager:GetSecretValue", outputs["token_secret_arn"])
+        .allowed
+    )
 
 
 def assert_function_url_is_public(made: dict[str, dict[str, Any]]) -> None:
