@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws aws-package clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,14 @@ bench-cli: $(STAMP)
 bench-aws: $(STAMP)
 	$(BIN)/python scripts/bench_aws.py
 	$(BIN)/python scripts/bench_fan_out.py
+
+## The Lambda zip of the api, worker and schedule functions (dist/nclav-aws-lambda.zip, what
+## infra/aws's lambda_zip points at), built for the Lambda platform whatever the host, reproducibly.
+## AWS_PYTHON and AWS_ARCH must match infra/aws's runtime and architecture variables.
+AWS_PYTHON ?= 3.11
+AWS_ARCH ?= x86_64
+aws-package: $(STAMP)
+	$(BIN)/python scripts/aws_package.py --python-version $(AWS_PYTHON) --architecture $(AWS_ARCH) --out dist/nclav-aws-lambda.zip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
