@@ -37,6 +37,7 @@ the same way as an append that happened just before the put).
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class S3BlobStore:
         if prefix:
             check_blob_key(prefix[:-1])
         self.bucket = bucket
+        self._signer: Any = None
         self.prefix = prefix
         self._client = client
         self._segment_bytes = segment_bytes
@@ -111,6 +113,43 @@ class S3BlobStore:
 
     def _segments_of(self, name: str, generation: str | None = None) -> str:
         return f"{name}{SEGMENTS}" if generation is None else f"{name}{SEGMENTS}{generation}/"
+
+    # -- signed uploads (nclav.ports.SignedUploads) ---------------------------------------------
+
+    def upload_url(
+        self, key: str, size: int, sha256: str, expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A SigV4 presigned PUT bound to ``size`` and ``sha256``: Content-Length and
+        x-amz-checksum-sha256 are signed headers, so S3 refuses any other length, and any
+        bytes whose SHA-256 differs, from whoever holds the URL."""
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        with aws_errors(f"s3:PutObject (presign) {key}"):
+            url = self._presigner().generate_presigned_url(
+                "put_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": self._object(key),
+                    "ContentLength": size,
+                    "ChecksumSHA256": checksum,
+                },
+                ExpiresIn=expires_s,
+            )
+        return str(url), {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}
+
+    def _presigner(self) -> Any:
+        """A client like ``client`` that signs with SigV4 (only SigV4 signs extra headers)."""
+        if self._signer is None:
+            import boto3
+            from botocore.config import Config
+
+            meta = self.client.meta
+            self._signer = boto3.client(
+                "s3",
+                region_name=meta.region_name,
+                endpoint_url=meta.endpoint_url,
+                config=meta.config.merge(Config(signature_version="s3v4")),
+            )
+        return self._signer
 
     # -- whole objects -------------------------------------------------------------------------
 
@@ -366,6 +405,13 @@ def create_bucket(
                     for prefix, days in NONCURRENT_DAYS.items()
                 ]
                 + [
+                    {
+                        # Signed uploads never completed (nclav.api.uploads).
+                        "ID": "nclav-abandoned-uploads",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": root + "uploads/"},
+                        "Expiration": {"Days": 1},
+                    },
                     {
                         "ID": "nclav-housekeeping",
                         "Status": "Enabled",

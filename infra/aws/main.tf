@@ -169,6 +169,18 @@ resource "aws_s3_bucket_lifecycle_configuration" "blobs" {
     }
   }
 
+  # Signed bundle uploads (POST /bundles/uploads) that were never completed.
+  rule {
+    id     = "nclav-abandoned-uploads"
+    status = "Enabled"
+    filter {
+      prefix = "uploads/"
+    }
+    expiration {
+      days = 1
+    }
+  }
+
   rule {
     id     = "nclav-housekeeping"
     status = "Enabled"

@@ -27,6 +27,7 @@ from nclav.api.http import (
 )
 from nclav.api.openapi import openapi
 from nclav.api.router import ID_PATTERN, PARAM_RULES, RequestBody, Router
+from nclav.api.uploads import add_upload_routes
 from nclav.engine.driver import OrphanScanner
 from nclav.iac.logs import read_log
 from nclav.iac.state_backend import LockHeldError
@@ -129,6 +130,7 @@ def build_router(
         return json_response(200, {"digest": digest})
 
     router.add("GET", "/bundles/{digest}", get_bundle, summary="200 when the server has a bundle")
+    add_upload_routes(router, service, service.bundles.blobs)  # large bundles: signed uploads
 
     def dry_run(_r: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
         digest = service.bundle_for(body.bundle, body.enclaves_dir)
