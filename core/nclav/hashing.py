@@ -33,8 +33,10 @@ def enclave_hash(enclave: LoadedEnclave) -> str:
 
 
 def partition_hash(partition: LoadedPartition) -> str:
-    """The partition's config plus the content of every file in its directory."""
-    doc = partition.config.model_dump(mode="json", by_alias=True)
+    """The partition's config plus the content of every file in its directory.
+
+    ``retry`` is left out: how failures are retried changes nothing terraform makes."""
+    doc = partition.config.model_dump(mode="json", by_alias=True, exclude={"retry"})
     return digest({"config": doc, "files": [list(f) for f in partition.files]})
 
 
