@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from functions_aws.secrets import SecretsManagerSecretStore
-    from nclav.api.auth import AuthMode
-    from nclav.api.http import ApiRequest
+    from nclav.api.http import ApiRequest, AuthMode
 
 TTL_S = 300.0
 # The request token of the first version: idempotent, so only one generated token ever lands.
