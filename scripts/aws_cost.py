@@ -49,7 +49,7 @@ class Meter:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self.units: Counter[tuple[str, str, str]] = Counter()
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
         self.invocations: Counter[str] = Counter()
         self.function = "setup"
         self._lock = threading.Lock()
@@ -71,7 +71,7 @@ class Meter:
                 meter.units[key] += units
             return original(client, operation, params)
 
-        BaseClient._make_api_call = counted  # type: ignore[method-assign]  # noqa: SLF001
+        BaseClient._make_api_call = counted  # noqa: SLF001
 
     def wrap(self, module: Any, function: str) -> None:
         handler = module.handler
@@ -82,7 +82,8 @@ class Meter:
             try:
                 return handler(*args, **kwargs)
             finally:
-                self.seconds[function] += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                self.seconds[function] = self.seconds.get(function, 0.0) + elapsed
                 self.invocations[function] += 1
                 self.function = previous
 
@@ -133,7 +134,7 @@ def measure(partitions: int) -> Meter:
     """A reconcile of ``partitions`` partitions, then one sweeper invocation, metered."""
     sys.path[:0] = [str(REPO / "tests" / "aws"), str(REPO / "tests"), str(REPO / "scripts")]
     import pytest
-    from aws_harness import Deployment, Pump, enclaves_tree
+    from aws_harness import Deployment, Pump, enclaves_tree  # type: ignore[import-not-found]
 
     from bench_aws import Context, moto_server
     from functions_aws import api, iac_worker, schedule, worker
