@@ -342,7 +342,12 @@ class LockInfo(RootModel[dict[str, JsonValue]]):
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
-    Reply(202, "The run was queued; poll GET /runs/{run_id}", RunAccepted),
+    Reply(
+        202,
+        "The run was queued; poll GET /runs/{run_id}. X-Nclav-Wait-Capped: ?wait= was cut to "
+        "this many seconds (the runtime's time limit)",
+        RunAccepted,
+    ),
     Reply(200, "The run finished within ?wait=", RunAccepted),
 )
 _STORED = Reply(200, "Done (no body)")

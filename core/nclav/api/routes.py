@@ -56,8 +56,24 @@ class ReconcileBody(RequestBody):
     resources_only: bool = False
 
 
+# ``?wait=`` never outlives the runtime's time limit (``ApiRequest.time_left_s``: 60 s on the
+# AWS API function): it is cut to the time left less this margin, and the answer says so.
+WAIT_MARGIN_S = 5.0
+WAIT_CAPPED_HEADER = "X-Nclav-Wait-Capped"
+
+
 def _wait(request: ApiRequest) -> float:
-    return query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    asked = query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    if request.time_left_s is None:
+        return asked
+    return max(min(asked, request.time_left_s - WAIT_MARGIN_S), 0.0)
+
+
+def _wait_headers(request: ApiRequest) -> dict[str, str]:
+    """``X-Nclav-Wait-Capped: <seconds waited at most>`` when ``?wait=`` was cut."""
+    asked = query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    waited = _wait(request)
+    return {WAIT_CAPPED_HEADER: f"{waited:g}"} if waited < asked else {}
 
 
 def _limit(request: ApiRequest, default: int, maximum: int) -> int:
@@ -68,13 +84,17 @@ def run_json(run: Run) -> dict[str, Any]:
     return run.model_dump(mode="json")
 
 
-def _run_response(run: Run, steps: list[dict[str, Any]] | None = None) -> ApiResponse:
+def _run_response(
+    run: Run,
+    steps: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ApiResponse:
     doc = run_json(run)
     doc["run_id"] = run.id
     doc["dry_run"] = False
     if steps is not None:
         doc["steps"] = steps
-    return json_response(200 if run.status.final else 202, doc)
+    return json_response(200 if run.status.final else 202, doc, headers)
 
 
 def build_router(
@@ -139,7 +159,8 @@ def build_router(
     def reconcile(request: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
         digest = service.bundle_for(body.bundle, body.enclaves_dir)
         trigger = request.headers.get("X-Nclav-Trigger", "api")[:32]
-        return _run_response(service.reconcile(digest, trigger, _wait(request)))
+        run = service.reconcile(digest, trigger, _wait(request))
+        return _run_response(run, headers=_wait_headers(request))
 
     router.add(
         "POST", "/reconcile/dry-run", dry_run, summary="Plan only", request_model=ReconcileBody
@@ -231,11 +252,11 @@ def build_router(
 
     def destroy_enclave(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = service.destroy_enclaves([params["id"]], _wait(request))
-        return _run_response(run)
+        return _run_response(run, headers=_wait_headers(request))
 
     def destroy_partition(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         run = service.destroy_partition(params["id"], params["part"], _wait(request))
-        return _run_response(run)
+        return _run_response(run, headers=_wait_headers(request))
 
     router.add(
         "DELETE",
