@@ -326,18 +326,27 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.assumed: list[str] = []
 
     def __call__(self, **kwargs: Any) -> boto3.Session:
         session = boto3.Session(**kwargs)
         session.events.register("before-call", self._record)
         return session
 
-    def _record(self, model: Any, **_: Any) -> None:
+    def _record(self, model: Any, params: Any = None, **_: Any) -> None:
         self.calls.append(f"{model.service_model.endpoint_prefix}:{model.name}")
+        if model.name == "AssumeRole":
+            self.assumed.append(str((params or {}).get("body", {}).get("RoleArn", "")))
 
 
-def test_the_terraform_function_never_calls_organizations(driver: AwsDriver) -> None:
-    """Partition steps run in the IaC worker, whose role has no Organizations permission."""
+@pytest.mark.parametrize("outside", [False, True], ids=["management-account", "role-arn"])
+def test_the_terraform_function_never_calls_organizations(
+    org: dict[str, str], outside: bool
+) -> None:
+    """Partition steps run in the IaC worker, whose role has no Organizations permission;
+    outside the management account (NCLAV_AWS_ROLE_ARN) the chain starts with that role."""
+    mgmt = f"arn:aws:iam::{MANAGEMENT}:role/nclav-management"
+    driver = make(org, role_arn=mgmt) if outside else make(org)
     config = enclave()
     enclave_handle, _ = driver.provision_enclave(config, None)
     admin(enclave_handle["account_id"])
@@ -351,6 +360,8 @@ def test_the_terraform_function_never_calls_organizations(driver: AwsDriver) -> 
     assert recorder.calls  # the hook saw the calls ...
     assert "sts:AssumeRole" in recorder.calls and "iam:CreateRole" in recorder.calls
     assert not [c for c in recorder.calls if c.startswith("organizations:")]  # ... none of these
+    if outside:  # the first call with the function's own credentials assumes the role
+        assert recorder.assumed[0] == mgmt
     with pytest.raises(PermanentError, match="no AWS account handle"):
         iac.provision_partition(config, partition(), None)
 
