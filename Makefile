@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift bench-dashboard clean
+.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift bench-dashboard aws-package clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -90,6 +90,14 @@ bench-drift: $(STAMP)
 ## graph of 100 enclaves, transfer size of the overview with every asset.
 bench-dashboard: $(STAMP) system-deps
 	$(BIN)/python scripts/bench_dashboard.py
+
+## The Lambda zip of the api, worker and schedule functions (dist/nclav-aws-lambda.zip, what
+## infra/aws's lambda_zip points at), built for the Lambda platform whatever the host, reproducibly.
+## AWS_PYTHON and AWS_ARCH must match infra/aws's runtime and architecture variables.
+AWS_PYTHON ?= 3.11
+AWS_ARCH ?= x86_64
+aws-package: $(STAMP)
+	$(BIN)/python scripts/aws_package.py --python-version $(AWS_PYTHON) --architecture $(AWS_ARCH) --out dist/nclav-aws-lambda.zip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from functions_aws._dynamo_errors import ConditionFailedError
+from functions_aws._dynamo_items import expiry
 from functions_aws._dynamo_keys import (
     S,
     counter_key,
@@ -37,6 +38,7 @@ def _iac_item(run: IacRun, order: int) -> Item:
         **iac_key(run.enclave_id, run.partition_id, run.started_at, order),
         "id": S(run.id),
         **present(doc_attrs(run.model_dump_json(), f"IaC run {run.id}")),
+        **expiry(),
     }
 
 
@@ -90,7 +92,7 @@ class DynamoIacRuns:
     @staticmethod
     def _locator(run_id: str, item: Item) -> Item:
         pk, sk = _where(item)
-        return {**iac_locator_key(run_id), "list_pk": S(pk), "list_sk": S(sk)}
+        return {**iac_locator_key(run_id), "list_pk": S(pk), "list_sk": S(sk), **expiry()}
 
     def get_iac_run(self, run_id: str) -> IacRun | None:
         locator = self._table.get(iac_locator_key(run_id))

@@ -9,6 +9,8 @@ attributes their keys and conditions need.
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from functions_aws._dynamo_keys import (
@@ -18,6 +20,7 @@ from functions_aws._dynamo_keys import (
     READY_PK,
     READY_SK,
     RUNS,
+    TTL_ATTRIBUTE,
     N,
     S,
     doc_attrs,
@@ -41,6 +44,19 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from functions_aws._dynamo_errors import AttributeValue, Item
+
+# The table's TTL attribute (infra/aws): DynamoDB deletes runs, steps, events and IaC records
+# ``NCLAV_RETENTION_DAYS`` (default 90; 0 keeps them) after they were written. Enclave and
+# partition records, state pointers, locks and counters never carry it, so they never expire.
+RETENTION_ENV = "NCLAV_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 90.0
+
+
+def expiry() -> Item:
+    """The TTL attribute of a new history item (epoch seconds, as DynamoDB TTL expects)."""
+    days = float(os.environ.get(RETENTION_ENV) or DEFAULT_RETENTION_DAYS)
+    return {TTL_ATTRIBUTE: N(int(time.time() + days * 86_400))} if days > 0 else {}
+
 
 # -- steps ---------------------------------------------------------------------------------------
 
@@ -93,6 +109,7 @@ def step_item(step: StepRecord, position: int, plan: str) -> Item:
         "pos": N(position),
         "plan": S(plan),
         **present(step_attrs(step)),
+        **expiry(),
     }
 
 
@@ -133,6 +150,7 @@ def steps_left_item(run_id: str, steps: Sequence[StepRecord]) -> Item:
         **steps_left_key(run_id),
         "n": N(sum(1 for s in steps if not s.status.final)),
         "total": N(len(steps)),
+        **expiry(),
     }
 
 
@@ -159,6 +177,7 @@ def run_item(run: Run, plan: str | None) -> Item:
         "gsi2sk": S(seq),
         **present(run_attrs(run)),
         **({"plan": S(plan)} if plan else {}),
+        **expiry(),
     }
 
 
@@ -169,6 +188,7 @@ def unfinished_item(run: Run) -> Item:
         "seq": N(run.seq),
         "run_id": S(run.id),
         **present(doc_attrs(run.model_dump_json(exclude={"seq"}), f"run {run.id}")),
+        **expiry(),
     }
 
 
@@ -187,6 +207,7 @@ def event_item(event: AuditEvent) -> Item:
         **event_key(event.seq),
         "seq": N(event.seq),
         **present(doc_attrs(event.model_dump_json(exclude={"seq"}), f"event {event.id}")),
+        **expiry(),
     }
     if event.enclave_id is not None:
         item |= {"gsi1pk": S(events_of_enclave(event.enclave_id)), "gsi1sk": S(seq)}
@@ -202,8 +223,10 @@ def event_from(item: Item) -> AuditEvent:
 
 
 __all__ = [
+    "TTL_ATTRIBUTE",
     "event_from",
     "event_item",
+    "expiry",
     "ready_attrs",
     "run_attrs",
     "run_from",

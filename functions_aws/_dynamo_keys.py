@@ -241,12 +241,22 @@ def table_definition(name: str) -> dict[str, Any]:
     }
 
 
+# The table's TTL attribute: history items carry it (``_dynamo_items.expiry``), state never.
+TTL_ATTRIBUTE = "expires_at"
+
+
 def create_table(client: Any, name: str) -> None:
-    """Create the store's table (PAY_PER_REQUEST, with its indexes) and wait until it is active."""
+    """Create the store's table (PAY_PER_REQUEST, with its indexes) and wait until it is active;
+    then turn on TTL (infra/aws declares the same)."""
     with translated("CreateTable"):
         client.create_table(**table_definition(name))
         client.get_waiter("table_exists").wait(
             TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    with translated("UpdateTimeToLive"):
+        client.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
 
 
@@ -261,6 +271,7 @@ __all__ = [
     "N",
     "READY_INDEX",
     "S",
+    "TTL_ATTRIBUTE",
     "create_table",
     "doc_attrs",
     "drift_key",

@@ -46,7 +46,11 @@ _TEXT_TYPES = ("application/json", "text/")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bootstrap.route_logs(logger)
-    return _answer(event, lambda: bootstrap.runtime().router)
+
+    def time_left_s() -> float:
+        return float(context.get_remaining_time_in_millis()) / 1000
+
+    return _answer(event, lambda: bootstrap.runtime().router, time_left_s)
 
 
 def respond(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,14 +58,23 @@ def respond(router: Router, event: Mapping[str, Any]) -> dict[str, Any]:
     return _answer(event, lambda: router)
 
 
-def _answer(event: Mapping[str, Any], router: Callable[[], Router]) -> dict[str, Any]:
+def _answer(
+    event: Mapping[str, Any],
+    router: Callable[[], Router],
+    time_left_s: Callable[[], float] | None = None,
+) -> dict[str, Any]:
     request_id = str((event.get("requestContext") or {}).get("requestId") or "")
     headers = event.get("headers") or {}
     accept = next((str(v) for k, v in headers.items() if str(k).lower() == "accept"), "")
     asked_for_stream = "text/event-stream" in accept.lower()
 
     def to_polling_request(raw: Mapping[str, Any]) -> ApiRequest:
-        return _no_event_stream(to_request(raw))
+        from dataclasses import replace
+
+        request = _no_event_stream(to_request(raw))
+        if time_left_s is not None:  # ?wait= is capped by what the invocation has left
+            request = replace(request, time_left_s=time_left_s())
+        return request
 
     def to_marked_result(response: ApiResponse) -> dict[str, Any]:
         result = to_result(response)

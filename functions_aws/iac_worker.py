@@ -48,6 +48,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     def remaining_s() -> float:
         return lambda_context.get_remaining_time_in_millis() / 1000
 
+    runtime.set_time_left(remaining_s)
     with (
         runtime.iac.time_limited(remaining_s),
         visibility_kept(

@@ -24,9 +24,10 @@ Why segments and not the two simpler designs: rewriting the whole object on ever
 uploads O(n^2) bytes for an n-line log and, with versioning on, keeps a noncurrent version
 of the whole log per line; an object per appended line makes every read of a long log
 thousands of GETs. Segments bound both: an append uploads at most ``segment_bytes`` plus the
-line, and a read is one GET per ``segment_bytes`` of log. The noncurrent versions the tail
-rewrites leave are tagged ``nclav-segment=1`` so a lifecycle rule expires them after a day
-(``create_bucket``; infra/aws has the same rule).
+line, and a read is one GET per ``segment_bytes`` of log. Segments are not tagged (object tags
+need ``s3:PutObjectTagging``, one more permission for every writer): the noncurrent versions
+the tail rewrites leave expire by key prefix instead, with the IaC logs (``iac-logs/``) after a
+day (``create_bucket``; infra/aws has the same rules).
 
 An append costs a HEAD (the generation: a ``put`` or ``delete`` by another process must not
 be missed) and one PUT. Garbage is possible but harmless: segments written under a
@@ -36,6 +37,7 @@ the same way as an append that happened just before the put).
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from dataclasses import dataclass
@@ -48,7 +50,9 @@ from nclav.ports import InvalidKeyError, check_blob_key
 SEGMENTS = "//"  # between a key and its segments: impossible inside a valid blob key
 GENERATION = "nclav-generation"  # object metadata
 NO_GENERATION = "0"  # an object written by another tool; put() gives it a real one
-SEGMENT_TAG = "nclav-segment=1"
+# Lifecycle: noncurrent versions under these prefixes expire after the given days (logs are
+# rewritten as they grow, bundles are content-addressed); ``tfstate/`` versions are kept.
+NONCURRENT_DAYS = {"iac-logs/": 1, "bundles/": 30}
 SEGMENT_BYTES = 256 * 1024
 _SEGMENT_SUFFIX = len(SEGMENTS) + 12 + 1 + 8  # "//" generation "/" NNNNNNNN
 _MAX_S3_KEY = 1024  # bytes of UTF-8
@@ -83,6 +87,7 @@ class S3BlobStore:
         if prefix:
             check_blob_key(prefix[:-1])
         self.bucket = bucket
+        self._signer: Any = None
         self.prefix = prefix
         self._client = client
         self._segment_bytes = segment_bytes
@@ -108,6 +113,43 @@ class S3BlobStore:
 
     def _segments_of(self, name: str, generation: str | None = None) -> str:
         return f"{name}{SEGMENTS}" if generation is None else f"{name}{SEGMENTS}{generation}/"
+
+    # -- signed uploads (nclav.ports.SignedUploads) ---------------------------------------------
+
+    def upload_url(
+        self, key: str, size: int, sha256: str, expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A SigV4 presigned PUT bound to ``size`` and ``sha256``: Content-Length and
+        x-amz-checksum-sha256 are signed headers, so S3 refuses any other length, and any
+        bytes whose SHA-256 differs, from whoever holds the URL."""
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        with aws_errors(f"s3:PutObject (presign) {key}"):
+            url = self._presigner().generate_presigned_url(
+                "put_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": self._object(key),
+                    "ContentLength": size,
+                    "ChecksumSHA256": checksum,
+                },
+                ExpiresIn=expires_s,
+            )
+        return str(url), {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}
+
+    def _presigner(self) -> Any:
+        """A client like ``client`` that signs with SigV4 (only SigV4 signs extra headers)."""
+        if self._signer is None:
+            import boto3
+            from botocore.config import Config
+
+            meta = self.client.meta
+            self._signer = boto3.client(
+                "s3",
+                region_name=meta.region_name,
+                endpoint_url=meta.endpoint_url,
+                config=meta.config.merge(Config(signature_version="s3v4")),
+            )
+        return self._signer
 
     # -- whole objects -------------------------------------------------------------------------
 
@@ -204,7 +246,7 @@ class S3BlobStore:
             try:
                 with aws_errors(f"s3:PutObject {segment}"):
                     response = self.client.put_object(
-                        Bucket=self.bucket, Key=segment, Body=body, Tagging=SEGMENT_TAG, **condition
+                        Bucket=self.bucket, Key=segment, Body=body, **condition
                     )
             except (ConflictError, NotFoundError):
                 self._forget(name)  # another writer moved the tail (or a put/delete removed it)
@@ -299,16 +341,22 @@ def _segment_number(name: str) -> int:
 
 
 def create_bucket(
-    client: Any, name: str, *, region: str | None = None, kms_key_id: str | None = None
+    client: Any,
+    name: str,
+    *,
+    region: str | None = None,
+    kms_key_id: str | None = None,
+    prefix: str = "",
 ) -> None:
     """Create the bucket (or keep it if it is ours): versioned, encrypted, never public.
 
     Encryption is SSE-S3 unless ``kms_key_id`` is given. The lifecycle rules expire the
-    noncurrent versions that log appends leave behind (tagged segments) after a day, remove
+    noncurrent versions of IaC logs after a day and of bundles after 30 days, remove
     delete markers left alone, and abort multipart uploads unfinished after a week. Other
     noncurrent versions (Terraform state, bundles) are kept: their retention is the
-    deployment's choice (infra/aws).
+    deployment's choice (infra/aws). ``prefix`` is the store's key prefix (``S3BlobStore``).
     """
+    root = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     region = region or client.meta.region_name
     params: dict[str, Any] = {"Bucket": name}
     if region and region != "us-east-1":  # us-east-1 rejects its own LocationConstraint
@@ -343,17 +391,26 @@ def create_bucket(
         )
     with aws_errors(f"s3:PutBucketVersioning {name}"):
         client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    key, value = SEGMENT_TAG.split("=")
     with aws_errors(f"s3:PutBucketLifecycleConfiguration {name}"):
         client.put_bucket_lifecycle_configuration(
             Bucket=name,
             LifecycleConfiguration={
                 "Rules": [
                     {
-                        "ID": "nclav-log-segment-versions",
+                        "ID": f"nclav-noncurrent-{prefix.rstrip('/')}",
                         "Status": "Enabled",
-                        "Filter": {"Tag": {"Key": key, "Value": value}},
-                        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                        "Filter": {"Prefix": root + prefix},
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+                    }
+                    for prefix, days in NONCURRENT_DAYS.items()
+                ]
+                + [
+                    {
+                        # Signed uploads never completed (nclav.api.uploads).
+                        "ID": "nclav-abandoned-uploads",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": root + "uploads/"},
+                        "Expiration": {"Days": 1},
                     },
                     {
                         "ID": "nclav-housekeeping",

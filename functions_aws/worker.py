@@ -29,8 +29,9 @@ logger = Logger(service="nclav-worker")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     runtime = bootstrap.runtime()
+    runtime.set_time_left(lambda: lambda_context.get_remaining_time_in_millis() / 1000)
     deliver(runtime, runtime.queues.steps, record.raw_event)
 
 

@@ -496,6 +496,9 @@ def main() -> None:
         bench_cold(args.runs)
     if not args.skip_dynamodb:
         bench_dynamodb()
+        from aws_cost import print_costs  # the cost section (scripts/aws_cost.py)
+
+        print_costs()
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def enclave_hash(enclave: LoadedEnclave) -> str:
 
 # Keys of a partition's config.yml that say how nclav watches it, not what it is: changing
 # them must not re-apply the partition.
-NOT_HASHED = frozenset({"drift"})
+NOT_HASHED = frozenset({"drift", "retry"})
 
 
 def partition_hash(partition: LoadedPartition) -> str:

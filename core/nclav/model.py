@@ -193,6 +193,43 @@ class DriftSettings(BaseModel):
         return float(int(found[1]) * _UNIT_S[found[2]])
 
 
+# Provider errors that another try usually fixes (matched as case-insensitive regular
+# expressions against the failed command's last output lines): throttling, 5xx answers and
+# dropped connections, as the AWS, Google and Azure providers print them.
+DEFAULT_TRANSIENT_PATTERNS = (
+    r"RequestLimitExceeded",
+    r"Throttl(ing|ed)",
+    r"TooManyRequests|429 Too Many Requests",
+    r"Rate exceeded",
+    r"SlowDown",
+    r"status ?code:? ?5[0-9][0-9]",
+    r"(502 Bad Gateway|503 Service Unavailable|504 Gateway Time-?out)",
+    r"InternalError|InternalFailure|ServiceUnavailable",
+    r"connection reset by peer",
+    r"i/o timeout|TLS handshake timeout",
+)
+
+
+class RetrySettings(BaseModel):
+    """``retry:`` of a partition: how often a terraform failure whose output matches one of
+    ``patterns`` is tried again (as a new attempt of the step), counting the first."""
+
+    model_config = _FROZEN
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    patterns: tuple[str, ...] = DEFAULT_TRANSIENT_PATTERNS
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
+
 class EnclaveConfig(BaseModel):
     """An enclave's config.yml."""
 
@@ -225,6 +262,9 @@ class PartitionConfig(BaseModel):
     inputs: dict[TfName, str] = Field(default_factory=dict)
     declared_outputs: tuple[TfName, ...] = ()
     drift: DriftSettings | None = None
+    # How transient terraform failures are retried; not part of the partition's hash
+    # (changing it re-applies nothing). None: the defaults of RetrySettings.
+    retry: RetrySettings | None = None
 
 
 ENCLAVE_KEYS = frozenset(f.alias or n for n, f in EnclaveConfig.model_fields.items())
@@ -237,6 +277,7 @@ __all__ = [
     "REQUIRED_OUTPUTS",
     "Alias",
     "Auth",
+    "DEFAULT_TRANSIENT_PATTERNS",
     "Backend",
     "Cloud",
     "Dns",
@@ -251,5 +292,6 @@ __all__ = [
     "Network",
     "PartitionConfig",
     "PartitionTarget",
+    "RetrySettings",
     "TerraformSettings",
 ]

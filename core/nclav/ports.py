@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from nclav.errors import Issue, SpecError
 
@@ -371,6 +371,23 @@ class BlobStore(Protocol):
         ...
 
 
+@runtime_checkable
+class SignedUploads(Protocol):
+    """Optional ``BlobStore`` capability: a client uploads an object straight to the store.
+
+    For runtimes whose API cannot take large request bodies (an AWS function URL takes 6 MB;
+    GCS and Azure Blob have the same signed-URL shape). The URL is good for one PUT of exactly
+    ``size`` bytes whose SHA-256 is ``sha256`` (hex) where the store can bind it; the API
+    checks the digest of what arrived before using it either way.
+    """
+
+    def upload_url(
+        self, key: str, size: int, sha256: str, expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A URL to PUT the object at ``key`` to, and the headers the PUT must send."""
+        ...
+
+
 class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
 
@@ -412,6 +429,7 @@ __all__ = [
     "InvalidKeyError",
     "ManualClock",
     "SecretStore",
+    "SignedUploads",
     "StateStore",
     "SystemClock",
     "WorkQueue",

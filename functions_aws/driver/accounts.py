@@ -6,11 +6,14 @@ retried step looks for the account by email (ListAccounts), then for a creation 
 under that name (ListCreateAccountStatus), and only then calls CreateAccount. In real AWS a
 second CreateAccount with a used email does not fail at once: the request ends FAILED with
 EMAIL_ALREADY_EXISTS, so that reason means "look again", not "give up".
+
+Nothing here sleeps: a CreateAccount still running (accounts take 5-15 minutes) is a
+``WaitingError`` ("check again in 20 s"), so the step goes back to the queue without using an
+attempt, and the next delivery finds the request by name and polls it once more.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -28,15 +31,14 @@ from functions_aws.driver.errors import aws_errors, error_code, error_reason
 from nclav.errors import PermanentError, TemporaryError, WaitingError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from functions_aws.driver.sessions import Sessions
 
 logger = logging.getLogger(__name__)
 
-# Spec §1.4: 1, 2, 4, 8, 16, then 30 s between polls.
-POLL_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
-POLL_MAX_DELAY = 30.0
+# A CreateAccount in progress is looked at again this much later (a re-delivery, not a sleep).
+CHECK_AGAIN_S = 20.0
 CLOSED_STATES = frozenset({"SUSPENDED", "PENDING_CLOSURE", "CLOSED"})
 # FailureReasons where a new request can succeed; every other reason is the request's fault
 # (limits, invalid email, business validation, payment) and fails the step.
@@ -49,8 +51,8 @@ def account_state(account: dict[str, Any]) -> str:
     return str(account.get("State") or account.get("Status") or "")
 
 
-def poll_delays() -> Iterator[float]:
-    return itertools.chain(POLL_DELAYS, itertools.repeat(POLL_MAX_DELAY))
+def _epoch(value: Any) -> float:
+    return float(value.timestamp()) if hasattr(value, "timestamp") else 0.0
 
 
 class Accounts:
@@ -58,22 +60,18 @@ class Accounts:
         self,
         config: AwsDriverConfig,
         sessions: Sessions,
-        sleep: Callable[[float], None],
         clock: Callable[[], float],
         *,
-        create_budget_s: float = 300.0,
         close_quota_retry_s: float = 6 * 3600.0,
     ) -> None:
         self.config = config
-        # How long one attempt waits for CreateAccount before handing the step back to the
-        # queue (accounts take 5-15 minutes; a Lambda worker lives at most 15).
-        self.create_budget_s = create_budget_s
         # CloseAccount quota hit: retried this much later (the quota is a rolling window).
         self.close_quota_retry_s = close_quota_retry_s
         self.sessions = sessions
-        self._sleep = sleep
         self._clock = clock
         self._known: dict[str, str] = {}  # enclave id -> account id (ids never change)
+        # account id -> when it joined the organization (epoch s), where a call told us
+        self.joined: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _org(self) -> Any:
@@ -145,6 +143,7 @@ class Accounts:
         found = self._match(enclave_id, everyone)
         if found is not None:
             account = str(found["Id"])
+            self.joined[account] = _epoch(found.get("JoinedTimestamp"))
             return self.remember(enclave_id, account), str(found["Name"]), str(found["Email"])
         name = account_name(self.config, enclave_id)
         request = self._in_progress(name)
@@ -152,6 +151,7 @@ class Accounts:
             request = self._create(enclave_id, name, everyone)
         account = self.wait(enclave_id, request)
         described = self.describe(account) or {}
+        self.joined[account] = _epoch(described.get("JoinedTimestamp")) or self._clock()
         return self.remember(enclave_id, account), name, str(described.get("Email", ""))
 
     def _create(self, enclave_id: str, name: str, everyone: list[dict[str, Any]]) -> str:
@@ -166,35 +166,25 @@ class Accounts:
         return request
 
     def wait(self, enclave_id: str, request_id: str) -> str:
-        """Poll DescribeCreateAccountStatus with backoff, within the configured budget.
+        """Look at the request once: done, failed, or ``WaitingError`` (check again later).
 
-        Past the budget the step goes back to the queue (TemporaryError); the next attempt
-        finds the same request with ListCreateAccountStatus and keeps waiting on it.
+        The next delivery finds the same request with ListCreateAccountStatus and looks again,
+        however long AWS takes, without using up the step's attempts or sleeping in a worker.
         """
-        deadline = self._clock() + self.create_budget_s
-        delays = poll_delays()
-        for poll in itertools.count(1):
-            with aws_errors("organizations:DescribeCreateAccountStatus"):
-                status = self._org().describe_create_account_status(
-                    CreateAccountRequestId=request_id
-                )["CreateAccountStatus"]
-            state = status.get("State")
-            if state == "SUCCEEDED":
-                return str(status["AccountId"])
-            if state == "FAILED":
-                return self._failed(enclave_id, request_id, str(status.get("FailureReason", "")))
-            if poll % 10 == 0:
-                logger.info("enclave %s: CreateAccount %s still %s", enclave_id, request_id, state)
-            delay = next(delays)
-            if self._clock() + delay > deadline:
-                raise TemporaryError(
-                    f"enclave {enclave_id}: CreateAccount request {request_id} is still {state} "
-                    f"after {self.create_budget_s:.0f}s (accounts take 5-15 "
-                    "minutes); waiting again later",
-                    retry_after_s=60.0,
-                )
-            self._sleep(delay)
-        raise AssertionError("unreachable")
+        with aws_errors("organizations:DescribeCreateAccountStatus"):
+            status = self._org().describe_create_account_status(CreateAccountRequestId=request_id)[
+                "CreateAccountStatus"
+            ]
+        state = status.get("State")
+        if state == "SUCCEEDED":
+            return str(status["AccountId"])
+        if state == "FAILED":
+            return self._failed(enclave_id, request_id, str(status.get("FailureReason", "")))
+        raise WaitingError(
+            f"enclave {enclave_id}: CreateAccount request {request_id} is still {state} "
+            f"(accounts take 5-15 minutes); checking again in {CHECK_AGAIN_S:.0f} s",
+            retry_after_s=CHECK_AGAIN_S,
+        )
 
     def _failed(self, enclave_id: str, request_id: str, reason: str) -> str:
         if reason == "EMAIL_ALREADY_EXISTS":
@@ -277,4 +267,4 @@ class Accounts:
                 raise
 
 
-__all__ = ["Accounts", "account_state", "poll_delays"]
+__all__ = ["CHECK_AGAIN_S", "Accounts", "account_state"]

@@ -4,12 +4,17 @@ Every method is idempotent: a step delivered twice, or retried after a partial f
 up what the first attempt made (the account by its email, the VPC by its tags, subnets by
 CIDR, the zone by name, roles by name, endpoint services by NLB) instead of making another.
 SDK errors leave through ``errors.aws_errors`` only, as TemporaryError or PermanentError.
+
+Partition steps run in the terraform function, whose role may not call Organizations: they
+take the account id from the enclave's applied handle (``enclave_handle``), never from a
+lookup, and reach the account through the cross-account role only.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -25,22 +30,20 @@ from functions_aws.driver.config import (
 )
 from functions_aws.driver.identity import delete_role, ensure_role, role_tags
 from functions_aws.driver.network import ensure_subnets, ensure_vpc, ensure_zone
-from functions_aws.driver.sessions import Credentials, SessionFactory, Sessions
+from functions_aws.driver.sessions import SETTLE_S, Credentials, SessionFactory, Sessions
 from nclav.errors import PermanentError
 from nclav.model import Cloud
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from botocore.config import Config
+
     from nclav.engine.driver import Orphan
     from nclav.model import EnclaveConfig, Export, Import, PartitionConfig
     from nclav.state import EnclaveState, Handle
 
 logger = logging.getLogger(__name__)
-
-# How long a brand-new account's cross-account role, or a new partition role, may refuse
-# AssumeRole before the step goes back to the queue.
-NEW_ROLE_SETTLE_S = 60.0
 
 
 def _aws(handle: Handle | None, kind: str) -> Handle | None:
@@ -57,25 +60,27 @@ class AwsDriver:
         config: AwsDriverConfig,
         session_factory: SessionFactory = boto3.Session,
         *,
-        sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        create_account_budget_s: float = 300.0,
         close_quota_retry_s: float = 6 * 3600.0,
         partition_policy_arns: tuple[str, ...] = (ADMIN_POLICY,),
+        botocore_config: Config | None = None,
     ) -> None:
         self.config = config
         # Managed policies of every partition role; ``{account_id}`` is the enclave account
         # (for a customer-managed policy kept in each enclave account instead of admin).
         self.partition_policy_arns = partition_policy_arns
-        self.sessions = Sessions(config, session_factory, clock=clock, sleep=sleep)
-        self.accounts = Accounts(
-            config,
-            self.sessions,
-            sleep,
-            clock,
-            create_budget_s=create_account_budget_s,
-            close_quota_retry_s=close_quota_retry_s,
+        self.sessions = Sessions(
+            config, session_factory, clock=clock, botocore_config=botocore_config
         )
+        self.accounts = Accounts(
+            config, self.sessions, clock, close_quota_retry_s=close_quota_retry_s
+        )
+
+    def set_time_left(self, time_left: Callable[[], float | None]) -> None:
+        """Seconds the current invocation has left (the handler sets it per invocation, e.g.
+        ``lambda: context.get_remaining_time_in_millis() / 1000``); no AWS call starts that
+        the invocation could not see through (``Sessions._check_time``)."""
+        self.sessions.time_left = time_left
 
     def _region(self, enclave: EnclaveConfig) -> str:
         return enclave.region or self.config.default_region
@@ -95,7 +100,8 @@ class AwsDriver:
             account, name, email = self.accounts.ensure(enclave.id)
         self.accounts.place(account)
         # The first AssumeRole into a new account can be refused while its role propagates.
-        self.sessions.account_credentials(account, settle_s=NEW_ROLE_SETTLE_S)
+        joined = self.accounts.joined.get(account, 0.0)
+        self.sessions.account_credentials(account, settle_until=joined and joined + SETTLE_S)
         ec2 = self.sessions.account(account, "ec2", region)
         vpc = ensure_vpc(ec2, enclave)
         subnets = ensure_subnets(ec2, enclave, vpc["VpcId"])
@@ -120,7 +126,7 @@ class AwsDriver:
         if enclave.identity:
             iam = self.sessions.account(account, "iam", region)
             principal = self.sessions.management_principal()
-            new["identity_role_arn"] = ensure_role(
+            new["identity_role_arn"], _ = ensure_role(
                 iam, enclave.identity, [principal], tags(enclave.id)
             )
         new["provisioning_complete"] = True
@@ -166,14 +172,21 @@ class AwsDriver:
     # -- partitions --------------------------------------------------------------------
 
     def provision_partition(
-        self, enclave: EnclaveConfig, partition: PartitionConfig, handle: Handle | None
+        self,
+        enclave: EnclaveConfig,
+        partition: PartitionConfig,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
     ) -> Handle:
         """The partition's IAM role in the enclave account, AdministratorAccess there by default.
 
         It trusts the enclave's cross-account role (the chain auth_env uses) and the concrete
-        management principal, never a wildcard.
+        management principal, never a wildcard. The account comes from the enclave's handle
+        (or the partition's own): this runs in the terraform function, which never calls
+        Organizations.
         """
-        account = self.accounts.account_id(enclave.id)
+        account = _account_of(enclave.id, enclave_handle, handle)
         region = self._region(enclave)
         name = partition_role_name(partition.id)
         principals = [
@@ -182,7 +195,9 @@ class AwsDriver:
         ]
         iam = self.sessions.account(account, "iam", region)
         policies = tuple(p.format(account_id=account) for p in self.partition_policy_arns)
-        arn = ensure_role(iam, name, principals, role_tags(enclave.id, partition.id), policies)
+        arn, since = ensure_role(
+            iam, name, principals, role_tags(enclave.id, partition.id), policies
+        )
         return {
             "driver": "aws",
             "kind": "partition",
@@ -193,15 +208,25 @@ class AwsDriver:
             "region": region,
             "role_name": name,
             "partition_role_arn": arn,
+            # Since when its trust policy holds (IAM time): auth_env waits out propagation.
+            "role_trusted_since": datetime.fromtimestamp(since).astimezone().isoformat(),
         }
 
-    def teardown_partition(self, enclave_id: str, partition_id: str, handle: Handle | None) -> None:
+    def teardown_partition(
+        self,
+        enclave_id: str,
+        partition_id: str,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
+    ) -> None:
         old = _aws(handle, "partition") or {}
-        account = old.get("account_id")
-        if not account:
-            found = self.accounts.find(enclave_id)
-            account = found["Id"] if found else None
-        if not account:
+        try:
+            account = _account_of(enclave_id, enclave_handle, handle)
+        except PermanentError:
+            logger.warning(
+                "partition %s/%s: no AWS account in its handles", enclave_id, partition_id
+            )
             return
         region = str(old.get("region") or self.config.default_region)
         try:
@@ -229,8 +254,12 @@ class AwsDriver:
         if partition and partition.get("partition_role_arn"):
             sts = self.sessions.account(account, "sts", region)
             session = f"nclav-{partition.get('partition_id', 'partition')}"
+            since = _epoch(partition.get("role_trusted_since"))
             creds = self.sessions.assume(
-                sts, str(partition["partition_role_arn"]), session, settle_s=NEW_ROLE_SETTLE_S
+                sts,
+                str(partition["partition_role_arn"]),
+                session,
+                settle_until=since + SETTLE_S if since else 0.0,
             )
         else:
             creds = self.sessions.account_credentials(account)
@@ -317,6 +346,21 @@ class AwsDriver:
         return sorted(found)
 
 
+def _account_of(enclave_id: str, enclave_handle: Handle | None, handle: Handle | None) -> str:
+    for found in (_aws(enclave_handle, "enclave"), _aws(handle, "partition")):
+        if found and found.get("account_id"):
+            return str(found["account_id"])
+    raise PermanentError(f"enclave {enclave_id} has no AWS account handle (provision it first)")
+
+
+def _epoch(value: Any) -> float:
+    """An ISO timestamp from a handle as epoch seconds (0 when absent or unreadable)."""
+    try:
+        return datetime.fromisoformat(str(value)).timestamp() if value else 0.0
+    except ValueError:
+        return 0.0
+
+
 def _env(creds: Credentials, region: str) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": creds.access_key_id,
@@ -327,4 +371,4 @@ def _env(creds: Credentials, region: str) -> dict[str, str]:
     }
 
 
-__all__ = ["NEW_ROLE_SETTLE_S", "AwsDriver"]
+__all__ = ["AwsDriver"]

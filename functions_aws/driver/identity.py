@@ -8,7 +8,9 @@ rejects ``arn:aws:iam::*:root``), and a role is deleted with everything that pin
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
 
@@ -40,29 +42,63 @@ def ensure_role(
     principals: list[str],
     role_tags: list[dict[str, str]],
     policies: tuple[str, ...] = (),
-) -> str:
-    """Create the role or bring an existing one back to this trust and these policies."""
+) -> tuple[str, float]:
+    """Create the role or bring an existing one back to this trust and these policies.
+
+    Returns its ARN and since when (epoch seconds) its trust policy has been what it is:
+    its creation, or now when an existing role's trust had to change. IAM takes a while to
+    propagate either, so a refusal shortly after is waited out (``Sessions.assume``).
+    """
     trust = trust_policy(principals)
     with aws_errors(f"iam:CreateRole {name}"):
         try:
-            arn = iam.create_role(
+            role = iam.create_role(
                 RoleName=name,
                 AssumeRolePolicyDocument=trust,
                 Description="Managed by nclav",
                 MaxSessionDuration=3600,
                 Tags=role_tags,
-            )["Role"]["Arn"]
+            )["Role"]
+            since = _epoch(role.get("CreateDate"))
         except ClientError as exc:
             if error_code(exc) != "EntityAlreadyExists":
                 raise
             # A retry (or a drifted role): keep it, but make trust and tags what we want now.
-            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+            role = iam.get_role(RoleName=name)["Role"]
+            since = _epoch(role.get("CreateDate"))
+            current = _normal(_document(role.get("AssumeRolePolicyDocument")))
+            if current != _normal(json.loads(trust)):
+                iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+                since = time.time()
             iam.tag_role(RoleName=name, Tags=role_tags)
     for policy in policies:
         with aws_errors(f"iam:AttachRolePolicy {name} {policy}"):
             iam.attach_role_policy(RoleName=name, PolicyArn=policy)  # idempotent in IAM
-    return str(arn)
+    return str(role["Arn"]), since
+
+
+def _epoch(value: Any) -> float:
+    return float(value.timestamp()) if hasattr(value, "timestamp") else time.time()
+
+
+def _normal(value: Any) -> Any:
+    """Order-free form of a policy document (IAM may list principals in another order)."""
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_normal(v) for v in value]
+        return items[0] if len(items) == 1 else sorted(items, key=json.dumps)
+    return value
+
+
+def _document(value: Any) -> Any:
+    """A policy document as IAM returns it: a dict (boto3 decodes it) or URL-encoded JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(unquote(value))
+        except ValueError:
+            return None
+    return value
 
 
 def delete_role(iam: Any, name: str) -> None:

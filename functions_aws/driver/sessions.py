@@ -8,6 +8,12 @@ base credentials (boto3's default chain: env, ECS task role, IMDSv2, profile)
 Assumed credentials are cached per account and replaced ten minutes before they expire;
 boto3 sessions are not thread-safe, so sessions and clients are made under one lock (the
 clients themselves are thread-safe and shared by the worker threads).
+
+Nothing here sleeps: a role that is not assumable yet (IAM propagation) is a ``WaitingError``
+while it is young, and every client carries the runtime's botocore ``Config`` (standard
+retries, bounded timeouts) plus a check before each call that the invocation has time left
+for it (``time_left``): a call that could outlive the invocation hands the step back to the
+queue instead of being killed half-way with the invocation.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from functions_aws.driver.config import SESSION_NAME, AwsDriverConfig, role_arn
 from functions_aws.driver.errors import aws_errors, error_code
-from nclav.errors import PermanentError, TemporaryError
+from nclav.errors import PermanentError, TemporaryError, WaitingError
 
 # Called like ``boto3.Session``: (aws_access_key_id=, aws_secret_access_key=,
 # aws_session_token=, region_name=) -> an object with ``client(service, region_name=)``.
@@ -32,6 +39,31 @@ SessionFactory = Callable[..., Any]
 _REFRESH_S = 600.0
 # Role chaining caps every hop at one hour (spec §4.9).
 SESSION_S = 3600
+# A role younger than this that refuses AssumeRole is still propagating: wait, do not fail.
+SETTLE_S = 120.0
+# How soon a step whose role or account is not ready yet is delivered again.
+CHECK_AGAIN_S = 20.0
+# Legacy botocore defaults are 60 s timeouts and 5 legacy-mode attempts: far too long for a
+# 60 s worker. Standard mode retries throttling and 5xx with jittered backoff.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 20.0
+MAX_ATTEMPTS = 3  # the first call included
+# A call needs at least this much of the invocation left (its timeouts plus a margin).
+CALL_RESERVE_S = CONNECT_TIMEOUT_S + 2.0
+
+
+def client_config(
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Config:
+    """The botocore settings every driver client gets (the runtime may pass its own)."""
+    return Config(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
 
 
 @dataclass(frozen=True)
@@ -68,12 +100,15 @@ class Sessions:
         config: AwsDriverConfig,
         session_factory: SessionFactory = boto3.Session,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        *,
+        botocore_config: Config | None = None,
     ) -> None:
         self.config = config
         self._factory = session_factory
         self._clock = clock
-        self._sleep = sleep
+        self._client_config = botocore_config or client_config()
+        # Seconds the current invocation has left (None: no limit); set per invocation.
+        self.time_left: Callable[[], float | None] = lambda: None
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._caller: str | None = None
@@ -121,10 +156,11 @@ class Sessions:
         with self._lock:
             return self._client(self._account_entry(account_id), service, region)
 
-    def account_credentials(self, account_id: str, settle_s: float = 0.0) -> Credentials:
-        """The cross-account role's credentials; ``settle_s`` waits for a brand-new account."""
+    def account_credentials(self, account_id: str, settle_until: float = 0.0) -> Credentials:
+        """The cross-account role's credentials; until ``settle_until`` (epoch seconds) a
+        refusal means a brand-new account whose role is still propagating."""
         with self._lock:
-            creds = self._account_entry(account_id, settle_s).credentials
+            creds = self._account_entry(account_id, settle_until).credentials
         assert creds is not None
         return creds
 
@@ -132,13 +168,13 @@ class Sessions:
         with self._lock:
             self._entries.pop(account_id, None)
 
-    def _account_entry(self, account_id: str, settle_s: float = 0.0) -> _Entry:
+    def _account_entry(self, account_id: str, settle_until: float = 0.0) -> _Entry:
         entry = self._entries.get(account_id)
         if entry is not None and self._fresh(entry):
             return entry
         sts = self._client(self._management_entry(), "sts", None)
         arn = role_arn(account_id, self.config.cross_account_role)
-        creds = self.assume(sts, arn, SESSION_NAME, settle_s)
+        creds = self.assume(sts, arn, SESSION_NAME, settle_until)
         session = self._factory(region_name=self.config.default_region, **creds.session_kwargs())
         entry = _Entry(session, creds)
         self._entries[account_id] = entry
@@ -146,34 +182,37 @@ class Sessions:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def assume(self, sts: Any, arn: str, session_name: str, settle_s: float = 0.0) -> Credentials:
-        """AssumeRole; with ``settle_s``, AccessDenied is waited out for that long.
-
-        A role that was just created (a partition role, the cross-account role of a new
-        account) is refused for a few seconds while IAM propagates it; past ``settle_s`` the
-        step is retried later rather than failed.
+    def assume(
+        self, sts: Any, arn: str, session_name: str, settle_until: float = 0.0
+    ) -> Credentials:
+        """AssumeRole, once. AccessDenied from a role that may still be propagating (a
+        partition role or a new account's cross-account role, ``settle_until`` in epoch
+        seconds: its creation plus ``SETTLE_S``) sends the step back to the queue without
+        using up an attempt (``WaitingError``, checked again in ``CHECK_AGAIN_S``); from an
+        older role it is temporary (uses an attempt: IAM may be slower than usual), and
+        without ``settle_until`` it is permanent (a real denial).
         """
-        deadline = self._clock() + settle_s
-        delay = 1.0
-        while True:
-            try:
-                with aws_errors(f"sts:AssumeRole {arn}"):
-                    out = sts.assume_role(
-                        RoleArn=arn, RoleSessionName=session_name[:64], DurationSeconds=SESSION_S
-                    )
-                return Credentials.from_sts(out["Credentials"])
-            except PermanentError as exc:
-                cause = exc.__cause__
-                denied = isinstance(cause, ClientError) and error_code(cause) == "AccessDenied"
-                if not denied or settle_s <= 0:
-                    raise
-                if self._clock() + delay > deadline:
-                    raise TemporaryError(
-                        f"{exc} (a new role can take a while to become assumable)",
-                        retry_after_s=30.0,
-                    ) from cause
-                self._sleep(delay)
-                delay = min(delay * 2, 8.0)
+        try:
+            with aws_errors(f"sts:AssumeRole {arn}"):
+                out = sts.assume_role(
+                    RoleArn=arn, RoleSessionName=session_name[:64], DurationSeconds=SESSION_S
+                )
+            return Credentials.from_sts(out["Credentials"])
+        except PermanentError as exc:
+            cause = exc.__cause__
+            denied = isinstance(cause, ClientError) and error_code(cause) == "AccessDenied"
+            if not denied or settle_until <= 0:
+                raise
+            if self._clock() < settle_until:
+                raise WaitingError(
+                    f"{exc} (the role is new and IAM is still propagating it; checking again "
+                    f"in {CHECK_AGAIN_S:.0f} s)",
+                    retry_after_s=CHECK_AGAIN_S,
+                ) from cause
+            raise TemporaryError(
+                f"{exc} (a new role can take a while to become assumable)",
+                retry_after_s=30.0,
+            ) from cause
 
     def session_for(self, creds: Credentials, region: str) -> Any:
         with self._lock:
@@ -187,9 +226,22 @@ class Sessions:
         key = (service, region or self.config.default_region)
         client = entry.clients.get(key)
         if client is None:
-            client = entry.session.client(service, region_name=key[1])
+            client = entry.session.client(service, region_name=key[1], config=self._client_config)
+            client.meta.events.register_first(
+                "provide-client-params", self._check_time, unique_id="nclav-time-left"
+            )
             entry.clients[key] = client
         return client
+
+    def _check_time(self, model: Any, **_: Any) -> None:
+        """Before every call: refuse one the invocation cannot see through (``time_left``)."""
+        left = self.time_left()
+        if left is not None and left < CALL_RESERVE_S:
+            raise TemporaryError(
+                f"{model.service_model.service_name}:{model.name}: only {left:.1f} s left in "
+                "this invocation; the step goes back to the queue",
+                retry_after_s=1.0,
+            )
 
 
 def principal_for(caller_arn: str) -> str:
@@ -209,4 +261,13 @@ def principal_for(caller_arn: str) -> str:
     return f"arn:{partition}:iam::{account}:root"
 
 
-__all__ = ["SESSION_S", "Credentials", "SessionFactory", "Sessions", "principal_for"]
+__all__ = [
+    "CHECK_AGAIN_S",
+    "SESSION_S",
+    "SETTLE_S",
+    "Credentials",
+    "SessionFactory",
+    "Sessions",
+    "client_config",
+    "principal_for",
+]

@@ -19,13 +19,18 @@ locals {
     NCLAV_TOKEN_SECRET    = "api-token"
     NCLAV_CLOUD           = "aws"
     NCLAV_MAX_RECEIVES    = tostring(var.max_receives - 1)
+    NCLAV_RETENTION_DAYS  = tostring(var.retention_days)
 
     NCLAV_AWS_ORG_UNIT_ID        = var.org_unit_id
     NCLAV_AWS_EMAIL_DOMAIN       = var.email_domain
     NCLAV_AWS_ACCOUNT_PREFIX     = var.account_prefix
     NCLAV_AWS_CROSS_ACCOUNT_ROLE = var.cross_account_role
     NCLAV_AWS_DEFAULT_REGION     = var.region
+    NCLAV_AWS_ROLE_ARN           = var.management_role_arn
   }
+
+  # Accounts nclav may close, move, tag or enter: those under the enclave OU (any depth).
+  enclave_org_paths = ["*/${var.org_unit_id}/*"]
 }
 
 # -- state: one DynamoDB table (key design: functions_aws/dynamodb_store.py) --------------------
@@ -103,6 +108,13 @@ resource "aws_dynamodb_table" "state" {
     projection_type = "KEYS_ONLY"
   }
 
+  # Runs, steps, events and IaC records carry ``expires_at`` (NCLAV_RETENTION_DAYS after they
+  # were written); enclave and partition records never do, so they never expire.
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
   point_in_time_recovery {
     enabled = true
   }
@@ -143,23 +155,44 @@ resource "aws_s3_bucket_public_access_block" "blobs" {
   restrict_public_buckets = true
 }
 
-# Superseded versions of IaC log segments (rewritten as a log grows; see
-# functions_aws/s3_blobs.py) expire after a day; Terraform state versions are kept.
+# Noncurrent versions: IaC logs after a day, bundles after var.bundle_version_days (bundles
+# are content-addressed: a noncurrent one was deleted or replaced); Terraform state versions
+# (tfstate/) are kept. No object tags anywhere: tagging would need s3:PutObjectTagging.
 resource "aws_s3_bucket_lifecycle_configuration" "blobs" {
   bucket     = aws_s3_bucket.blobs.id
   depends_on = [aws_s3_bucket_versioning.blobs]
 
   rule {
-    id     = "nclav-log-segment-versions"
+    id     = "nclav-noncurrent-iac-logs"
     status = "Enabled"
     filter {
-      tag {
-        key   = "nclav-segment"
-        value = "1"
-      }
+      prefix = "iac-logs/"
     }
     noncurrent_version_expiration {
       noncurrent_days = 1
+    }
+  }
+
+  rule {
+    id     = "nclav-noncurrent-bundles"
+    status = "Enabled"
+    filter {
+      prefix = "bundles/"
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = var.bundle_version_days
+    }
+  }
+
+  # Signed bundle uploads (POST /bundles/uploads) that were never completed.
+  rule {
+    id     = "nclav-abandoned-uploads"
+    status = "Enabled"
+    filter {
+      prefix = "uploads/"
+    }
+    expiration {
+      days = 1
     }
   }
 
@@ -174,6 +207,31 @@ resource "aws_s3_bucket_lifecycle_configuration" "blobs" {
       days_after_initiation = 7
     }
   }
+}
+
+# TLS only: any request over plain HTTP is refused, whoever makes it.
+data "aws_iam_policy_document" "blobs_tls" {
+  statement {
+    sid       = "TlsOnly"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [aws_s3_bucket.blobs.arn, "${aws_s3_bucket.blobs.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "blobs" {
+  bucket     = aws_s3_bucket.blobs.id
+  policy     = data.aws_iam_policy_document.blobs_tls.json
+  depends_on = [aws_s3_bucket_public_access_block.blobs]
 }
 
 resource "aws_s3_bucket_ownership_controls" "blobs" {
@@ -209,8 +267,8 @@ resource "aws_sqs_queue" "iac_dlq" {
 
 resource "aws_sqs_queue" "iac" {
   name = "${var.name}-iac"
-  # The terraform worker extends its message's visibility while terraform runs.
-  visibility_timeout_seconds = 960
+  # At least 6 x the function timeout (900 s), as Lambda advises for SQS event sources.
+  visibility_timeout_seconds = 5400
   sqs_managed_sse_enabled    = true
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.iac_dlq.arn
@@ -218,20 +276,33 @@ resource "aws_sqs_queue" "iac" {
   })
 }
 
-# -- the API token ------------------------------------------------------------------------------
-
-resource "random_id" "token" {
-  byte_length = 32
+# A message in a dead-letter queue is a step nclav gave up on: alarm on the first one.
+resource "aws_cloudwatch_metric_alarm" "dlq" {
+  for_each = {
+    steps = aws_sqs_queue.steps_dlq.name
+    iac   = aws_sqs_queue.iac_dlq.name
+  }
+  alarm_name          = "${var.name}-${each.key}-dlq"
+  alarm_description   = "nclav ${each.key} steps reached the dead-letter queue ${each.value}"
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = each.value }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
 }
 
+# -- the API token ------------------------------------------------------------------------------
+
+# No value here: the API function generates the token on its first start and writes it
+# (functions_aws/api_token.py), so it never sits in the operator's Terraform state.
 resource "aws_secretsmanager_secret" "token" {
   name                    = "${var.name}/api-token"
   recovery_window_in_days = 7
-}
-
-resource "aws_secretsmanager_secret_version" "token" {
-  secret_id     = aws_secretsmanager_secret.token.id
-  secret_string = random_id.token.hex
 }
 
 # -- identities: one role per function, each with only what it uses ---------------------------
@@ -252,10 +323,21 @@ resource "aws_iam_role" "fn" {
   assume_role_policy = data.aws_iam_policy_document.lambda_trust.json
 }
 
-resource "aws_iam_role_policy_attachment" "logs" {
-  for_each   = aws_iam_role.fn
-  role       = each.value.name
-  policy_arn = "arn:${local.arn}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+# Each function writes its own log group only (which this root creates, so no CreateLogGroup:
+# narrower than AWSLambdaBasicExecutionRole).
+resource "aws_iam_role_policy" "logs" {
+  for_each = aws_iam_role.fn
+  name     = "nclav-logs"
+  role     = each.value.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid      = "OwnLogGroup"
+      Effect   = "Allow"
+      Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+      Resource = "${aws_cloudwatch_log_group.fn[each.key].arn}:*"
+    }]
+  })
 }
 
 data "aws_iam_policy_document" "core" {
@@ -283,9 +365,16 @@ data "aws_iam_policy_document" "core" {
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.steps.arn, aws_sqs_queue.iac.arn]
   }
+}
+
+# Only the API reads the token (and writes its first value, see the secret above).
+data "aws_iam_policy_document" "token" {
   statement {
-    sid       = "Token"
-    actions   = ["secretsmanager:GetSecretValue"]
+    sid = "Token"
+    actions = [
+      "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue",
+      "secretsmanager:DescribeSecret",
+    ]
     resources = [aws_secretsmanager_secret.token.arn]
   }
 }
@@ -305,29 +394,101 @@ data "aws_iam_policy_document" "consume_iac" {
 }
 
 # The step worker vends accounts and wires networks: Organizations in the management account,
-# everything else through the cross-account role of each enclave account.
+# everything else through the cross-account role of each enclave account. Without
+# var.management_role_arn the function roles make these calls themselves; with it (nclav
+# deployed outside the management account) they only assume that role, which the operator
+# creates in the management account with the "vending" statements below.
 data "aws_iam_policy_document" "vending" {
   statement {
-    sid = "Organizations"
+    sid = "OrganizationsRead"
     actions = [
-      "organizations:CreateAccount", "organizations:DescribeCreateAccountStatus",
-      "organizations:MoveAccount", "organizations:ListParents", "organizations:ListAccounts",
+      "organizations:DescribeCreateAccountStatus", "organizations:ListCreateAccountStatus",
+      "organizations:ListParents", "organizations:ListAccounts",
       "organizations:ListAccountsForParent", "organizations:DescribeAccount",
-      "organizations:CloseAccount", "organizations:TagResource",
     ]
-    resources = ["*"] # Organizations has no resource-level scoping for these calls
+    resources = ["*"] # read-only calls with no resource-level scoping
+  }
+  statement {
+    sid       = "CreateAccount"
+    actions   = ["organizations:CreateAccount"]
+    resources = ["*"]
+  }
+  # CreateAccount with tags needs TagResource: only nclav's own tags.
+  statement {
+    sid       = "TagNewAccounts"
+    actions   = ["organizations:TagResource"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/nclav-managed"
+      values   = ["true"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["nclav-managed", "nclav-enclave"]
+    }
+  }
+  # A new account starts at the root: only accounts nclav created (its tag) may be moved.
+  statement {
+    sid       = "MoveOwnAccounts"
+    actions   = ["organizations:MoveAccount"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nclav-managed"
+      values   = ["true"]
+    }
+  }
+  statement {
+    sid       = "CloseEnclaveAccounts"
+    actions   = ["organizations:CloseAccount"]
+    resources = ["*"]
+    condition {
+      test     = "ForAnyValue:StringLike"
+      variable = "aws:ResourceOrgPaths"
+      values   = local.enclave_org_paths
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/nclav-managed"
+      values   = ["true"]
+    }
   }
   statement {
     sid       = "EnclaveAccounts"
     actions   = ["sts:AssumeRole", "sts:TagSession"]
     resources = ["arn:${local.arn}:iam::*:role/${var.cross_account_role}"]
+    condition {
+      test     = "ForAnyValue:StringLike"
+      variable = "aws:ResourceOrgPaths"
+      values   = local.enclave_org_paths
+    }
   }
 }
 
+# The terraform function only enters enclave accounts (never Organizations): the account id
+# comes from the enclave's applied handle in the step.
 data "aws_iam_policy_document" "assume_enclaves" {
   statement {
+    sid       = "EnclaveAccounts"
     actions   = ["sts:AssumeRole", "sts:TagSession"]
     resources = ["arn:${local.arn}:iam::*:role/${var.cross_account_role}"]
+    condition {
+      test     = "ForAnyValue:StringLike"
+      variable = "aws:ResourceOrgPaths"
+      values   = local.enclave_org_paths
+    }
+  }
+}
+
+# Outside the management account: the worker and the terraform function start every chain
+# by assuming the operator's management role (NCLAV_AWS_ROLE_ARN).
+data "aws_iam_policy_document" "assume_management" {
+  statement {
+    sid       = "ManagementRole"
+    actions   = ["sts:AssumeRole"]
+    resources = [var.management_role_arn == "" ? "arn:${local.arn}:iam::${local.account}:role/none" : var.management_role_arn]
   }
 }
 
@@ -338,6 +499,12 @@ resource "aws_iam_role_policy" "core" {
   policy   = data.aws_iam_policy_document.core.json
 }
 
+resource "aws_iam_role_policy" "token" {
+  name   = "nclav-token"
+  role   = aws_iam_role.fn["api"].id
+  policy = data.aws_iam_policy_document.token.json
+}
+
 resource "aws_iam_role_policy" "worker" {
   name   = "nclav-worker"
   role   = aws_iam_role.fn["worker"].id
@@ -345,6 +512,7 @@ resource "aws_iam_role_policy" "worker" {
 }
 
 resource "aws_iam_role_policy" "worker_vending" {
+  count  = var.management_role_arn == "" ? 1 : 0
   name   = "nclav-vending"
   role   = aws_iam_role.fn["worker"].id
   policy = data.aws_iam_policy_document.vending.json
@@ -357,9 +525,17 @@ resource "aws_iam_role_policy" "iac" {
 }
 
 resource "aws_iam_role_policy" "iac_assume" {
+  count  = var.management_role_arn == "" ? 1 : 0
   name   = "nclav-enclaves"
   role   = aws_iam_role.fn["iac"].id
   policy = data.aws_iam_policy_document.assume_enclaves.json
+}
+
+resource "aws_iam_role_policy" "management" {
+  for_each = var.management_role_arn == "" ? toset([]) : toset(["worker", "iac"])
+  name     = "nclav-management"
+  role     = aws_iam_role.fn[each.key].id
+  policy   = data.aws_iam_policy_document.assume_management.json
 }
 
 # -- functions ------------------------------------------------------------------------------
@@ -373,12 +549,15 @@ resource "aws_cloudwatch_log_group" "fn" {
 resource "aws_lambda_function" "api" {
   function_name    = "${var.name}-api"
   role             = aws_iam_role.fn["api"].arn
-  runtime          = "python3.11"
+  runtime          = var.runtime
+  architectures    = [var.architecture]
   handler          = "functions_aws.api.handler"
   filename         = var.lambda_zip
   source_code_hash = filebase64sha256(var.lambda_zip)
   memory_size      = 1024
   timeout          = 60
+  # Kept for the API whatever the workers do: a burst of steps cannot starve it.
+  reserved_concurrent_executions = var.api_reserved_concurrency
   environment {
     variables = local.common_env
   }
@@ -391,17 +570,37 @@ resource "aws_lambda_function_url" "api" {
   authorization_type = "NONE"
 }
 
+# Since October 2025 a NONE-auth function URL needs both permissions granted to everyone,
+# or it answers 403 to every request. (Provider 5.x cannot add the InvokedViaFunctionUrl
+# condition to the second, so anyone may also invoke the function directly: such a request
+# meets the same bearer-token check as one through the URL.)
+resource "aws_lambda_permission" "url" {
+  statement_id           = "function-url-public"
+  action                 = "lambda:InvokeFunctionUrl"
+  function_name          = aws_lambda_function.api.function_name
+  principal              = "*"
+  function_url_auth_type = "NONE"
+}
+
+resource "aws_lambda_permission" "url_invoke" {
+  statement_id  = "function-url-invoke"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.api.function_name
+  principal     = "*"
+}
+
 resource "aws_lambda_function" "worker" {
   function_name    = "${var.name}-worker"
   role             = aws_iam_role.fn["worker"].arn
-  runtime          = "python3.11"
+  runtime          = var.runtime
+  architectures    = [var.architecture]
   handler          = "functions_aws.worker.handler"
   filename         = var.lambda_zip
   source_code_hash = filebase64sha256(var.lambda_zip)
   memory_size      = 1024
   timeout          = 60
   environment {
-    variables = merge(local.common_env, { NCLAV_API_URL = aws_lambda_function_url.api.function_url })
+    variables = local.common_env
   }
   depends_on = [aws_cloudwatch_log_group.fn]
 }
@@ -413,11 +612,13 @@ resource "aws_lambda_function" "iac" {
   image_uri     = var.iac_image_uri
   memory_size   = 2048
   timeout       = 900
+  architectures = [var.iac_architecture]
   ephemeral_storage {
     size = 4096 # terraform working directories live in /tmp
   }
+  # Its state backend is a loopback server inside the function: no API URL, no token.
   environment {
-    variables = merge(local.common_env, { NCLAV_API_URL = aws_lambda_function_url.api.function_url })
+    variables = local.common_env
   }
   depends_on = [aws_cloudwatch_log_group.fn]
 }
@@ -425,7 +626,8 @@ resource "aws_lambda_function" "iac" {
 resource "aws_lambda_function" "schedule" {
   function_name    = "${var.name}-schedule"
   role             = aws_iam_role.fn["schedule"].arn
-  runtime          = "python3.11"
+  runtime          = var.runtime
+  architectures    = [var.architecture]
   handler          = "functions_aws.schedule.handler"
   filename         = var.lambda_zip
   source_code_hash = filebase64sha256(var.lambda_zip)
@@ -443,6 +645,9 @@ resource "aws_lambda_event_source_mapping" "steps" {
   batch_size                         = 10
   maximum_batching_window_in_seconds = 0
   function_response_types            = ["ReportBatchItemFailures"]
+  scaling_config {
+    maximum_concurrency = var.steps_max_concurrency
+  }
 }
 
 resource "aws_lambda_event_source_mapping" "iac" {
@@ -451,7 +656,7 @@ resource "aws_lambda_event_source_mapping" "iac" {
   batch_size              = 1 # one terraform per invocation: the heartbeat extends one message
   function_response_types = ["ReportBatchItemFailures"]
   scaling_config {
-    maximum_concurrency = 20
+    maximum_concurrency = var.iac_max_concurrency
   }
 }
 

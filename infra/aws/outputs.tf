@@ -4,7 +4,7 @@ output "api_url" {
 }
 
 output "token_secret_arn" {
-  description = "export NCLAV_TOKEN=$(aws secretsmanager get-secret-value --secret-id <arn> --query SecretString --output text)"
+  description = "The API generates the token on its first request: curl <api_url>/health once, then export NCLAV_TOKEN=$(aws secretsmanager get-secret-value --secret-id <arn> --query SecretString --output text)"
   value       = aws_secretsmanager_secret.token.arn
 }
 

@@ -11,9 +11,31 @@ variable "region" {
 }
 
 variable "lambda_zip" {
-  description = "Path of the deployment package of the api, worker and schedule functions (`make aws-package`)."
+  description = "Path of the deployment package of the api, worker and schedule functions, built by `make aws-package` (dist/nclav-aws-lambda.zip at the repository root; the default is relative to this directory)."
   type        = string
   default     = "../../dist/nclav-aws-lambda.zip"
+}
+
+variable "runtime" {
+  description = "Lambda runtime of the zip functions: must match the Python version `make aws-package` built for (AWS_PYTHON in the Makefile)."
+  type        = string
+  default     = "python3.11"
+}
+
+variable "architecture" {
+  description = "Architecture of the zip functions: must match the platform `make aws-package` built for (x86_64: manylinux2014_x86_64; arm64: manylinux2014_aarch64)."
+  type        = string
+  default     = "x86_64"
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be x86_64 or arm64."
+  }
+}
+
+variable "iac_architecture" {
+  description = "Architecture of the terraform worker image (the platform it was built for)."
+  type        = string
+  default     = "x86_64"
 }
 
 variable "iac_image_uri" {
@@ -41,6 +63,48 @@ variable "cross_account_role" {
   description = "Role assumed in enclave accounts (NCLAV_AWS_CROSS_ACCOUNT_ROLE)."
   type        = string
   default     = "OrganizationAccountAccessRole"
+}
+
+variable "management_role_arn" {
+  description = "NCLAV_AWS_ROLE_ARN: run nclav outside the Organizations management account. A role the operator creates in the management account (trusting this account's worker and iac function roles) with the Organizations and sts:AssumeRole permissions of the vending policy in main.tf; the functions assume it first. Empty: the functions run in the management account and call Organizations themselves."
+  type        = string
+  default     = ""
+}
+
+variable "retention_days" {
+  description = "Runs, steps, events and IaC records expire (DynamoDB TTL) this many days after they were written; 0 keeps them. Enclave and partition records never expire."
+  type        = number
+  default     = 90
+}
+
+variable "bundle_version_days" {
+  description = "Days a noncurrent (deleted or replaced) bundle version is kept. Terraform state versions are always kept."
+  type        = number
+  default     = 30
+}
+
+variable "api_reserved_concurrency" {
+  description = "Concurrent executions reserved for the API function (the workers cannot starve it); -1 for none. AWS keeps 100 of the account's concurrency unreserved: a new account with a limit of 10 needs -1 until its quota is raised."
+  type        = number
+  default     = 5
+}
+
+variable "steps_max_concurrency" {
+  description = "Most concurrent step workers the steps queue invokes (2-1000)."
+  type        = number
+  default     = 10
+}
+
+variable "iac_max_concurrency" {
+  description = "Most concurrent terraform runs (2-1000)."
+  type        = number
+  default     = 5
+}
+
+variable "alarm_actions" {
+  description = "ARNs notified when a dead-letter queue receives a message (e.g. an SNS topic)."
+  type        = list(string)
+  default     = []
 }
 
 variable "max_receives" {

@@ -71,7 +71,7 @@ def make(org: dict[str, str], **extra: Any) -> AwsDriver:
     config = AwsDriverConfig(
         org_unit_id=org["ou"], email_domain="example.com", account_prefix="acme", **extra
     )
-    return AwsDriver(config, sleep=lambda _: None, partition_policy_arns=(STAND_IN_POLICY,))
+    return AwsDriver(config, partition_policy_arns=(STAND_IN_POLICY,))
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_provision_enclave_again_finds_what_the_first_attempt_made(driver: AwsDr
 
 def make_fresh(driver: AwsDriver) -> AwsDriver:
     """Another process: no cached account ids or sessions."""
-    return AwsDriver(driver.config, sleep=lambda _: None, partition_policy_arns=(STAND_IN_POLICY,))
+    return AwsDriver(driver.config, partition_policy_arns=(STAND_IN_POLICY,))
 
 
 def test_a_new_subnet_is_added_in_place(driver: AwsDriver) -> None:
@@ -276,8 +276,10 @@ def test_partition_role_and_its_credentials(driver: AwsDriver) -> None:
     enclave_handle, _ = driver.provision_enclave(config, None)
     account = enclave_handle["account_id"]
     admin(account)
-    # A fresh process: the account is found from the enclave id (no handle is passed).
-    handle = make_fresh(driver).provision_partition(config, partition(), None)
+    # A fresh process (the terraform function): the account comes from the enclave's handle.
+    handle = make_fresh(driver).provision_partition(
+        config, partition(), None, enclave_handle=enclave_handle
+    )
 
     assert handle["partition_role_arn"] == f"arn:aws:iam::{account}:role/nclav-partition-api"
     assert handle["account_id"] == account
@@ -319,11 +321,57 @@ def test_partition_role_and_its_credentials(driver: AwsDriver) -> None:
     assert ":assumed-role/nclav-partition-api/nclav-api" in who["Arn"]
 
 
+class Recorder:
+    """A session factory whose sessions record every AWS call (``service:Operation``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.assumed: list[str] = []
+
+    def __call__(self, **kwargs: Any) -> boto3.Session:
+        session = boto3.Session(**kwargs)
+        session.events.register("before-call", self._record)
+        return session
+
+    def _record(self, model: Any, params: Any = None, **_: Any) -> None:
+        self.calls.append(f"{model.service_model.endpoint_prefix}:{model.name}")
+        if model.name == "AssumeRole":
+            self.assumed.append(str((params or {}).get("body", {}).get("RoleArn", "")))
+
+
+@pytest.mark.parametrize("outside", [False, True], ids=["management-account", "role-arn"])
+def test_the_terraform_function_never_calls_organizations(
+    org: dict[str, str], outside: bool
+) -> None:
+    """Partition steps run in the IaC worker, whose role has no Organizations permission;
+    outside the management account (NCLAV_AWS_ROLE_ARN) the chain starts with that role."""
+    mgmt = f"arn:aws:iam::{MANAGEMENT}:role/nclav-management"
+    driver = make(org, role_arn=mgmt) if outside else make(org)
+    config = enclave()
+    enclave_handle, _ = driver.provision_enclave(config, None)
+    admin(enclave_handle["account_id"])
+    recorder = Recorder()
+    iac = AwsDriver(driver.config, recorder, partition_policy_arns=(STAND_IN_POLICY,))
+
+    handle = iac.provision_partition(config, partition(), None, enclave_handle=enclave_handle)
+    iac.auth_env(enclave_handle, handle)
+    iac.teardown_partition("dev", "api", handle, enclave_handle=enclave_handle)
+
+    assert recorder.calls  # the hook saw the calls ...
+    assert "sts:AssumeRole" in recorder.calls and "iam:CreateRole" in recorder.calls
+    assert not [c for c in recorder.calls if c.startswith("organizations:")]  # ... none of these
+    if outside:  # the first call with the function's own credentials assumes the role
+        assert recorder.assumed[0] == mgmt
+    with pytest.raises(PermanentError, match="no AWS account handle"):
+        iac.provision_partition(config, partition(), None)
+
+
 def test_provision_partition_twice_keeps_one_role(driver: AwsDriver) -> None:
     config = enclave()
-    admin(driver.provision_enclave(config, None)[0]["account_id"])
-    first = driver.provision_partition(config, partition(), None)
-    again = driver.provision_partition(config, partition(), first)
+    enclave_handle = driver.provision_enclave(config, None)[0]
+    admin(enclave_handle["account_id"])
+    first = driver.provision_partition(config, partition(), None, enclave_handle=enclave_handle)
+    again = driver.provision_partition(config, partition(), first, enclave_handle=enclave_handle)
     assert first == again
     roles = in_account(first["account_id"], "iam").list_roles()["Roles"]
     assert [r["RoleName"] for r in roles].count("nclav-partition-api") == 1
@@ -345,8 +393,9 @@ def test_auth_env_without_a_partition_role_stays_in_the_enclave_account(driver: 
 
 def test_teardown_partition_deletes_the_role_and_what_pins_it(driver: AwsDriver) -> None:
     config = enclave()
-    admin(driver.provision_enclave(config, None)[0]["account_id"])
-    handle = driver.provision_partition(config, partition(), None)
+    enclave_handle = driver.provision_enclave(config, None)[0]
+    admin(enclave_handle["account_id"])
+    handle = driver.provision_partition(config, partition(), None, enclave_handle=enclave_handle)
     iam = in_account(handle["account_id"], "iam")
     iam.put_role_policy(
         RoleName="nclav-partition-api",
@@ -369,7 +418,9 @@ def test_teardown_partition_deletes_the_role_and_what_pins_it(driver: AwsDriver)
         iam.get_role(RoleName="nclav-partition-api")
     assert caught.value.response["Error"]["Code"] == "NoSuchEntity"
     driver.teardown_partition("dev", "api", handle)  # again: already gone is fine
-    driver.teardown_partition("dev", "api", None)  # no handle: found by enclave id and name
+    # No partition handle (a first apply that failed after making the role): by name.
+    driver.teardown_partition("dev", "api", None, enclave_handle=enclave_handle)
+    driver.teardown_partition("dev", "api", None)  # nothing to locate it by: nothing to do
 
 
 # -- exports and imports -------------------------------------------------------------------
@@ -585,8 +636,8 @@ def test_orphans_are_tagged_resources_of_partitions_no_longer_active(driver: Aws
     handle, _ = driver.provision_enclave(config, None)
     account = handle["account_id"]
     admin(account)
-    driver.provision_partition(config, partition("api"), None)
-    driver.provision_partition(config, partition("old"), None)
+    driver.provision_partition(config, partition("api"), None, enclave_handle=handle)
+    driver.provision_partition(config, partition("old"), None, enclave_handle=handle)
     ec2, sqs = in_account(account, "ec2"), in_account(account, "sqs")
 
     def tagged(pid: str) -> list[dict[str, str]]:

@@ -58,7 +58,7 @@ class FakeSessions:
         self.made.append(kwargs)
         return self
 
-    def client(self, service: str, region_name: str | None = None) -> Any:
+    def client(self, service: str, region_name: str | None = None, config: Any = None) -> Any:
         return self.clients[service]
 
     def account(self, account_id: str, service: str, region: str) -> Any:
@@ -67,15 +67,10 @@ class FakeSessions:
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.sleeps: list[float] = []
+        self.now = datetime.now(UTC).timestamp()
 
     def __call__(self) -> float:
         return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Rig:
@@ -92,9 +87,7 @@ class Rig:
         self.driver = AwsDriver(
             CONFIG,
             self.factory,
-            sleep=self.clock.sleep,
             clock=self.clock,
-            create_account_budget_s=120.0,
             close_quota_retry_s=86_400.0,
         )
 
@@ -154,7 +147,7 @@ def nothing_yet(rig: Rig) -> None:
 # -- CreateAccount ---------------------------------------------------------------------------
 
 
-def test_create_account_is_polled_with_backoff_until_it_succeeds(rig: Rig) -> None:
+def test_a_running_create_account_is_checked_again_later_never_slept_on(rig: Rig) -> None:
     nothing_yet(rig)
     rig.organizations.add_response(
         "create_account",
@@ -168,21 +161,33 @@ def test_create_account_is_polled_with_backoff_until_it_succeeds(rig: Rig) -> No
             ],
         },
     )
-    for _ in range(3):
+    rig.organizations.add_response(
+        "describe_create_account_status", status("IN_PROGRESS"), {"CreateAccountRequestId": "car-1"}
+    )
+    # Waiting, not failing: the step is delivered again in 20 s without using an attempt.
+    with pytest.raises(WaitingError, match="still IN_PROGRESS") as caught:
+        rig.driver.accounts.ensure("dev")
+    assert caught.value.retry_after_s == 20.0
+
+    # The next delivery finds the request by account name instead of calling CreateAccount.
+    for state in ("IN_PROGRESS", "SUCCEEDED"):
+        rig.organizations.add_response("list_accounts", {"Accounts": []})
+        rig.organizations.add_response(
+            "list_create_account_status",
+            {"CreateAccountStatuses": [status("IN_PROGRESS")["CreateAccountStatus"]]},
+        )
         rig.organizations.add_response(
             "describe_create_account_status",
-            status("IN_PROGRESS"),
+            status(state, AccountId=ACCOUNT),
             {"CreateAccountRequestId": "car-1"},
         )
-    rig.organizations.add_response(
-        "describe_create_account_status", status("SUCCEEDED", AccountId=ACCOUNT)
-    )
+        if state == "IN_PROGRESS":
+            with pytest.raises(WaitingError):
+                rig.driver.accounts.ensure("dev")
     rig.organizations.add_response(
         "describe_account", {"Account": account()}, {"AccountId": ACCOUNT}
     )
-
     assert rig.driver.accounts.ensure("dev") == (ACCOUNT, "acme-dev", "aws+acme-dev@example.com")
-    assert rig.clock.sleeps == [1.0, 2.0, 4.0]
 
 
 @pytest.mark.parametrize(
@@ -231,33 +236,6 @@ def test_email_already_exists_outside_the_organization_is_permanent(rig: Rig) ->
     rig.organizations.add_response("list_accounts", {"Accounts": []})
     with pytest.raises(PermanentError, match="outside this organization"):
         rig.driver.accounts.ensure("dev")
-
-
-def test_in_progress_past_the_budget_is_temporary_and_the_retry_resumes_the_request(
-    rig: Rig,
-) -> None:
-    nothing_yet(rig)
-    rig.organizations.add_response("create_account", status("IN_PROGRESS"))
-    for _ in range(8):  # sleeps of 1+2+4+8+16+30+30 = 91 s; one more 30 would pass 120
-        rig.organizations.add_response("describe_create_account_status", status("IN_PROGRESS"))
-    with pytest.raises(TemporaryError, match="still IN_PROGRESS") as caught:
-        rig.driver.accounts.ensure("dev")
-    assert caught.value.retry_after_s == 60.0
-    assert sum(rig.clock.sleeps) <= 120.0
-
-    # The next attempt finds the request by account name instead of calling CreateAccount.
-    rig.organizations.add_response("list_accounts", {"Accounts": []})
-    rig.organizations.add_response(
-        "list_create_account_status",
-        {"CreateAccountStatuses": [status("IN_PROGRESS")["CreateAccountStatus"]]},
-    )
-    rig.organizations.add_response(
-        "describe_create_account_status",
-        status("SUCCEEDED", AccountId=ACCOUNT),
-        {"CreateAccountRequestId": "car-1"},
-    )
-    rig.organizations.add_response("describe_account", {"Account": account()})
-    assert rig.driver.accounts.ensure("dev")[0] == ACCOUNT
 
 
 def test_a_closed_account_is_skipped_and_the_next_email_is_used(rig: Rig) -> None:
@@ -377,7 +355,6 @@ def test_other_constraints_and_closed_accounts(rig: Rig) -> None:
 
 
 def test_partition_roles_get_administrator_access_by_default(rig: Rig) -> None:
-    rig.driver.accounts.remember("dev", ACCOUNT)
     rig.sts.add_response(
         "get_caller_identity",
         {
@@ -410,7 +387,9 @@ def test_partition_roles_get_administrator_access_by_default(rig: Rig) -> None:
         "attach_role_policy", {}, {"RoleName": "nclav-partition-api", "PolicyArn": ADMIN_POLICY}
     )
 
-    handle = rig.driver.provision_partition(DEV, PartitionConfig(id="api", name="api"), None)
+    handle = rig.driver.provision_partition(
+        DEV, PartitionConfig(id="api", name="api"), None, enclave_handle=ENCLAVE_HANDLE
+    )
     assert handle["partition_role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/nclav-partition-api"
 
 
@@ -429,7 +408,6 @@ class Trust:
 
 
 def test_an_existing_role_gets_the_current_trust_policy(rig: Rig) -> None:
-    rig.driver.accounts.remember("dev", ACCOUNT)
     rig.sts.add_response(
         "get_caller_identity",
         {"Arn": "arn:aws:iam::111122223333:user/ops", "Account": "111122223333", "UserId": "x"},
@@ -448,7 +426,9 @@ def test_an_existing_role_gets_the_current_trust_policy(rig: Rig) -> None:
     )
     rig.iam.add_response("tag_role", {}, {"RoleName": "nclav-partition-api", "Tags": ANY})
     rig.iam.add_response("attach_role_policy", {})
-    handle = rig.driver.provision_partition(DEV, PartitionConfig(id="api", name="api"), None)
+    handle = rig.driver.provision_partition(
+        DEV, PartitionConfig(id="api", name="api"), None, enclave_handle=ENCLAVE_HANDLE
+    )
     assert handle["role_name"] == "nclav-partition-api"
 
 
@@ -472,10 +452,20 @@ PARTITION_HANDLE = {
 ENCLAVE_HANDLE = {**HANDLE, "region": "us-east-1"}
 
 
-def test_auth_env_waits_for_a_new_partition_role_to_become_assumable(rig: Rig) -> None:
+def young(rig: Rig, age_s: float) -> dict[str, Any]:
+    """The partition handle of a role whose trust policy is ``age_s`` old."""
+    since = datetime.fromtimestamp(rig.clock.now - age_s, UTC).isoformat()
+    return {**PARTITION_HANDLE, "role_trusted_since": since}
+
+
+def test_a_new_partition_role_that_refuses_is_waited_for_in_the_queue(rig: Rig) -> None:
     rig.sts.add_response("assume_role", creds())  # the cross-account role
     rig.sts.add_client_error("assume_role", "AccessDenied", "not authorized", http_status_code=403)
-    rig.sts.add_client_error("assume_role", "AccessDenied", "not authorized", http_status_code=403)
+    with pytest.raises(WaitingError, match="propagating") as caught:
+        rig.driver.auth_env(ENCLAVE_HANDLE, young(rig, 5.0))
+    assert caught.value.retry_after_s == 20.0
+
+    # Delivered again: the role is assumable now (the cross-account session is cached).
     rig.sts.add_response(
         "assume_role",
         creds(),
@@ -485,22 +475,39 @@ def test_auth_env_waits_for_a_new_partition_role_to_become_assumable(rig: Rig) -
             "DurationSeconds": 3600,
         },
     )
-    env = rig.driver.auth_env(ENCLAVE_HANDLE, PARTITION_HANDLE)
+    env = rig.driver.auth_env(ENCLAVE_HANDLE, young(rig, 25.0))
     assert env["AWS_ACCESS_KEY_ID"] == "ASIAPARTITION0000000"
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert rig.clock.sleeps == [1.0, 2.0]
 
 
-def test_auth_env_gives_up_for_now_when_the_role_stays_refused(rig: Rig) -> None:
+def test_an_old_role_that_refuses_uses_an_attempt_and_no_date_is_a_real_denial(rig: Rig) -> None:
     rig.sts.add_response("assume_role", creds())
-    # Waits of 1, 2, 4 and then 8 s: the tenth refusal would need a wait past 60 s.
-    for _ in range(10):
-        rig.sts.add_client_error(
-            "assume_role", "AccessDenied", "not authorized", http_status_code=403
-        )
-    with pytest.raises(TemporaryError, match="assumable"):
+    rig.sts.add_client_error("assume_role", "AccessDenied", "not authorized", http_status_code=403)
+    with pytest.raises(TemporaryError, match="assumable") as caught:
+        rig.driver.auth_env(ENCLAVE_HANDLE, young(rig, 600.0))
+    assert not isinstance(caught.value, WaitingError)
+    rig.sts.add_client_error("assume_role", "AccessDenied", "not authorized", http_status_code=403)
+    with pytest.raises(PermanentError):
         rig.driver.auth_env(ENCLAVE_HANDLE, PARTITION_HANDLE)
-    assert rig.clock.sleeps == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0]
+
+
+def test_no_call_starts_that_the_invocation_cannot_see_through(rig: Rig) -> None:
+    left = [30.0]
+    rig.driver.set_time_left(lambda: left[0])
+    rig.sts.add_response("assume_role", creds())
+    rig.driver.auth_env(ENCLAVE_HANDLE, None)  # 30 s left: fine
+    rig.driver.sessions.forget(ACCOUNT)
+    left[0] = 3.0
+    with pytest.raises(TemporaryError, match="only 3.0 s left"):
+        rig.driver.auth_env(ENCLAVE_HANDLE, None)  # no call was made (the Stubber has none)
+
+
+def test_clients_get_standard_retries_and_short_timeouts() -> None:
+    driver = AwsDriver(CONFIG)
+    client = driver.sessions.management("sts")
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert client.meta.config.connect_timeout == 5.0
+    assert client.meta.config.read_timeout == 20.0
 
 
 def test_a_role_attached_again_during_delete_is_retried(rig: Rig) -> None:

@@ -43,9 +43,13 @@ def test_the_bucket_is_versioned_encrypted_and_private(s3: Any) -> None:
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
     assert all(block.values()) and len(block) == 4
     lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    segments = next(r for r in lifecycle if r["ID"] == "nclav-log-segment-versions")
-    assert segments["Filter"] == {"Tag": {"Key": "nclav-segment", "Value": "1"}}
-    assert segments["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    logs = next(r for r in lifecycle if r["ID"] == "nclav-noncurrent-iac-logs")
+    assert logs["Filter"] == {"Prefix": "iac-logs/"}
+    assert logs["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    bundles = next(r for r in lifecycle if r["ID"] == "nclav-noncurrent-bundles")
+    assert bundles["Filter"] == {"Prefix": "bundles/"}
+    # Terraform state versions are kept: no rule reaches tfstate/.
+    assert not any(r["Filter"].get("Prefix", "x").startswith("tfstate") for r in lifecycle)
 
 
 def test_a_put_over_a_key_keeps_the_old_version(s3: Any) -> None:
@@ -67,8 +71,8 @@ def test_appends_fill_segments_that_list_does_not_show(s3: Any) -> None:
     segments = [k for k in raw_keys(s3) if "//" in k]
     assert len(segments) == 5
     assert all(k.startswith(f"nclav/{LOG}//") for k in segments)
-    tags = s3.get_object_tagging(Bucket=BUCKET, Key=segments[0])["TagSet"]
-    assert tags == [{"Key": "nclav-segment", "Value": "1"}]
+    # Untagged: tagging needs s3:PutObjectTagging, which no nclav role is granted.
+    assert s3.get_object_tagging(Bucket=BUCKET, Key=segments[0])["TagSet"] == []
 
 
 def test_put_replaces_an_appended_blob_and_removes_its_segments(s3: Any) -> None:

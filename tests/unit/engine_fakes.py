@@ -254,12 +254,26 @@ class FlakyDriver:
         self._call("teardown_enclave", enclave.id if enclave else "")
 
     def provision_partition(
-        self, enclave: EnclaveConfig, partition: PartitionConfig, handle: Handle | None
+        self,
+        enclave: EnclaveConfig,
+        partition: PartitionConfig,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
     ) -> Handle:
         self._call("provision_partition", f"{enclave.id}/{partition.id}")
-        return self.inner.provision_partition(enclave, partition, handle)
+        return self.inner.provision_partition(
+            enclave, partition, handle, enclave_handle=enclave_handle
+        )
 
-    def teardown_partition(self, enclave_id: str, partition_id: str, handle: Handle | None) -> None:
+    def teardown_partition(
+        self,
+        enclave_id: str,
+        partition_id: str,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
+    ) -> None:
         self._call("teardown_partition", f"{enclave_id}/{partition_id}")
 
     def provision_export(

@@ -303,3 +303,10 @@ def test_serve_names_a_missing_driver_option_by_flag_and_variable(tmp_path: Path
     assert "--aws-org-unit-id" in result.output and "NCLAV_AWS_EMAIL_DOMAIN" in result.output
     result = CliRunner(env=env).invoke(serve, ["--cloud", "gcp", *args])
     assert result.exit_code == 2 and "no gcp driver in this installation" in result.output
+
+
+def test_the_engine_handles_the_drift_check_kind_the_scheduler_sends() -> None:
+    from nclav.drift.schedule import DRIFT_KIND as SENT
+    from nclav.engine.engine import DRIFT_KIND as HANDLED
+
+    assert SENT == HANDLED

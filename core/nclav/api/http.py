@@ -120,6 +120,9 @@ class ApiRequest:
     headers: Mapping[str, str] = field(default_factory=Headers)
     body: bytes = field(default=b"", repr=False)
     request_id: str = field(default_factory=new_request_id)
+    # Seconds the runtime lets this request run (an AWS Lambda invocation's remaining time);
+    # None: no limit. ``?wait=`` is capped by it (nclav.api.routes).
+    time_left_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):

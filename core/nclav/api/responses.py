@@ -108,6 +108,17 @@ class BundleStored(BaseModel):
     created: bool
 
 
+class SignedUpload(BaseModel):
+    """``POST /bundles/uploads``: where to PUT the bundle, then what to POST."""
+
+    model_config = _VIEW
+    method: Literal["PUT"]
+    url: str
+    headers: dict[str, str]
+    expires_in: int = Field(ge=0)
+    complete: str
+
+
 class BundleRef(BaseModel):
     model_config = _VIEW
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -423,7 +434,12 @@ _COOKIE: Mapping[str, Mapping[str, Any]] = {"Set-Cookie": {"type": "string"}}
 # -- the table -------------------------------------------------------------------------------
 
 _RUN_STARTED = (
-    Reply(202, "The run was queued; poll GET /runs/{run_id}", RunAccepted),
+    Reply(
+        202,
+        "The run was queued; poll GET /runs/{run_id}. X-Nclav-Wait-Capped: ?wait= was cut to "
+        "this many seconds (the runtime's time limit)",
+        RunAccepted,
+    ),
     Reply(200, "The run finished within ?wait=", RunAccepted),
 )
 _STORED = Reply(200, "Done (no body)")
@@ -447,6 +463,18 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
         Reply(200, "The server already had this bundle", BundleStored),
     ),
     ("GET", "/bundles/{digest}"): (Reply(200, "The server has this bundle", BundleRef),),
+    ("POST", "/bundles/uploads"): (
+        Reply(
+            200,
+            "PUT the bundle to this URL with these headers (a 501 error: this server takes "
+            "bundles directly at POST /bundles)",
+            SignedUpload,
+        ),
+    ),
+    ("POST", "/bundles/uploads/{digest}/complete"): (
+        Reply(201, "The uploaded bundle was checked and stored", BundleStored),
+        Reply(200, "The server already had this bundle", BundleStored),
+    ),
     ("POST", "/reconcile/dry-run"): (Reply(200, "The plan", DryRun),),
     ("POST", "/reconcile"): (
         Reply(202, "The run was queued; poll GET /runs/{run_id}", RunAccepted),

@@ -39,6 +39,7 @@ from nclav.api.streams import (
     log_response,
     run_events_response,
 )
+from nclav.api.uploads import add_upload_routes
 from nclav.drift.views import every_partition
 from nclav.engine.driver import OrphanScanner
 from nclav.gitsource.api import add_source_routes
@@ -92,8 +93,24 @@ class ReconcileBody(DestroyBody):
 _GUARD_QUERY = ("max_deletes", "allow_delete")
 
 
+# ``?wait=`` never outlives the runtime's time limit (``ApiRequest.time_left_s``: 60 s on the
+# AWS API function): it is cut to the time left less this margin, and the answer says so.
+WAIT_MARGIN_S = 5.0
+WAIT_CAPPED_HEADER = "X-Nclav-Wait-Capped"
+
+
 def _wait(request: ApiRequest) -> float:
-    return query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    asked = query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    if request.time_left_s is None:
+        return asked
+    return max(min(asked, request.time_left_s - WAIT_MARGIN_S), 0.0)
+
+
+def _wait_headers(request: ApiRequest) -> dict[str, str]:
+    """``X-Nclav-Wait-Capped: <seconds waited at most>`` when ``?wait=`` was cut."""
+    asked = query_number(request, "wait", default=0.0, maximum=MAX_WAIT_S)
+    waited = _wait(request)
+    return {WAIT_CAPPED_HEADER: f"{waited:g}"} if waited < asked else {}
 
 
 def _limit(request: ApiRequest, default: int, maximum: int) -> int:
@@ -141,13 +158,17 @@ def run_json(run: Run) -> dict[str, Any]:
     return run.model_dump(mode="json")
 
 
-def _run_response(run: Run, steps: list[dict[str, Any]] | None = None) -> ApiResponse:
+def _run_response(
+    run: Run,
+    steps: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ApiResponse:
     doc = run_json(run)
     doc["run_id"] = run.id
     doc["dry_run"] = False
     if steps is not None:
         doc["steps"] = steps
-    return json_response(200 if run.status.final else 202, doc)
+    return json_response(200 if run.status.final else 202, doc, headers)
 
 
 def build_router(
@@ -210,6 +231,7 @@ def build_router(
         return json_response(200, {"digest": digest})
 
     router.add("GET", "/bundles/{digest}", get_bundle, summary="200 when the server has a bundle")
+    add_upload_routes(router, service, service.bundles.blobs)  # large bundles: signed uploads
 
     def dry_run(request: ApiRequest, _p: dict[str, str], body: ReconcileBody) -> ApiResponse:
         opts = _with_query(request, body)
@@ -231,7 +253,7 @@ def build_router(
         if run is None:  # nothing to do: no run is recorded (as the CLI does)
             doc = {"run": None, "run_id": None, "bundle": digest, "changes": 0}
             return json_response(200, {**doc, "dry_run": False, "message": "no changes"})
-        return _run_response(run)
+        return _run_response(run, headers=_wait_headers(request))
 
     router.add(
         "POST",
@@ -392,7 +414,7 @@ def build_router(
             allow_delete=opts.allow_delete,
             resources_only=opts.resources_only,
         )
-        return _run_response(run)
+        return _run_response(run, headers=_wait_headers(request))
 
     def destroy_partition(request: ApiRequest, params: dict[str, str], _b: Any) -> ApiResponse:
         opts = _destroy_body(request)
@@ -408,7 +430,7 @@ def build_router(
             max_deletes=opts.max_deletes,
             allow_delete=opts.allow_delete,
         )
-        return _run_response(run)
+        return _run_response(run, headers=_wait_headers(request))
 
     router.add(
         "DELETE",

@@ -70,13 +70,27 @@ class Driver(Protocol):
     def teardown_enclave(self, enclave: EnclaveConfig | None, handle: Handle | None) -> None: ...
 
     def provision_partition(
-        self, enclave: EnclaveConfig, partition: PartitionConfig, handle: Handle | None
+        self,
+        enclave: EnclaveConfig,
+        partition: PartitionConfig,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
     ) -> Handle:
-        """The partition's identity (the role / service account terraform runs as)."""
+        """The partition's identity (the role / service account terraform runs as).
+
+        ``enclave_handle`` is the enclave's applied handle: partition steps may run where the
+        enclave's cloud account cannot be looked up (AWS: the terraform function never calls
+        Organizations), so whatever locates the enclave comes from there."""
         ...
 
     def teardown_partition(
-        self, enclave_id: str, partition_id: str, handle: Handle | None
+        self,
+        enclave_id: str,
+        partition_id: str,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
     ) -> None: ...
 
     def provision_export(
@@ -207,7 +221,12 @@ class LocalDriver:
         return None
 
     def provision_partition(
-        self, enclave: EnclaveConfig, partition: PartitionConfig, handle: Handle | None
+        self,
+        enclave: EnclaveConfig,
+        partition: PartitionConfig,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
     ) -> Handle:
         return {
             "driver": "local",
@@ -216,7 +235,14 @@ class LocalDriver:
             "partition_id": partition.id,
         }
 
-    def teardown_partition(self, enclave_id: str, partition_id: str, handle: Handle | None) -> None:
+    def teardown_partition(
+        self,
+        enclave_id: str,
+        partition_id: str,
+        handle: Handle | None,
+        *,
+        enclave_handle: Handle | None = None,
+    ) -> None:
         return None
 
     def provision_export(

@@ -115,7 +115,10 @@ class Engine:
         self.pending_s = pending_s
         # Control messages by kind (``register_control``): notifications, git syncs, drift
         # checks; each handled in a worker like a step, with the same delivery policy.
-        self.control: dict[str, ControlHandler] = {"notify": _notify_message}
+        self.control: dict[str, ControlHandler] = {
+            "notify": _notify_message,
+            DRIFT_KIND: self._drift_check,
+        }
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.owner = owner or f"worker-{new_id()[:8]}"
@@ -475,6 +478,12 @@ class Engine:
         return final
 
     # -- carrying out a step --------------------------------------------------------------
+
+    def _drift_check(self, message: Mapping[str, Any]) -> None:
+        # Imported when a check arrives: a worker that never checks drift never loads it.
+        from nclav.drift.worker import handle_drift_check
+
+        handle_drift_check(self, message)
 
     def register_control(self, kind: str, handler: ControlHandler) -> None:
         """Handle queue messages ``{"kind": kind, ...}`` with ``handler`` (in a worker, with
@@ -843,6 +852,9 @@ def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
     head = data[:half].decode("utf-8", "ignore")
     tail = data[-half:].decode("utf-8", "ignore")
     return head + TRUNCATED + tail
+
+
+DRIFT_KIND = "drift_check"  # nclav.drift.schedule sends it (a test keeps the two equal)
 
 
 def _notify_message(message: Mapping[str, Any]) -> None:

@@ -183,7 +183,10 @@ def _provision_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     )
     try:
         handle = driver.provision_partition(
-            loaded.config, part.config, stored.partition_handle if stored else None
+            loaded.config,
+            part.config,
+            stored.partition_handle if stored else None,
+            enclave_handle=state.enclave_handle,
         )
         env = driver.auth_env(state.enclave_handle, handle)
         outputs = ctx.iac.apply(
@@ -275,7 +278,9 @@ def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
                 f"available{f' ({missing})' if missing else ''}. Apply the partition again, "
                 "then remove it."
             )
-        driver.teardown_partition(eid, pid, stored.partition_handle)
+        driver.teardown_partition(
+            eid, pid, stored.partition_handle, enclave_handle=state.enclave_handle
+        )
     except PermanentError as exc:
         _mark_failed(ctx, eid, pid, str(exc))
         raise

@@ -25,6 +25,7 @@ run. A lock without nclav's tag (an operator's own terraform session) is never b
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -41,6 +42,7 @@ from nclav.iac.loopback import LOCK_TAG, LoopbackStateServer
 from nclav.iac.runner import (
     REFRESH_PLAN_FILE,
     Deadline,
+    IacCommandError,
     IacTimeoutError,
     RefreshPlan,
     TerraformRunner,
@@ -48,6 +50,7 @@ from nclav.iac.runner import (
 from nclav.iac.sandbox import TimeLimit, restore_workspace, save_workspace, workspace_blob
 from nclav.iac.state_backend import TerraformStateBackend
 from nclav.iac.workspace import MANIFEST_FILE, prepare_workspace, select_tool
+from nclav.model import RetrySettings
 from nclav.records import IacOperation, IacRun, IacStatus, iso_time, new_id
 
 if TYPE_CHECKING:
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 LOG_TAIL = 4000  # characters of log kept on the record itself
 _CHECK_POLL_S = 0.1  # how often an apply waiting for a drift check asks for the mutex again
 _UNRECORDED_WAIT_S = 2.0  # how long it waits for a holder that has not recorded its run
+TRANSIENT_RETRY_S = 30.0  # a transient terraform failure is tried again this much later
 ABANDONED = "abandoned: the nclav process running it stopped before it finished"
 
 
@@ -186,6 +190,8 @@ class PartitionIac:
                         deadline=deadline,
                         on_start=rec.started_group,
                     )
+                except IacCommandError as exc:
+                    raise self._transient(exc, config, run_id, enclave_id, pid) from exc
                 finally:
                     # Succeeded or not: a destroy elsewhere needs these files and inputs.
                     save_workspace(self.blobs, workdir, enclave_id, pid)
@@ -248,6 +254,9 @@ class PartitionIac:
                         deadline=deadline,
                         on_start=rec.started_group,
                     )
+                except IacCommandError as exc:
+                    self._break_stale_lock(enclave_id, pid, {rec.id})
+                    raise self._transient(exc, config, run_id, enclave_id, pid) from exc
                 except BaseException:
                     self._break_stale_lock(enclave_id, pid, {rec.id})
                     raise
@@ -317,6 +326,40 @@ class PartitionIac:
         return dict(part.started_inputs) if part else {}
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _transient(
+        self,
+        exc: IacCommandError,
+        config: PartitionConfig,
+        run_id: str | None,
+        enclave_id: str,
+        partition_id: str,
+    ) -> Exception:
+        """A failure whose output matches the partition's ``retry.patterns`` (throttling,
+        5xx, dropped connections by default) becomes a TemporaryError, so the step is tried
+        again, until ``retry.max_attempts`` terraform runs of this reconcile run failed;
+        anything else, and a timeout, stays permanent."""
+        retry = config.retry or RetrySettings()
+        if isinstance(exc, IacTimeoutError) or retry.max_attempts <= 1:
+            return exc
+        matched = next(
+            (p for p in retry.patterns if re.search(p, exc.log_tail, re.IGNORECASE)), None
+        )
+        if matched is None:
+            return exc
+        earlier = sum(
+            1
+            for r in self.store.list_iac_runs(enclave_id, partition_id)
+            if r.reconcile_run_id == run_id and r.status == IacStatus.FAILED
+        )
+        attempt = earlier + 1  # this one is recorded as failed when the exception leaves
+        if attempt >= retry.max_attempts:
+            return exc
+        return TemporaryError(
+            f"{exc.summary} (transient: the output matches {matched!r}; attempt {attempt} of "
+            f"{retry.max_attempts})\n{exc.log_tail}",
+            retry_after_s=TRANSIENT_RETRY_S,
+        )
 
     def _runner(self, tool: str) -> TerraformRunner:
         return TerraformRunner(tool, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s)
@@ -477,4 +520,4 @@ class PartitionIac:
             self.store.put_iac_run(rec.record.model_copy(update=done))
 
 
-__all__ = ["ABANDONED", "LOG_TAIL", "PartitionIac"]
+__all__ = ["ABANDONED", "LOG_TAIL", "TRANSIENT_RETRY_S", "PartitionIac"]

@@ -22,6 +22,7 @@ RETRY_KIND = "retry_run"  # {"kind": "retry_run", "run_id": ...}: as POST /runs/
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from nclav.api.http import Authenticator
     from nclav.api.router import Router
     from nclav.drift.options import DriftOptions
     from nclav.engine import Driver, Engine
@@ -93,13 +94,6 @@ def install_notifier(
     notify.install(notify.Notifier(found, queue) if found.targets else None)
 
 
-def _drift_check(engine: Engine, message: Mapping[str, Any]) -> None:
-    # Imported when a check arrives: a worker that never checks drift never loads it.
-    from nclav.drift.worker import handle_drift_check
-
-    handle_drift_check(engine, message)
-
-
 def _retry_run(engine: Engine, message: Mapping[str, Any]) -> None:
     """``{"kind": "retry_run", "run_id": ...}``: as ``POST /runs/{id}/retry``. A refusal
     (unknown run, not final, a newer run on its enclaves) is logged and the message
@@ -141,6 +135,7 @@ def compose(
     drift: DriftOptions | None = None,
     secrets: Callable[[], SecretStore] | None = None,
     notify_url: str | None = None,
+    auth: Authenticator | None = None,
 ) -> Composition:
     """Build the runtime's core objects from its adapters.
 
@@ -152,10 +147,9 @@ def compose(
     source from the service (first used by the router or a git queue message). Notifications
     (``nclav.notify``) are installed for this process when ``notify_url`` (else
     ``NCLAV_NOTIFY_URL`` in ``settings.environ``) names a target; ``secrets`` keeps their
-    signing secret.
+    signing secret. ``auth`` replaces the token check (a runtime whose token rotates).
     """
     from nclav.drift.options import DriftOptions
-    from nclav.drift.schedule import DRIFT_KIND
     from nclav.engine import Engine
     from nclav.iac.partition import PartitionIac
     from nclav.runtime.delivery import DeliveryPolicy
@@ -197,7 +191,6 @@ def compose(
             settings.max_receives, settings.redelivery_backoff_s, settings.redelivery_max_s
         ).pending_s(),
     )
-    engine.register_control(DRIFT_KIND, lambda message: _drift_check(engine, message))
     engine.register_control(RETRY_KIND, lambda message: _retry_run(engine, message))
     service = Service(store, bundles, engine, drivers, default_cloud, local_dirs=local_dirs)
 
@@ -207,8 +200,8 @@ def compose(
         from nclav.iac.state_backend import TerraformStateBackend
 
         tf_state = TerraformStateBackend(store, blobs, clock)
-        auth = TokenAuth(token if isinstance(token, str) else token())
-        return build_router(service, tf_state, blobs, auth, git=built.git)
+        checker = auth or TokenAuth(token if isinstance(token, str) else token())
+        return build_router(service, tf_state, blobs, checker, git=built.git)
 
     built = Composition(owner, bundles, iac, engine, service, router, git)
     return built
