@@ -17,6 +17,7 @@ from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
+from functions_gcp.firestore_store import open_store
 from nclav.local import (
     DirectoryBlobStore,
     FileSecretStore,
@@ -28,13 +29,19 @@ from nclav.plan import Action, Step
 from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
 from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step_records
 from sqs_pump import SqsPump
+from stand_ins import FIRESTORE_PROJECT
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nclav.local.thread_queue import Handler
 
-STATE_STORES = ["memory", "sqlite", "dynamodb"]
+STATE_STORES = [
+    "memory",
+    "sqlite",
+    "dynamodb",
+    pytest.param("firestore", marks=pytest.mark.slow),
+]
 T0 = 1_767_225_600.0
 LEASE = 30.0
 
@@ -86,6 +93,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         client = boto3.client("dynamodb", config=Config(max_pool_connections=32))
         create_table(client, "nclav-state")
         yield DynamoStateStore("nclav-state", client=client)
+        return
+    if request.param == "firestore":
+        request.getfixturevalue("firestore")  # an empty Firestore emulator database
+        yield open_store(FIRESTORE_PROJECT)
         return
     opened = open_state_store(request.param, tmp_path)
     yield opened
