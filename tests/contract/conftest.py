@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.config import Config
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
 from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
 from functions_gcp.firestore_store import open_store
+from functions_gcp.gcs_blobs import GcsBlobStore
 from nclav.local import (
     DirectoryBlobStore,
     FileSecretStore,
@@ -110,8 +113,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["directory", "s3"])
+@pytest.fixture(params=["directory", "s3", "gcs"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "gcs":
+        bucket = request.getfixturevalue("gcs")  # a new bucket on fake-gcs-server
+        client = storage.Client(project=FIRESTORE_PROJECT, credentials=AnonymousCredentials())
+        return GcsBlobStore(bucket, "blobs/", client=client)
     if request.param == "s3":
         request.getfixturevalue("aws")  # a clean moto server behind boto3
         client = boto3.client("s3")
