@@ -84,11 +84,17 @@ class _Lost(Exception):
 
 
 def _commit(batch: Any, what: str) -> None:
-    """Commit; a lost precondition (``ConflictError``) becomes ``_Lost``."""
+    """Commit; a lost precondition becomes ``_Lost``.
+
+    Lost: a ``create()`` of a document that exists, an update whose ``last_update_time`` no
+    longer matches, or one whose document was deleted since the read (``FAILED_PRECONDITION``,
+    or ``NOT_FOUND`` where the service says so): the store only updates documents it has
+    just read as existing, so each means someone else wrote first.
+    """
     try:
         with gcp_errors(what):
             batch.commit()
-    except ConflictError as exc:
+    except (ConflictError, NotFoundError) as exc:
         raise _Lost(str(exc)) from exc
 
 

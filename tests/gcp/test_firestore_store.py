@@ -17,6 +17,7 @@ from google.cloud.firestore import Client
 
 from functions_gcp._firestore_docs import MAX_DOC_BYTES, DocumentTooLargeError
 from functions_gcp.firestore_store import FirestoreStateStore
+from nclav.errors import ConflictError
 from nclav.plan import Action, Step
 from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
 from nclav.state import EnclaveState
@@ -130,3 +131,25 @@ def test_contended_counter_gives_each_event_its_own_number(store: FirestoreState
         t.join()
     assert sorted(seqs) == list(range(1, 11))
     assert [e.seq for e in store.list_events()] == list(range(1, 11))
+
+
+def test_a_write_on_a_document_deleted_since_the_read_is_a_lost_race(
+    store: FirestoreStateStore, client: Client
+) -> None:
+    # put_enclave reads version 1, then a concurrent delete lands before its conditional
+    # update: the update must lose (ConflictError), not resurrect the enclave or raise
+    # NotFoundError. The interleaving is forced by deleting inside the store's read.
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    ref = client.document(f"{PREFIX}enclaves", "a")
+    real_get = store._get
+
+    def get_then_delete(target: Any, what: str) -> Any:
+        snap = real_get(target, what)
+        ref.delete()
+        return snap
+
+    store._get = get_then_delete  # type: ignore[method-assign]
+    with pytest.raises(ConflictError):
+        store.put_enclave(EnclaveState(enclave_id="a"), 1)
+    store._get = real_get  # type: ignore[method-assign]
+    assert store.get_enclave("a") is None
