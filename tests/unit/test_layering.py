@@ -66,6 +66,25 @@ def test_cloud_runtimes_do_not_import_each_other(package: str) -> None:
     assert offenders == []
 
 
+# The SDKs each cloud runtime may import: its own cloud's, never another's.
+OWN_SDKS = {
+    "functions_aws": ("boto3", "botocore", "aws_lambda_powertools"),
+    "functions_gcp": ("google", "functions_framework"),
+    "functions_azure": ("azure",),
+}
+
+
+@pytest.mark.parametrize("package", CLOUD_PACKAGES)
+def test_cloud_runtimes_import_only_their_own_sdk(package: str) -> None:
+    others = set(CLOUD_SDKS) - set(OWN_SDKS[package])
+    offenders = {
+        str(path.relative_to(ROOT)): found
+        for path in (ROOT / package).rglob("*.py")
+        if (found := sorted(m for m in imported_modules(path) if top(m) in others))
+    }
+    assert offenders == {}
+
+
 def test_the_layering_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import boto3\nfrom google.cloud import storage\nfrom . import sibling\n")
