@@ -5,12 +5,17 @@
 test the connection string of the well-known development account, and ``unique_name`` gives
 containers and queues names no other test uses, so tests need no reset between them.
 
+``cosmos_server``: @vercel/cosmosdb-server (same install, patched: see
+tests/standins/azure/README.md) over plain HTTP; ``cosmos`` gives each test a client and a
+database of its own.
+
 When node or the npm packages are missing the tests that need them skip and say why; under
 CI (``CI=true``) that is a failure instead, so a broken install cannot pass unnoticed.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -24,6 +29,8 @@ import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from azure.cosmos import DatabaseProxy
 
 STANDINS = Path(__file__).parent / "standins" / "azure"
 BIN = STANDINS / "node_modules" / ".bin"
@@ -128,9 +135,58 @@ def azure_storage(azurite: str) -> str:
     return azurite
 
 
+# Any base64 text is a key to the Cosmos stand-in; this one is not Azure's emulator key.
+COSMOS_KEY = base64.b64encode(b"nclav-tests-cosmos-key").decode()
+
+
+@pytest.fixture(scope="session")
+def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Cosmos DB stand-in; yields its endpoint URL."""
+    binary = require_node_tool("cosmosdb-server")
+    workdir = tmp_path_factory.mktemp("cosmos")
+    port = _free_port()
+    log = workdir / "cosmos.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(binary), "--host", "127.0.0.1", "-p", str(port), "--no-ssl"],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, proc, log, "cosmosdb-server")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def cosmos(cosmos_server: str) -> Iterator[DatabaseProxy]:
+    """A database of this test's own on the Cosmos stand-in, deleted afterwards.
+
+    ``enable_endpoint_discovery=False``: the server advertises https:// locations, which the
+    client would otherwise switch to and fail on (plain HTTP here).
+    """
+    from azure.cosmos import CosmosClient
+
+    client = CosmosClient(cosmos_server, credential=COSMOS_KEY, enable_endpoint_discovery=False)
+    database = client.create_database(unique_name("db"))
+    try:
+        yield database
+    finally:
+        client.delete_database(database.id)
+
+
 def unique_name(stem: str) -> str:
     """A container or queue name no other test uses (lowercase, 3-63 characters)."""
     return f"{stem}-{uuid.uuid4().hex[:12]}"
 
 
-__all__ = ["azure_storage", "azurite", "require_node_tool", "unique_name"]
+__all__ = [
+    "azure_storage",
+    "azurite",
+    "cosmos",
+    "cosmos_server",
+    "require_node_tool",
+    "unique_name",
+]

@@ -87,5 +87,6 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 __all__ = ["AWS_REGION", "aws", "free_port", "moto_server"]
 
-# Azure's stand-ins (Azurite) live in their own module; importing registers its fixtures.
-from azure_stand_ins import azure_storage, azurite  # noqa: E402, F401
+# Azure's stand-ins (Azurite, the Cosmos DB server) live in their own module;
+# importing registers its fixtures.
+from azure_stand_ins import azure_storage, azurite, cosmos, cosmos_server  # noqa: E402, F401
