@@ -19,6 +19,8 @@ from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
 from functions_azure.blob_store import AzureBlobStore, create_container
+from functions_azure.cosmos_store import CosmosStateStore
+from functions_azure.cosmos_store import create_container as create_cosmos_container
 from functions_azure.queue import StorageWorkQueue
 from functions_azure.queue import create_queues as create_storage_queues
 from nclav.local import (
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
     from nclav.local.thread_queue import Handler
 
-STATE_STORES = ["memory", "sqlite", "dynamodb"]
+STATE_STORES = ["memory", "sqlite", "dynamodb", pytest.param("cosmos", marks=pytest.mark.slow)]
 T0 = 1_767_225_600.0
 LEASE = 30.0
 
@@ -91,6 +93,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         client = boto3.client("dynamodb", config=Config(max_pool_connections=32))
         create_table(client, "nclav-state")
         yield DynamoStateStore("nclav-state", client=client)
+        return
+    if request.param == "cosmos":
+        database = request.getfixturevalue("cosmos")  # the Cosmos DB stand-in
+        yield CosmosStateStore(create_cosmos_container(database, "state"))
         return
     opened = open_state_store(request.param, tmp_path)
     yield opened
