@@ -12,11 +12,13 @@ make them atomic. Document ids cannot hold ``/ \\ ? #``, so keys are escaped (``
 
 Known gaps (issue 16, next session):
 
-* ``create_run`` and ``begin_run`` are not one write: the run document is written first (its
-  create, or its etag-conditioned replace, is what decides a race), then the steps one by
-  one. A process dying in between leaves a run whose plan is incomplete; DynamoDB's store
-  avoids this with a transaction. The fix is a ``complete`` flag written last and honoured by
-  the readers, or steps first under a per-attempt id.
+* ``create_run`` writes the steps (creates, in plan order) and then the run document, so a
+  run is never seen with part of its plan; a process dying in between leaves steps no run
+  refers to, and the run id taken. ``begin_run`` is not one write: the run document's
+  etag-conditioned replace decides the race, then the steps follow one by one, so a process
+  dying in between leaves a running run with part of its plan (DynamoDB's store uses a
+  transaction up to ~96 steps). To do: a ``planned`` flag written last and honoured by the
+  step readers.
 * Items are not compressed: a document above Cosmos's 2 MB limit fails with the service's
   413 (``AzureServiceError``) instead of a clear error naming the record.
 * ``has_unfinished_steps`` and the listings are queries: exact for the writer's own client
@@ -232,6 +234,15 @@ class CosmosStateStore:
         for position, step in enumerate(steps):
             self._upsert(self._step_doc(step.model_copy(update={"version": 1}), position))
 
+    def _create_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
+        """Create the steps in plan order; ``ConflictError`` at the first that exists (two
+        creators of one run meet at its first step, so the loser writes nothing)."""
+        for position, step in enumerate(steps):
+            try:
+                self._create(self._step_doc(step.model_copy(update={"version": 1}), position))
+            except ConflictError as exc:
+                raise ConflictError(f"run {run_id} already exists") from exc
+
     def _step_doc(self, step: StepRecord, position: int) -> Doc:
         return {
             "id": _id(step.step_id),
@@ -247,15 +258,17 @@ class CosmosStateStore:
         }
 
     def create_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
+        # Steps first, the run document last: a run is seen only with its whole plan, as
+        # DynamoDB's store does for plans too big for one transaction.
         check_run_steps(run, steps)
         if self._read(RUNS, _id(run.id)) is not None:
             raise ConflictError(f"run {run.id} already exists")
+        self._create_steps(run.id, steps)
         seq = self._next("runs")
         try:
             self._create(self._run_doc(run, seq, len(steps)))
         except ConflictError as exc:
             raise ConflictError(f"run {run.id} already exists") from exc
-        self._write_steps(run.id, steps)
         return run.model_copy(update={"seq": seq})
 
     def get_run(self, run_id: str) -> Run | None:

@@ -1,0 +1,88 @@
+"""``CosmosStateStore`` specifics on the Cosmos stand-in (the port's contract is in
+tests/contract): how a run's creation is ordered, ids Cosmos would refuse, counters."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from functions_azure.cosmos_store import CosmosStateStore, create_container
+from nclav.errors import ConflictError
+from nclav.plan import Action, Step
+from nclav.records import Run, StepRecord, iso_time, step_records
+from nclav.state import EnclaveState
+
+if TYPE_CHECKING:
+    from azure.cosmos import DatabaseProxy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def store(cosmos: DatabaseProxy) -> CosmosStateStore:
+    return CosmosStateStore(create_container(cosmos, "state"))
+
+
+def plan(run_id: str, *ids: str) -> list[StepRecord]:
+    return step_records(run_id, [Step(i, Action.PROVISION_ENCLAVE, i, None, ()) for i in ids])
+
+
+def test_a_run_is_never_seen_with_part_of_its_plan(store: CosmosStateStore) -> None:
+    run = Run(created_at=iso_time(0))
+    store._create_steps(run.id, plan(run.id, "a"))  # an earlier attempt that died here
+    assert store.get_run(run.id) is None  # its steps alone are no run
+    with pytest.raises(ConflictError, match="already exists"):
+        store.create_run(run, plan(run.id, "a", "b"))
+    assert store.get_run(run.id) is None
+    assert [s.step_id for s in store.list_steps(run.id)] == ["a"]  # nothing more was written
+
+
+def test_concurrent_creators_of_one_run_leave_one_whole_plan(store: CosmosStateStore) -> None:
+    run = Run(created_at=iso_time(0))
+    steps = plan(run.id, *(f"s{i:02d}" for i in range(10)))
+    outcomes: list[str] = []
+
+    def create() -> None:
+        try:
+            store.create_run(run, steps)
+            outcomes.append("created")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict"] * 3 + ["created"]
+    assert [s.step_id for s in store.list_steps(run.id)] == [s.step_id for s in steps]
+    assert all(s.version == 1 for s in store.list_steps(run.id))
+
+
+def test_keys_cosmos_would_refuse_as_ids_round_trip(store: CosmosStateStore) -> None:
+    # Cosmos ids cannot hold / \\ ? #: terraform keys (enclave/partition) and odd ids do.
+    for key in ("e/p", "e/p#1", "e/p?x", "e/~7E"):
+        store.set_tf_state(key, f"blob-{key}")
+        assert store.get_tf_state(key) == f"blob-{key}"
+    assert store.list_tf_states("e") == ["e/p", "e/p#1", "e/p?x", "e/~7E"]
+    store.put_enclave(EnclaveState(enclave_id="a/b#c"), None)
+    assert [e.enclave_id for e in store.list_enclaves()] == ["a/b#c"]
+
+
+def test_sequence_numbers_come_from_one_counter_each(store: CosmosStateStore) -> None:
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        made = store.create_run(Run(created_at=iso_time(0)), [])
+        with lock:
+            seqs.append(made.seq)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seqs) == list(range(1, 9))
