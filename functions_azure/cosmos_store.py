@@ -6,9 +6,13 @@ queries beside it.
 Every compare-and-swap is one single-item write conditioned on the etag of the read that
 decided it (``MatchConditions.IfNotModified``): a 412 means another writer got there first,
 and the store reads again and decides again. Creating a document that must not exist is a
-create (409 when it does). Counters (run and event sequence numbers) are a patch ``incr``,
-atomic on one item. Transactional batches are never relied on: the local stand-in does not
-make them atomic. Document ids cannot hold ``/ \\ ? #``, so keys are escaped (``_id``).
+create (409 when it does). Event and IaC-run numbers are a patch ``incr``, atomic on one
+item; run numbers go through a turnstile on the run counter (``_take_run_seq``), so runs
+become visible in seq order as the engine needs. Transactional batches are never relied
+on: the local stand-in does not make them atomic. Document ids cannot hold ``/ \\ ? #``,
+so keys are escaped (``_id``). Runs, IaC runs, drift records and Terraform documents each
+share one logical partition (20 GB, 10,000 RU/s): ample for their volume, and what keeps
+their listings single-partition queries.
 
 Known gaps (issue 16, next session):
 
@@ -30,12 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 
 from functions_azure._errors import azure_errors
-from nclav.errors import ConflictError, NotFoundError
+from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import (
     AuditEvent,
     DriftRecord,
@@ -68,6 +73,8 @@ ENCLAVES, RUNS, COUNTERS, EVENTS, IAC, DRIFT, TF = (
     "drift",
     "tf",
 )
+RUN_SEQ_HOLD_S = 60.0  # a run counter mark older than this was left by a dead process
+RUN_SEQ_WAIT_S = 30.0  # how long create_run waits for another run's creation
 _ESCAPES = {"~": "~7E", "/": "~2F", "\\": "~5C", "?": "~3F", "#": "~23"}
 
 
@@ -82,6 +89,11 @@ def _steps_pk(run_id: str) -> str:
 
 def _json(model: Any, **options: Any) -> Any:
     return json.loads(model.model_dump_json(**options))
+
+
+def _plain(doc: Doc) -> Doc:
+    """``doc`` without the system properties Cosmos adds (``_etag``, ``_rid``, ``_ts``, ...)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
 def _claimable(step: StepRecord, now: float) -> bool:
@@ -264,12 +276,57 @@ class CosmosStateStore:
         if self._read(RUNS, _id(run.id)) is not None:
             raise ConflictError(f"run {run.id} already exists")
         self._create_steps(run.id, steps)
-        seq = self._next("runs")
+        seq = self._take_run_seq(run.id)
         try:
             self._create(self._run_doc(run, seq, len(steps)))
         except ConflictError as exc:
             raise ConflictError(f"run {run.id} already exists") from exc
+        finally:
+            self._release_run_seq(run.id)
         return run.model_copy(update={"seq": seq})
+
+    def _take_run_seq(self, run_id: str) -> int:
+        """The next run seq, holding the run counter until the run document is written.
+
+        Runs must become visible in seq order (the engine's ``kick`` starts a queued run
+        when no earlier unfinished run blocks it: a later run seen before an earlier one
+        would jump the queue). Without a transaction, the counter document is the turnstile:
+        taking a number marks it ``pending`` (etag-conditioned), the run document is created,
+        and ``_release_run_seq`` clears the mark; the next creator waits for it. A mark left
+        by a process that died is taken over after ``RUN_SEQ_HOLD_S``.
+        """
+        deadline = time.monotonic() + RUN_SEQ_WAIT_S
+        while True:
+            doc = self._read(COUNTERS, "runs")
+            if doc is None:
+                with contextlib.suppress(ConflictError):  # (created meanwhile)
+                    self._create({"id": "runs", "pk": COUNTERS, "type": "counter", "n": 0})
+                continue
+            held = doc.get("pending") and time.time() - float(doc.get("since", 0)) < RUN_SEQ_HOLD_S
+            if not held:
+                seq = int(doc["n"]) + 1
+                new = {**_plain(doc), "n": seq, "pending": run_id, "since": time.time()}
+                try:
+                    self._replace(new, doc["_etag"])
+                except (ConflictError, NotFoundError):
+                    continue
+                return seq
+            if time.monotonic() > deadline:
+                raise TemporaryError(
+                    f"run {run_id}: run creation is busy (run {doc['pending']} is being created)"
+                )
+            time.sleep(0.01)
+
+    def _release_run_seq(self, run_id: str) -> None:
+        while True:
+            doc = self._read(COUNTERS, "runs")
+            if doc is None or doc.get("pending") != run_id:
+                return  # taken over meanwhile (we were too slow): nothing of ours to clear
+            try:
+                self._replace({**_plain(doc), "pending": None}, doc["_etag"])
+                return
+            except (ConflictError, NotFoundError):
+                continue
 
     def get_run(self, run_id: str) -> Run | None:
         doc = self._read(RUNS, _id(run_id))

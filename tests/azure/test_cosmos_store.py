@@ -86,3 +86,47 @@ def test_sequence_numbers_come_from_one_counter_each(store: CosmosStateStore) ->
     for thread in threads:
         thread.join()
     assert sorted(seqs) == list(range(1, 9))
+
+
+def test_runs_become_visible_in_seq_order(store: CosmosStateStore) -> None:
+    # kick starts a queued run when no earlier unfinished run blocks it: a later run seen
+    # before an earlier one would jump the queue. Watch for a gap while runs are created.
+    gaps: list[list[int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seqs = [r.seq for r in store.list_unfinished_runs()]
+            if seqs != list(range(1, len(seqs) + 1)):
+                gaps.append(seqs)
+
+    def create() -> None:
+        for _ in range(3):
+            store.create_run(Run(created_at=iso_time(0)), [])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    creators = [threading.Thread(target=create) for _ in range(4)]
+    for thread in creators:
+        thread.start()
+    for thread in creators:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert gaps == []
+    assert [r.seq for r in store.list_unfinished_runs()] == list(range(1, 13))
+
+
+def test_a_run_counter_mark_left_by_a_dead_process_is_taken_over(
+    store: CosmosStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functions_azure.cosmos_store as cosmos_store
+    from nclav.errors import TemporaryError
+
+    store.create_run(Run(created_at=iso_time(0)), [])
+    store._take_run_seq("dead")  # taken, never released
+    monkeypatch.setattr(cosmos_store, "RUN_SEQ_WAIT_S", 0.2)
+    with pytest.raises(TemporaryError, match="run dead is being created"):
+        store.create_run(Run(created_at=iso_time(0)), [])
+    monkeypatch.setattr(cosmos_store, "RUN_SEQ_HOLD_S", 0.0)  # as if an hour had passed
+    assert store.create_run(Run(created_at=iso_time(0)), []).seq == 3  # seq 2 died with it
