@@ -1,10 +1,16 @@
-"""The Azure runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources."""
+"""The Azure runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
+and ``StepQueues``, the engine's one queue over the two Storage queues."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from nclav.runtime.routing import RoutedQueue
 from nclav.runtime.settings import Settings as CoreSettings
+
+if TYPE_CHECKING:
+    from functions_azure.queue import StorageWorkQueue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,4 +41,13 @@ class Settings(CoreSettings):
         return f"https://{self.storage_account}.queue.core.windows.net"
 
 
-__all__ = ["Settings"]
+class StepQueues(RoutedQueue):
+    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
+
+    def __init__(self, steps: StorageWorkQueue, iac: StorageWorkQueue) -> None:
+        routed = RoutedQueue.terraform_apart(steps, iac)
+        super().__init__(routed.default, routed.by_action)
+        self.steps, self.iac = steps, iac
+
+
+__all__ = ["Settings", "StepQueues"]

@@ -179,3 +179,17 @@ def test_a_delay_is_the_visibility_rounded_up_and_capped(
     assert steps.pending() == 1  # counted while invisible
     soon = steps.send_body("x", delay_s=0.2)
     assert soon.next_visible_on - soon.inserted_on == timedelta(seconds=1)  # never early
+
+
+def test_step_queues_send_terraform_steps_to_the_iac_queue(azure_storage: str) -> None:
+    from functions_azure.settings import StepQueues
+    from nclav.plan import Action
+
+    service = QueueServiceClient.from_connection_string(azure_storage)
+    steps = StorageWorkQueue(create_queues(service, unique_name("steps"))[0])
+    iac = StorageWorkQueue(create_queues(service, unique_name("iac"))[0])
+    queues = StepQueues(steps, iac)
+    queues.send({"run_id": "r", "step_id": "p", "action": Action.PROVISION_PARTITION.value})
+    queues.send({"run_id": "r", "step_id": "e", "action": Action.PROVISION_ENCLAVE.value})
+    assert [m.message["step_id"] for m in iac.receive(wait_s=2)] == ["p"]
+    assert [m.message["step_id"] for m in steps.receive(wait_s=2)] == ["e"]
