@@ -18,11 +18,10 @@ Known gaps (issue 16, next session):
 
 * ``create_run`` writes the steps (creates, in plan order) and then the run document, so a
   run is never seen with part of its plan; a process dying in between leaves steps no run
-  refers to, and the run id taken. ``begin_run`` is not one write: the run document's
-  etag-conditioned replace decides the race, then the steps follow one by one, so a process
-  dying in between leaves a running run with part of its plan (DynamoDB's store uses a
-  transaction up to ~96 steps). To do: a ``planned`` flag written last and honoured by the
-  step readers.
+  refers to, and the run id taken. ``begin_run`` claims the queued run, writes the steps,
+  then commits the run as running: while it writes, the run is still queued and its steps
+  already readable (the sweeper could list them as stuck ready steps before the commit).
+  Readers checking a plan token, as DynamoDB's store does, would close that window.
 * Items are not compressed: a document above Cosmos's 2 MB limit fails with the service's
   413 (``AzureServiceError``) instead of a clear error naming the record.
 * ``has_unfinished_steps`` and the listings are queries: exact for the writer's own client
@@ -35,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -75,6 +75,9 @@ ENCLAVES, RUNS, COUNTERS, EVENTS, IAC, DRIFT, TF = (
 )
 RUN_SEQ_HOLD_S = 60.0  # a run counter mark older than this was left by a dead process
 RUN_SEQ_WAIT_S = 30.0  # how long create_run waits for another run's creation
+# A begin_run claim older than this was left by a dead worker (longer than the longest
+# function execution, so its owner is gone).
+BEGIN_CLAIM_S = 900.0
 _ESCAPES = {"~": "~7E", "/": "~2F", "\\": "~5C", "?": "~3F", "#": "~23"}
 
 
@@ -368,12 +371,39 @@ class CosmosStateStore:
         stored = self._run_from(doc)
         if stored.status != RunStatus.QUEUED or int(doc["steps"]):
             raise ConflictError(f"run {run.id} has already begun")
+        # Claim the queued run first (so two workers never write one run's steps at once),
+        # write the steps, then commit: the run document turns running, naming its steps.
+        # A claim left by a worker that died mid-write is taken over after BEGIN_CLAIM_S,
+        # and its partial plan deleted first.
+        previous = doc.get("claim")
+        if previous and time.time() - float(doc.get("claim_since", 0)) < BEGIN_CLAIM_S:
+            raise ConflictError(f"run {run.id} is being begun by another worker")
+        token = uuid.uuid4().hex
         try:
-            self._replace(self._run_doc(run, stored.seq, len(steps)), doc["_etag"])
-        except ConflictError as exc:
+            claimed = self._replace(
+                {**_plain(doc), "claim": token, "claim_since": time.time()}, doc["_etag"]
+            )
+        except (ConflictError, NotFoundError) as exc:
             raise ConflictError(f"run {run.id} has already begun") from exc
+        if previous:
+            self._delete_steps(run.id)
         self._write_steps(run.id, steps)
+        try:
+            self._replace(self._run_doc(run, stored.seq, len(steps)), claimed["_etag"])
+        except (ConflictError, NotFoundError) as exc:
+            # Changed meanwhile (cancelled): our steps belong to no plan. Remove them unless
+            # another worker has taken the claim over (then they are its steps now).
+            now = self._read(RUNS, _id(run.id))
+            if now is None or now.get("claim") in (None, token):
+                self._delete_steps(run.id)
+            raise ConflictError(f"run {run.id} changed while it was begun") from exc
         return run.model_copy(update={"seq": stored.seq})
+
+    def _delete_steps(self, run_id: str) -> None:
+        pk = _steps_pk(run_id)
+        for doc_id in self._query("SELECT VALUE c.id FROM c WHERE c.pk = @pk", pk):
+            with contextlib.suppress(NotFoundError):
+                self._delete(pk, str(doc_id))
 
     def list_unfinished_runs(self) -> list[Run]:
         docs = self._query("SELECT * FROM c WHERE c.pk = @pk AND c.final = false", RUNS)

@@ -130,3 +130,57 @@ def test_a_run_counter_mark_left_by_a_dead_process_is_taken_over(
         store.create_run(Run(created_at=iso_time(0)), [])
     monkeypatch.setattr(cosmos_store, "RUN_SEQ_HOLD_S", 0.0)  # as if an hour had passed
     assert store.create_run(Run(created_at=iso_time(0)), []).seq == 3  # seq 2 died with it
+
+
+def test_begin_run_takes_over_a_dead_workers_claim_and_its_partial_plan(
+    store: CosmosStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functions_azure.cosmos_store as cosmos_store
+    from nclav.records import RunStatus
+
+    run = store.create_run(Run(created_at=iso_time(0)), [])
+    doc = store._read("runs", run.id)
+    assert doc is not None
+    store._replace({**cosmos_store._plain(doc), "claim": "dead", "claim_since": 0.0}, doc["_etag"])
+    store._write_steps(run.id, plan(run.id, "old-a", "old-b"))  # it died writing these
+    running = run.model_copy(update={"status": RunStatus.RUNNING})
+    store.begin_run(running, plan(run.id, "a", "b"))
+    assert [s.step_id for s in store.list_steps(run.id)] == ["a", "b"]
+    stored = store.get_run(run.id)
+    assert stored is not None and stored.status == RunStatus.RUNNING
+
+
+def test_begin_run_leaves_a_live_claim_alone(store: CosmosStateStore) -> None:
+    import time
+
+    import functions_azure.cosmos_store as cosmos_store
+    from nclav.records import RunStatus
+
+    run = store.create_run(Run(created_at=iso_time(0)), [])
+    doc = store._read("runs", run.id)
+    assert doc is not None
+    store._replace(
+        {**cosmos_store._plain(doc), "claim": "alive", "claim_since": time.time()}, doc["_etag"]
+    )
+    running = run.model_copy(update={"status": RunStatus.RUNNING})
+    with pytest.raises(ConflictError, match="being begun by another worker"):
+        store.begin_run(running, plan(run.id, "a"))
+    assert store.list_steps(run.id) == []
+
+
+def test_a_run_cancelled_while_it_is_begun_keeps_no_steps(store: CosmosStateStore) -> None:
+    from nclav.records import RunStatus
+
+    run = store.create_run(Run(created_at=iso_time(0)), [])
+    original = store._write_steps
+
+    def cancel_meanwhile(run_id: str, steps: list[StepRecord]) -> None:
+        original(run_id, steps)
+        store.update_run(run.model_copy(update={"status": RunStatus.CANCELLED}))
+
+    store._write_steps = cancel_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ConflictError, match="changed while it was begun"):
+        store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), plan(run.id, "a"))
+    assert store.list_steps(run.id) == []
+    stored = store.get_run(run.id)
+    assert stored is not None and stored.status == RunStatus.CANCELLED
