@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift bench-dashboard aws-package clean
+.PHONY: install system-deps standins demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-logs-live bench-git bench-drift bench-dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,16 @@ system-deps:
 	  else echo 'chromium is not installed: the dashboard browser tests will skip'; fi; \
 	fi
 
+## The npm stand-ins of the Azure runtime's tests (Azurite), pinned by their package-lock;
+## reinstalled when the lock changes. Without node/npm those tests skip and say why.
+AZURE_STANDINS := tests/standins/azure
+$(AZURE_STANDINS)/node_modules/.package-lock.json: $(AZURE_STANDINS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(AZURE_STANDINS) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo 'npm is not installed: the Azure stand-in tests will skip'; fi
+
+standins: $(AZURE_STANDINS)/node_modules/.package-lock.json
+
 ## Validate the example trees offline (the local server replaces this as the first command).
 demo: $(STAMP)
 	$(BIN)/nclav validate examples/product-a/enclaves
@@ -40,16 +50,16 @@ serve: $(STAMP)
 	$(BIN)/nclav serve --cloud local
 
 ## Lint, type check and every test (the command CI runs).
-test: $(STAMP) system-deps
-	$(BIN)/ruff format --check core functions_aws functions_gcp tests scripts
-	$(BIN)/ruff check core functions_aws functions_gcp tests scripts
+test: $(STAMP) system-deps standins
+	$(BIN)/ruff format --check core functions_aws functions_gcp functions_azure tests scripts
+	$(BIN)/ruff check core functions_aws functions_gcp functions_azure tests scripts
 	$(BIN)/mypy
 	@# pytest exits 5 when it collects nothing: report it instead of failing obscurely.
 	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest: no tests collected'; else exit $$rc; fi; }
 
 fmt: $(STAMP)
-	$(BIN)/ruff format core functions_aws functions_gcp tests scripts
-	$(BIN)/ruff check --fix core functions_aws functions_gcp tests scripts
+	$(BIN)/ruff format core functions_aws functions_gcp functions_azure tests scripts
+	$(BIN)/ruff check --fix core functions_aws functions_gcp functions_azure tests scripts
 
 check: test
 

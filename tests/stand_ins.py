@@ -224,3 +224,7 @@ __all__ = [
     "gcs_server",
     "moto_server",
 ]
+
+# Azure's stand-ins (Azurite, the Cosmos DB server) live in their own module;
+# importing registers its fixtures.
+from azure_stand_ins import azure_storage, azurite, cosmos, cosmos_server  # noqa: E402, F401

@@ -15,10 +15,16 @@ from botocore.config import Config
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from azure_stand_ins import unique_name
 from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
+from functions_azure.blob_store import AzureBlobStore, create_container
+from functions_azure.cosmos_store import CosmosStateStore
+from functions_azure.cosmos_store import create_container as create_cosmos_container
+from functions_azure.queue import StorageWorkQueue
+from functions_azure.queue import create_queues as create_storage_queues
 from functions_gcp.firestore_store import open_store
 from functions_gcp.gcs_blobs import GcsBlobStore
 from nclav.local import (
@@ -33,6 +39,7 @@ from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
 from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step_records
 from sqs_pump import SqsPump
 from stand_ins import FIRESTORE_PROJECT
+from storage_queue_pump import StorageQueuePump
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,6 +51,7 @@ STATE_STORES = [
     "sqlite",
     "dynamodb",
     pytest.param("firestore", marks=pytest.mark.slow),
+    pytest.param("cosmos", marks=pytest.mark.slow),
 ]
 T0 = 1_767_225_600.0
 LEASE = 30.0
@@ -101,6 +109,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         request.getfixturevalue("firestore")  # an empty Firestore emulator database
         yield open_store(FIRESTORE_PROJECT)
         return
+    if request.param == "cosmos":
+        database = request.getfixturevalue("cosmos")  # the Cosmos DB stand-in
+        yield CosmosStateStore(create_cosmos_container(database, "state"))
+        return
     opened = open_state_store(request.param, tmp_path)
     yield opened
     close = getattr(opened, "close", None)
@@ -113,12 +125,19 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["directory", "s3", "gcs"])
+@pytest.fixture(
+    params=["directory", "s3", "gcs", pytest.param("azure-blob", marks=pytest.mark.slow)]
+)
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "gcs":
         bucket = request.getfixturevalue("gcs")  # a new bucket on fake-gcs-server
         client = storage.Client(project=FIRESTORE_PROJECT, credentials=AnonymousCredentials())
         return GcsBlobStore(bucket, "blobs/", client=client)
+    if request.param == "azure-blob":
+        connection = request.getfixturevalue("azure_storage")  # Azurite
+        store = AzureBlobStore.from_connection_string(connection, unique_name("blobs"), "b/")
+        create_container(store.container)
+        return store
     if request.param == "s3":
         request.getfixturevalue("aws")  # a clean moto server behind boto3
         client = boto3.client("s3")
@@ -137,10 +156,10 @@ def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> SecretStore:
 
 # The local queue, or SQS (moto server) consumed by the test pump: both take a handler and
 # the same options, and have send / pending / wait_idle / close.
-QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]
+QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]  # (StorageQueuePump is an SqsPump)
 
 
-@pytest.fixture(params=["thread", "sqs"])
+@pytest.fixture(params=["thread", "sqs", pytest.param("azure-queue", marks=pytest.mark.slow)])
 def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
     """``make_queue(handler, **options)``; every queue made is closed after the test."""
     made: list[ThreadWorkQueue | SqsPump] = []
@@ -155,6 +174,15 @@ def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
                 client, f"nclav-steps-{len(made)}", options.get("max_deliveries", 5)
             )
             queue = SqsPump(SqsWorkQueue(url, client=client), handler, **options)
+        elif request.param == "azure-queue":
+            from azure.storage.queue import QueueServiceClient
+
+            connection = request.getfixturevalue("azure_storage")  # Azurite
+            service = QueueServiceClient.from_connection_string(connection)
+            steps, poison = create_storage_queues(service, unique_name("steps"))
+            queue = StorageQueuePump(
+                StorageWorkQueue(steps), StorageWorkQueue(poison), handler, **options
+            )
         else:
             queue = ThreadWorkQueue(handler, **options)
         made.append(queue)

@@ -1,0 +1,53 @@
+"""The Azure runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
+and ``StepQueues``, the engine's one queue over the two Storage queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nclav.runtime.routing import RoutedQueue
+from nclav.runtime.settings import Settings as CoreSettings
+
+if TYPE_CHECKING:
+    from functions_azure.queue import StorageWorkQueue
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(CoreSettings):
+    """Core's settings plus the Azure resource names (each ``NCLAV_<FIELD>``; infra/azure sets
+    them). Credentials are not settings: the clients use ``DefaultAzureCredential`` (managed
+    identity in Azure, a service principal or the CLI elsewhere) unless ``storage_connection``
+    is given, which only the local stand-ins (Azurite) need."""
+
+    storage_account: str  # the storage account: queues and blob containers
+    cosmos_endpoint: str  # https://<account>.documents.azure.com:443/
+    cloud: str = "azure"
+    # A connection string instead of an identity (Azurite's well-known key in tests). It
+    # holds an account key, so it is never printed with the settings.
+    storage_connection: str = field(default="", repr=False)
+    blob_container: str = "nclav-blobs"  # bundles, IaC logs, Terraform state versions
+    blob_prefix: str = ""  # key prefix inside the container
+    steps_queue: str = "nclav-steps"  # driver steps (poison: nclav-steps-poison)
+    iac_queue: str = "nclav-iac"  # terraform steps (poison: nclav-iac-poison)
+    cosmos_database: str = "nclav"
+    cosmos_container: str = "state"  # applied state, runs, steps, events, locks
+    key_vault_url: str = ""  # https://<vault>.vault.azure.net/ (token, webhook secret)
+
+    def blob_account_url(self) -> str:
+        return f"https://{self.storage_account}.blob.core.windows.net"
+
+    def queue_account_url(self) -> str:
+        return f"https://{self.storage_account}.queue.core.windows.net"
+
+
+class StepQueues(RoutedQueue):
+    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
+
+    def __init__(self, steps: StorageWorkQueue, iac: StorageWorkQueue) -> None:
+        routed = RoutedQueue.terraform_apart(steps, iac)
+        super().__init__(routed.default, routed.by_action)
+        self.steps, self.iac = steps, iac
+
+
+__all__ = ["Settings", "StepQueues"]
