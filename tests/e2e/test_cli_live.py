@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-
-from tests.e2e.cli_harness import Server
-from tests.e2e.serve_harness import require_terraform
+from cli_harness import Server
+from serve_harness import require_terraform
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
-
-from tests.e2e.serve_harness import REPO, Server, copy_example, require_terraform
+from serve_harness import REPO, Server, copy_example, require_terraform
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -12,12 +12,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from serve_harness import REPO, Server
 
 from nclav.config import load_directory
 from nclav.graph import validate_graph
 from nclav.local.sqlite_store import SqliteStateStore
 from nclav.transitions import simulate_apply
-from tests.e2e.serve_harness import REPO, Server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

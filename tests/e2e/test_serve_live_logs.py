@@ -11,13 +11,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from nclav import notify
-from tests.e2e.serve_harness import (
+from serve_harness import (
     Server,
     require_terraform,
     server_factory_fixture,  # noqa: F401 (fixture)
     wait_until,
 )
+
+from nclav import notify
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
