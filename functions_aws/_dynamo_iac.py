@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from functions_aws._dynamo_table import Table
 
 IAC_COUNTER = "IAC"
+_PLACES_MAX = 1024
 
 
 def _iac_item(run: IacRun, order: int) -> Item:
@@ -48,8 +49,24 @@ class DynamoIacRuns:
     """The IaC run methods of ``DynamoStateStore``."""
 
     _table: Table
+    _iac_places: dict[str, tuple[str, str]]  # run id -> (pk, sk) of its item, as last written
 
     def put_iac_run(self, run: IacRun) -> None:
+        place = self._iac_places.pop(run.id, None)
+        if place is not None:
+            # Written by this process before (the runner puts a run at its start and as it
+            # goes): no locator read while it is still where it was. A move deletes the item
+            # and its order number is never reused, so the condition tells.
+            item = _iac_item(run, order=int(place[1].rsplit("#", 1)[1]))
+            if _where(item) == place:
+                e = Expr()
+                try:
+                    self._table.put(item, f"attribute_exists({e.n('pk')})", e)
+                except ConditionFailedError:
+                    pass  # moved by another process: through the locator
+                else:
+                    self._placed(run.id, item)
+                    return
         locator = self._table.get(iac_locator_key(run.id))
         if locator is None:
             self._insert_iac_run(run)
@@ -58,6 +75,7 @@ class DynamoIacRuns:
         item = _iac_item(run, order=int(old[1].rsplit("#", 1)[1]))
         if _where(item) == old:
             self._table.put(item)
+            self._placed(run.id, item)
             return
         # Its start time or partition changed: move it, and its locator, in one transaction.
         e = Expr()
@@ -69,6 +87,12 @@ class DynamoIacRuns:
                 {"Put": self._table.put_op(self._locator(run.id, item), condition, e)},
             ]
         )
+        self._placed(run.id, item)
+
+    def _placed(self, run_id: str, item: Item) -> None:
+        if len(self._iac_places) >= _PLACES_MAX:
+            self._iac_places.pop(next(iter(self._iac_places)), None)
+        self._iac_places[run_id] = _where(item)
 
     def _insert_iac_run(self, run: IacRun) -> None:
         item = _iac_item(run, self._table.add_one(counter_key(IAC_COUNTER)))
@@ -86,6 +110,8 @@ class DynamoIacRuns:
             )
         except ConditionFailedError:
             self.put_iac_run(run)  # a concurrent first put of this id won: replace its record
+            return
+        self._placed(run.id, item)
 
     @staticmethod
     def _locator(run_id: str, item: Item) -> Item:

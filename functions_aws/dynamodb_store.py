@@ -166,6 +166,8 @@ def count_requests(client: Any) -> Counter[str]:
 class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns, DynamoDrift):
     def __init__(self, table_name: str, client: Any | None = None) -> None:
         self._table = Table(table_name, client)
+        self._held_items: dict[tuple[str, str], Item] = {}
+        self._iac_places: dict[str, tuple[str, str]] = {}
         self.table_name = table_name
 
     @property

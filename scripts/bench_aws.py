@@ -472,9 +472,12 @@ def bench_dynamodb() -> None:
                 pump.drain()
                 total, ops, parts = sum(counts.values()), counts.most_common(), by_who.most_common()
                 methods = ", ".join(f"{k} {n}" for k, n in by_method.most_common())
-                status, final = call_api("GET", f"/runs/{run['id']}", token)
-                assert final["status"] == "succeeded", final
-                steps = len(final["steps"])
+                if "id" not in run:  # nothing to do: no run was made
+                    steps = 0
+                else:
+                    status, final = call_api("GET", f"/runs/{run['id']}", token)
+                    assert final["status"] == "succeeded", final
+                    steps = len(final["steps"])
                 per_step = f"{total / steps:.1f} per step, {steps} steps" if steps else "no steps"
                 print(f"  {example:<10} {label:<12} {total:5d} requests ({per_step})")
                 print(f"  {'':<23} by operation: {', '.join(f'{k} {n}' for k, n in ops)}")
