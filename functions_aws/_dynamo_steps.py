@@ -43,7 +43,7 @@ from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time,
 from nclav.runtime import backoff
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -130,6 +130,10 @@ class DynamoSteps:
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
         item = self._table.get(step_key(run_id, step_id))
         return step_from(item) if item is not None else None
+
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        items = self._table.batch_get([step_key(run_id, i) for i in step_ids])
+        return {s.step_id: s for s in map(step_from, items)}
 
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
