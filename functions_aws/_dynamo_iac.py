@@ -67,6 +67,15 @@ class DynamoIacRuns:
                 else:
                     self._placed(run.id, item)
                     return
+        else:
+            # Not written by this process: most likely a new run (the runner makes one per
+            # terraform command), so its insert goes first, without a locator read; the
+            # insert's condition tells a run another process wrote.
+            self._insert_iac_run(run)
+            return
+        self._update_iac_run(run)
+
+    def _update_iac_run(self, run: IacRun) -> None:
         locator = self._table.get(iac_locator_key(run.id))
         if locator is None:
             self._insert_iac_run(run)
@@ -109,7 +118,7 @@ class DynamoIacRuns:
                 ]
             )
         except ConditionFailedError:
-            self.put_iac_run(run)  # a concurrent first put of this id won: replace its record
+            self._update_iac_run(run)  # written before (elsewhere): replace its record
             return
         self._placed(run.id, item)
 

@@ -206,6 +206,7 @@ def workload(store: Any) -> None:
     store.list_unfinished_runs()
     store.list_steps(big.id)
     store.get_step(small.id, "s000")
+    store.get_steps(small.id, ["s000", "s001"])
     store.has_unfinished_steps(small.id)
     store.claim_step(small.id, "s000", "w", 30, T0)
     store.claim_step(small.id, "s001", "w", 30, T0)
@@ -471,10 +472,16 @@ def test_later_writes_of_an_iac_run_cost_one_put(store: DynamoStateStore, client
         operation=IacOperation.PROVISION,
         started_at=iso_time(T0),
     )
-    store.put_iac_run(started)
     counts: Counter[str] = count_requests(client)
+    store.put_iac_run(started)  # new: no locator read first
+    assert dict(counts) == {"UpdateItem": 1, "TransactWriteItems": 1}
+    counts.clear()
     store.put_iac_run(started.model_copy(update={"log": "x"}))
     assert dict(counts) == {"PutItem": 1}
+    # A run another process wrote: its insert is refused, the locator finds it.
+    fresh = DynamoStateStore(TABLE, client=client)
+    fresh.put_iac_run(started.model_copy(update={"log": "z"}))
+    assert store.list_iac_runs("e", "p") == [started.model_copy(update={"log": "z"})]
     # Moved by another process (a new start time): found through its locator again.
     other = DynamoStateStore(TABLE, client=client)
     other.put_iac_run(started.model_copy(update={"started_at": iso_time(T0 + 5)}))
