@@ -648,6 +648,35 @@ def test_a_failed_teardown_leaves_the_partition_in_error_until_retried(rig: Rig)
     assert rig.plan("pa").steps == ()
 
 
+def test_an_import_records_the_export_hash_it_was_wired_with(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nclav.hashing import import_hash
+
+    wire = rig.driver.provision_import
+
+    def export_moves_meanwhile(*args: Any) -> Any:
+        found = rig.store.get_enclave(DEV)
+        assert found is not None
+        moved = {**found[0].export_hashes, "db-tcp": "moved"}
+        rig.store.put_enclave(found[0].model_copy(update={"export_hashes": moved}), found[1])
+        return wire(*args)
+
+    first = rig.apply("pa")
+    wired = rig.enclave(DEV).export_hashes["db-tcp"]
+    monkeypatch.setattr(rig.driver, "provision_import", export_moves_meanwhile)
+    rig.store.put_enclave(  # forget the import's hash, so the next run wires it again
+        rig.enclave(DEV).model_copy(update={"import_hashes": {}}),
+        rig.store.get_enclave(DEV)[1],  # type: ignore[index]
+    )
+    run = rig.apply("pa")
+    assert first.status == run.status == RunStatus.SUCCEEDED
+    assert rig.steps(run.id)[S_IMP_DB].status == StepStatus.SUCCEEDED
+    imp = next(i for i in rig.load("pa")[0].enclaves[DEV].config.imports if i.alias == "database")
+    # The hash of the export as the import was wired with its handle, not one read later.
+    assert rig.enclave(DEV).import_hashes["database"] == import_hash(imp, wired)
+
+
 def test_removed_enclaves_are_torn_down_importers_first(rig: Rig) -> None:
     add_solo(rig)
     rig.apply("pa")

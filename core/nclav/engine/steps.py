@@ -254,11 +254,11 @@ def _wire_import(ctx: StepContext, step: StepRecord) -> StepStatus:
     export_handle = exporter.export_handles.get(wiring.export.name) if exporter else None
     driver = ctx.driver_for(state.resolved_cloud)
     handle = driver.provision_import(ctx.graph.enclaves[eid].config, wiring.imp, export_handle)
+    # The export's hash as read above, with the handle the import was wired to: one that
+    # changed meanwhile is not the one wired (the next run's conditional step sees it).
     ctx.update(
         eid,
-        lambda s: transitions.import_wired(
-            ctx.graph, _require(s, eid), ctx.applied().get(wiring.exporter), alias, handle
-        ),
+        lambda s: transitions.import_wired(ctx.graph, _require(s, eid), exporter, alias, handle),
     )
     fields = {"export_name": wiring.export.name}
     ctx.event(EventKind.IMPORT_WIRED, enclave_id=eid, run_id=ctx.run_id, fields=fields)
