@@ -78,7 +78,12 @@ def test_a_record_changed_meanwhile_is_read_again_and_nothing_is_lost() -> None:
     assert vars_of(store) == {"other": "x", "a": "1"}
     # Deleted meanwhile: the change sees None.
     seen: list[EnclaveState | None] = []
-    ctx.update("e", lambda s: seen.append(s) or s)
+
+    def unchanged(s: EnclaveState | None) -> EnclaveState | None:
+        seen.append(s)
+        return s
+
+    ctx.update("e", unchanged)
     store.delete_enclave("e", store.get_enclave("e")[1])  # type: ignore[index]
-    ctx.update("e", lambda s: seen.append(s) or s)
+    ctx.update("e", unchanged)
     assert seen[-1] is None and store.get_enclave("e") is None
