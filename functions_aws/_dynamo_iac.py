@@ -22,6 +22,7 @@ from functions_aws._dynamo_keys import (
     present,
     read_doc,
 )
+from functions_aws._dynamo_steps import forget_oldest
 from functions_aws._dynamo_table import Expr
 from nclav.records import IacRun
 
@@ -100,7 +101,7 @@ class DynamoIacRuns:
 
     def _placed(self, run_id: str, item: Item) -> None:
         if len(self._iac_places) >= _PLACES_MAX:
-            self._iac_places.pop(next(iter(self._iac_places)), None)
+            forget_oldest(self._iac_places)
         self._iac_places[run_id] = _where(item)
 
     def _insert_iac_run(self, run: IacRun) -> None:

@@ -12,6 +12,7 @@ one GetItem, exact under concurrent finishes. Every other step write stays one U
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,13 @@ if TYPE_CHECKING:
 _CONTENDED_ATTEMPTS = 10
 # Items of steps this process claimed and has not finished (``finish_step`` reads none back).
 _HELD_MAX = 1024
+
+
+def forget_oldest(items: dict[Any, Any]) -> None:
+    """Drop the oldest entry of a small cache that lease-renewing threads write as well."""
+    # Changed by another thread meanwhile (RuntimeError), or emptied: next time, then.
+    with contextlib.suppress(RuntimeError, StopIteration):
+        items.pop(next(iter(items)), None)
 
 
 def committed_steps(items: list[Item]) -> list[StepRecord]:
@@ -173,7 +181,7 @@ class DynamoSteps:
         """Keep the item of a step this process holds, as it last wrote it (``finish_step``)."""
         held = self._held_items
         if len(held) >= _HELD_MAX:  # steps claimed and never finished here: forget the oldest
-            held.pop(next(iter(held)), None)
+            forget_oldest(held)
         held[(str(item["pk"]["S"]), str(item["sk"]["S"]))] = item
 
     def renew_lease(
@@ -364,4 +372,4 @@ class DynamoSteps:
         return [step for _, _, step in found]
 
 
-__all__ = ["DynamoSteps", "committed_steps"]
+__all__ = ["DynamoSteps", "committed_steps", "forget_oldest"]

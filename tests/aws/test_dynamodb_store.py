@@ -465,6 +465,25 @@ def test_a_finish_of_a_step_another_process_claimed_or_changed_reads_it_back(
     assert steps_left(client, run.id) == (1, 3)
 
 
+def test_the_held_steps_kept_are_bounded_and_a_forgotten_one_is_read_back(
+    store: DynamoStateStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions_aws import _dynamo_steps
+
+    monkeypatch.setattr(_dynamo_steps, "_HELD_MAX", 2)
+    run = make_run()
+    store.create_run(run, steps_of(run, 3))
+    for step in ("s000", "s001", "s002"):
+        store.claim_step(run.id, step, "w", 30, T0)
+    assert len(store._held_items) == 2  # s000 forgotten
+    counts: Counter[str] = count_requests(client)
+    assert store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
+    counts.clear()
+    assert store.finish_step(run.id, "s002", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1}
+
+
 def test_later_writes_of_an_iac_run_cost_one_put(store: DynamoStateStore, client: Any) -> None:
     started = IacRun(
         enclave_id="e",
