@@ -23,6 +23,7 @@ from functions_aws._dynamo_keys import (
     present,
     read_doc,
 )
+from functions_aws._dynamo_steps import forget_oldest
 from functions_aws._dynamo_table import Expr
 from nclav.records import IacRun
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from functions_aws._dynamo_table import Table
 
 IAC_COUNTER = "IAC"
+_PLACES_MAX = 1024
 
 
 def _iac_item(run: IacRun, order: int) -> Item:
@@ -50,8 +52,33 @@ class DynamoIacRuns:
     """The IaC run methods of ``DynamoStateStore``."""
 
     _table: Table
+    _iac_places: dict[str, tuple[str, str]]  # run id -> (pk, sk) of its item, as last written
 
     def put_iac_run(self, run: IacRun) -> None:
+        place = self._iac_places.pop(run.id, None)
+        if place is not None:
+            # Written by this process before (the runner puts a run at its start and as it
+            # goes): no locator read while it is still where it was. A move deletes the item
+            # and its order number is never reused, so the condition tells.
+            item = _iac_item(run, order=int(place[1].rsplit("#", 1)[1]))
+            if _where(item) == place:
+                e = Expr()
+                try:
+                    self._table.put(item, f"attribute_exists({e.n('pk')})", e)
+                except ConditionFailedError:
+                    pass  # moved by another process: through the locator
+                else:
+                    self._placed(run.id, item)
+                    return
+        else:
+            # Not written by this process: most likely a new run (the runner makes one per
+            # terraform command), so its insert goes first, without a locator read; the
+            # insert's condition tells a run another process wrote.
+            self._insert_iac_run(run)
+            return
+        self._update_iac_run(run)
+
+    def _update_iac_run(self, run: IacRun) -> None:
         locator = self._table.get(iac_locator_key(run.id))
         if locator is None:
             self._insert_iac_run(run)
@@ -60,6 +87,7 @@ class DynamoIacRuns:
         item = _iac_item(run, order=int(old[1].rsplit("#", 1)[1]))
         if _where(item) == old:
             self._table.put(item)
+            self._placed(run.id, item)
             return
         # Its start time or partition changed: move it, and its locator, in one transaction.
         e = Expr()
@@ -71,6 +99,12 @@ class DynamoIacRuns:
                 {"Put": self._table.put_op(self._locator(run.id, item), condition, e)},
             ]
         )
+        self._placed(run.id, item)
+
+    def _placed(self, run_id: str, item: Item) -> None:
+        if len(self._iac_places) >= _PLACES_MAX:
+            forget_oldest(self._iac_places)
+        self._iac_places[run_id] = _where(item)
 
     def _insert_iac_run(self, run: IacRun) -> None:
         item = _iac_item(run, self._table.add_one(counter_key(IAC_COUNTER)))
@@ -87,7 +121,9 @@ class DynamoIacRuns:
                 ]
             )
         except ConditionFailedError:
-            self.put_iac_run(run)  # a concurrent first put of this id won: replace its record
+            self._update_iac_run(run)  # written before (elsewhere): replace its record
+            return
+        self._placed(run.id, item)
 
     @staticmethod
     def _locator(run_id: str, item: Item) -> Item:

@@ -12,6 +12,7 @@ one GetItem, exact under concurrent finishes. Every other step write stays one U
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time,
 from nclav.runtime import backoff
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -53,6 +54,15 @@ if TYPE_CHECKING:
 # instant can cancel each other's transaction (TransactionConflict): a short wait and a retry
 # settles it (the step's lease is still ours; giving up would leave it running until expiry).
 _CONTENDED_ATTEMPTS = 10
+# Items of steps this process claimed and has not finished (``finish_step`` reads none back).
+_HELD_MAX = 1024
+
+
+def forget_oldest(items: dict[Any, Any]) -> None:
+    """Drop the oldest entry of a small cache that lease-renewing threads write as well."""
+    # Changed by another thread meanwhile (RuntimeError), or emptied: next time, then.
+    with contextlib.suppress(RuntimeError, StopIteration):
+        items.pop(next(iter(items)), None)
 
 
 def committed_steps(items: list[Item]) -> list[StepRecord]:
@@ -94,6 +104,7 @@ class DynamoSteps:
     """The step methods of ``DynamoStateStore``."""
 
     _table: Table
+    _held_items: dict[tuple[str, str], Item]  # see _remember
 
     def has_unfinished_steps(self, run_id: str) -> bool:
         item = self._table.get(steps_left_key(run_id))
@@ -128,6 +139,10 @@ class DynamoSteps:
         item = self._table.get(step_key(run_id, step_id))
         return step_from(item) if item is not None else None
 
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        items = self._table.batch_get([step_key(run_id, i) for i in step_ids])
+        return {s.step_id: s for s in map(step_from, items)}
+
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:
@@ -159,7 +174,15 @@ class DynamoSteps:
             )
         except ConditionFailedError:
             return None  # not claimable, or no such step
+        self._remember(item)
         return step_from(item)
+
+    def _remember(self, item: Item) -> None:
+        """Keep the item of a step this process holds, as it last wrote it (``finish_step``)."""
+        held = self._held_items
+        if len(held) >= _HELD_MAX:  # steps claimed and never finished here: forget the oldest
+            forget_oldest(held)
+        held[(str(item["pk"]["S"]), str(item["sk"]["S"]))] = item
 
     def renew_lease(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
@@ -168,9 +191,12 @@ class DynamoSteps:
         condition = _held(e, owner)
         update = e.assign({"lease_expires_at": N(now + lease_s)}, bump=("version",))
         try:
-            self._table.update(step_key(run_id, step_id), update, e, condition)
+            item = self._table.update(
+                step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
+            )
         except ConditionFailedError:
             return False
+        self._remember(item)
         return True
 
     def finish_step(
@@ -185,36 +211,53 @@ class DynamoSteps:
         not_before: float | None = None,
     ) -> StepRecord | None:
         check_finish_status(status)
-        e = Expr()
-        condition = _held(e, owner)
-        update = e.assign(
-            {
-                "status": S(status.value),
-                "error": None if error is None else S(error),
-                "finished_at": S(iso_time(now)),
-                "not_before": None if not_before is None else N(not_before),
-                "lease_owner": None,
-                "lease_expires_at": None,
-                LEASE_PK: None,
-                # Handed back ready: the caller sends its message right after (see the port).
-                **_handed_back(status, now, not_before),
-            },
-            bump=("version",),
-        )
+        changes: dict[str, AttributeValue | None] = {
+            "status": S(status.value),
+            "error": None if error is None else S(error),
+            "finished_at": S(iso_time(now)),
+            "not_before": None if not_before is None else N(not_before),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            LEASE_PK: None,
+            # Handed back ready: the caller sends its message right after (see the port).
+            **_handed_back(status, now, not_before),
+        }
         target = step_key(run_id, step_id)
+        held = self._held_items.pop((str(target["pk"]["S"]), str(target["sk"]["S"])), None)
         if not status.final:  # handed back for a retry: still unfinished, the count stays
+            e = Expr()
+            update = e.assign(changes, bump=("version",))
             try:
-                item = self._table.update(target, update, e, condition, returns="ALL_NEW")
+                item = self._table.update(target, update, e, _held(e, owner), returns="ALL_NEW")
             except ConditionFailedError:
                 return None
             return step_from(item)
-        step_op = {"Update": self._table.update_op(target, update, e, condition)}
+        if held is not None:
+            # A transaction returns no attributes; the item this process last wrote (claim,
+            # renewals) plus this write is what it stores, if its version is still the one
+            # held: the condition checks it, so no read is needed after.
+            e = Expr()
+            update = e.assign(changes, bump=("version",))
+            version = integer(held["version"])
+            condition = f"{_held(e, owner)} AND {e.n('version')} = {e.v(N(version))}"
+            step_op = {"Update": self._table.update_op(target, update, e, condition)}
+            try:
+                self._transact_retrying([step_op, self._count_op(run_id, -1)])
+            except ConditionFailedError:
+                pass  # changed meanwhile, or not ours: the general way below decides
+            else:
+                kept = {k: v for k, v in held.items() if k not in changes}
+                written = {k: v for k, v in changes.items() if v is not None}
+                return step_from({**kept, **written, "version": N(version + 1)})
+        e = Expr()
+        update = e.assign(changes, bump=("version",))
+        step_op = {"Update": self._table.update_op(target, update, e, _held(e, owner))}
         try:
             self._transact_retrying([step_op, self._count_op(run_id, -1)])
         except ConditionFailedError:
             return None
-        # A transaction returns no attributes. A final step is never written again by the
-        # engine, so this consistent read sees what the transaction wrote.
+        # A final step is never written again by the engine, so this consistent read sees
+        # what the transaction wrote.
         stored = self._table.get(target)
         return step_from(stored) if stored is not None else None
 
@@ -329,4 +372,4 @@ class DynamoSteps:
         return [step for _, _, step in found]
 
 
-__all__ = ["DynamoSteps", "committed_steps"]
+__all__ = ["DynamoSteps", "committed_steps", "forget_oldest"]

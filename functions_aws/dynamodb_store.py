@@ -45,12 +45,15 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     list_unfinished_runs        Query pk=UNFINISHED_RUNS, consistent (sk order is seq order)
     list_steps                  Query pk=RUN#<id>, consistent (run item + steps), sorted by pos
     get_step                    GetItem, consistent
+    get_steps                   BatchGetItem (100 keys a request), consistent
     has_unfinished_steps        GetItem RUN#<id>/#STEPS_LEFT, consistent (runs committed before
                                 the count existed: list_steps)
     claim/renew/finish/update   UpdateItem with a ConditionExpression, ReturnValues ALL_NEW;
                                 a write taking a step to a final status: TransactWriteItems of
-                                that UpdateItem and ADD -1 on #STEPS_LEFT (finish_step then
-                                GetItem, as a transaction returns no attributes)
+                                that UpdateItem and ADD -1 on #STEPS_LEFT. A transaction
+                                returns no attributes: finish_step answers from the item its
+                                process claimed or renewed, the version in the condition (no
+                                such item, or a lost condition: the plain write, then GetItem)
     list_expired_leases         Query leases (lease_expires_at <= now), then BatchGetItem of the
                                 candidates and their runs, consistent
     list_stuck_ready_steps      Query ready (ready_at <= older_than), then the same BatchGetItem
@@ -58,8 +61,10 @@ Access patterns (every one a GetItem, Query or BatchGetItem; the store never Sca
     append_event                UpdateItem ADD on COUNTER/EVENTS, then PutItem
     list_events                 Query pk=EVENTS (consistent), gsi1 or gsi2, newest first with
                                 Limit, reversed (by enclave and run: gsi2, filtered)
-    put_iac_run                 GetItem locator; first put: UpdateItem ADD COUNTER/IAC and a
-                                TransactWriteItems of locator + run; later: PutItem
+    put_iac_run                 first put: UpdateItem ADD COUNTER/IAC and a TransactWriteItems
+                                of locator (attribute_not_exists) + run; later puts from the
+                                same process: PutItem (attribute_exists); else GetItem locator
+                                then PutItem
     get_iac_run                 GetItem locator, GetItem run
     list_iac_runs               Query pk=IAC#<e>#<p>, consistent, newest first, Limit
     lock / unlock               PutItem attribute_not_exists / DeleteItem on the lock ID, with
@@ -166,6 +171,8 @@ def count_requests(client: Any) -> Counter[str]:
 class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns, DynamoDrift):
     def __init__(self, table_name: str, client: Any | None = None) -> None:
         self._table = Table(table_name, client)
+        self._held_items: dict[tuple[str, str], Item] = {}
+        self._iac_places: dict[str, tuple[str, str]] = {}
         self.table_name = table_name
 
     @property

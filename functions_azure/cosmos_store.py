@@ -423,6 +423,17 @@ class CosmosStateStore:
         doc = self._read(_steps_pk(run_id), _id(step_id))
         return None if doc is None else StepRecord.model_validate(doc["doc"])
 
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        ids = [_id(step_id) for step_id in dict.fromkeys(step_ids)]
+        if not ids:
+            return {}
+        sql = "SELECT * FROM c WHERE c.pk = @pk AND ARRAY_CONTAINS(@ids, c.id)"
+        found = (
+            StepRecord.model_validate(d["doc"])
+            for d in self._query(sql, _steps_pk(run_id), ids=ids)
+        )
+        return {step.step_id: step for step in found}
+
     def has_unfinished_steps(self, run_id: str) -> bool:
         pk = _steps_pk(run_id)
         found = self._query("SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.final = false", pk)

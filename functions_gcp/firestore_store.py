@@ -380,6 +380,15 @@ class FirestoreStateStore:
         snap = self._get(self._step_ref(run_id, step_id), f"get step {run_id}/{step_id}")
         return _step(snap) if snap.exists else None
 
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        refs = [self._step_ref(run_id, step_id) for step_id in dict.fromkeys(step_ids)]
+        if not refs:
+            return {}
+        with gcp_errors(f"get {len(refs)} steps of {run_id}"):  # one batched read
+            snaps = list(self._db.get_all(refs))
+        found = (_step(snap) for snap in snaps if snap.exists)
+        return {step.step_id: step for step in found}
+
     def has_unfinished_steps(self, run_id: str) -> bool:
         query = self._steps(run_id).where(filter=FieldFilter("final", "==", False)).limit(1)
         return bool(self._query(query, f"unfinished steps of {run_id}"))

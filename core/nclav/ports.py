@@ -141,6 +141,14 @@ class StateStore(Protocol):
 
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None: ...
 
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        """The steps named, each read as ``get_step`` would, by id; unknown ids are absent.
+
+        A few requests whatever their number (the engine's fan-out reads a finished step's
+        dependents, then their dependencies, in one call each).
+        """
+        ...
+
     def has_unfinished_steps(self, run_id: str) -> bool:
         """Whether any step of the run is not final (pending, ready or running).
 

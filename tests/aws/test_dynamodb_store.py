@@ -206,6 +206,7 @@ def workload(store: Any) -> None:
     store.list_unfinished_runs()
     store.list_steps(big.id)
     store.get_step(small.id, "s000")
+    store.get_steps(small.id, ["s000", "s001"])
     store.has_unfinished_steps(small.id)
     store.claim_step(small.id, "s000", "w", 30, T0)
     store.claim_step(small.id, "s001", "w", 30, T0)
@@ -421,18 +422,92 @@ def test_the_count_is_committed_with_the_steps_and_moves_with_each_finish(
     assert steps_left(client, queued.id) == (count, count)
 
 
-def test_a_finish_costs_one_transaction_and_one_read_and_the_question_one_read(
+def test_a_finish_costs_one_transaction_and_the_question_one_read(
     store: DynamoStateStore, client: Any
 ) -> None:
     run = make_run()
     store.create_run(run, steps_of(run, 2))
     store.claim_step(run.id, "s000", "w", 30, T0)
+    store.renew_lease(run.id, "s000", "w", 30, T0 + 0.5)
     counts: Counter[str] = count_requests(client)
-    store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
-    assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
+    done = store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    # The step this process claimed (and renewed) is known: no read back after the write.
+    assert dict(counts) == {"TransactWriteItems": 1}
+    assert done == store.get_step(run.id, "s000")
     counts.clear()
     assert store.has_unfinished_steps(run.id)
     assert dict(counts) == {"GetItem": 1}
+
+
+def test_a_finish_of_a_step_another_process_claimed_or_changed_reads_it_back(
+    store: DynamoStateStore, client: Any
+) -> None:
+    run = make_run()
+    store.create_run(run, steps_of(run, 3))
+    other = DynamoStateStore(TABLE, client=client)  # another process, the same worker id
+    other.claim_step(run.id, "s000", "w", 30, T0)
+    counts: Counter[str] = count_requests(client)
+    done = store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
+    assert done == store.get_step(run.id, "s000")
+    # Claimed here, then renewed by the other: the version held here is stale, so the
+    # finish must not answer from it.
+    store.claim_step(run.id, "s001", "w", 30, T0)
+    other.renew_lease(run.id, "s001", "w", 60, T0 + 1)
+    done = store.finish_step(run.id, "s001", "w", StepStatus.FAILED, "boom", T0 + 2)
+    assert done is not None and done == store.get_step(run.id, "s001")
+    assert done.version == 4 and done.error == "boom" and done.lease_expires_at is None
+    assert steps_left(client, run.id) == (1, 3)
+    # Lost to another worker: None, and nothing moves.
+    store.claim_step(run.id, "s002", "w", 30, T0)
+    other.claim_step(run.id, "s002", "v", 30, T0 + 60)
+    assert store.finish_step(run.id, "s002", "w", StepStatus.SUCCEEDED, None, T0 + 61) is None
+    assert steps_left(client, run.id) == (1, 3)
+
+
+def test_the_held_steps_kept_are_bounded_and_a_forgotten_one_is_read_back(
+    store: DynamoStateStore, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions_aws import _dynamo_steps
+
+    monkeypatch.setattr(_dynamo_steps, "_HELD_MAX", 2)
+    run = make_run()
+    store.create_run(run, steps_of(run, 3))
+    for step in ("s000", "s001", "s002"):
+        store.claim_step(run.id, step, "w", 30, T0)
+    assert len(store._held_items) == 2  # s000 forgotten
+    counts: Counter[str] = count_requests(client)
+    assert store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
+    counts.clear()
+    assert store.finish_step(run.id, "s002", "w", StepStatus.SUCCEEDED, None, T0 + 1)
+    assert dict(counts) == {"TransactWriteItems": 1}
+
+
+def test_later_writes_of_an_iac_run_cost_one_put(store: DynamoStateStore, client: Any) -> None:
+    started = IacRun(
+        enclave_id="e",
+        partition_id="p",
+        operation=IacOperation.PROVISION,
+        started_at=iso_time(T0),
+    )
+    counts: Counter[str] = count_requests(client)
+    store.put_iac_run(started)  # new: no locator read first
+    assert dict(counts) == {"UpdateItem": 1, "TransactWriteItems": 1}
+    counts.clear()
+    store.put_iac_run(started.model_copy(update={"log": "x"}))
+    assert dict(counts) == {"PutItem": 1}
+    # A run another process wrote: its insert is refused, the locator finds it.
+    fresh = DynamoStateStore(TABLE, client=client)
+    fresh.put_iac_run(started.model_copy(update={"log": "z"}))
+    assert store.list_iac_runs("e", "p") == [started.model_copy(update={"log": "z"})]
+    # Moved by another process (a new start time): found through its locator again.
+    other = DynamoStateStore(TABLE, client=client)
+    other.put_iac_run(started.model_copy(update={"started_at": iso_time(T0 + 5)}))
+    final = started.model_copy(update={"started_at": iso_time(T0 + 5), "log": "y"})
+    store.put_iac_run(final)
+    assert store.get_iac_run(started.id) == final
+    assert store.list_iac_runs("e", "p") == [final]
 
 
 def test_an_uncommitted_run_has_no_count(

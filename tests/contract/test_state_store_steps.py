@@ -31,6 +31,18 @@ def test_claim_a_ready_step(store: StateStore) -> None:
     assert store.get_step(run.id, "a") == claimed
 
 
+def test_get_steps_reads_the_named_steps_of_one_run(store: StateStore) -> None:
+    run = started(store, "a", "b", "c")
+    claimed = store.claim_step(run.id, "a", "w1", LEASE, T0)
+    assert claimed is not None
+    found = store.get_steps(run.id, ["a", "c", "nope", "a"])
+    assert found == {"a": claimed, "c": store.get_step(run.id, "c")}
+    assert store.get_steps(run.id, []) == {}
+    assert store.get_steps("no-such-run", ["a"]) == {}
+    other = started(store, "a")
+    assert store.get_steps(other.id, ["a", "b"]) == {"a": store.get_step(other.id, "a")}
+
+
 def test_a_claimed_step_cannot_be_claimed_again(store: StateStore) -> None:
     run = started(store, "a")
     assert store.claim_step(run.id, "a", "w1", LEASE, T0) is not None

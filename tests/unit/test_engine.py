@@ -27,7 +27,7 @@ from nclav.state import Status
 from support import HTTP, enclave_files, write_tree
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from nclav.ports import IacRunner, StateStore
@@ -648,6 +648,35 @@ def test_a_failed_teardown_leaves_the_partition_in_error_until_retried(rig: Rig)
     assert rig.plan("pa").steps == ()
 
 
+def test_an_import_records_the_export_hash_it_was_wired_with(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nclav.hashing import import_hash
+
+    wire = rig.driver.provision_import
+
+    def export_moves_meanwhile(*args: Any) -> Any:
+        found = rig.store.get_enclave(DEV)
+        assert found is not None
+        moved = {**found[0].export_hashes, "db-tcp": "moved"}
+        rig.store.put_enclave(found[0].model_copy(update={"export_hashes": moved}), found[1])
+        return wire(*args)
+
+    first = rig.apply("pa")
+    wired = rig.enclave(DEV).export_hashes["db-tcp"]
+    monkeypatch.setattr(rig.driver, "provision_import", export_moves_meanwhile)
+    rig.store.put_enclave(  # forget the import's hash, so the next run wires it again
+        rig.enclave(DEV).model_copy(update={"import_hashes": {}}),
+        rig.store.get_enclave(DEV)[1],  # type: ignore[index]
+    )
+    run = rig.apply("pa")
+    assert first.status == run.status == RunStatus.SUCCEEDED
+    assert rig.steps(run.id)[S_IMP_DB].status == StepStatus.SUCCEEDED
+    imp = next(i for i in rig.load("pa")[0].enclaves[DEV].config.imports if i.alias == "database")
+    # The hash of the export as the import was wired with its handle, not one read later.
+    assert rig.enclave(DEV).import_hashes["database"] == import_hash(imp, wired)
+
+
 def test_removed_enclaves_are_torn_down_importers_first(rig: Rig) -> None:
     add_solo(rig)
     rig.apply("pa")
@@ -689,7 +718,8 @@ class CountingStore:
     """Forwards to an in-memory store, counting the step reads the engine makes.
 
     A wrapper, not a subclass, so the store's own internal reads are not counted.
-    ``fail_get_step`` makes that many next ``get_step`` calls raise ``TemporaryError``.
+    ``fail_get_step`` makes that many next ``get_step`` / ``get_steps`` calls raise
+    ``TemporaryError``.
     """
 
     def __init__(self) -> None:
@@ -710,6 +740,17 @@ class CountingStore:
             self.fail_get_step -= 1
             raise TemporaryError("store unavailable", retry_after_s=0)
         return self.inner.get_step(run_id, step_id)
+
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        self.calls["get_steps"] += 1
+        if self.fail_get_step:
+            self.fail_get_step -= 1
+            raise TemporaryError("store unavailable", retry_after_s=0)
+        return self.inner.get_steps(run_id, step_ids)
+
+    def reads(self) -> int:
+        """Requests reading single steps: ``get_step`` and ``get_steps`` calls."""
+        return self.calls["get_step"] + self.calls["get_steps"]
 
     def has_unfinished_steps(self, run_id: str) -> bool:
         self.calls["has_unfinished_steps"] += 1
@@ -778,10 +819,30 @@ def test_a_run_lists_its_steps_a_fixed_number_of_times_whatever_its_size(
     # A finished step reads its dependents and their other dependencies, nothing else (itself
     # it has in hand): the 9 links of the chain cost 1 read each, the independent steps none,
     # whatever their number.
-    assert store.calls["get_step"] == 9
+    assert store.reads() == 9
     # And each finish that readied nothing asks once whether the run is done (plus once when
     # the run begins); the 9 that readied the next link of the chain do not.
     assert store.calls["has_unfinished_steps"] == n + 1 - 9
+
+
+def test_a_wide_fan_out_and_a_wide_join_cost_one_read_each_not_one_per_edge(
+    bare: tuple[Engine, CountingStore, SyncQueue],
+) -> None:
+    engine, store, queue = bare
+    width = 20
+    fan = [
+        Step(f"d{n:02d}", Action.PROVISION_ENCLAVE, f"d{n:02d}", None, ("root",))
+        for n in range(width)
+    ]
+    join = Step("join", Action.PROVISION_ENCLAVE, "join", None, tuple(s.id for s in fan))
+    root = Step("root", Action.PROVISION_ENCLAVE, "root", None, ())
+    run = engine.start_plan(Plan(changes=(), steps=(root, *fan, join)), None)
+    queue.drain(engine.handle)
+    final = store.get_run(run.id)
+    assert final is not None and final.status == RunStatus.SUCCEEDED, final
+    # The root reads its 20 dependents in one request; each of the 20 reads the join, then
+    # the join's other dependencies in one more. Read one by one that was some 250 reads.
+    assert store.reads() <= 1 + 2 * width
 
 
 def test_a_failure_blocks_everything_downstream_reading_only_those_steps(
@@ -801,7 +862,7 @@ def test_a_failure_blocks_everything_downstream_reading_only_those_steps(
         assert (step.status, step.error) == (StepStatus.BLOCKED, f"blocked by c{n - 1:04d}")
     assert len(final.errors) == 1 + 47
     assert store.calls["list_steps"] == 3  # begin, finish, and the listing just above
-    assert store.calls["get_step"] <= 2 * len(plan.steps)
+    assert store.reads() <= 2 * len(plan.steps)
 
 
 def test_a_fan_out_cut_short_is_done_again_when_the_message_comes_back(

@@ -21,12 +21,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from nclav.api.http import JSON_CONTENT_TYPE
-from nclav.api.responses import NCLAV_API, ApiDescription, Reply
 
 if TYPE_CHECKING:
+    # Imported where used: the response models are ~100 ms of pydantic classes that a cold
+    # API function answering one request never needs (only GET /openapi.json does).
+    from nclav.api.responses import ApiDescription, Reply
     from nclav.api.router import Route, Router
 
-ResponseTable = Mapping[tuple[str, str], Sequence[Reply]]
+    ResponseTable = Mapping[tuple[str, str], Sequence[Reply]]
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -63,7 +65,7 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 
 
 def openapi(
-    router: Router, title: str, version: str, described: ApiDescription = NCLAV_API
+    router: Router, title: str, version: str, described: ApiDescription | None = None
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document generated from the route table, so it cannot drift from it.
 
@@ -72,6 +74,10 @@ def openapi(
     body themselves (no ``request_model``), and the schemas of path and query parameters by
     name (a plain string when not listed). A route it does not describe is documented from
     its own ``status`` and ``response_model``."""
+    if described is None:
+        from nclav.api.responses import NCLAV_API
+
+        described = NCLAV_API
     responses = described.responses
     raw_requests = described.raw_requests
     query_parameters = described.query_parameters
@@ -185,6 +191,8 @@ def _replies(route: Route, table: ResponseTable) -> tuple[Reply, ...]:
     found = table.get((route.method, route.pattern))
     if found is not None:
         return tuple(found)
+    from nclav.api.responses import Reply
+
     return (Reply(route.status, route.summary, route.response_model),)
 
 

@@ -669,28 +669,48 @@ class Engine:
         queue = deque(done.dependents)
         final = {done.step_id: done}  # a final step never changes: read once, not per edge
         readied: list[str] = []
+        # The dependents in one read (after this step's own write), then all their other
+        # dependencies in one more: each dependent's first look costs no read of its own.
+        read = self.store.get_steps(done.run_id, done.dependents) if done.dependents else {}
+        pending = [s for s in read.values() if s.status == StepStatus.PENDING]
+        missing = {d for s in pending for d in s.depends_on if d not in final}
+        deps = self.store.get_steps(done.run_id, sorted(missing)) if missing else {}
         while queue:
-            queue.extend(self._settle(done.run_id, queue.popleft(), final, readied))
+            step_id = queue.popleft()
+            first = read.pop(step_id, None)
+            queue.extend(self._settle(done.run_id, step_id, final, readied, first, deps))
         if not readied:
             self._finish_run_if_done(done.run_id)
 
     def _settle(
-        self, run_id: str, step_id: str, final: dict[str, StepRecord], readied: list[str]
+        self,
+        run_id: str,
+        step_id: str,
+        final: dict[str, StepRecord],
+        readied: list[str],
+        first: StepRecord | None = None,
+        first_deps: Mapping[str, StepRecord] | None = None,
     ) -> tuple[str, ...]:
         """Ready or block one pending step whose dependencies are all final.
 
         Returns the dependents to visit next: those of a step just blocked (blocking travels
         downstream), none otherwise (a readied step fans out itself once it finishes).
         ``final``: the final steps this fan-out has read or written, kept to skip re-reads;
-        ``readied``: the steps it readied.
+        ``readied``: the steps it readied; ``first`` and ``first_deps``: the step and
+        dependencies of it as the fan-out read them already (for the first look only).
         """
         while True:
-            step = self.store.get_step(run_id, step_id)
+            step = first if first is not None else self.store.get_step(run_id, step_id)
+            known = first_deps if first is not None and first_deps is not None else {}
+            first = None  # a lost write reads it again
             if step is None or step.status != StepStatus.PENDING:
                 return ()
             deps: list[StepRecord] = []
+            missing = [d for d in step.depends_on if d not in final and d not in known]
+            others = dict(known)
+            others.update(self.store.get_steps(run_id, missing) if missing else {})
             for dep_id in step.depends_on:
-                dep = final[dep_id] if dep_id in final else self.store.get_step(run_id, dep_id)
+                dep = final[dep_id] if dep_id in final else others.get(dep_id)
                 if dep is None:
                     continue  # a dependency outside the run: ignored
                 if not dep.status.final:

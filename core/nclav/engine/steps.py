@@ -9,7 +9,7 @@ the meantime, and try again if somebody did.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from nclav import transitions
@@ -60,6 +60,10 @@ class StepContext:
     bundle: str | None = None
     bundles: BundleLoader | None = None
     blobs: BlobStore | None = None  # to read a Terraform state's resources
+    # Enclave records (and versions) this step read or wrote last (``enclave``, ``update``).
+    known: dict[str, tuple[EnclaveState, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def holds_tf_state(self, key: str) -> bool:
         """Whether the state store's current Terraform state ``key`` holds any resource.
@@ -88,12 +92,24 @@ class StepContext:
     def applied(self) -> dict[str, EnclaveState]:
         return {s.enclave_id: s for s in self.store.list_enclaves()}
 
+    def enclave(self, enclave_id: str) -> tuple[EnclaveState, int] | None:
+        """``store.get_enclave``, remembered for this step's next ``update`` of it."""
+        found = self.store.get_enclave(enclave_id)
+        if found is not None:
+            self.known[enclave_id] = found
+        return found
+
     def update(
         self, enclave_id: str, change: Callable[[EnclaveState | None], EnclaveState | None]
     ) -> EnclaveState | None:
-        """Read-modify-write one enclave record; ``None`` from ``change`` deletes it."""
+        """Read-modify-write one enclave record; ``None`` from ``change`` deletes it.
+
+        The first attempt starts from the record as this step last read or wrote it, if it
+        did: the write is conditional on its version, so a record changed meanwhile only
+        costs the read that a fresh attempt makes anyway.
+        """
         for _ in range(20):
-            found = self.store.get_enclave(enclave_id)
+            found = self.known.pop(enclave_id, None) or self.store.get_enclave(enclave_id)
             state, version = found if found else (None, None)
             new = change(state)
             try:
@@ -101,7 +117,7 @@ class StepContext:
                     if version is not None:
                         self.store.delete_enclave(enclave_id, version)
                     return None
-                self.store.put_enclave(new, version)
+                self.known[enclave_id] = (new, self.store.put_enclave(new, version))
                 return new
             except ConflictError:
                 continue
@@ -136,7 +152,7 @@ def _provision_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
     loaded = ctx.graph.enclaves[eid]
     cloud = loaded.config.cloud or ctx.default_cloud
     driver = ctx.driver_for(cloud)
-    found = ctx.store.get_enclave(eid)
+    found = ctx.enclave(eid)
     old = found[0] if found else None
     try:
         handle, context = driver.provision_enclave(
@@ -215,7 +231,7 @@ def _wire_export(ctx: StepContext, step: StepRecord) -> StepStatus:
     eid, name = step.enclave_id, step.target or ""
     loaded = ctx.graph.enclaves[eid]
     export = next(e for e in loaded.config.exports if e.name == name)
-    found = ctx.store.get_enclave(eid)
+    found = ctx.enclave(eid)
     state = _require(found[0] if found else None, eid)
     target = state.partitions.get(export.target_partition)
     outputs = target.resolved_outputs if target else {}
@@ -241,11 +257,11 @@ def _wire_import(ctx: StepContext, step: StepRecord) -> StepStatus:
     export_handle = exporter.export_handles.get(wiring.export.name) if exporter else None
     driver = ctx.driver_for(state.resolved_cloud)
     handle = driver.provision_import(ctx.graph.enclaves[eid].config, wiring.imp, export_handle)
+    # The export's hash as read above, with the handle the import was wired to: one that
+    # changed meanwhile is not the one wired (the next run's conditional step sees it).
     ctx.update(
         eid,
-        lambda s: transitions.import_wired(
-            ctx.graph, _require(s, eid), ctx.applied().get(wiring.exporter), alias, handle
-        ),
+        lambda s: transitions.import_wired(ctx.graph, _require(s, eid), exporter, alias, handle),
     )
     fields = {"export_name": wiring.export.name}
     ctx.event(EventKind.IMPORT_WIRED, enclave_id=eid, run_id=ctx.run_id, fields=fields)
@@ -254,7 +270,7 @@ def _wire_import(ctx: StepContext, step: StepRecord) -> StepStatus:
 
 def _teardown_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     eid, pid = step.enclave_id, step.target or ""
-    found = ctx.store.get_enclave(eid)
+    found = ctx.enclave(eid)
     if found is None or pid not in found[0].partitions:
         return StepStatus.SUCCEEDED  # already gone (a redelivered message)
     state = found[0]
@@ -323,7 +339,7 @@ def _files_as_started(
 
 def _unwire(ctx: StepContext, step: StepRecord) -> StepStatus:
     eid, target = step.enclave_id, step.target or ""
-    found = ctx.store.get_enclave(eid)
+    found = ctx.enclave(eid)
     if found is None:
         return StepStatus.SUCCEEDED
     state = found[0]
@@ -341,7 +357,7 @@ def _unwire(ctx: StepContext, step: StepRecord) -> StepStatus:
 
 def _teardown_enclave(ctx: StepContext, step: StepRecord) -> StepStatus:
     eid = step.enclave_id
-    found = ctx.store.get_enclave(eid)
+    found = ctx.enclave(eid)
     if found is None:
         return StepStatus.SUCCEEDED
     state = found[0]

@@ -11,6 +11,7 @@ from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time
 
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Sequence
 
     from nclav.local._sqlite_db import Database
 
@@ -70,6 +71,16 @@ class SqliteSteps:
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
         rows = self._db.rows(_ONE, (run_id, step_id))
         return _step(rows[0]) if rows else None
+
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        wanted = list(dict.fromkeys(step_ids))
+        found: dict[str, StepRecord] = {}
+        for start in range(0, len(wanted), 500):  # below SQLite's limit of bound parameters
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT * FROM steps WHERE run_id = ? AND step_id IN ({marks})"  # noqa: S608
+            found.update((s.step_id, s) for s in map(_step, self._db.rows(query, (run_id, *chunk))))
+        return found
 
     def has_unfinished_steps(self, run_id: str) -> bool:
         # An index seek on (run_id, status): cost independent of the run's size.

@@ -155,6 +155,11 @@ class InMemoryStateStore:
         with self._lock:
             return self._steps.get(run_id, {}).get(step_id)
 
+    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
+        with self._lock:
+            steps = self._steps.get(run_id, {})
+            return {i: steps[i] for i in step_ids if i in steps}
+
     def has_unfinished_steps(self, run_id: str) -> bool:
         with self._lock:
             return bool(self._unfinished.get(run_id))

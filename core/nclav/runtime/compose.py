@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nclav.records import new_id
 
@@ -79,6 +79,22 @@ class Composition:
             logger.warning("%s message dropped: this runtime has no git source", message["kind"])
             return
         source.handle(dict(message))
+
+
+class _LazyGit:
+    """The git source as the routes see it: built on first use; a runtime whose builder
+    returned None (its secret unreadable) answers 503 on the /source and /webhooks routes."""
+
+    def __init__(self, source: Callable[[], GitSource | None]) -> None:
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        source = self._source()
+        if source is None:
+            from nclav.api.http import ServiceUnavailable
+
+            raise ServiceUnavailable("the git source is off: see the server log")
+        return getattr(source, name)
 
 
 def install_notifier(
@@ -201,7 +217,10 @@ def compose(
 
         tf_state = TerraformStateBackend(store, blobs, clock)
         checker = auth or TokenAuth(token if isinstance(token, str) else token())
-        return build_router(service, tf_state, blobs, checker, git=built.git)
+        # The git source is built by its first request (its webhook secret is a read from
+        # the secret store): a cold API function answering GET /runs never builds it.
+        git_source = None if built._git is None else _LazyGit(lambda: built.git)
+        return build_router(service, tf_state, blobs, checker, git=cast("GitSource", git_source))
 
     built = Composition(owner, bundles, iac, engine, service, router, git)
     return built
