@@ -27,7 +27,37 @@ locals {
     NCLAV_AWS_CROSS_ACCOUNT_ROLE = var.cross_account_role
     NCLAV_AWS_DEFAULT_REGION     = var.region
     NCLAV_AWS_ROLE_ARN           = var.management_role_arn
+
+    # Every function may send notifications (core/nclav/notify.py); all read the drift
+    # options (the schedule function sends the checks, the terraform function bounds them).
+    NCLAV_NOTIFY_URL        = var.notify_url
+    NCLAV_DRIFT_INTERVAL_S  = tostring(var.drift_interval_s)
+    NCLAV_DRIFT_CONCURRENCY = tostring(var.drift_concurrency)
   }
+
+  # The git source (core/nclav/gitsource): the API serves its routes, the worker fetches and
+  # starts runs, the schedule function polls. Empty values mean "not set" to GitSettings.
+  git_env = {
+    NCLAV_GIT_URL              = var.git_url
+    NCLAV_GIT_BRANCH           = var.git_branch
+    NCLAV_GIT_PATH             = var.git_path
+    NCLAV_GIT_POLL_S           = tostring(var.git_poll_s)
+    NCLAV_GIT_PREVIEW_BRANCHES = tostring(var.git_preview_branches)
+    NCLAV_GIT_PROVIDER         = var.git_provider
+    NCLAV_GIT_API_URL          = var.git_api_url
+  }
+
+  # Secrets the functions generate on first use (functions_aws/secrets.py creates a missing
+  # one, tagged), so they exist only once used: granted by name, the ARN of an existing secret
+  # ending in the "-??????" suffix Secrets Manager appends, that of a missing one (a read
+  # before the first write, CreateSecret) being the bare name.
+  secret_arn     = "arn:${local.arn}:secretsmanager:${var.region}:${local.account}:secret:${var.name}/"
+  webhook_secret = ["${local.secret_arn}git-webhook-secret", "${local.secret_arn}git-webhook-secret-??????"]
+  git_token      = ["${local.secret_arn}git-token", "${local.secret_arn}git-token-??????"]
+  notify_secret  = ["${local.secret_arn}notify-secret", "${local.secret_arn}notify-secret-??????"]
+  # What reading, then generating or replacing, one of those secrets takes.
+  secret_read  = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+  secret_write = ["secretsmanager:PutSecretValue", "secretsmanager:CreateSecret", "secretsmanager:TagResource"]
 
   # Accounts nclav may close, move, tag or enter: those under the enclave OU (any depth).
   enclave_org_paths = ["*/${var.org_unit_id}/*"]
@@ -379,6 +409,49 @@ data "aws_iam_policy_document" "token" {
   }
 }
 
+# GET /status counts the messages waiting in each dead-letter queue (functions_aws/sqs_queue.py).
+data "aws_iam_policy_document" "dead_letters" {
+  statement {
+    sid       = "DeadLetterCounts"
+    actions   = ["sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.steps_dlq.arn, aws_sqs_queue.iac_dlq.arn]
+  }
+}
+
+# The git source's secrets. Whichever of the API, worker and schedule functions builds the
+# source first generates the webhook secret; the API also stores the token (PUT /source),
+# the others only read it.
+data "aws_iam_policy_document" "git_api" {
+  statement {
+    sid       = "GitSecrets"
+    actions   = concat(local.secret_read, local.secret_write)
+    resources = concat(local.webhook_secret, local.git_token)
+  }
+}
+
+data "aws_iam_policy_document" "git_reader" {
+  statement {
+    sid       = "GitWebhookSecret"
+    actions   = concat(local.secret_read, local.secret_write)
+    resources = local.webhook_secret
+  }
+  statement {
+    sid       = "GitToken"
+    actions   = local.secret_read
+    resources = local.git_token
+  }
+}
+
+# Every function installs the notifier when NCLAV_NOTIFY_URL is set: the first generates
+# the signing secret.
+data "aws_iam_policy_document" "notify" {
+  statement {
+    sid       = "NotifySecret"
+    actions   = concat(local.secret_read, local.secret_write)
+    resources = local.notify_secret
+  }
+}
+
 data "aws_iam_policy_document" "consume_steps" {
   statement {
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
@@ -505,6 +578,26 @@ resource "aws_iam_role_policy" "token" {
   policy = data.aws_iam_policy_document.token.json
 }
 
+resource "aws_iam_role_policy" "dead_letters" {
+  name   = "nclav-dead-letters"
+  role   = aws_iam_role.fn["api"].id
+  policy = data.aws_iam_policy_document.dead_letters.json
+}
+
+resource "aws_iam_role_policy" "git" {
+  for_each = toset(["api", "worker", "schedule"])
+  name     = "nclav-git"
+  role     = aws_iam_role.fn[each.key].id
+  policy   = each.key == "api" ? data.aws_iam_policy_document.git_api.json : data.aws_iam_policy_document.git_reader.json
+}
+
+resource "aws_iam_role_policy" "notify" {
+  for_each = aws_iam_role.fn
+  name     = "nclav-notify"
+  role     = each.value.id
+  policy   = data.aws_iam_policy_document.notify.json
+}
+
 resource "aws_iam_role_policy" "worker" {
   name   = "nclav-worker"
   role   = aws_iam_role.fn["worker"].id
@@ -559,7 +652,7 @@ resource "aws_lambda_function" "api" {
   # Kept for the API whatever the workers do: a burst of steps cannot starve it.
   reserved_concurrent_executions = var.api_reserved_concurrency
   environment {
-    variables = local.common_env
+    variables = merge(local.common_env, local.git_env)
   }
   depends_on = [aws_cloudwatch_log_group.fn]
 }
@@ -600,7 +693,7 @@ resource "aws_lambda_function" "worker" {
   memory_size      = 1024
   timeout          = 60
   environment {
-    variables = local.common_env
+    variables = merge(local.common_env, local.git_env)
   }
   depends_on = [aws_cloudwatch_log_group.fn]
 }
@@ -634,7 +727,7 @@ resource "aws_lambda_function" "schedule" {
   memory_size      = 512
   timeout          = 60
   environment {
-    variables = local.common_env
+    variables = merge(local.common_env, local.git_env)
   }
   depends_on = [aws_cloudwatch_log_group.fn]
 }

@@ -117,3 +117,63 @@ variable "log_retention_days" {
   type    = number
   default = 30
 }
+
+variable "git_url" {
+  description = "NCLAV_GIT_URL: the https URL of the repository to deploy from (no credentials in it; the token goes to the Secrets Manager secret <name>/git-token). Empty: no source until one is set with `nclav source set`."
+  type        = string
+  default     = ""
+}
+
+variable "git_branch" {
+  description = "NCLAV_GIT_BRANCH: the branch that is reconciled (empty: main)."
+  type        = string
+  default     = ""
+}
+
+variable "git_path" {
+  description = "NCLAV_GIT_PATH: the enclaves directory inside the repository (empty: enclaves)."
+  type        = string
+  default     = ""
+}
+
+variable "git_poll_s" {
+  description = "NCLAV_GIT_POLL_S: seconds between polls for missed pushes (0 turns the poll off)."
+  type        = number
+  default     = 300
+}
+
+variable "git_preview_branches" {
+  description = "NCLAV_GIT_PREVIEW_BRANCHES: plan the other branches pushed (commit statuses), never apply them."
+  type        = bool
+  default     = false
+}
+
+variable "git_provider" {
+  description = "NCLAV_GIT_PROVIDER: github or gitlab, for commit statuses (empty: guessed from the host)."
+  type        = string
+  default     = ""
+}
+
+variable "git_api_url" {
+  description = "NCLAV_GIT_API_URL: the host's API base for commit statuses (GitHub Enterprise, self-managed GitLab; empty: the public one)."
+  type        = string
+  default     = ""
+}
+
+variable "notify_url" {
+  description = "NCLAV_NOTIFY_URL: webhook URLs notified of run and drift events, comma-separated (slack+https://... for Slack). Empty: no notifications. Signed with the secret <name>/notify-secret, generated on first use."
+  type        = string
+  default     = ""
+}
+
+variable "drift_interval_s" {
+  description = "NCLAV_DRIFT_INTERVAL_S: seconds between drift checks of a partition (a partition's `drift:` may change it)."
+  type        = number
+  default     = 21600
+}
+
+variable "drift_concurrency" {
+  description = "NCLAV_DRIFT_CONCURRENCY: most drift checks in flight at once."
+  type        = number
+  default     = 2
+}

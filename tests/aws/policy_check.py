@@ -5,9 +5,10 @@ on every client, through ``BaseClient`` construction) under the name of the func
 running (``recorder.running("api")``). ``required`` turns a call into the IAM actions and
 resource ARNs it needs (the operation name is the action for most services; S3, SQS batches
 and DynamoDB transactions differ, and a PutObject with ``Tagging`` also needs
-``s3:PutObjectTagging``). ``Policy`` is a small evaluator of Allow statements: action
-wildcards, resource ARN wildcards; conditions are taken as satisfied and listed
-(``Decision.conditions``), NotAction/NotResource are refused (infra/aws uses neither).
+``s3:PutObjectTagging``, a CreateSecret with ``Tags`` ``secretsmanager:TagResource``).
+``Policy`` is a small evaluator of Allow statements: action wildcards, resource ARN
+wildcards; conditions are taken as satisfied and listed (``Decision.conditions``),
+NotAction/NotResource are refused (infra/aws uses neither).
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ _DDB_TRANSACT = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem
 _DDB_TRANSACT |= {"ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
 
 
+_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+
+
 def _table(name: str, index: str | None = None) -> str:
     arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
     return f"{arn}/index/{index}" if index else arn
@@ -150,7 +154,13 @@ def required(call: Call, secret_arns: Mapping[str, str]) -> list[tuple[str, str]
         return [(f"sqs:{_SQS_BATCH.get(op, op)}", queue)]
     if svc == "secretsmanager":
         name = str(p.get("SecretId") or p.get("Name"))
-        return [(f"secretsmanager:{op}", secret_arns.get(name, name))]
+        # A secret that does not exist (yet) has no suffix: IAM sees the ARN of its bare name.
+        bare = name if name.startswith("arn:") else f"{_SECRET}{name}"
+        secret = secret_arns.get(name, bare)
+        needs = [(f"secretsmanager:{op}", secret)]
+        if op == "CreateSecret" and p.get("Tags"):  # tags on create need TagResource too
+            needs.append(("secretsmanager:TagResource", secret))
+        return needs
     if svc == "sts" and op == "AssumeRole":
         return [("sts:AssumeRole", str(p["RoleArn"]))]
     if svc == "sts" and op == "GetCallerIdentity":

@@ -16,20 +16,22 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from aws_harness import Api, Deployment, Pump, Queue, enclaves_tree
+from aws_harness import Api, Deployment, FakeContext, Pump, Queue, enclaves_tree, load_event
 from botocore.exceptions import ClientError
 from policy_check import CallRecorder, denied, role_policies
 
-from functions_aws import api, bootstrap, iac_worker, worker
+from functions_aws import api, bootstrap, iac_worker, schedule, worker
 from functions_aws.api_token import ApiToken
 from functions_aws.driver import AwsDriver, AwsDriverConfig
 from functions_aws.secrets import SecretsManagerSecretStore
+from nclav import notify
 from nclav.model import EnclaveConfig, PartitionConfig
 
 if TYPE_CHECKING:
@@ -303,7 +305,8 @@ def test_infra_applies_on_moto_and_a_reconcile_runs_through_the_deployed_functio
     s3.delete_bucket_policy(Bucket=outputs["bucket"])
 
     recorder = CallRecorder()
-    for module, name in ((api, "api"), (worker, "worker"), (iac_worker, "iac")):
+    handlers = ((api, "api"), (worker, "worker"), (iac_worker, "iac"), (schedule, "schedule"))
+    for module, name in handlers:
         monkeypatch.setattr(module, "handler", recorder.wrap(module.handler, name))
     with recorder.installed():
         deployed = Deployed(monkeypatch, tmp_path, env)
@@ -319,14 +322,28 @@ def test_infra_applies_on_moto_and_a_reconcile_runs_through_the_deployed_functio
         assert final["status"] == "succeeded", (final, pump.invocations)
         enclaves = deployed.api.ok("GET", "/enclaves")
         assert sorted(e["enclave_id"] for e in enclaves) == ["alpha", "beta"]
+        # GET /status counts both dead-letter queues (sqs:GetQueueAttributes on each DLQ).
+        status = deployed.api.ok("GET", "/status")
+        assert status["dead_letters"] == 0, status
+        drift_ticks(deployed, monkeypatch)
+        first_notifier(recorder, deployed)
         vend_and_enter(recorder)
 
     # The policy check: every call each function made is allowed by its role's policies.
     policies = role_policies(applied["state"])
-    secrets = {outputs["token_secret_arn"].split(":secret:")[1][:-7]: outputs["token_secret_arn"]}
-    assert {c.function for c in recorder.calls} >= {"api", "worker", "iac"}
+    secrets = {s["Name"]: s["ARN"] for s in sm.list_secrets()["SecretList"]}
+    assert {"nclavt/git-webhook-secret", "nclavt/notify-secret"} <= set(secrets)
+    assert {c.function for c in recorder.calls} >= {"api", "worker", "iac", "schedule"}
+    dlqs = {deployed.steps.dlq_url, deployed.iac.dlq_url}
+    read_dlqs = {
+        c.params["QueueUrl"]
+        for c in recorder.of("api")
+        if c.operation == "GetQueueAttributes"
+        and c.params.get("AttributeNames") == ["ApproximateNumberOfMessages"]
+    }
+    assert read_dlqs == dlqs
     conditions: set[str] = set()
-    for function in ("api", "worker", "iac"):
+    for function in ("api", "worker", "iac", "schedule"):
         calls = recorder.of(function)
         assert calls, function
         refused, assumed = denied(calls, policies[function], secrets)
@@ -350,6 +367,62 @@ def test_infra_applies_on_moto_and_a_reconcile_runs_through_the_deployed_functio
         .decide("secretsmanager:GetSecretValue", outputs["token_secret_arn"])
         .allowed
     )
+    assert_secret_grants(policies)
+
+
+def assert_secret_grants(policies: dict[str, Any]) -> None:
+    """Each secret generated on first use, by name: who may read it, who may create or replace
+    it (tags on create need TagResource), and nothing beyond those names."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:nclavt/"
+    read = ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret")
+    write = read + (
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:TagResource",
+    )
+    expected = {
+        "git-webhook-secret": {"api": write, "worker": write, "schedule": write, "iac": ()},
+        "git-token": {"api": write, "worker": read, "schedule": read, "iac": ()},
+        "notify-secret": dict.fromkeys(("api", "worker", "iac", "schedule"), write),
+    }
+    for name, grants in expected.items():
+        for function, actions in grants.items():
+            for action in write:
+                for secret in (f"{arn}{name}-AbC123", f"{arn}{name}"):  # existing, missing
+                    allowed = policies[function].decide(action, secret).allowed
+                    assert allowed == (action in actions), (function, action, secret)
+    for function in ("api", "worker", "iac", "schedule"):  # the suffix is 6 characters
+        for other in ("git-token-x-AbC123", "git-tokens-AbC123", "git-token-", "other"):
+            assert not policies[function].decide(read[0], f"{arn}{other}").allowed
+
+
+def drift_ticks(deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sweeps of the schedule function with a tiny drift interval: the first spreads the
+    first checks over it, the second sends the due one (alpha/db) to the IaC queue."""
+    monkeypatch.setenv("NCLAV_DRIFT_INTERVAL_S", "0.01")
+    event = load_event("eventbridge_scheduled")
+    schedule.handler(event, FakeContext("nclav-schedule"))
+    time.sleep(0.05)
+    schedule.handler(event, FakeContext("nclav-schedule"))
+    found = deployed.sqs.get_queue_attributes(
+        QueueUrl=deployed.iac.url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert int(found["Attributes"]["ApproximateNumberOfMessages"]) >= 1
+
+
+def first_notifier(recorder: CallRecorder, deployed: Deployed) -> None:
+    """The notifier's first start in the worker (generates and stores the signing secret,
+    tagged), then in the other functions (read it): what compose does with NCLAV_NOTIFY_URL."""
+    prefix, client = deployed.env["NCLAV_SECRET_PREFIX"], deployed.secretsmanager
+    secrets: list[str] = []
+    for function in ("worker", "api", "iac", "schedule"):
+        with recorder.running(function):
+            store = SecretsManagerSecretStore(prefix, client=client)
+            found = notify.notify_settings("https://hooks.example.com/nclav", {}, lambda s=store: s)
+            secrets.append(found.secret)
+    assert len(set(secrets)) == 1 and secrets[0]
+    made = [c for c in recorder.of("worker") if c.operation == "CreateSecret"]
+    assert [c.params["Name"] for c in made] == [f"{prefix}{notify.SECRET_NAME}"]
 
 
 def assert_function_url_is_public(made: dict[str, dict[str, Any]]) -> None:
