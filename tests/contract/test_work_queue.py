@@ -20,7 +20,7 @@ from sqs_pump import SqsPump
 
 QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]  # the `make_queue` fixture
 
-WAIT = 5.0
+WAIT = 15.0  # an upper bound only: a loaded 2-core machine delays moto and the workers
 
 
 class Recorder:
