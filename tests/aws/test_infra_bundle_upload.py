@@ -142,7 +142,7 @@ def test_a_tampered_upload_is_refused(deployment: Deployment) -> None:
 
 def test_the_upload_answers_are_what_the_openapi_document_says(deployment: Deployment) -> None:
     """The two-step upload's success answers, checked against the API's own document (the
-    local server, where the schemathesis suite runs, takes bundles directly: 501 there)."""
+    local server, where the schemathesis suite runs, takes bundles directly: 404 there)."""
     from nclav.bundle import pack_directory
     from openapi_check import assert_conforms
 

@@ -23,17 +23,18 @@ require_terraform()
 SLOW_TF = """
 resource "terraform_data" "slow" {
   provisioner "local-exec" {
-    command = "for i in $(seq 1 30); do echo line $i; sleep 0.1; done"
+    command = "for i in $(seq 1 30); do echo line $i; sleep PAUSE; done"
   }
 }
 """
 
 
-def tree(root: Path) -> Path:
+def tree(root: Path, pause_s: float = 0.1) -> Path:
+    """A partition printing 30 lines, ``pause_s`` apart."""
     (root / "live" / "p").mkdir(parents=True)
     (root / "live" / "config.yml").write_text("id: live\nname: live\ncloud: local\nregion: r\n")
     (root / "live" / "p" / "config.yml").write_text("id: p\nname: p\n")
-    (root / "live" / "p" / "main.tf").write_text(SLOW_TF)
+    (root / "live" / "p" / "main.tf").write_text(SLOW_TF.replace("PAUSE", f"{pause_s:g}"))
     return root
 
 
@@ -84,7 +85,9 @@ def test_iac_logs_follow_streams_events(srv: Server, tmp_path: Path) -> None:
 def test_iac_logs_follow_polls_when_no_stream_is_free(tmp_path: Path) -> None:
     server = Server(tmp_path / "home", env={"NCLAV_MAX_STREAMS": "1"}).start()
     try:
-        iac_id = started(server, tree(tmp_path / "t"))
+        # Slow enough (15 s) that the held stream is still open when the CLI asks for one,
+        # however loaded the machine is.
+        iac_id = started(server, tree(tmp_path / "t", pause_s=0.5))
         parts = urlsplit(server.url)
         holder = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         holder.request(

@@ -197,7 +197,7 @@ def _call(live: Live, operation: Any, expect: int, **parts: Any) -> requests.Res
 # tests/e2e/test_git_source.py, the one named "...answer_what_the_openapi_document_says").
 CHECKED_ELSEWHERE = {
     # Signed uploads exist where the blob store signs URLs (S3): the local server takes bundles
-    # directly (501 here); tests/aws/test_infra_bundle_upload.py checks their answers.
+    # directly (404 here); tests/aws/test_infra_bundle_upload.py checks their answers.
     ("POST", "/bundles/uploads"),
     ("POST", "/bundles/uploads/{digest}/complete"),
     ("GET", "/source"),

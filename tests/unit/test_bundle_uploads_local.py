@@ -1,5 +1,5 @@
 """``POST /bundles/uploads`` on the local server: its directory blob store takes no signed
-uploads (and needs none: ``POST /bundles`` takes 64 MiB), so the route answers 501, which the
+uploads (and needs none: ``POST /bundles`` takes 64 MiB), so the route answers 404, which the
 CLI reads as "post it directly" (tests/aws/test_infra_bundle_upload.py covers S3)."""
 
 from __future__ import annotations
@@ -37,5 +37,5 @@ def test_the_local_server_answers_not_needed(tmp_path: Path) -> None:
         body=body,
     )
     response = router.dispatch(request)
-    assert response.status == 501
+    assert response.status == 404
     assert "POST /bundles" in json.loads(response.body)["error"]["message"]

@@ -466,7 +466,7 @@ RESPONSES: Mapping[tuple[str, str], tuple[Reply, ...]] = {
     ("POST", "/bundles/uploads"): (
         Reply(
             200,
-            "PUT the bundle to this URL with these headers (a 501 error: this server takes "
+            "PUT the bundle to this URL with these headers (a 404 error: this server takes "
             "bundles directly at POST /bundles)",
             SignedUpload,
         ),

@@ -13,7 +13,7 @@ so ``POST /bundles`` cannot carry a bundle over ~4.5 MB there. Instead:
 
 Only a blob store with the ``SignedUploads`` capability offers this. The local server's
 directory store does not: it has no size cap below ``POST /bundles``' own 64 MiB, so there
-step 1 answers 501 and the client posts the bundle directly (``nclav`` does that by itself).
+step 1 answers 404 and the client posts the bundle directly (``nclav`` does that by itself).
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ class UploadRequest(RequestBody):
 
 
 class NotNeeded(HttpError):
-    """501: this server's blob store takes no signed uploads; POST /bundles has no small cap."""
+    """404: this server's blob store takes no signed uploads (POST /bundles has no small cap).
+
+    Not a 5xx: nothing failed, the server offers the direct path instead."""
 
     def __init__(self) -> None:
         super().__init__(
-            501,
-            "not_implemented",
+            404,
+            "not_available",
             "this server takes bundles directly: POST /bundles (up to 64 MiB); signed uploads "
             "are for runtimes with a small request cap (AWS function URLs)",
         )
@@ -100,7 +102,7 @@ def add_upload_routes(router: Router, service: Service, blobs: BlobStore) -> Non
         "POST",
         "/bundles/uploads",
         start,
-        summary="A signed URL to upload a large bundle to (501: POST /bundles directly)",
+        summary="A signed URL to upload a large bundle to (404: POST /bundles directly)",
         request_model=UploadRequest,
     )
     router.add(

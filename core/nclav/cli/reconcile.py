@@ -43,7 +43,7 @@ def upload(api: Client, digest: str, data: bytes) -> bool:
     """Send the bundle unless the server already holds that digest; True when it was sent.
 
     A large bundle goes in two steps where the server offers it (a signed URL straight to its
-    blob store, ``nclav.api.uploads``), else, or on a 501, in the body of ``POST /bundles``."""
+    blob store, ``nclav.api.uploads``), else, or on a 404, in the body of ``POST /bundles``."""
     from nclav.cli.client import ApiError
 
     try:
@@ -73,7 +73,7 @@ SIGNED_UPLOAD_ABOVE = 4 * 1024 * 1024
 
 def signed_upload(api: Client, data: bytes, timeout: float) -> bool:
     """Upload through ``POST /bundles/uploads`` (nclav.api.uploads); False when the server
-    takes bundles directly (501)."""
+    takes bundles directly (404)."""
     import hashlib
     import http.client
     from urllib.parse import urlsplit
@@ -85,7 +85,7 @@ def signed_upload(api: Client, data: bytes, timeout: float) -> bool:
     try:
         grant = api.post("/bundles/uploads", {"sha256": sha256, "size": len(data)})
     except ApiError as exc:
-        if exc.status == 501:
+        if exc.status == 404:
             return False
         raise
     # Straight to the blob store: its URL carries its own authorization, never our token.
