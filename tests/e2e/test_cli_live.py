@@ -85,9 +85,7 @@ def test_iac_logs_follow_streams_events(srv: Server, tmp_path: Path) -> None:
 def test_iac_logs_follow_polls_when_no_stream_is_free(tmp_path: Path) -> None:
     server = Server(tmp_path / "home", env={"NCLAV_MAX_STREAMS": "1"}).start()
     try:
-        # Slow enough (15 s) that the held stream is still open when the CLI asks for one,
-        # however loaded the machine is.
-        iac_id = started(server, tree(tmp_path / "t", pause_s=0.5))
+        iac_id = started(server, tree(tmp_path / "t", pause_s=0.2))
         parts = urlsplit(server.url)
         holder = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         holder.request(
@@ -95,10 +93,14 @@ def test_iac_logs_follow_polls_when_no_stream_is_free(tmp_path: Path) -> None:
             f"/enclaves/live/partitions/p/iac/runs/{iac_id}/log",
             headers={"Authorization": f"Bearer {server.token}", "Accept": "text/event-stream"},
         )
-        assert holder.getresponse().status == 200  # the only stream slot, held open
+        # Keep the response: dropping it closes the socket, and the server frees the slot at
+        # its next write (then the CLI would find a free slot when the machine is slow).
+        held = holder.getresponse()
+        assert held.status == 200  # the only stream slot, held open
         try:
             result = ok(server.cli("--verbose", "iac", "logs", "live", "p", "--follow"))
         finally:
+            held.close()
             holder.close()
         out, err = result.stdout, result.stderr  # type: ignore[attr-defined]
         assert "< 503" in err and "offset=" in err  # refused a stream, then polled
