@@ -19,14 +19,13 @@ import time
 from typing import TYPE_CHECKING
 
 from functions_aws._errors import aws_errors
-from nclav.api.auth import TokenAuth, generate_token
+from nclav.api.auth import generate_token
 from nclav.errors import ConflictError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from functions_aws.secrets import SecretsManagerSecretStore
-    from nclav.api.http import ApiRequest, AuthMode
 
 TTL_S = 300.0
 # The request token of the first version: idempotent, so only one generated token ever lands.
@@ -79,29 +78,4 @@ class ApiToken:
         return fresh
 
 
-class RotatingTokenAuth:
-    """``TokenAuth`` over the current token of an ``ApiToken`` (rotation reaches warm
-    sandboxes within the TTL); the comparison itself is TokenAuth's, constant-time."""
-
-    def __init__(self, token: Callable[[], str]) -> None:
-        self._token = token
-        self._auth: tuple[str, TokenAuth] | None = None
-
-    def current(self) -> TokenAuth:
-        value = self._token()
-        cached = self._auth
-        if cached is None or cached[0] != value:
-            cached = (value, TokenAuth(value))
-            self._auth = cached
-        return cached[1]
-
-    def authenticate(self, request: ApiRequest, mode: AuthMode) -> None:
-        self.current().authenticate(request, mode)
-
-    def derive_key(self, purpose: str) -> bytes:
-        """The current token's key for ``purpose`` (the dashboard's session cookies): a
-        rotation signs everyone out, as it does on the local server."""
-        return self.current().derive_key(purpose)
-
-
-__all__ = ["FIRST_VERSION", "TTL_S", "ApiToken", "RotatingTokenAuth"]
+__all__ = ["FIRST_VERSION", "TTL_S", "ApiToken"]

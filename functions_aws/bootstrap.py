@@ -135,7 +135,7 @@ class AwsRuntime:
         return self.api_token()
 
     def _rotating_auth(self) -> Any:
-        from functions_aws.api_token import RotatingTokenAuth
+        from nclav.api.auth import RotatingTokenAuth
 
         return RotatingTokenAuth(self.api_token)
 

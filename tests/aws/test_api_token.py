@@ -7,9 +7,9 @@ from typing import Any
 import boto3
 import pytest
 
-from functions_aws.api_token import ApiToken, RotatingTokenAuth
+from functions_aws.api_token import ApiToken
 from functions_aws.secrets import SecretsManagerSecretStore
-from nclav.api.auth import TOKEN_PATTERN
+from nclav.api.auth import TOKEN_PATTERN, RotatingTokenAuth
 from nclav.api.http import ApiRequest, Unauthorized
 
 

@@ -18,10 +18,14 @@ import re
 import secrets
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nclav._fs import atomic_write
 from nclav.api.http import ApiRequest, AuthMode, Unauthorized
 from nclav.errors import NclavError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _log = logging.getLogger(__name__)
 
@@ -166,4 +170,37 @@ def _write_token(path: Path, token: str) -> None:
         raise TokenError(f"cannot write token file {path}: {exc.strerror}") from exc
 
 
-__all__ = ["TOKEN_PATTERN", "TokenAuth", "TokenError", "generate_token", "load_or_create_token"]
+class RotatingTokenAuth:
+    """``TokenAuth`` over a token that can change (a cloud runtime re-reads it from its secret
+    store after a TTL, so a rotation reaches warm workers); the comparison itself is
+    TokenAuth's, constant-time."""
+
+    def __init__(self, token: Callable[[], str]) -> None:
+        self._token = token
+        self._auth: tuple[str, TokenAuth] | None = None
+
+    def current(self) -> TokenAuth:
+        value = self._token()
+        cached = self._auth
+        if cached is None or cached[0] != value:
+            cached = (value, TokenAuth(value))
+            self._auth = cached
+        return cached[1]
+
+    def authenticate(self, request: ApiRequest, mode: AuthMode) -> None:
+        self.current().authenticate(request, mode)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """The current token's key for ``purpose`` (the dashboard's session cookies): a
+        rotation signs everyone out, as it does on the local server."""
+        return self.current().derive_key(purpose)
+
+
+__all__ = [
+    "TOKEN_PATTERN",
+    "RotatingTokenAuth",
+    "TokenAuth",
+    "TokenError",
+    "generate_token",
+    "load_or_create_token",
+]
