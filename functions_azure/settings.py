@@ -18,7 +18,7 @@ class Settings(CoreSettings):
     """Core's settings plus the Azure resource names (each ``NCLAV_<FIELD>``; infra/azure sets
     them). Credentials are not settings: the clients use ``DefaultAzureCredential`` (managed
     identity in Azure, a service principal or the CLI elsewhere) unless ``storage_connection``
-    is given, which only the local stand-ins (Azurite) need."""
+    or ``cosmos_key`` is given, which only the local stand-ins (Azurite, cosmosdb-server) need."""
 
     storage_account: str  # the storage account: queues and blob containers
     cosmos_endpoint: str  # https://<account>.documents.azure.com:443/
@@ -26,6 +26,7 @@ class Settings(CoreSettings):
     # A connection string instead of an identity (Azurite's well-known key in tests). It
     # holds an account key, so it is never printed with the settings.
     storage_connection: str = field(default="", repr=False)
+    cosmos_key: str = field(default="", repr=False)  # a key instead of an identity: stand-in only
     blob_container: str = "nclav-blobs"  # bundles, IaC logs, Terraform state versions
     blob_prefix: str = ""  # key prefix inside the container
     steps_queue: str = "nclav-steps"  # driver steps (poison: nclav-steps-poison)
@@ -33,6 +34,11 @@ class Settings(CoreSettings):
     cosmos_database: str = "nclav"
     cosmos_container: str = "state"  # applied state, runs, steps, events, locks
     key_vault_url: str = ""  # https://<vault>.vault.azure.net/ (token, webhook secret)
+    secret_prefix: str = "nclav-"  # Key Vault secret name prefix (names: letters, digits, -)
+    token_secret: str = "api-token"  # the API token's secret name, under the prefix
+    # terraform in a function execution (functions_azure.functions_iac: the long-apply design)
+    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
+    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
     def blob_account_url(self) -> str:
         return f"https://{self.storage_account}.blob.core.windows.net"
