@@ -11,7 +11,7 @@ import pytest
 
 # The AWS driver builds on the AWS harness (moto resources, the SQS pump); the scenarios use
 # the end-to-end harness's terraform check.
-for _harness in ("aws", "e2e"):
+for _harness in ("aws", "azure", "e2e"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _harness))
 
 from runtimes import RUNTIMES, Runtime, open_runtime  # noqa: E402
@@ -27,6 +27,15 @@ def runtime(
     if request.param == "aws":
         request.getfixturevalue("aws")  # a clean moto state behind boto3
         yield from _aws_runtime(tmp_path, monkeypatch)
+        return
+    if request.param == "azure":  # Azurite and cosmosdb-server (tests/azure_stand_ins.py)
+        stand_ins = {
+            "storage": request.getfixturevalue("azure_storage"),
+            "cosmos": request.getfixturevalue("cosmos"),
+            "cosmos_endpoint": request.getfixturevalue("cosmos_server"),
+        }
+        with open_runtime("azure", tmp_path, monkeypatch, **stand_ins) as opened:
+            yield opened
         return
     with open_runtime(request.param, tmp_path, monkeypatch) as opened:
         yield opened

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from nclav.engine import Engine
 
-RUNTIMES = ["local", "aws"]
+RUNTIMES = ["local", "aws", "azure"]
 LEASE_S = 2.0
 FINAL = ("succeeded", "failed")
 
@@ -299,9 +299,15 @@ class AwsScenarioRuntime(Runtime):
 
 
 @contextlib.contextmanager
-def open_runtime(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def open_runtime(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **stand_ins: Any
+) -> Iterator[Runtime]:
     runtime: Runtime
-    if kind == "local":
+    if kind == "azure":  # its stand-ins' fixtures: storage, cosmos, cosmos_endpoint
+        from runtime_azure import AzureScenarioRuntime
+
+        runtime = AzureScenarioRuntime(monkeypatch, tmp_path, **stand_ins)
+    elif kind == "local":
         runtime = LocalScenarioRuntime(tmp_path / "home")
     elif kind == "aws":
         runtime = AwsScenarioRuntime(monkeypatch, tmp_path)
