@@ -15,13 +15,24 @@
 * ``get`` reads with the SDK's consistency check: a blob read in several ranges is pinned to
   the first range's etag, so a blob replaced mid-read raises 412, and ``get`` reads again.
 
+``upload_url`` (``nclav.ports.SignedUploads``, the two-step bundle upload of
+``nclav.api.uploads``) is a SAS URL for one Put Blob of that one blob name, create-only
+(``sp=c``: it cannot replace a blob that exists), valid ``expires_s``. In Azure the SAS is a
+user delegation SAS, signed with a delegation key the function's identity obtains from Entra ID
+(no account key exists in the deployment); the key is kept while it outlives the URLs it signs.
+With a shared-key client (Azurite's connection string) it is an account-key service SAS.
+Unlike S3's presigned PUT, a SAS cannot bind the body's length or SHA-256: the API checks the
+digest of what arrived when the upload is completed, before using it.
+
 An append blob holds at most 50,000 blocks (one per append): an IaC log appended line by
 line should stay below that, which core's log shipping does by batching lines.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.storage.blob import BlobType
@@ -37,6 +48,8 @@ MAX_NAME = 1024  # characters of a blob name, with the prefix
 _ATTEMPTS = 8  # lost etag races before giving up with ConflictError
 
 Names = list[str]  # (the class below has a method called `list`)
+DELEGATION_KEY_S = 6 * 3600  # a user delegation key's life (Azure allows up to 7 days)
+CLOCK_SKEW_S = 300  # a SAS starts this long ago: the service's clock may be behind
 
 
 class AzureBlobStore:
@@ -47,6 +60,8 @@ class AzureBlobStore:
             check_blob_key(prefix[:-1])
         self.container = container
         self.prefix = prefix
+        self._delegation: tuple[Any, datetime] | None = None
+        self._delegation_lock = threading.Lock()
 
     @classmethod
     def from_connection_string(
@@ -145,6 +160,54 @@ class AzureBlobStore:
         except (ConflictError, NotFoundError):
             return False
         return True
+
+    # -- signed uploads (nclav.ports.SignedUploads) ---------------------------------------------
+
+    def upload_url(
+        self, key: str, size: int, sha256: str, expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A create-only SAS URL for one Put Blob of ``key``, and the headers it must send."""
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        blob = self._blob(key)
+        now = datetime.now(UTC)
+        expiry = now + timedelta(seconds=expires_s)
+        signing: dict[str, Any] = {}
+        account_key = getattr(self.container.credential, "account_key", None)
+        if account_key:
+            signing["account_key"] = account_key
+        else:
+            signing["user_delegation_key"] = self._delegation_key(now, expiry)
+        with azure_errors(f"blob SAS {key}"):
+            sas = generate_blob_sas(
+                self.container.account_name or "",
+                self.container.container_name,
+                blob.blob_name,
+                permission=BlobSasPermissions(create=True),
+                start=now - timedelta(seconds=CLOCK_SKEW_S),
+                expiry=expiry,
+                protocol=None if blob.scheme == "http" else "https",
+                **signing,
+            )
+        headers = {"x-ms-blob-type": "BlockBlob", "Content-Length": str(size)}
+        return f"{blob.url}?{sas}", headers
+
+    def _delegation_key(self, now: datetime, expiry: datetime) -> Any:
+        """A user delegation key valid until after ``expiry`` (Get User Delegation Key, once
+        per ``DELEGATION_KEY_S`` rather than once per URL)."""
+        from azure.storage.blob import BlobServiceClient
+
+        with self._delegation_lock:
+            if self._delegation is None or self._delegation[1] <= expiry:
+                account_url = f"{self.container.scheme}://{self.container.primary_hostname}"
+                service = BlobServiceClient(account_url, credential=self.container.credential)
+                until = now + timedelta(seconds=max(DELEGATION_KEY_S, 2 * (expiry - now).seconds))
+                with azure_errors("blob get user delegation key"):
+                    key = service.get_user_delegation_key(
+                        now - timedelta(seconds=CLOCK_SKEW_S), until
+                    )
+                self._delegation = (key, until)
+            return self._delegation[0]
 
 
 def create_container(container: ContainerClient) -> None:
