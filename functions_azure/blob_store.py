@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.storage.blob import BlobType
 
 from functions_azure._errors import azure_errors
 from nclav.errors import ConflictError, NotFoundError
@@ -44,6 +43,7 @@ from nclav.ports import InvalidKeyError, check_blob_key
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, ContainerClient
 
+BLOCK_BLOB, APPEND_BLOB = "BlockBlob", "AppendBlob"  # azure.storage.blob.BlobType's values
 MAX_NAME = 1024  # characters of a blob name, with the prefix
 _ATTEMPTS = 8  # lost etag races before giving up with ConflictError
 
@@ -83,7 +83,7 @@ class AzureBlobStore:
     def put(self, key: str, data: bytes) -> None:
         blob = self._blob(key)
         with azure_errors(f"blob put {key}"):
-            blob.upload_blob(data, blob_type=BlobType.BLOCKBLOB, overwrite=True)
+            blob.upload_blob(data, blob_type=BLOCK_BLOB, overwrite=True)
 
     def get(self, key: str) -> bytes:
         blob = self._blob(key)
@@ -130,7 +130,7 @@ class AzureBlobStore:
                 except ConflictError:
                     pass  # created meanwhile by another writer: append to theirs
                 continue
-            if props.blob_type != BlobType.APPENDBLOB:
+            if props.blob_type != APPEND_BLOB:
                 if self._rewrite(blob, key, props.etag, data):
                     return
                 continue
@@ -152,7 +152,7 @@ class AzureBlobStore:
                 body = old.readall() + data
                 blob.upload_blob(
                     body,
-                    blob_type=BlobType.BLOCKBLOB,
+                    blob_type=BLOCK_BLOB,
                     overwrite=True,
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,

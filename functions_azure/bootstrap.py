@@ -144,7 +144,10 @@ class AzureRuntime:
 
         def build() -> AzureBlobStore:
             s = self.settings
-            container = self._blob_service().get_container_client(s.blob_container)
+            # The client (and azure.storage.blob) on first use: GET /runs never loads them.
+            container = LazyProxy(
+                lambda: self._blob_service().get_container_client(s.blob_container)
+            )
             return AzureBlobStore(container, s.blob_prefix)
 
         return self.parts.once("blobs", build)
@@ -166,20 +169,23 @@ class AzureRuntime:
         def build() -> StepQueues:
             from functions_azure.queue import StorageWorkQueue, queue_client
 
-            service, s = self._queue_service(), self.settings
+            s = self.settings
+
+            def client(name: str) -> Any:  # made on first use: a read-only request sends nothing
+                return LazyProxy(lambda: queue_client(self._queue_service(), name))
+
             return StepQueues(
-                StorageWorkQueue(queue_client(service, s.steps_queue)),
-                StorageWorkQueue(queue_client(service, s.iac_queue)),
+                StorageWorkQueue(client(s.steps_queue)), StorageWorkQueue(client(s.iac_queue))
             )
 
         return self.parts.once("queues", build)
 
     def queue(self, name: str) -> StorageWorkQueue:
         """The adapter of the queue a trigger names (the steps or the IaC queue)."""
-        queues = self.queues
-        for queue in (queues.steps, queues.iac):
-            if queue.name == name:
-                return queue
+        queues, s = self.queues, self.settings
+        found = {s.steps_queue: queues.steps, s.iac_queue: queues.iac}.get(name)
+        if found is not None:
+            return found
         raise ConfigurationError(f"queue {name!r} is neither the steps nor the IaC queue")
 
     @property

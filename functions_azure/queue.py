@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-
 from functions_azure._errors import azure_errors
 from nclav.errors import ConflictError, NotFoundError
 
@@ -63,6 +61,8 @@ def whole_seconds(seconds: float, cap: int = MAX_DELAY_S) -> int:
 
 def queue_client(service: QueueServiceClient, name: str) -> QueueClient:
     """A client of queue ``name`` that writes and reads base64 bodies, as the host does."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
     return service.get_queue_client(
         name,
         message_encode_policy=TextBase64EncodePolicy(),

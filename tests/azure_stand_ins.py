@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,8 +92,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Azurite's Blob and Queue services; yields the development account's connection string."""
+    with start_azurite(tmp_path_factory.mktemp("azurite")) as connection:
+        yield connection
+
+
+@contextmanager
+def start_azurite(workdir: Path) -> Iterator[str]:
+    """Azurite in ``workdir`` until the block ends (the fixture's, and scripts/bench_azure.py's)."""
     binary = require_node_tool("azurite")
-    workdir = tmp_path_factory.mktemp("azurite")
     blob, queue, table = _free_port(), _free_port(), _free_port()
     log = workdir / "azurite.log"
     with open(log, "wb") as out:
@@ -142,8 +149,14 @@ COSMOS_KEY = base64.b64encode(b"nclav-tests-cosmos-key").decode()
 @pytest.fixture(scope="session")
 def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Cosmos DB stand-in; yields its endpoint URL."""
+    with start_cosmos_server(tmp_path_factory.mktemp("cosmos")) as url:
+        yield url
+
+
+@contextmanager
+def start_cosmos_server(workdir: Path) -> Iterator[str]:
+    """cosmosdb-server in ``workdir`` until the block ends."""
     binary = require_node_tool("cosmosdb-server")
-    workdir = tmp_path_factory.mktemp("cosmos")
     port = _free_port()
     log = workdir / "cosmos.log"
     with open(log, "wb") as out:
@@ -188,5 +201,7 @@ __all__ = [
     "cosmos",
     "cosmos_server",
     "require_node_tool",
+    "start_azurite",
+    "start_cosmos_server",
     "unique_name",
 ]
