@@ -145,7 +145,7 @@ class AzureRuntime:
         def build() -> AzureBlobStore:
             s = self.settings
             # The client (and azure.storage.blob) on first use: GET /runs never loads them.
-            container = LazyProxy(
+            container: Any = LazyProxy(
                 lambda: self._blob_service().get_container_client(s.blob_container)
             )
             return AzureBlobStore(container, s.blob_prefix)

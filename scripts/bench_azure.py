@@ -98,7 +98,7 @@ def stand_ins() -> Iterator[dict[str, str]]:
     sys.path.insert(0, str(REPO / "tests"))
     import pytest
 
-    import azure_stand_ins as s
+    import azure_stand_ins as s  # type: ignore[import-not-found]
     from functions_azure.blob_store import AzureBlobStore, create_container
     from functions_azure.cosmos_store import create_container as create_cosmos_container
     from functions_azure.queue import create_queues
