@@ -167,15 +167,18 @@ class AzureRuntime:
     @property
     def queues(self) -> StepQueues:
         def build() -> StepQueues:
-            from functions_azure.queue import StorageWorkQueue, queue_client
+            from functions_azure.queue import POISON_SUFFIX, StorageWorkQueue, queue_client
 
             s = self.settings
 
             def client(name: str) -> Any:  # made on first use: a read-only request sends nothing
                 return LazyProxy(lambda: queue_client(self._queue_service(), name))
 
+            names = (s.steps_queue, s.iac_queue)
             return StepQueues(
-                StorageWorkQueue(client(s.steps_queue)), StorageWorkQueue(client(s.iac_queue))
+                StorageWorkQueue(client(s.steps_queue)),
+                StorageWorkQueue(client(s.iac_queue)),
+                tuple(StorageWorkQueue(client(name + POISON_SUFFIX)) for name in names),
             )
 
         return self.parts.once("queues", build)

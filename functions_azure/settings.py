@@ -50,10 +50,22 @@ class Settings(CoreSettings):
 class StepQueues(RoutedQueue):
     """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
 
-    def __init__(self, steps: StorageWorkQueue, iac: StorageWorkQueue) -> None:
+    def __init__(
+        self,
+        steps: StorageWorkQueue,
+        iac: StorageWorkQueue,
+        poison: tuple[StorageWorkQueue, ...] = (),
+    ) -> None:
         routed = RoutedQueue.terraform_apart(steps, iac)
         super().__init__(routed.default, routed.by_action)
         self.steps, self.iac = steps, iac
+        self.poison = poison  # the host's <queue>-poison queues
+
+    def dead_letter_count(self) -> int | None:
+        """Messages the host moved to the poison queues (the ``DeadLetters`` capability)."""
+        if not self.poison:
+            return None
+        return sum(queue.pending() for queue in self.poison)
 
 
 __all__ = ["Settings", "StepQueues"]

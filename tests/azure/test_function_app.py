@@ -18,7 +18,7 @@ from azure_harness import AzureDeployment, HostPump, functions, http_request, in
 from functions_azure import bootstrap, function_app, host
 from functions_azure.functions_iac import Execution
 from functions_azure.settings import Settings
-from nclav.errors import ConfigurationError, TemporaryError
+from nclav.errors import ConfigurationError, ConflictError, TemporaryError
 from nclav.runtime.settings import env_var
 
 if TYPE_CHECKING:
@@ -292,3 +292,42 @@ def test_a_policy_that_would_let_the_host_poison_first_is_refused(
     assert host.function_timeout_s({"AzureFunctionsJobHost__functionTimeout": "-1"}) is None
     with pytest.raises(ConfigurationError, match="functionTimeout"):
         host.function_timeout_s({"AzureFunctionsJobHost__functionTimeout": "2h"})
+
+
+def test_a_message_the_host_poisons_is_counted_on_the_status_page(
+    deployment: AzureDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions_azure.queue import StorageWorkQueue
+
+    def cannot_delay(self: StorageWorkQueue, receipt: str, seconds: float) -> None:
+        raise ConflictError("the queue did not answer")
+
+    engine = deployment.runtime.engine
+    monkeypatch.setattr(engine, "handle", lambda m: (_ for _ in ()).throw(TemporaryError("busy")))
+    monkeypatch.setattr(engine, "give_up", lambda m, e: (_ for _ in ()).throw(TemporaryError("x")))
+    monkeypatch.setattr(StorageWorkQueue, "delay", cannot_delay)
+    assert json.loads(deployment.request("GET", "/status").body)["dead_letters"] == 0
+    deployment.send_raw(deployment.steps, '{"run_id": "r", "step_id": "s", "action": "a"}')
+    pump = HostPump(deployment)
+    monkeypatch.setattr(pump, "_complete", _completes_without_the_patched_delay(pump))
+    pump.drain(60)
+    assert [i.dequeue_count for i in pump.invocations] == [1, 2, 3, 4, 5, 6]
+    assert all(i.raised is not None for i in pump.invocations)
+    assert json.loads(deployment.request("GET", "/status").body)["dead_letters"] == 1
+
+
+def _completes_without_the_patched_delay(pump: HostPump) -> Any:
+    """The host releases a message with its own Update Message, not the adapter's ``delay``
+    (patched above to fail as the function's own update would)."""
+    from functions_azure.queue import RECEIPT_SEPARATOR
+
+    real = pump._complete  # noqa: SLF001
+
+    def complete(queue: Any, received: Any, receipt: str, raised: BaseException | None) -> None:
+        if raised is not None and received.receive_count < host.max_dequeue_count():
+            message_id, pop = receipt.split(RECEIPT_SEPARATOR, 1)
+            queue.client.update_message(message_id, pop, visibility_timeout=1)
+            return
+        real(queue, received, receipt, raised)
+
+    return complete
