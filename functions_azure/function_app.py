@@ -65,17 +65,19 @@ def respond(
     """The function's answer to ``req``, by ``router`` (core's ``answer``)."""
     from dataclasses import replace
 
+    from nclav.api.http import new_request_id
     from nclav.runtime.handlers import answer
     from nclav.runtime.polling import STREAMING_HEADER, UNSUPPORTED, asks_for_stream
 
     execution = started or Execution(HTTP_CUT_S)
+    request_id = new_request_id()  # the host's invocation id is not given to a v2 function
     wants_stream = asks_for_stream(req.headers.get("accept") or "")
 
     def to_request(raw: func.HttpRequest) -> ApiRequest:
         from nclav.runtime.polling import without_event_stream
 
         request = without_event_stream(to_api_request(raw))
-        return replace(request, time_left_s=execution.time_left_s())
+        return replace(request, request_id=request_id, time_left_s=execution.time_left_s())
 
     def to_result(response: ApiResponse) -> func.HttpResponse:
         result = to_response(response)
@@ -86,9 +88,11 @@ def respond(
     if len(req.get_body() or b"") > MAX_REQUEST_BYTES:
         from nclav.runtime.handlers import error_result
 
-        too_big = error_result(413, "payload_too_large", "the body is over 100 MB", "")
+        too_big = error_result(413, "payload_too_large", "the body is over 100 MB", request_id)
         return to_response(too_big)
-    return answer(req, request_id="", to_request=to_request, to_result=to_result, router=router)
+    return answer(
+        req, request_id=request_id, to_request=to_request, to_result=to_result, router=router
+    )
 
 
 def to_api_request(req: func.HttpRequest) -> ApiRequest:

@@ -151,7 +151,9 @@ def test_a_body_over_the_hosts_limit_is_413(
     monkeypatch.setattr(function_app, "MAX_REQUEST_BYTES", 10)
     reply = deployment.request("POST", "/bundles", b"x" * 11)
     assert reply.status == 413
-    assert json.loads(reply.body)["error"]["code"] == "payload_too_large"
+    error = json.loads(reply.body)["error"]
+    assert error["code"] == "payload_too_large"
+    assert error["request_id"] and reply.headers["X-Request-Id"] == error["request_id"]
 
 
 # -- queues --------------------------------------------------------------------------------------
