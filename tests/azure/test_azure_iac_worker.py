@@ -119,3 +119,40 @@ def test_an_apply_that_outlasts_the_execution_is_stopped_and_names_the_alternati
     assert "cannot finish within the function app's functionTimeout" in step["error"]
     assert "nclav serve --cloud azure" in step["error"]
     assert deployment.runtime.store.get_lock("e/p") is None  # no lock left behind
+
+
+def test_the_step_keeps_its_lease_while_terraform_runs(
+    deployment: AzureDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 6 s apply under a 2 s lease: the engine renews the lease while terraform runs, so the
+    sweeper (run every 0.3 s meanwhile, as a timer would) never hands the step out again."""
+    import threading
+
+    from functions_azure.function_app import sweep
+
+    monkeypatch.setenv("NCLAV_LEASE_S", "2")
+    deployment.install()
+    slow = (
+        'resource "terraform_data" "slow" {\n'
+        '  provisioner "local-exec" { command = "sleep 6" }\n'
+        "}\n"
+    )
+    resent: list[int] = []
+    stop = threading.Event()
+
+    def sweeper() -> None:
+        while not stop.wait(0.3):
+            resent.append(sweep()["resent"])
+
+    thread = threading.Thread(target=sweeper, daemon=True)
+    thread.start()
+    try:
+        run = reconcile(deployment, tree(slow))
+    finally:
+        stop.set()
+        thread.join()
+    assert run["status"] == "succeeded", run
+    assert len(resent) > 10 and sum(resent) == 0
+    assert [f for f, _ in run["_invocations"]].count("iac_worker") == 1
+    runs = deployment.request("GET", "/enclaves/e/partitions/p/iac/runs")
+    assert len(json.loads(runs.body)) == 1  # terraform applied once
