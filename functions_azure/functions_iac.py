@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from functions_azure.host import function_timeout_s
-from nclav.iac.sandbox import TimeLimit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from nclav.iac.sandbox import TimeLimit
 
 ALTERNATIVE = "nclav serve --cloud azure"
 
 
 def function_time_limit(min_remaining_s: float = 120.0, margin_s: float = 60.0) -> TimeLimit:
+    # Imported here: nclav.iac (and what it imports) is the first request's, not the app's import.
+    from nclav.iac.sandbox import TimeLimit
+
     return TimeLimit(
         min_remaining_s=min_remaining_s,
         margin_s=margin_s,
