@@ -28,7 +28,7 @@ def test_importing_the_app_builds_nothing_and_loads_no_azure_sdk() -> None:
         "import json, sys\n"
         "import functions_azure.function_app\n"
         "heavy = ('azure.cosmos', 'azure.storage', 'azure.identity', 'azure.keyvault',"
-        " 'nclav.engine', 'nclav.api.router')\n"
+        " 'nclav.engine', 'nclav.api.router', 'nclav.iac')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
