@@ -39,7 +39,8 @@ resource "azurerm_function_app_flex_consumption" "app" {
   app_settings = merge(
     local.common_settings,
     local.git_settings,
-    local.host_storage.app,
+    local.host_storage_common,
+    local.host_identity.app,
     { "AzureWebJobs.iac_worker.Disabled" = "true" },
   )
 

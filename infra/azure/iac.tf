@@ -26,7 +26,8 @@ resource "azurerm_container_app_environment" "iac" {
 locals {
   iac_settings = merge(
     local.common_settings,
-    local.host_storage.iac,
+    local.host_storage_common,
+    local.host_identity.iac,
     {
       FUNCTIONS_EXTENSION_VERSION            = "~4"
       FUNCTIONS_WORKER_RUNTIME               = "python"

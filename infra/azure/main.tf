@@ -74,16 +74,25 @@ locals {
   # How a Functions host reaches storage with a user-assigned identity, no key: its own
   # (AzureWebJobsStorage, on the host account) and the queue triggers' connection
   # (NCLAV_STORAGE in functions_azure/function_app.py, on the data account).
-  host_storage = {
-    for id, identity in { app                   = azurerm_user_assigned_identity.app, iac = azurerm_user_assigned_identity.iac } : id => {
-      AZURE_CLIENT_ID                           = identity.client_id # DefaultAzureCredential's identity
-      AzureWebJobsStorage__accountName          = azurerm_storage_account.host.name
-      AzureWebJobsStorage__credential           = "managedidentity"
-      AzureWebJobsStorage__clientId             = identity.client_id
-      NCLAV_STORAGE__queueServiceUri            = azurerm_storage_account.data.primary_queue_endpoint
-      NCLAV_STORAGE__credential                 = "managedidentity"
-      NCLAV_STORAGE__clientId                   = identity.client_id
-      APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${identity.client_id};Authorization=AAD"
+  host_storage_common = {
+    AzureWebJobsStorage__accountName = azurerm_storage_account.host.name
+    AzureWebJobsStorage__credential  = "managedidentity"
+    NCLAV_STORAGE__queueServiceUri   = azurerm_storage_account.data.primary_queue_endpoint
+    NCLAV_STORAGE__credential        = "managedidentity"
+  }
+  # ...as which identity (AZURE_CLIENT_ID: DefaultAzureCredential's choice too).
+  host_identity = {
+    app = {
+      AZURE_CLIENT_ID                           = azurerm_user_assigned_identity.app.client_id
+      AzureWebJobsStorage__clientId             = azurerm_user_assigned_identity.app.client_id
+      NCLAV_STORAGE__clientId                   = azurerm_user_assigned_identity.app.client_id
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.app.client_id};Authorization=AAD"
+    }
+    iac = {
+      AZURE_CLIENT_ID                           = azurerm_user_assigned_identity.iac.client_id
+      AzureWebJobsStorage__clientId             = azurerm_user_assigned_identity.iac.client_id
+      NCLAV_STORAGE__clientId                   = azurerm_user_assigned_identity.iac.client_id
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.iac.client_id};Authorization=AAD"
     }
   }
 }

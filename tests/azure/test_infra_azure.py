@@ -1,0 +1,251 @@
+"""infra/azure against the code it deploys: fmt-clean; every setting functions_azure reads is
+set on both hosts, and only names some code reads; the delivery policy gives up before the host
+poisons a message (host.json); the queues, their -poison queues and the trigger connection;
+which host runs which function; KEDA on the IaC queue; every grant scoped to its container,
+queue, database or vault, none broad; Key Vault without secrets; every reference declared.
+
+``terraform validate`` cannot run here: hashicorp/azurerm is not in the offline provider mirror
+(``test_validate_where_the_azurerm_provider_is_mirrored`` skips and says so), so these checks
+read the configuration (tests/infra_hcl.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+import pytest
+
+from functions_azure.settings import Settings
+from infra_hcl import ROOT, Root, fmt_check, load, nclav_names_in_code, validate_offline, walk
+from nclav.errors import TemporaryError
+from nclav.runtime.delivery import DeliveryPolicy, GaveUp, Retry, decide
+from nclav.runtime.settings import env_var
+
+INFRA = ROOT / "infra" / "azure"
+FUNCTION_APP = ROOT / "functions_azure" / "function_app.py"
+# The Azure driver's options (the seed README's --azure-* table; the driver plugin declares them).
+DRIVER_OPTIONS = {
+    "NCLAV_AZURE_TENANT_ID",
+    "NCLAV_AZURE_MANAGEMENT_GROUP_ID",
+    "NCLAV_AZURE_BILLING_ACCOUNT_NAME",
+    "NCLAV_AZURE_BILLING_PROFILE_NAME",
+    "NCLAV_AZURE_INVOICE_SECTION_NAME",
+    "NCLAV_AZURE_DEFAULT_LOCATION",
+    "NCLAV_AZURE_SUBSCRIPTION_PREFIX",
+}
+BROAD_ROLES = {"Owner", "Contributor", "User Access Administrator", "Storage Account Contributor"}
+
+
+@pytest.fixture(scope="module")
+def azure() -> Root:
+    return load("azure")
+
+
+def settings(azure: Root) -> dict[str, dict[str, Any]]:
+    """The app settings of the Flex Consumption app and the container's environment."""
+    app = azure.resource("azurerm_function_app_flex_consumption", "app")
+    container = azure.resource("azurerm_container_app", "iac")["template"][0]["container"][0]
+    env = {e["name"]: e.get("value", f"secret:{e.get('secret_name')}") for e in container["env"]}
+    dynamic = container["dynamic"][0]["env"]
+    assert re.fullmatch(
+        r"\$\{\{for k, v in local\.iac_settings : k => v if .*\}\}", dynamic["for_each"]
+    )
+    iac = {**azure.mapping("${local.iac_settings}"), **env}
+    return {"app": azure.mapping(app["app_settings"]), "iac": iac}
+
+
+def function_app_source() -> str:
+    if not FUNCTION_APP.exists():
+        pytest.skip("functions_azure/function_app.py is not in this tree yet (the Azure functions)")
+    return FUNCTION_APP.read_text()
+
+
+def host_json() -> dict[str, Any]:
+    path = ROOT / "functions_azure" / "host.json"
+    if not path.exists():
+        pytest.skip("functions_azure/host.json is not in this tree yet (the Azure function app)")
+    found: dict[str, Any] = json.loads(path.read_text())
+    return found
+
+
+def test_infra_azure_is_terraform_fmt_clean() -> None:
+    fmt_check(INFRA)
+
+
+def test_validate_where_the_azurerm_provider_is_mirrored() -> None:
+    assert "Success" in validate_offline(INFRA, "azurerm")
+
+
+def test_every_reference_is_declared(azure: Root) -> None:
+    assert azure.unresolved() == []
+
+
+def test_both_hosts_get_every_setting_the_runtime_requires(azure: Root) -> None:
+    required = {
+        env_var(f.name)
+        for f in dataclasses.fields(Settings)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    # Optional to Settings, needed by the secrets (bootstrap refuses to build them without).
+    required |= {"NCLAV_KEY_VAULT_URL"}
+    for host, values in settings(azure).items():
+        assert required <= set(values), (host, sorted(required - set(values)))
+        assert values["NCLAV_CLOUD"] == "azure"
+        # No key anywhere: the stand-ins' connection string and Cosmos key stay unset.
+        assert "NCLAV_STORAGE_CONNECTION" not in values and "NCLAV_COSMOS_KEY" not in values
+        # DefaultAzureCredential picks the host's user-assigned identity.
+        assert values["AZURE_CLIENT_ID"] == f"${{azurerm_user_assigned_identity.{host}.client_id}}"
+        assert values["NCLAV_STEPS_QUEUE"] == '${azurerm_storage_queue.q["steps"].name}'
+        assert values["NCLAV_IAC_QUEUE"] == '${azurerm_storage_queue.q["iac"].name}'
+    assert "NCLAV_GIT_URL" in settings(azure)["app"]
+
+
+def test_every_nclav_name_set_is_one_some_code_reads(azure: Root) -> None:
+    fields = {env_var(f.name) for f in dataclasses.fields(Settings)}
+    read = nclav_names_in_code(ROOT / "core" / "nclav", ROOT / "functions_azure")
+    known = fields | read | DRIVER_OPTIONS
+    for host, values in settings(azure).items():
+        # NCLAV_STORAGE__* is the queue triggers' connection (below), not a setting.
+        names = {k for k in values if k.startswith("NCLAV_") and "__" not in k}
+        assert not names - known, (host, sorted(names - known))
+
+
+def test_the_policy_gives_up_before_the_host_poisons_a_message(azure: Root) -> None:
+    """The host moves a message to <queue>-poison after maxDequeueCount dequeues (the attempt
+    is the message's dequeue_count); NCLAV_MAX_RECEIVES comes from that same host.json."""
+    assert azure.default("host_json") == "../../functions_azure/host.json"
+    assert (INFRA / azure.default("host_json")).resolve() == ROOT / "functions_azure" / "host.json"
+    assert azure.locals["host_queues"] == "${jsondecode(file(var.host_json)).extensions.queues}"
+    found = re.fullmatch(
+        r"\$\{local\.host_queues\.maxDequeueCount - (\d+)\}", azure.locals["max_receives"]
+    )
+    assert found, azure.locals["max_receives"]
+    margin = int(found.group(1))
+    for values in settings(azure).values():
+        assert values["NCLAV_MAX_RECEIVES"] == "${tostring(local.max_receives)}"
+    dequeues = int(host_json()["extensions"]["queues"]["maxDequeueCount"])
+    policy = DeliveryPolicy(max_receives=dequeues - margin)
+    assert 1 <= policy.max_receives < dequeues
+    error = TemporaryError("Cosmos DB is throttling")
+    assert isinstance(decide(error, policy.max_receives, policy), GaveUp)
+    for attempt in range(1, policy.max_receives):
+        assert isinstance(decide(error, attempt, policy), Retry)
+
+
+def test_queues_poison_queues_and_the_trigger_connection(azure: Root) -> None:
+    assert azure.locals["queues"] == {"steps": "${var.name}-steps", "iac": "${var.name}-iac"}
+    poison = azure.resource("azurerm_storage_queue", "poison")
+    assert poison["for_each"] == "${local.queues}"
+    assert poison["name"] == "${each.value}-poison"
+    source = function_app_source()
+    connection = re.search(r'STORAGE_CONNECTION = "(\w+)"', source)
+    assert connection, "function_app.py names no STORAGE_CONNECTION"
+    for host, values in settings(azure).items():
+        name = connection.group(1)
+        assert (
+            values[f"{name}__queueServiceUri"]
+            == "${azurerm_storage_account.data.primary_queue_endpoint}"
+        )
+        assert values[f"{name}__credential"] == "managedidentity"
+        assert (
+            values[f"{name}__clientId"] == f"${{azurerm_user_assigned_identity.{host}.client_id}}"
+        )
+        assert values["AzureWebJobsStorage__credential"] == "managedidentity"
+    # The triggers read the queue names from the same settings the runtime sends to.
+    assert '"%NCLAV_STEPS_QUEUE%"' in source and '"%NCLAV_IAC_QUEUE%"' in source
+
+
+def test_each_host_runs_its_own_functions(azure: Root) -> None:
+    functions = set(re.findall(r'@app\.function_name\("(\w+)"\)', function_app_source()))
+    assert "iac_worker" in functions and len(functions) >= 3
+    values = settings(azure)
+    disabled = {
+        host: {k.split(".")[1] for k, v in found.items() if k.endswith(".Disabled") and v == "true"}
+        for host, found in values.items()
+    }
+    assert disabled["app"] == {"iac_worker"}
+    assert disabled["iac"] == functions - {"iac_worker"}
+    # Terraform gets the container's long execution limit, one message at a time.
+    iac = values["iac"]
+    assert iac["AzureFunctionsJobHost__functionTimeout"] == "${var.iac_function_timeout}"
+    assert azure.default("iac_function_timeout") > "00:30:00"
+    assert iac["AzureFunctionsJobHost__extensions__queues__batchSize"] == "1"
+    assert iac["AzureFunctionsJobHost__extensions__queues__newBatchThreshold"] == "0"
+    app = azure.resource("azurerm_function_app_flex_consumption", "app")
+    assert (app["runtime_name"], app["runtime_version"]) == ("python", "3.11")
+
+
+def test_keda_scales_the_terraform_worker_on_the_iac_queue_as_its_identity(azure: Root) -> None:
+    template = azure.resource("azurerm_container_app", "iac")["template"][0]
+    assert template["min_replicas"] == 0
+    (rule,) = template["custom_scale_rule"]
+    assert rule["custom_rule_type"] == "azure-queue"
+    assert rule["identity_id"] == "${azurerm_user_assigned_identity.iac.id}"
+    assert rule["metadata"]["queueName"] == '${azurerm_storage_queue.q["iac"].name}'
+    assert rule["metadata"]["accountName"] == "${azurerm_storage_account.data.name}"
+    # Messages being worked on count: a replica running terraform is not scaled in.
+    assert rule["metadata"]["queueLengthStrategy"] == "all"
+    assert "authentication" not in rule  # no connection string
+
+
+def test_every_grant_is_scoped_and_none_is_broad(azure: Root) -> None:
+    roles = [v for k, v in walk(azure.resources) if k in ("role", "role_definition_name")]
+    grants = re.findall(
+        r'role\s*=\s*"([^"]+)",\s*scope\s*=\s*([^\s}]+)', azure.locals["role_grants"]
+    )
+    assert grants, "no role grants found"
+    assert not BROAD_ROLES & ({r for r, _ in grants} | set(roles))
+    for role, scope in grants:
+        if role.startswith("Storage Queue"):
+            assert scope.startswith("local.queue_scopes["), (role, scope)
+        elif role == "Storage Blob Data Owner":  # the Functions host's own account only
+            assert scope == "azurerm_storage_account.host.id", scope
+        elif role == "Storage Blob Delegator":  # a user delegation key is asked of the account
+            assert scope == "local.data_id", scope
+        elif role.startswith("Storage Blob"):
+            assert scope.startswith("local.container_scope."), (role, scope)
+        elif role.startswith("Key Vault"):
+            assert scope == "azurerm_key_vault.nclav.id", (role, scope)
+    scopes = azure.locals["queue_scopes"]
+    assert "/queueServices/default/queues/" in scopes
+    assert "/blobServices/default/containers/" in str(azure.locals["container_scope"])
+    assert {r for r, _ in grants if r.startswith("Key Vault")} == {
+        "Key Vault Secrets Officer",
+        "Key Vault Secrets User",
+    }
+    cosmos = azure.resource("azurerm_cosmosdb_sql_role_assignment", "state")
+    assert cosmos["scope"].endswith("/dbs/${azurerm_cosmosdb_sql_database.nclav.name}")
+    assert cosmos["role_definition_id"].endswith(
+        "/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002"
+    )
+
+
+def test_no_keys_and_no_secret_values(azure: Root) -> None:
+    kinds = {kind for kind, _ in azure.resources}
+    assert "azurerm_key_vault_secret" not in kinds
+    vault = azure.resource("azurerm_key_vault", "nclav")
+    assert vault["rbac_authorization_enabled"] is True
+    for name in ("data", "host"):
+        account = azure.resource("azurerm_storage_account", name)
+        assert account["shared_access_key_enabled"] is False
+        assert account["allow_nested_items_to_be_public"] is False
+    assert (
+        azure.resource("azurerm_cosmosdb_account", "state")["local_authentication_enabled"] is False
+    )
+    assert azure.resource("azurerm_container_registry", "iac")["admin_enabled"] is False
+
+
+def test_the_cosmos_container_is_the_one_the_store_documents(azure: Root) -> None:
+    readme = (ROOT / "functions_azure" / "README.md").read_text()
+    assert "partition key path `/pk`" in readme
+    container = azure.resource("azurerm_cosmosdb_sql_container", "state")
+    assert container["partition_key_paths"] == ["/pk"]
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    assert container["name"] == defaults["cosmos_container"]
+    assert (
+        azure.resource("azurerm_cosmosdb_sql_database", "nclav")["name"]
+        == defaults["cosmos_database"]
+    )
