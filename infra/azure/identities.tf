@@ -49,8 +49,9 @@ locals {
       for who in keys(local.principals) : "${who}/insights" => { who = who, role = "Monitoring Metrics Publisher", scope = azurerm_application_insights.nclav.id }
     },
     {
-      # The Flex Consumption app reads its own package (the iac image carries its code).
-      "app/package" = { who = "app", role = "Storage Blob Data Reader", scope = local.container_scope.package }
+      # The Flex Consumption app's package: the deployment (config-zip) writes it there as
+      # the app's identity, the app reads it. The iac image carries its own code.
+      "app/package" = { who = "app", role = "Storage Blob Data Contributor", scope = local.container_scope.package }
       # Signed upload URLs (POST /bundles/uploads) are user delegation SAS: the key is asked
       # of the account (the SAS itself is limited to the blobs container by the grant above).
       "app/delegator" = { who = "app", role = "Storage Blob Delegator", scope = local.data_id }

@@ -21,7 +21,7 @@ resource "google_cloudfunctions2_function" "fn" {
     runtime           = var.runtime
     entry_point       = each.key
     service_account   = google_service_account.sa["build"].id
-    docker_repository = google_artifact_registry_repository.images.id
+    docker_repository = google_artifact_registry_repository.functions.id
     environment_variables = {
       GOOGLE_FUNCTION_SOURCE = var.function_source
     }

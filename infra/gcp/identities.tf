@@ -136,7 +136,7 @@ resource "google_project_iam_member" "build_logs" {
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_push" {
-  repository = google_artifact_registry_repository.images.name
+  repository = google_artifact_registry_repository.functions.name
   location   = var.region
   role       = "roles/artifactregistry.writer"
   member     = google_service_account.sa["build"].member

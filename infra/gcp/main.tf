@@ -98,13 +98,23 @@ resource "google_project_service" "apis" {
 
 # -- images: the terraform worker's, and the functions' builds --------------------------------
 
+# The terraform worker's image, pushed by the operator and deployed by digest: tags never move.
 resource "google_artifact_registry_repository" "images" {
   repository_id = var.name
   location      = var.region
   format        = "DOCKER"
-  description   = "nclav: the terraform worker image (push it here) and the functions' builds"
+  description   = "nclav: the terraform worker image (functions_gcp/Dockerfile)"
   docker_config {
     immutable_tags = true
   }
   depends_on = [google_project_service.apis]
+}
+
+# What Cloud Build makes of the functions' source (it re-tags these images on every build).
+resource "google_artifact_registry_repository" "functions" {
+  repository_id = "${var.name}-functions"
+  location      = var.region
+  format        = "DOCKER"
+  description   = "nclav: the api, worker and schedule functions' builds"
+  depends_on    = [google_project_service.apis]
 }

@@ -249,3 +249,33 @@ def test_the_cosmos_container_is_the_one_the_store_documents(azure: Root) -> Non
         azure.resource("azurerm_cosmosdb_sql_database", "nclav")["name"]
         == defaults["cosmos_database"]
     )
+
+
+def test_every_derived_name_fits_at_the_lengths_name_allows(azure: Root) -> None:
+    """Storage accounts: 3-24 lowercase letters and digits; Key Vault: 3-24; a Flex
+    Consumption app: at most 32 (host id collisions); container apps: 2-32."""
+    condition = azure.variables["name"]["validation"][0]["condition"]
+    pattern = re.fullmatch(r'\$\{can\(regex\("(.+)", var\.name\)\)\}', condition)
+    assert pattern, condition
+    regex = pattern.group(1).replace("\\\\", "\\")
+    fits = [("a" + "b" * k) for k in range(40) if re.fullmatch(regex, "a" + "b" * k)]
+    assert fits
+    suffix = re.fullmatch(r"\$\{substr\(sha256\(.*\), 0, (\d+)\)\}", azure.locals["suffix"])
+    assert suffix, azure.locals["suffix"]
+    limits = {
+        "data": r"[a-z0-9]{3,24}",
+        "host": r"[a-z0-9]{3,24}",
+        "cosmos": r"[a-z0-9][a-z0-9-]{1,42}[a-z0-9]",
+        "vault": r"[a-z][a-z0-9-]{1,22}[a-z0-9]",
+        "registry": r"[a-z0-9]{5,50}",
+        "app": r"[a-z][a-z0-9-]{0,30}[a-z0-9]",
+    }
+    assert set(azure.locals["names"]) == set(limits)
+    for name in (fits[0], fits[-1]):
+        for key, template in azure.locals["names"].items():
+            value = template.replace("${var.name}", name).replace(
+                "${local.suffix}", "f" * int(suffix.group(1))
+            )
+            assert re.fullmatch(limits[key], value), (key, value)
+        app = azure.resource("azurerm_container_app", "iac")["name"].replace("${var.name}", name)
+        assert re.fullmatch(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", app), app

@@ -268,3 +268,35 @@ def test_functions_are_the_framework_targets_of_the_entry_module(gcp: Root) -> N
         pytest.skip(f"{module.relative_to(ROOT)} is not in this tree yet (the GCP entry points)")
     defined = set(re.findall(r"(?m)^def (\w+)\(", module.read_text()))
     assert targets <= defined, sorted(targets - defined)
+
+
+def test_every_derived_name_fits_at_the_lengths_name_allows(gcp: Root) -> None:
+    """The names built from var.name, at its shortest and longest: GCP refuses an account id
+    outside 6-30 characters, a database id under 4, a bucket name over 63."""
+    condition = gcp.variables["name"]["validation"][0]["condition"]
+    pattern = re.fullmatch(r'\$\{can\(regex\("(.+)", var\.name\)\)\}', condition)
+    assert pattern, condition
+    regex = pattern.group(1).replace("\\\\", "\\")
+    shortest = next(n for n in ("ab", "abc", "abcd") if re.fullmatch(regex, n))
+    longest = max(
+        (("a" + "b" * k) for k in range(1, 40) if re.fullmatch(regex, "a" + "b" * k)), key=len
+    )
+    accounts = gcp.resource("google_service_account", "sa")
+    roles = re.findall(r'"(\w+)"', accounts["for_each"])
+    project = "p" * 30  # the longest project id
+    for name in (shortest, longest):
+        for role in roles:
+            account = (
+                accounts["account_id"].replace("${var.name}", name).replace("${each.key}", role)
+            )
+            assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), account
+        database = gcp.resource("google_firestore_database", "state")["name"].replace(
+            "${var.name}", name
+        )
+        assert 4 <= len(database) <= 63, database
+        for bucket in ("blobs", "source"):
+            full = gcp.resource("google_storage_bucket", bucket)["name"]
+            full = full.replace("${var.project}", project).replace("${var.name}", name)
+            assert 3 <= len(full) <= 63, full
+        # The terraform worker's deterministic URL label: service name, dash, project number.
+        assert len(f"{name}-iac-{'9' * 12}") <= 63
