@@ -74,6 +74,12 @@ variable "default_region" {
   default     = ""
 }
 
+variable "partition_roles" {
+  description = "NCLAV_GCP_PARTITION_ROLES: comma-separated roles each partition's service account gets on its enclave project (empty: the driver's default)."
+  type        = string
+  default     = ""
+}
+
 variable "grant_parent_roles" {
   description = "Grant the worker and iac identities their roles on var.parent and the billing account (needs an operator allowed to set IAM there). False: an administrator grants them; `terraform output parent_grants` lists them."
   type        = bool

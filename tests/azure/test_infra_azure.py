@@ -22,21 +22,33 @@ from functions_azure.settings import Settings
 from infra_hcl import ROOT, Root, fmt_check, load, nclav_names_in_code, validate_offline, walk
 from nclav.errors import TemporaryError
 from nclav.runtime.delivery import DeliveryPolicy, GaveUp, Retry, decide
+from nclav.runtime.drivers import env_name
 from nclav.runtime.settings import env_var
 
 INFRA = ROOT / "infra" / "azure"
 FUNCTION_APP = ROOT / "functions_azure" / "function_app.py"
-# The Azure driver's options (the seed README's --azure-* table; the driver plugin declares them).
-DRIVER_OPTIONS = {
-    "NCLAV_AZURE_TENANT_ID",
-    "NCLAV_AZURE_MANAGEMENT_GROUP_ID",
-    "NCLAV_AZURE_BILLING_ACCOUNT_NAME",
-    "NCLAV_AZURE_BILLING_PROFILE_NAME",
-    "NCLAV_AZURE_INVOICE_SECTION_NAME",
-    "NCLAV_AZURE_DEFAULT_LOCATION",
-    "NCLAV_AZURE_SUBSCRIPTION_PREFIX",
-}
+SEED_OPTIONS = (
+    "TENANT_ID",
+    "MANAGEMENT_GROUP_ID",
+    "BILLING_ACCOUNT_NAME",
+    "BILLING_PROFILE_NAME",
+    "INVOICE_SECTION_NAME",
+    "DEFAULT_LOCATION",
+    "SUBSCRIPTION_PREFIX",
+)
 BROAD_ROLES = {"Owner", "Contributor", "User Access Administrator", "Storage Account Contributor"}
+
+
+def driver_options() -> tuple[set[str], set[str]]:
+    """(every NCLAV_AZURE_* option, the required ones): the driver plugin's declaration, or
+    where the driver is not in this tree yet, the seed README's --azure-* table."""
+    try:
+        from functions_azure.driver import OPTIONS
+    except ImportError:
+        names = {f"NCLAV_AZURE_{o}" for o in SEED_OPTIONS}
+        return names, names - {"NCLAV_AZURE_DEFAULT_LOCATION", "NCLAV_AZURE_SUBSCRIPTION_PREFIX"}
+    found = {env_name("azure", o.name): o.required for o in OPTIONS}
+    return set(found), {n for n, required in found.items() if required}
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +103,13 @@ def test_both_hosts_get_every_setting_the_runtime_requires(azure: Root) -> None:
     }
     # Optional to Settings, needed by the secrets (bootstrap refuses to build them without).
     required |= {"NCLAV_KEY_VAULT_URL"}
+    required |= driver_options()[1]  # the driver's required options, on both hosts
     for host, values in settings(azure).items():
         assert required <= set(values), (host, sorted(required - set(values)))
         assert values["NCLAV_CLOUD"] == "azure"
         # No key anywhere: the stand-ins' connection string and Cosmos key stay unset.
         assert "NCLAV_STORAGE_CONNECTION" not in values and "NCLAV_COSMOS_KEY" not in values
+        assert "NCLAV_AZURE_CLIENT_SECRET" not in values and "NCLAV_AZURE_CLIENT_ID" not in values
         # DefaultAzureCredential picks the host's user-assigned identity.
         assert values["AZURE_CLIENT_ID"] == f"${{azurerm_user_assigned_identity.{host}.client_id}}"
         assert values["NCLAV_STEPS_QUEUE"] == '${azurerm_storage_queue.q["steps"].name}'
@@ -106,7 +120,7 @@ def test_both_hosts_get_every_setting_the_runtime_requires(azure: Root) -> None:
 def test_every_nclav_name_set_is_one_some_code_reads(azure: Root) -> None:
     fields = {env_var(f.name) for f in dataclasses.fields(Settings)}
     read = nclav_names_in_code(ROOT / "core" / "nclav", ROOT / "functions_azure")
-    known = fields | read | DRIVER_OPTIONS
+    known = fields | read | driver_options()[0]
     for host, values in settings(azure).items():
         # NCLAV_STORAGE__* is the queue triggers' connection (below), not a setting.
         names = {k for k in values if k.startswith("NCLAV_") and "__" not in k}

@@ -22,16 +22,27 @@ from nclav import notify
 from nclav.errors import TemporaryError
 from nclav.gitsource.source import TOKEN_SECRET, WEBHOOK_SECRET
 from nclav.runtime.delivery import DeliveryPolicy, GaveUp, Retry, decide
+from nclav.runtime.drivers import env_name
 from nclav.runtime.settings import env_var
 
 INFRA = ROOT / "infra" / "gcp"
-# The GCP driver's options (the seed README's --gcp-* table; the driver plugin declares them).
-DRIVER_OPTIONS = {
-    "NCLAV_GCP_PARENT",
-    "NCLAV_GCP_BILLING_ACCOUNT",
-    "NCLAV_GCP_PROJECT_PREFIX",
-    "NCLAV_GCP_DEFAULT_REGION",
-}
+
+
+def driver_options() -> tuple[set[str], set[str]]:
+    """(every NCLAV_GCP_* option, the required ones): the driver plugin's declaration, or
+    where the driver is not in this tree yet, the seed README's --gcp-* table."""
+    try:
+        from functions_gcp.driver import OPTIONS
+    except ImportError:
+        return {f"NCLAV_GCP_{o}" for o in SEED_OPTIONS}, {
+            "NCLAV_GCP_PARENT",
+            "NCLAV_GCP_BILLING_ACCOUNT",
+        }
+    names = {env_name("gcp", o.name): o.required for o in OPTIONS}
+    return set(names), {n for n, required in names.items() if required}
+
+
+SEED_OPTIONS = ("PARENT", "BILLING_ACCOUNT", "PROJECT_PREFIX", "DEFAULT_REGION")
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 
 
@@ -73,6 +84,7 @@ def test_every_entry_point_gets_every_setting_the_runtime_requires(gcp: Root) ->
     assert required >= {"NCLAV_PROJECT", "NCLAV_BUCKET", "NCLAV_STEPS_QUEUE", "NCLAV_IAC_QUEUE"}
     envs = environments(gcp)
     assert set(envs) == {"api", "worker", "schedule", "iac_worker"}
+    required |= driver_options()[1]  # the driver's required options, on every entry point
     for name, env in envs.items():
         assert required <= set(env), (name, sorted(required - set(env)))
         assert env["NCLAV_CLOUD"] == "gcp"
@@ -87,7 +99,7 @@ def test_every_entry_point_gets_every_setting_the_runtime_requires(gcp: Root) ->
 def test_every_nclav_name_set_is_one_some_code_reads(gcp: Root) -> None:
     fields = {env_var(f.name) for f in dataclasses.fields(Settings)}
     read = nclav_names_in_code(ROOT / "core" / "nclav", ROOT / "functions_gcp")
-    known = fields | read | DRIVER_OPTIONS
+    known = fields | read | driver_options()[0]
     for name, env in environments(gcp).items():
         unknown = {k for k in env if k.startswith("NCLAV_")} - known
         assert not unknown, (name, sorted(unknown))
