@@ -170,6 +170,39 @@ resource "google_organization_iam_member" "parent" {
   member   = google_service_account.sa[each.value.sa].member
 }
 
+# Partition steps grant partition_roles to each partition's service account on its enclave
+# project: the terraform worker may set project IAM under the parent, but an IAM condition
+# lets it add or remove those roles only (any other grant it tried would be refused).
+locals {
+  partition_grant = {
+    role       = "roles/resourcemanager.projectIamAdmin"
+    title      = "nclav-partition-roles-only"
+    expression = "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly(${jsonencode(var.partition_roles)})"
+  }
+}
+
+resource "google_folder_iam_member" "partition_roles" {
+  count  = var.grant_parent_roles && local.parent_is_folder ? 1 : 0
+  folder = var.parent
+  role   = local.partition_grant.role
+  member = google_service_account.sa["iac"].member
+  condition {
+    title      = local.partition_grant.title
+    expression = local.partition_grant.expression
+  }
+}
+
+resource "google_organization_iam_member" "partition_roles" {
+  count  = var.grant_parent_roles && !local.parent_is_folder ? 1 : 0
+  org_id = trimprefix(var.parent, "organizations/")
+  role   = local.partition_grant.role
+  member = google_service_account.sa["iac"].member
+  condition {
+    title      = local.partition_grant.title
+    expression = local.partition_grant.expression
+  }
+}
+
 resource "google_billing_account_iam_member" "worker" {
   count              = var.grant_parent_roles ? 1 : 0
   billing_account_id = local.billing_account

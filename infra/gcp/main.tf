@@ -51,7 +51,7 @@ locals {
     NCLAV_GCP_BILLING_ACCOUNT = var.billing_account
     NCLAV_GCP_PROJECT_PREFIX  = var.project_prefix
     NCLAV_GCP_DEFAULT_REGION  = var.default_region
-    NCLAV_GCP_PARTITION_ROLES = var.partition_roles
+    NCLAV_GCP_PARTITION_ROLES = join(",", var.partition_roles)
 
     NCLAV_NOTIFY_URL        = var.notify_url
     NCLAV_DRIFT_INTERVAL_S  = tostring(var.drift_interval_s)

@@ -34,6 +34,7 @@ output "parent_grants" {
   description = "What an administrator grants when grant_parent_roles is false."
   value = concat(
     [for g in local.parent_grants : "${var.parent}: ${g.role} to ${google_service_account.sa[g.sa].email}"],
+    ["${var.parent}: ${local.partition_grant.role} to ${google_service_account.sa["iac"].email}, condition: ${local.partition_grant.expression}"],
     ["billingAccounts/${local.billing_account}: roles/billing.user to ${google_service_account.sa["worker"].email}"],
   )
 }

@@ -75,9 +75,9 @@ variable "default_region" {
 }
 
 variable "partition_roles" {
-  description = "NCLAV_GCP_PARTITION_ROLES: comma-separated roles each partition's service account gets on its enclave project (empty: the driver's default)."
-  type        = string
-  default     = ""
+  description = "NCLAV_GCP_PARTITION_ROLES: the roles each partition's service account gets on its enclave project (the driver grants them at run time, inside enclave projects; terraform runs as that account). The terraform worker may grant these roles and no others (identities.tf)."
+  type        = list(string)
+  default     = ["roles/editor"]
 }
 
 variable "grant_parent_roles" {
@@ -93,9 +93,9 @@ variable "worker_parent_roles" {
 }
 
 variable "iac_parent_roles" {
-  description = "Roles of the terraform worker's identity on var.parent: it impersonates each partition's service account to run terraform (never its own credentials), searches a partition's assets. Never roles/owner or roles/editor."
+  description = "Roles of the terraform worker's identity on var.parent: partition steps run there, so it creates each partition's service account in the enclave project, impersonates it to run terraform (never its own credentials), searches a partition's assets. Granting partition_roles on enclave projects is a separate, conditional grant. Never roles/owner or roles/editor."
   type        = list(string)
-  default     = ["roles/iam.serviceAccountTokenCreator", "roles/cloudasset.viewer"]
+  default     = ["roles/iam.serviceAccountAdmin", "roles/iam.serviceAccountTokenCreator", "roles/cloudasset.viewer"]
 }
 
 variable "api_invoker" {

@@ -229,6 +229,30 @@ def test_no_primitive_role_and_every_grant_names_its_resource(gcp: Root) -> None
     assert "roles/iam.serviceAccountTokenCreator" not in gcp.default("worker_parent_roles")
 
 
+def test_the_terraform_worker_may_grant_the_partition_roles_and_no_other(gcp: Root) -> None:
+    """Partition steps (on the terraform worker) grant partition_roles on enclave projects:
+    project IAM admin under the parent, conditioned on the roles a change may touch."""
+    grant = gcp.locals["partition_grant"]
+    assert grant["role"] == "roles/resourcemanager.projectIamAdmin"
+    assert grant["expression"] == (
+        "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])"
+        ".hasOnly(${jsonencode(var.partition_roles)})"
+    )
+    for kind in ("google_folder_iam_member", "google_organization_iam_member"):
+        body = gcp.of_type(kind)["partition_roles"]
+        assert body["member"] == '${google_service_account.sa["iac"].member}'
+        assert body["condition"][0]["expression"] == "${local.partition_grant.expression}"
+        # Unconditional parent grants never include project IAM admin.
+        assert "projectIamAdmin" not in str(gcp.of_type(kind)["parent"])
+    env = environments(gcp)["iac_worker"]
+    assert env["NCLAV_GCP_PARTITION_ROLES"] == '${join(",", var.partition_roles)}'
+    try:
+        from functions_gcp.driver.config import DEFAULT_PARTITION_ROLES
+    except ImportError:
+        return  # the driver is not in this tree yet
+    assert gcp.default("partition_roles") == list(DEFAULT_PARTITION_ROLES)
+
+
 def test_secrets_exist_without_values_and_each_is_granted_by_name(gcp: Root) -> None:
     kinds = {kind for kind, _ in gcp.resources}
     assert "google_secret_manager_secret_version" not in kinds
