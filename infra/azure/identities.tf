@@ -85,3 +85,36 @@ resource "azurerm_cosmosdb_sql_role_assignment" "state" {
   scope               = "${azurerm_cosmosdb_account.state.id}/dbs/${azurerm_cosmosdb_sql_database.nclav.name}"
   principal_id        = each.value
 }
+
+# -- on the management group: what the driver does in enclave subscriptions ----------------------
+
+# The app identity places the subscriptions it creates (their creator, it owns them) under the
+# management group. Partition steps run on the terraform worker: it reads what it manages
+# (observe, Resource Graph orphan scans), creates each partition's managed identity and its
+# federated credential (terraform runs as that identity), and assigns it partition_role_ids on
+# its subscription: Role Based Access Control Administrator under a condition that lets it
+# write or delete assignments of those roles only.
+locals {
+  management_group = "/providers/Microsoft.Management/managementGroups/${var.management_group_id}"
+  partition_roles  = join(", ", var.partition_role_ids)
+  assign_partition_roles_only = join(" AND ", [
+    for action, attribute in { write = "Request", delete = "Resource" } :
+    "((!(ActionMatches{'Microsoft.Authorization/roleAssignments/${action}'})) OR (@${attribute}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {${local.partition_roles}}))"
+  ])
+  management_group_grants = {
+    "app/placement"  = { who = "app", role = "Management Group Contributor", condition = null }
+    "iac/read"       = { who = "iac", role = "Reader", condition = null }
+    "iac/identities" = { who = "iac", role = "Managed Identity Contributor", condition = null }
+    "iac/partitions" = { who = "iac", role = "Role Based Access Control Administrator", condition = local.assign_partition_roles_only }
+  }
+}
+
+resource "azurerm_role_assignment" "management_group" {
+  for_each             = var.grant_management_group_roles ? local.management_group_grants : {}
+  scope                = local.management_group
+  role_definition_name = each.value.role
+  principal_id         = local.principals[each.value.who]
+  principal_type       = "ServicePrincipal"
+  condition            = each.value.condition
+  condition_version    = each.value.condition == null ? null : "2.0"
+}

@@ -114,6 +114,18 @@ variable "subscription_prefix" {
   default     = ""
 }
 
+variable "grant_management_group_roles" {
+  description = "Grant the identities their roles on the management group (the applying identity must be allowed to assign roles there). False: an administrator grants what identities.tf lists. The MCA billing role that creates subscriptions is granted apart either way (README)."
+  type        = bool
+  default     = true
+}
+
+variable "partition_role_ids" {
+  description = "Role definition ids (GUIDs) the driver gives each partition's identity on its subscription (the driver's default: Contributor). The terraform worker may assign these roles and no others."
+  type        = list(string)
+  default     = ["b24988ac-6180-42a0-ab88-20f7382dd24c"]
+}
+
 # -- the git source and notifications (as infra/aws) ----------------------------------------
 
 variable "git_url" {

@@ -293,3 +293,32 @@ def test_every_derived_name_fits_at_the_lengths_name_allows(azure: Root) -> None
             assert re.fullmatch(limits[key], value), (key, value)
         app = azure.resource("azurerm_container_app", "iac")["name"].replace("${var.name}", name)
         assert re.fullmatch(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", app), app
+
+
+def test_on_the_management_group_the_terraform_worker_assigns_partition_roles_only(
+    azure: Root,
+) -> None:
+    grants = azure.locals["management_group_grants"]
+    assert not BROAD_ROLES & {g["role"] for g in grants.values()}
+    for key, grant in grants.items():
+        # The one role that can assign roles carries the condition; the others need none.
+        conditioned = grant["role"] == "Role Based Access Control Administrator"
+        assert (grant["condition"] == "${local.assign_partition_roles_only}") == conditioned, key
+    # Writing an assignment (the request's role) and deleting one (the existing role): each
+    # allowed only for the partition roles.
+    condition = azure.locals["assign_partition_roles_only"]
+    assert '{write = "Request", delete = "Resource"}' in condition
+    assert "!(ActionMatches{'Microsoft.Authorization/roleAssignments/${action}'})" in condition
+    assert (
+        "@${attribute}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] "
+        "ForAnyOfAnyValues:GuidEquals {${local.partition_roles}}"
+    ) in condition
+    assert azure.locals["partition_roles"] == '${join(", ", var.partition_role_ids)}'
+    resource = azure.resource("azurerm_role_assignment", "management_group")
+    assert resource["scope"] == "${local.management_group}"
+    assert resource["condition_version"] == '${each.value.condition == null ? null : "2.0"}'
+    try:
+        from functions_azure.driver.config import CONTRIBUTOR
+    except ImportError:
+        return  # the driver is not in this tree yet
+    assert azure.default("partition_role_ids") == [CONTRIBUTOR]
