@@ -31,7 +31,6 @@ locals {
     {
       FUNCTIONS_EXTENSION_VERSION            = "~4"
       FUNCTIONS_WORKER_RUNTIME               = "python"
-      APPLICATIONINSIGHTS_CONNECTION_STRING  = azurerm_application_insights.nclav.connection_string
       AzureFunctionsJobHost__functionTimeout = var.iac_function_timeout
       "AzureWebJobs.http_api.Disabled"       = "true"
       "AzureWebJobs.steps_worker.Disabled"   = "true"
@@ -59,8 +58,9 @@ resource "azurerm_container_app" "iac" {
     identity = azurerm_user_assigned_identity.iac.id
   }
 
-  # The connection string carries no key (Entra ID ingestion), but it is marked sensitive:
-  # passed as a Container Apps secret rather than a plain variable.
+  # The connection string carries no key (Entra ID ingestion), but the provider marks it
+  # sensitive: a Container Apps secret, kept out of local.iac_settings (a sensitive value
+  # there would make the whole map unusable as for_each).
   secret {
     name  = "appinsights"
     value = azurerm_application_insights.nclav.connection_string
@@ -95,7 +95,7 @@ resource "azurerm_container_app" "iac" {
       memory = "4Gi"
 
       dynamic "env" {
-        for_each = { for k, v in local.iac_settings : k => v if k != "APPLICATIONINSIGHTS_CONNECTION_STRING" }
+        for_each = local.iac_settings
         content {
           name  = env.key
           value = env.value
