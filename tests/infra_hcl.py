@@ -12,6 +12,7 @@ Expressions come back as text in ``${...}``, literal strings without quotes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -274,6 +275,53 @@ def validate_offline(path: Path, provider: str) -> str:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def evaluate(
+    root: Root, local_names: list[str], expression: str, variables: dict[str, str] | None = None
+) -> Any:
+    """``expression`` evaluated by ``terraform console`` over the root's variable blocks and
+    the locals named (which must not refer to resources: no provider is needed for them),
+    as copied from the root's files; ``variables`` are ``-var`` values. ``ValueError`` with
+    terraform's message when it refuses (a variable's validation fails, say)."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("terraform is not on PATH: CI must run the terraform tests", pytrace=False)
+        pytest.skip("terraform is not on PATH")
+    blocks: dict[str, list[Any]] = {"variable": [], "locals": []}
+    chosen: dict[str, Any] = {}
+    for tf in sorted(root.path.glob("*.tf")):
+        parsed = hcl2.loads(tf.read_text())  # the round-trip form (explicit blocks)
+        blocks["variable"] += parsed.get("variable", [])
+        for block in parsed.get("locals", []):
+            chosen.update({k: v for k, v in block.items() if k in local_names})
+    assert set(chosen) == set(local_names), f"no such locals: {set(local_names) - set(chosen)}"
+    blocks["locals"] = [{"__is_block__": True, **chosen}]
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"nclav-console-{root.path.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        (work / "main.tf").write_text(hcl2.dumps(blocks))
+        args = [f"-var={k}={v}" for k, v in (variables or {}).items()]
+        done = subprocess.run(
+            [terraform, "console", "-no-color", *args],
+            cwd=work,
+            input=f"jsonencode({expression})\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+            check=False,
+        )
+        printed = [line for line in done.stdout.splitlines() if line.startswith('"')]
+        if done.returncode != 0 or "Error:" in done.stderr or not printed:
+            # What terraform refused (a variable's validation, a bad expression), in its words
+            # (console still prints a value after a failed validation: that value is ignored).
+            raise ValueError(" ".join(done.stderr.split()))
+        return json.loads(json.loads(printed[-1]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def nclav_names_in_code(*paths: Path) -> set[str]:
     """Every ``NCLAV_*`` name written out in the Python under ``paths``."""
     names: set[str] = set()
@@ -286,6 +334,7 @@ def nclav_names_in_code(*paths: Path) -> set[str]:
 __all__ = [
     "ROOT",
     "Root",
+    "evaluate",
     "fmt_check",
     "load",
     "nclav_names_in_code",

@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from functions_azure.settings import Settings
-from infra_hcl import ROOT, Root, fmt_check, load, nclav_names_in_code, validate_offline, walk
+from infra_hcl import (
+    ROOT,
+    Root,
+    evaluate,
+    fmt_check,
+    load,
+    nclav_names_in_code,
+    validate_offline,
+    walk,
+)
 from nclav.errors import TemporaryError
 from nclav.runtime.delivery import DeliveryPolicy, GaveUp, Retry, decide
 from nclav.runtime.drivers import env_name
@@ -85,6 +94,13 @@ def host_json() -> dict[str, Any]:
     return found
 
 
+def console(azure: Root, expression: str, local_names: list[str], **values: str) -> Any:
+    """``expression`` evaluated by terraform over this root's variables and ``local_names``:
+    the required variables get placeholders, ``values`` win."""
+    required = {k: "x" for k, body in azure.variables.items() if "default" not in body}
+    return evaluate(azure, local_names, expression, {**required, **values})
+
+
 def test_infra_azure_is_terraform_fmt_clean() -> None:
     fmt_check(INFRA)
 
@@ -131,19 +147,17 @@ def test_every_nclav_name_set_is_one_some_code_reads(azure: Root) -> None:
 
 def test_the_policy_gives_up_before_the_host_poisons_a_message(azure: Root) -> None:
     """The host moves a message to <queue>-poison after maxDequeueCount dequeues (the attempt
-    is the message's dequeue_count); NCLAV_MAX_RECEIVES comes from that same host.json."""
+    is the message's dequeue_count); terraform computes NCLAV_MAX_RECEIVES from that same
+    host.json, and the policy with it gives up first."""
     assert azure.default("host_json") == "../../functions_azure/host.json"
-    assert (INFRA / azure.default("host_json")).resolve() == ROOT / "functions_azure" / "host.json"
-    assert azure.locals["host_queues"] == "${jsondecode(file(var.host_json)).extensions.queues}"
-    found = re.fullmatch(
-        r"\$\{local\.host_queues\.maxDequeueCount - (\d+)\}", azure.locals["max_receives"]
-    )
-    assert found, azure.locals["max_receives"]
-    margin = int(found.group(1))
+    host = ROOT / "functions_azure" / "host.json"
+    assert (INFRA / azure.default("host_json")).resolve() == host
     for values in settings(azure).values():
         assert values["NCLAV_MAX_RECEIVES"] == "${tostring(local.max_receives)}"
     dequeues = int(host_json()["extensions"]["queues"]["maxDequeueCount"])
-    policy = DeliveryPolicy(max_receives=dequeues - margin)
+    names = ["host_queues", "max_receives"]
+    give_up = console(azure, "tostring(local.max_receives)", names, host_json=str(host))
+    policy = DeliveryPolicy(max_receives=int(give_up))
     assert 1 <= policy.max_receives < dequeues
     error = TemporaryError("Cosmos DB is throttling")
     assert isinstance(decide(error, policy.max_receives, policy), GaveUp)
@@ -306,16 +320,23 @@ def test_on_the_management_group_the_terraform_worker_assigns_partition_roles_on
         # The one role that can assign roles carries the condition; the others need none.
         conditioned = grant["role"] == "Role Based Access Control Administrator"
         assert (grant["condition"] == "${local.assign_partition_roles_only}") == conditioned, key
-    # Writing an assignment (the request's role) and deleting one (the existing role): each
-    # allowed only for the partition roles.
-    condition = azure.locals["assign_partition_roles_only"]
-    assert '{write = "Request", delete = "Resource"}' in condition
-    assert "!(ActionMatches{'Microsoft.Authorization/roleAssignments/${action}'})" in condition
-    assert (
-        "@${attribute}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] "
-        "ForAnyOfAnyValues:GuidEquals {${local.partition_roles}}"
-    ) in condition
-    assert azure.locals["partition_roles"] == '${join(", ", var.partition_role_ids)}'
+    # Writing an assignment (the role requested) and deleting one (the role it holds): each
+    # allowed for the partition roles only, as terraform renders the condition.
+    ids = ["b24988ac-6180-42a0-ab88-20f7382dd24c", "acdd72a7-3385-48ef-bd42-f606fba81ae7"]
+    rendered = console(
+        azure,
+        "local.assign_partition_roles_only",
+        ["partition_roles", "assign_partition_roles_only"],
+        partition_role_ids=json.dumps(ids),
+    )
+    guids = ", ".join(ids)
+    clauses = {
+        f"((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/{action}'}})) OR "
+        f"(@{source}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] "
+        f"ForAnyOfAnyValues:GuidEquals {{{guids}}}))"
+        for action, source in (("write", "Request"), ("delete", "Resource"))
+    }
+    assert set(rendered.split(" AND ")) == clauses
     resource = azure.resource("azurerm_role_assignment", "management_group")
     assert resource["scope"] == "${local.management_group}"
     assert resource["condition_version"] == '${each.value.condition == null ? null : "2.0"}'

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from functions_gcp.settings import Settings
-from infra_hcl import ROOT, Root, fmt_check, load, nclav_names_in_code, validate_offline, walk
+from infra_hcl import (
+    ROOT,
+    Root,
+    evaluate,
+    fmt_check,
+    load,
+    nclav_names_in_code,
+    validate_offline,
+    walk,
+)
 from nclav import notify
 from nclav.errors import TemporaryError
 from nclav.gitsource.source import TOKEN_SECRET, WEBHOOK_SECRET
@@ -61,6 +70,15 @@ def environments(gcp: Root) -> dict[str, dict[str, Any]]:
     dynamic = container["dynamic"][0]["env"]
     envs["iac_worker"] = {**env, **gcp.mapping(dynamic["for_each"])}
     return envs
+
+
+def console(gcp: Root, expression: str, local_names: list[str] | None = None, **values: str) -> Any:
+    """``expression`` (text or ``${...}``) evaluated by terraform over this root's variables:
+    the required ones get placeholders, ``values`` win."""
+    required = {k: "x" for k, body in gcp.variables.items() if "default" not in body}
+    inner = re.fullmatch(r"\$\{(.*)\}", expression, re.S)
+    text = inner.group(1) if inner else expression
+    return evaluate(gcp, local_names or [], text, {**required, "parent": "folders/1", **values})
 
 
 def test_infra_gcp_is_terraform_fmt_clean() -> None:
@@ -107,24 +125,20 @@ def test_every_nclav_name_set_is_one_some_code_reads(gcp: Root) -> None:
 
 def test_the_queues_retry_past_the_delivery_policys_give_up(gcp: Root) -> None:
     """Cloud Tasks makes max_attempts deliveries (X-CloudTasks-TaskRetryCount 0 .. n-1: the
-    worker's attempt is that + 1); the policy, with the NCLAV_MAX_RECEIVES this root sets,
-    records the step failed at an earlier attempt, and retries every one before it."""
+    worker's attempt is that + 1); the policy, with the NCLAV_MAX_RECEIVES terraform computes
+    from the same variable, records the step failed at an earlier attempt and retries every
+    one before it. A max_attempts that would leave the policy no delivery is refused."""
     env = environments(gcp)["worker"]
-    found = re.fullmatch(r"\$\{tostring\(var\.max_attempts - (\d+)\)\}", env["NCLAV_MAX_RECEIVES"])
-    assert found, env["NCLAV_MAX_RECEIVES"]
-    margin = int(found.group(1))
-    validation = gcp.variables["max_attempts"]["validation"][0]["condition"]
-    bound = re.fullmatch(r"\$\{var\.max_attempts >= (\d+)\}", validation)
-    assert bound, validation
-    least = int(bound.group(1))
-    assert margin >= 1 and least - margin >= 1  # the policy gets at least one delivery
-    for max_attempts in {gcp.default("max_attempts"), least, 25}:
-        policy = DeliveryPolicy(max_receives=max_attempts - margin)
+    for max_attempts in {gcp.default("max_attempts"), 2, 25}:
+        give_up = int(console(gcp, env["NCLAV_MAX_RECEIVES"], max_attempts=str(max_attempts)))
+        policy = DeliveryPolicy(max_receives=give_up)
+        assert 1 <= policy.max_receives < max_attempts  # before the queue's last attempt
         error = TemporaryError("the store is throttling")
         assert isinstance(decide(error, policy.max_receives, policy), GaveUp)
-        assert policy.max_receives < max_attempts  # given up before the queue's last attempt
         for attempt in range(1, policy.max_receives):
             assert isinstance(decide(error, attempt, policy), Retry)
+    with pytest.raises(ValueError, match="max_attempts must be at least 2"):
+        console(gcp, "var.max_attempts", max_attempts="1")
 
     queues = gcp.of_type("google_cloud_tasks_queue")["q"]
     retry = queues["retry_config"][0]
@@ -183,11 +197,14 @@ def test_request_limits_are_the_dispatch_deadlines(gcp: Root) -> None:
     assert env["NCLAV_IAC_DEADLINE_S"] == "${tostring(var.iac_timeout_s)}"
     assert run["max_instance_request_concurrency"] == 1
     assert gcp.default("iac_timeout_s") <= 1800  # Cloud Tasks' longest dispatch deadline
-    assert "<= 1800" in gcp.variables["iac_timeout_s"]["validation"][0]["condition"]
+    assert console(gcp, "var.iac_timeout_s", iac_timeout_s="1800") == 1800
+    with pytest.raises(ValueError, match="iac_timeout_s: between 300 and 1800"):
+        console(gcp, "var.iac_timeout_s", iac_timeout_s="1801")
     worker = gcp.locals["functions"]["worker"]
     assert worker["timeout"] == "${var.worker_deadline_s}"
     assert env["NCLAV_WORKER_DEADLINE_S"] == "${tostring(var.worker_deadline_s)}"
-    assert "<= 1800" in gcp.variables["worker_deadline_s"]["validation"][0]["condition"]
+    with pytest.raises(ValueError, match="worker_deadline_s: between 15 and 1800"):
+        console(gcp, "var.worker_deadline_s", worker_deadline_s="1801")
 
 
 def test_no_primitive_role_and_every_grant_names_its_resource(gcp: Root) -> None:
@@ -245,7 +262,16 @@ def test_the_terraform_worker_may_grant_the_partition_roles_and_no_other(gcp: Ro
         # Unconditional parent grants never include project IAM admin.
         assert "projectIamAdmin" not in str(gcp.of_type(kind)["parent"])
     env = environments(gcp)["iac_worker"]
-    assert env["NCLAV_GCP_PARTITION_ROLES"] == '${join(",", var.partition_roles)}'
+    roles = '["roles/run.admin", "roles/pubsub.editor"]'
+    rendered = console(
+        gcp, "local.partition_grant.expression", ["partition_grant"], partition_roles=roles
+    )
+    assert rendered == (
+        "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])"
+        '.hasOnly(["roles/run.admin","roles/pubsub.editor"])'
+    )
+    joined = console(gcp, env["NCLAV_GCP_PARTITION_ROLES"], partition_roles=roles)
+    assert joined == "roles/run.admin,roles/pubsub.editor"  # the driver's comma-separated form
     try:
         from functions_gcp.driver.config import DEFAULT_PARTITION_ROLES
     except ImportError:
@@ -263,10 +289,24 @@ def test_secrets_exist_without_values_and_each_is_granted_by_name(gcp: Root) -> 
     env = environments(gcp)["api"]
     assert secrets["secret_id"] == env["NCLAV_SECRET_PREFIX"] + "${each.key}"
     assert env["NCLAV_TOKEN_SECRET"] == "api-token"
-    access = gcp.locals["secret_access"]
-    assert access["api-token"] == {"api": "write"}  # only the API holds the API token
-    assert access[TOKEN_SECRET] == {"api": "write", "worker": "read", "schedule": "read"}
-    assert "iac" not in access[WEBHOOK_SECRET]
+    # Who may read (accessor) and also add versions (version adder), as terraform expands it.
+    names = ["secret_access", "secret_roles", "secret_grants"]
+    grants = console(gcp, "local.secret_grants", names)
+    granted = {(g["secret"], g["sa"], g["role"].rsplit(".", 1)[1]) for g in grants}
+    read, write = ("secretAccessor",), ("secretAccessor", "secretVersionAdder")
+    expected = {
+        "api-token": {"api": write},  # only the API holds the API token
+        WEBHOOK_SECRET: {"api": write, "worker": write, "schedule": write},
+        TOKEN_SECRET: {"api": write, "worker": read, "schedule": read},
+        notify.SECRET_NAME: dict.fromkeys(("api", "worker", "iac", "schedule"), write),
+    }
+    assert granted == {
+        (secret, sa, role)
+        for secret, by_sa in expected.items()
+        for sa, roles in by_sa.items()
+        for role in roles
+    }
+    assert len({g["key"] for g in grants}) == len(grants)  # for_each keys are unique
     grant = gcp.resource("google_secret_manager_secret_iam_member", "secrets")
     assert grant["secret_id"] == "${google_secret_manager_secret.s[each.value.secret].id}"
 
