@@ -3,12 +3,12 @@
 locals {
   # The functions-framework target of each function is its key (functions_gcp/main.py).
   functions = {
-    # The API streams live logs and holds ?wait= requests: a long request limit.
-    api = { memory = "1Gi", timeout = 600, max_instances = 20, ingress = "ALLOW_ALL", env = merge(local.common_env, local.git_env) }
+    # The API streams live logs (a stream ends after 15 min) and holds ?wait= requests.
+    api = { memory = "1Gi", timeout = 3600, max_instances = 20, ingress = "ALLOW_ALL", env = merge(local.common_env, local.git_env) }
     # Called by Cloud Tasks only (internal ingress accepts it on the run.app URL).
     worker = { memory = "1Gi", timeout = var.worker_deadline_s, max_instances = var.steps_max_concurrency, ingress = "ALLOW_INTERNAL_ONLY", env = merge(local.common_env, local.git_env) }
     # Called by Cloud Scheduler only.
-    schedule = { memory = "512Mi", timeout = 120, max_instances = 1, ingress = "ALLOW_INTERNAL_ONLY", env = merge(local.common_env, local.git_env) }
+    schedule = { memory = "512Mi", timeout = 180, max_instances = 1, ingress = "ALLOW_INTERNAL_ONLY", env = merge(local.common_env, local.git_env) }
   }
 }
 

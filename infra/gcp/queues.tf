@@ -1,11 +1,13 @@
 # -- queues: driver steps and terraform steps (Cloud Tasks, HTTP targets) ------------------------
 
-# The delivery policy (core/nclav/runtime/delivery.py) against Cloud Tasks: a worker answering
-# 5xx hands the task back to the queue, which retries it after min_backoff, doubling up to
-# max_backoff; the attempt number is X-CloudTasks-TaskRetryCount (failed attempts so far). The
-# worker gives up at NCLAV_MAX_RECEIVES = max_attempts - 1 (records the step failed, answers
-# 2xx), one attempt before the queue would drop the task unrecorded. No max_retry_duration
-# ("0s", unlimited): the attempts alone bound a task, so the two counts cannot disagree.
+# The delivery policy (core/nclav/runtime/delivery.py) against Cloud Tasks: the attempt is the
+# earlier generations' deliveries plus X-CloudTasks-TaskRetryCount plus one
+# (functions_gcp/delivery.py). The policy's own redeliveries are new tasks the worker schedules;
+# the queue's retries (after min_backoff, doubling up to max_backoff, the same numbers as the
+# policy's) only pace 5xx answers and workers that died. The worker gives up at
+# NCLAV_MAX_RECEIVES = max_attempts - 1 (records the step failed, answers 2xx), with one
+# attempt left for when recording the failure fails. No
+# max_retry_duration ("0s", unlimited): the attempts alone bound a task.
 #
 # Each queue pins where its tasks go and as whom: uri_override sends every task to the
 # worker's run.app host (the URL Cloud Run's internal ingress accepts from Cloud Tasks),
