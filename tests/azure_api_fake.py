@@ -491,7 +491,8 @@ class AzureApiFake:
     # -- long-running operations -------------------------------------------------------------
 
     def _start_op(self, resource: str, kind: str, done: Any = None) -> str:
-        failure = self._fail.pop(kind.lower(), None)
+        match = next((k for k in self._fail if k in kind.lower()), None)
+        failure = self._fail.pop(match) if match else None
         op_id = uuid.uuid4().hex
         self.ops[op_id] = _Op(resource.lower(), kind, self.lro_pending_polls, failure, done=done)
         return op_id
