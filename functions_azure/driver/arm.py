@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHECK_AGAIN_S = 15.0
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
 # ARM codes whose status would say otherwise.
 KNOWN: dict[str, ErrorKind] = {
     "AnotherOperationInProgress": "temporary",
@@ -113,7 +115,9 @@ class Arm:
         params = {"api-version": api_version} if api_version else None
         request = HttpRequest(method, url, params=params, json=body)
         try:
-            response = self._client.send_request(request)
+            response = self._client.send_request(
+                request, connection_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S
+            )
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TemporaryError(f"{method} {path}: {type(exc).__name__}") from exc
         try:
@@ -189,20 +193,23 @@ class Arm:
 
 
 def default_credential(tenant_id: str, client_id: str | None, client_secret: str | None) -> Any:
-    """The seed README's chain: a service principal when configured, else managed identity
-    (``AZURE_CLIENT_ID`` names a user-assigned one), else the Azure CLI's login."""
+    """The seed README's chain: the configured service principal, else one in the environment
+    (``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET``/``AZURE_TENANT_ID``), else managed identity
+    (``AZURE_CLIENT_ID`` alone names a user-assigned one), else the Azure CLI's login."""
     import os
 
     from azure.identity import (
         AzureCliCredential,
         ChainedTokenCredential,
         ClientSecretCredential,
+        EnvironmentCredential,
         ManagedIdentityCredential,
     )
 
     if client_id and client_secret:
         return ClientSecretCredential(tenant_id, client_id, client_secret)
     return ChainedTokenCredential(
+        EnvironmentCredential(),
         ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None),
         AzureCliCredential(tenant_id=tenant_id),
     )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from nclav.state import Handle
 
 PLS_OUTPUT = "pls_id"
+APPROVAL_WAIT_S = 60.0
 
 
 def _port(export: Export, outputs: Mapping[str, str]) -> str:
@@ -113,6 +114,7 @@ def provision_import(
         },
     }
     made = driver.arm.put(endpoint, NETWORK_API, body, f"private endpoint {imp.alias}-pe")
+    _approved(made, imp.alias, pls)
     address = _address(driver, made, imp.alias)
     hostname, record = address, ""
     zone = enclave.dns.zone if enclave.dns else None
@@ -135,6 +137,29 @@ def provision_import(
         "dns_record_id": record,
         "outputs": outputs,
     }
+
+
+def _approved(endpoint: dict[str, Any], alias: str, pls: str) -> None:
+    """A connection to a service in another subscription waits for the exporter's approval
+    (or its ``autoApproval`` list); a rejected one will not change by itself."""
+    connections = endpoint.get("properties", {}).get("privateLinkServiceConnections") or []
+    state = (
+        connections[0].get("properties", {}).get("privateLinkServiceConnectionState", {})
+        if connections
+        else {}
+    )
+    status = str(state.get("status") or "")
+    if status == "Pending":
+        raise WaitingError(
+            f"private endpoint {alias}-pe: the connection to {pls} awaits the exporter's "
+            "approval (or its autoApproval subscriptions)",
+            retry_after_s=APPROVAL_WAIT_S,
+        )
+    if status in ("Rejected", "Disconnected"):
+        raise PermanentError(
+            f"private endpoint {alias}-pe: the connection to {pls} is {status}: "
+            f"{state.get('description') or 'no reason given'}"
+        )
 
 
 def _address(driver: AzureDriver, endpoint: dict[str, Any], alias: str) -> str:

@@ -451,3 +451,50 @@ def test_the_plugin_declares_the_seed_readme_options() -> None:
     assert config_from_options(values).billing_scope.endswith("/invoiceSections/is")
     with pytest.raises(SpecError, match="--azure-tenant-id.*NCLAV_AZURE_TENANT_ID"):
         PLUGIN.make_driver({"management_group_id": "mg"})
+
+
+def test_an_endpoint_awaiting_approval_waits_and_a_rejected_one_fails(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    producer, _ = driver.provision_enclave(enclave("prod", "10.1"), None)
+    driver.provision_enclave(enclave("app", "10.2"), None)
+    pls = (
+        f"/subscriptions/{producer['subscription_id']}/resourceGroups/nclav-rg/providers/"
+        "Microsoft.Network/privateLinkServices/pg-pls"
+    )
+    fake.add_resource(pls, "Microsoft.Network/privateLinkServices")
+    export = driver.provision_export(enclave("prod", "10.1"), tcp_export(), {"pls_id": pls})
+    imp = Import.model_validate({"from": "prod", "export_name": "pg", "alias": "pg"})
+    fake.pe_connection_status = "Pending"
+    with pytest.raises(WaitingError, match="awaits the exporter's approval"):
+        driver.provision_import(enclave("app", "10.2"), imp, export)
+    [endpoint] = fake.pe_states
+    fake.pe_states[endpoint] = "Approved"  # the exporter approved it
+    assert driver.provision_import(enclave("app", "10.2"), imp, export)["private_ip"]
+    fake.pe_states[endpoint] = "Rejected"
+    with pytest.raises(PermanentError, match="is Rejected"):
+        driver.provision_import(enclave("app", "10.2"), imp, export)
+
+
+def test_the_credential_chain_of_the_seed_readme() -> None:
+    from azure.identity import (
+        AzureCliCredential,
+        ChainedTokenCredential,
+        ClientSecretCredential,
+        EnvironmentCredential,
+        ManagedIdentityCredential,
+    )
+
+    from functions_azure.driver.arm import default_credential
+
+    assert isinstance(default_credential("t", "id", "secret"), ClientSecretCredential)
+    chain = default_credential("t", None, None)
+    assert isinstance(chain, ChainedTokenCredential)
+    assert [type(c) for c in chain.credentials] == [
+        EnvironmentCredential,
+        ManagedIdentityCredential,
+        AzureCliCredential,
+    ]
+    # A driver made from options builds its client (and chain) on first use, offline.
+    made = PLUGIN.make_driver({**{o.name: None for o in OPTIONS}, **CONFIG.__dict__})
+    assert isinstance(made.arm.credential, ChainedTokenCredential)
