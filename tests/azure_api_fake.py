@@ -280,6 +280,8 @@ class AzureApiFake:
             self.principal_not_found = 0
             self.provider_registering_polls = 0
             self.graph_page_size = 1000
+            self.pe_connection_status = "Approved"  # a new endpoint's: or Pending / Rejected
+            self.pe_states: dict[str, str] = {}  # endpoint id -> its connection's status
             self._fail: dict[str, Json] = {}
             self.aliases: dict[str, Json] = {}
             self.subscriptions: dict[str, Json] = {}
@@ -491,7 +493,8 @@ class AzureApiFake:
     # -- long-running operations -------------------------------------------------------------
 
     def _start_op(self, resource: str, kind: str, done: Any = None) -> str:
-        failure = self._fail.pop(kind.lower(), None)
+        match = next((k for k in self._fail if k in kind.lower()), None)
+        failure = self._fail.pop(match) if match else None
         op_id = uuid.uuid4().hex
         self.ops[op_id] = _Op(resource.lower(), kind, self.lro_pending_polls, failure, done=done)
         return op_id
@@ -888,14 +891,9 @@ class AzureApiFake:
                     ]
                 },
             }
-            doc = self.resources[path.lower()]["properties"]
-            doc["networkInterfaces"] = [{"id": nic_id}]
-            for conn in doc.get("privateLinkServiceConnections", []):
-                conn.setdefault("properties", {})["privateLinkServiceConnectionState"] = {
-                    "status": "Approved",
-                    "description": "Auto-approved",
-                    "actionsRequired": "None",
-                }
+            self.resources[path.lower()]["properties"]["networkInterfaces"] = [{"id": nic_id}]
+            self.pe_states[path.lower()] = self.pe_connection_status
+            self._show_state(path)
 
         old = self.resources.get(path.lower())
         keep = (
@@ -903,7 +901,7 @@ class AzureApiFake:
             if old and old["properties"].get("networkInterfaces")
             else None
         )
-        return self._put(
+        reply = self._put(
             p,
             path,
             body,
@@ -912,6 +910,21 @@ class AzureApiFake:
             extra=keep,
             done=None if keep else made,
         )
+        self._show_state(path)
+        return reply
+
+    def _show_state(self, path: str) -> None:
+        """The connection state ARM keeps on an endpoint (a PUT does not set it)."""
+        status = self.pe_states.get(path.lower())
+        doc = self.resources.get(path.lower())
+        if status is None or doc is None:
+            return
+        for conn in doc["properties"].get("privateLinkServiceConnections", []):
+            conn.setdefault("properties", {})["privateLinkServiceConnectionState"] = {
+                "status": status,
+                "description": f"{status} by the fake",
+                "actionsRequired": "None",
+            }
 
     def _prefix(self, subnet_id: str) -> str:
         vnet_id, _, name = subnet_id.rpartition("/subnets/")

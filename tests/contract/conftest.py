@@ -15,6 +15,7 @@ from botocore.config import Config
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from azure_api_fake import AzureApiFake, StaticCredential
 from azure_stand_ins import unique_name
 from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
@@ -25,6 +26,7 @@ from functions_azure.cosmos_store import CosmosStateStore
 from functions_azure.cosmos_store import create_container as create_cosmos_container
 from functions_azure.queue import StorageWorkQueue
 from functions_azure.queue import create_queues as create_storage_queues
+from functions_azure.secrets import KeyVaultSecretStore
 from functions_gcp.firestore_store import open_store
 from functions_gcp.gcs_blobs import GcsBlobStore
 from nclav.local import (
@@ -146,12 +148,26 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     return DirectoryBlobStore(tmp_path / "blobs")
 
 
-@pytest.fixture(params=["file", "secretsmanager"])
-def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> SecretStore:
+@pytest.fixture(scope="session")
+def keyvault_fake() -> Iterator[AzureApiFake]:
+    with AzureApiFake() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["file", "secretsmanager", "keyvault"])
+def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecretStore]:
     if request.param == "secretsmanager":
         request.getfixturevalue("aws")
-        return SecretsManagerSecretStore("nclav/", client=boto3.client("secretsmanager"))
-    return FileSecretStore(tmp_path / "secrets")
+        yield SecretsManagerSecretStore("nclav/", client=boto3.client("secretsmanager"))
+    elif request.param == "keyvault":  # the strict Key Vault fake (tests/azure_api_fake.py)
+        fake: AzureApiFake = request.getfixturevalue("keyvault_fake")
+        fake.reset()
+        yield KeyVaultSecretStore(
+            fake.url, credential=StaticCredential(), transport=fake.transport()
+        )
+        assert fake.violations == []
+    else:
+        yield FileSecretStore(tmp_path / "secrets")
 
 
 # The local queue, or SQS (moto server) consumed by the test pump: both take a handler and
