@@ -943,6 +943,14 @@ class GcpApiFake:
         return {}
 
 
+def anonymous_session() -> Any:
+    """google-auth's ``AuthorizedSession`` (what the adapters use) with no credentials."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.transport.requests import AuthorizedSession
+
+    return AuthorizedSession(AnonymousCredentials())  # type: ignore[no-untyped-call]
+
+
 @contextlib.contextmanager
 def serve_fake(**options: Any) -> Iterator[GcpApiFake]:
     """A running fake; at exit, the test fails if any request broke the discovery documents."""
@@ -954,4 +962,11 @@ def serve_fake(**options: Any) -> Iterator[GcpApiFake]:
     fake.assert_no_violations()
 
 
-__all__ = ["VERSIONS", "ApiError", "Discovery", "GcpApiFake", "serve_fake"]
+__all__ = [
+    "VERSIONS",
+    "ApiError",
+    "Discovery",
+    "GcpApiFake",
+    "anonymous_session",
+    "serve_fake",
+]
