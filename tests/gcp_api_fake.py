@@ -278,6 +278,7 @@ class GcpApiFake:
         self.assets: list[dict[str, Any]] = []  # Cloud Asset ResourceSearchResult + "scope"
         self.asset_page_size = 500
         self.tokens: list[dict[str, Any]] = []  # generateAccessToken requests granted
+        self.psc_status = "ACCEPTED"  # pscConnectionStatus of new PSC forwarding rules
         self.server: ThreadingHTTPServer | None = None
         self._handlers = self._routes()
 
@@ -739,10 +740,13 @@ class GcpApiFake:
                     raise ApiError(
                         404, f"The resource '{body[ref]}' was not found", reason="notFound"
                     )
-            resource = {**body, "kind": f"compute#{collection.rsplit('/', 1)[-1][:-1]}"}
+            kind = {"addresses": "address"}.get(collection, collection.rsplit("/", 1)[-1][:-1])
+            resource = {**body, "kind": f"compute#{kind}"}
             resource.update(selfLink=link, id=str(next(self._numbers)))
             if region:
                 resource["region"] = self._link(project, None, "regions", region)
+            if collection == "forwardingRules" and "/serviceAttachments/" in body.get("target", ""):
+                resource["pscConnectionStatus"] = self.psc_status
             if collection == "addresses":
                 resource["address"] = f"10.0.0.{len(self.compute) % 250 + 2}"
                 resource["status"] = "RESERVED"
