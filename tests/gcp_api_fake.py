@@ -60,6 +60,7 @@ VERSIONS = {
 }
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_RRSET = ("name", "type", "ttl", "rrdatas")  # what a deletion must match exactly
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _GRPC_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -831,7 +832,8 @@ class GcpApiFake:
         records = self.records[(p["project"], p["managedZone"])]
         for rr in body.get("deletions", []):
             key = (rr["name"], rr["type"])
-            if records.get(key) != rr:
+            stored = records.get(key) or {}
+            if {k: stored.get(k) for k in _RRSET} != {k: rr.get(k) for k in _RRSET}:
                 raise ApiError(
                     412, f"The resource record set {key} does not match", reason="conditionNotMet"
                 )

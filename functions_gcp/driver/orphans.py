@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp.driver.config import ENCLAVE, MANAGED, PARTITION, label_value
-from nclav.engine.driver import Orphan
 from nclav.model import Cloud
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from functions_gcp._rest import Rest
+    from nclav.engine.driver import Orphan
 
 PAGE_SIZE = "500"
 
@@ -49,6 +49,8 @@ def search(
 def orphans(
     rest: Rest, project: str, enclave_id: str, active_partitions: Iterable[str]
 ) -> list[Orphan]:
+    from nclav.engine.driver import Orphan  # the engine package: loaded when scanning only
+
     active = {label_value(p) for p in active_partitions}
     found = []
     for item in search(rest, project, enclave_id, None):
