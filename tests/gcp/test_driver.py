@@ -147,6 +147,20 @@ def test_a_pending_operation_is_a_waiting_error_and_the_next_attempt_goes_on(
     assert len(fake.called("cloudresourcemanager.projects.create")) == 1
 
 
+def test_a_pending_compute_operation_waits_and_the_rerun_meets_409(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    fake.add_project(PID, **{"nclav-managed": "true", "nclav-enclave": "dev"})
+    fake.script_operations("done", "pending")  # batchEnable, then the network insert
+    with pytest.raises(WaitingError, match="operation-"):
+        driver.provision_enclave(enclave(), None)
+    polls = fake.called("compute.globalOperations.get")
+    assert len(polls) == 1 and polls[0].http == "GET"  # looked once more, did not sleep
+    handle, _ = driver.provision_enclave(enclave(), None)
+    assert len(fake.called("compute.networks.insert")) == 2  # the second answered 409
+    assert len(handle["subnets"]) == 2
+
+
 def test_every_operation_pending_at_first_still_converges(
     fake: GcpApiFake, driver: GcpDriver
 ) -> None:
