@@ -57,6 +57,7 @@ VERSIONS = {
     "dns": "v1",
     "cloudasset": "v1",
     "secretmanager": "v1",
+    "pubsub": "v1",
 }
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -274,6 +275,7 @@ class GcpApiFake:
         self.compute: dict[str, dict[str, Any]] = {}  # selfLink path -> resource
         self.zones: dict[tuple[str, str], dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # projects/p/subscriptions/s
         self.secrets: dict[str, dict[str, Any]] = {}  # projects/p/secrets/s -> Secret
         self.versions: dict[str, list[dict[str, Any]]] = {}
         self.assets: list[dict[str, Any]] = []  # Cloud Asset ResourceSearchResult + "scope"
@@ -557,6 +559,9 @@ class GcpApiFake:
             "dns.changes.create": self._dns_change,
             "dns.resourceRecordSets.list": self._rrsets,
             "cloudasset.searchAllResources": self._search,
+            "pubsub.projects.subscriptions.create": self._subscription_create,
+            "pubsub.projects.subscriptions.get": self._subscription_get,
+            "pubsub.projects.subscriptions.delete": self._subscription_delete,
             "secretmanager.projects.secrets.create": self._secret_create,
             "secretmanager.projects.secrets.addVersion": self._secret_add,
             "secretmanager.projects.secrets.versions.access": self._secret_access,
@@ -879,6 +884,30 @@ class GcpApiFake:
         if start + size < len(hits):
             out["nextPageToken"] = str(start + size)
         return out
+
+    # Pub/Sub ------------------------------------------------------------------------------
+
+    def _subscription_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        name = f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"
+        if not re.fullmatch(
+            r"projects/[^/]+/topics/[A-Za-z][\w.~+%-]{2,254}", body.get("topic", "")
+        ):
+            raise ApiError(400, f"Invalid resource name given (name={body.get('topic')!r})")
+        if name in self.subscriptions:
+            raise ApiError(409, "Resource already exists in the project", "ALREADY_EXISTS")
+        self.subscriptions[name] = {**body, "name": name, "state": "ACTIVE"}
+        return self.subscriptions[name]
+
+    def _subscription_get(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        name = f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"
+        if name not in self.subscriptions:
+            raise ApiError(404, "Resource not found", "NOT_FOUND")
+        return self.subscriptions[name]
+
+    def _subscription_delete(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        self._subscription_get(p, q, body)
+        del self.subscriptions[f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"]
+        return {}
 
     # Secret Manager -----------------------------------------------------------------------
 

@@ -298,7 +298,11 @@ class GcpDriver:
             pid = project_id(self.config, enclave.id)
             tags = labels(enclave.id, nclav_import=imp.alias)
             return psc.import_tcp(self.rest, pid, self._region(enclave), enclave, imp, export, tags)
-        # http, queue, or an export of another cloud: its outputs are all there is
+        if export is not None and export.get("type") == "queue":
+            pid = project_id(self.config, enclave.id)
+            tags = labels(enclave.id, nclav_import=imp.alias)
+            return psc.import_queue(self.rest, pid, enclave, imp, export, tags)
+        # http, or an export of another cloud: its outputs are all there is
         return {
             "driver": "gcp",
             "kind": "import",
@@ -313,6 +317,8 @@ class GcpDriver:
         old = _gcp(handle, "import")
         if old and old.get("type") == "tcp" and old.get("endpoint_name"):
             psc.teardown_tcp(self.rest, old)
+        elif old and old.get("type") == "queue" and old.get("subscription"):
+            psc.teardown_queue(self.rest, old)
 
     # -- leak checks -------------------------------------------------------------------
 

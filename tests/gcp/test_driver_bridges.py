@@ -185,7 +185,7 @@ def test_import_teardown_removes_record_rule_and_address(
     driver.teardown_import("app", "pg", handle)  # redelivered: nothing left, no error
 
 
-def test_http_and_queue_imports_pass_the_exporters_outputs_through(
+def test_http_imports_pass_the_exporters_outputs_through(
     fake: GcpApiFake, driver: GcpDriver
 ) -> None:
     http = Export(
@@ -257,3 +257,30 @@ def test_the_orphan_scan_reads_every_page(
     assert len(fake.called("cloudasset.searchAllResources")) == 3
     assert driver.partition_resources(handle, "gone") == [f"//x/{i}" for i in range(5)]
     assert driver.partition_resources(handle, "web") == []
+
+
+def test_a_queue_import_is_a_subscription_on_the_exporters_topic(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    queue = Export(
+        name="jobs",
+        target_partition="worker",
+        export_type=ExportType.QUEUE,
+        to=EnclaveTarget(enclave="app"),
+    )
+    topic = "projects/acme-db/topics/jobs"
+    export = driver.provision_export(enclave("db"), queue, {"queue_url": topic})
+    handle = driver.provision_import(enclave("app"), imp("jobs"), export)
+    name = f"projects/{IMPORTER}/subscriptions/nclav-jobs"
+    assert fake.subscriptions[name]["topic"] == topic
+    assert fake.subscriptions[name]["ackDeadlineSeconds"] == 60
+    assert handle["outputs"] == {"queue_url": name}
+    assert driver.provision_import(enclave("app"), imp("jobs"), export) == handle  # 409: there
+    moved = {**export, "topic": "projects/acme-db/topics/other"}
+    with pytest.raises(PermanentError, match="cannot|is on projects/acme-db/topics/jobs"):
+        driver.provision_import(enclave("app"), imp("jobs"), moved)
+    with pytest.raises(PermanentError, match="Pub/Sub topic"):
+        driver.provision_import(enclave("app"), imp("jobs"), {**export, "topic": "https://x"})
+    driver.teardown_import("app", "jobs", handle)
+    assert fake.subscriptions == {}
+    driver.teardown_import("app", "jobs", handle)  # gone already: fine
