@@ -189,3 +189,35 @@ def test_importing_the_gcp_modules_loads_no_client_library() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.startswith("[] "), out  # requests and google-auth come with the first call
+
+
+def test_the_gcp_extra_holds_what_the_driver_and_secret_store_import() -> None:
+    import ast
+    import importlib.metadata
+    import re
+
+    files = [*(ROOT / "functions_gcp" / "driver").glob("*.py")]
+    files += [ROOT / "functions_gcp" / "secrets.py", ROOT / "functions_gcp" / "_rest.py"]
+    modules = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module)
+    third_party = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names}
+    third_party = {m for m in third_party if m.split(".")[0] not in ("nclav", "functions_gcp")}
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["gcp"]
+    pinned = {re.split(r"[=<>~ ]", r)[0].lower() for r in extra}
+    owners = importlib.metadata.packages_distributions()
+    needed = set()
+    for module in third_party:
+        top = module.split(".")[0]
+        dists = {d.lower() for d in owners.get(top, [])}
+        if top == "google":  # a namespace: the distribution that has the submodule
+            dists = {"google-auth"} if module.startswith("google.auth") else dists
+        needed |= dists
+    assert needed == {"google-auth", "requests"}, third_party
+    assert needed <= pinned
