@@ -532,6 +532,7 @@ class GcpApiFake:
             ),
             "iam.projects.serviceAccounts.create": self._sa_create,
             "iam.projects.serviceAccounts.get": lambda p, q, b: self._sa(p["serviceAccountsId"]),
+            "iam.projects.serviceAccounts.list": self._sa_list,
             "iam.projects.serviceAccounts.delete": self._sa_delete,
             "iam.projects.serviceAccounts.getIamPolicy": lambda p, q, b: self._get_policy(
                 self._sa_resource(p)
@@ -698,6 +699,7 @@ class GcpApiFake:
             "uniqueId": str(next(self._numbers)),
             "email": email,
             "displayName": (body.get("serviceAccount") or {}).get("displayName", ""),
+            "description": (body.get("serviceAccount") or {}).get("description", ""),
         }
         self.service_accounts[email] = sa
         return sa
@@ -707,6 +709,16 @@ class GcpApiFake:
             if key in (sa["email"], sa["uniqueId"]):
                 return sa
         raise _missing(f"serviceAccounts/{key}")
+
+    def _sa_list(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        project = self._project_of(p["projectsId"])["projectId"]
+        found = [sa for sa in self.service_accounts.values() if sa["projectId"] == project]
+        start = int(q.get("pageToken") or 0)
+        size = min(int(q.get("pageSize") or 100), self.asset_page_size)
+        out: dict[str, Any] = {"accounts": found[start : start + size]}
+        if start + size < len(found):
+            out["nextPageToken"] = str(start + size)
+        return out
 
     def _sa_resource(self, p: dict[str, str]) -> str:
         return f"serviceAccounts/{self._sa(p['serviceAccountsId'])['email']}"

@@ -174,7 +174,11 @@ class GcpDriver:
         pid = self._project(enclave.id, _gcp(enclave_handle, "enclave"))
         account = partition_account_id(partition.id)
         email = iam.ensure_service_account(
-            self.rest, pid, account, f"nclav {enclave.id}/{partition.id}"
+            self.rest,
+            pid,
+            account,
+            f"nclav {enclave.id}/{partition.id}",
+            orphans.partition_marker(enclave.id, partition.id),
         )
         member = f"serviceAccount:{email}"
         for role in self.config.partition_roles:
@@ -341,14 +345,14 @@ class GcpDriver:
         )
 
     def partition_resources(self, enclave_handle: Handle | None, partition_id: str) -> list[str]:
-        """Names of what still carries the partition's labels (after its destroy: empty)."""
+        """Names of what still belongs to the partition: resources with its labels and its
+        service account (after its destroy and teardown: empty)."""
         enclave = _gcp(enclave_handle, "enclave")
         if not enclave or not enclave.get("project_id"):
             return []
-        found = orphans.search(
+        return orphans.partition_resources(
             self.rest, str(enclave["project_id"]), str(enclave["enclave_id"]), partition_id
         )
-        return sorted(str(r.get("name", "")) for r in found)
 
 
 if TYPE_CHECKING:

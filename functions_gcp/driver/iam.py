@@ -26,7 +26,9 @@ PROPAGATION_RETRY_S = 10.0
 Bindings = list[dict[str, Any]]
 
 
-def ensure_service_account(rest: Rest, project: str, account: str, display: str) -> str:
+def ensure_service_account(
+    rest: Rest, project: str, account: str, display: str, description: str = ""
+) -> str:
     """The account's email; created if missing (409: already there, which is fine)."""
     email = f"{account}@{project}.iam.gserviceaccount.com"
     rest.call(
@@ -34,7 +36,10 @@ def ensure_service_account(rest: Rest, project: str, account: str, display: str)
         "iam",
         f"v1/projects/{project}/serviceAccounts",
         f"iam create service account {email}",
-        body={"accountId": account, "serviceAccount": {"displayName": display[:100]}},
+        body={
+            "accountId": account,
+            "serviceAccount": {"displayName": display[:100], "description": description[:256]},
+        },
         expect=(409,),
     )
     return email

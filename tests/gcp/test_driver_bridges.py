@@ -19,6 +19,7 @@ from nclav.model import (
     ExportType,
     Import,
     Network,
+    PartitionConfig,
 )
 from nclav.state import EnclaveState, PartitionState
 
@@ -284,3 +285,27 @@ def test_a_queue_import_is_a_subscription_on_the_exporters_topic(
     driver.teardown_import("app", "jobs", handle)
     assert fake.subscriptions == {}
     driver.teardown_import("app", "jobs", handle)  # gone already: fine
+
+
+def test_a_partition_account_left_behind_is_an_orphan(
+    fake: GcpApiFake, driver: GcpDriver, importer: EnclaveConfig
+) -> None:
+    handle, _ = driver.provision_enclave(importer, None)
+    for pid in ("web", "old.job"):
+        driver.provision_partition(importer, PartitionConfig(id=pid, name=pid), None)
+    state = EnclaveState(
+        enclave_id="app", enclave_handle=handle, partitions={"web": PartitionState()}
+    )
+    found = driver.list_orphans([state])
+    assert [(o.partition_id, o.resource_type) for o in found] == [
+        ("old.job", "iam.googleapis.com/ServiceAccount")
+    ]
+    assert found[0].resource_id.startswith(
+        f"//iam.googleapis.com/projects/{IMPORTER}/serviceAccounts/partition-old-job-"
+    )
+    assert driver.partition_resources(handle, "web") == [
+        f"//iam.googleapis.com/projects/{IMPORTER}/serviceAccounts/"
+        f"partition-web@{IMPORTER}.iam.gserviceaccount.com"
+    ]
+    driver.teardown_partition("app", "web", None, enclave_handle=handle)
+    assert driver.partition_resources(handle, "web") == []
