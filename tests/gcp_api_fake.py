@@ -58,6 +58,7 @@ VERSIONS = {
     "cloudasset": "v1",
     "secretmanager": "v1",
     "pubsub": "v1",
+    "run": "v2",
 }
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -276,6 +277,7 @@ class GcpApiFake:
         self.zones: dict[tuple[str, str], dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}  # projects/p/subscriptions/s
+        self.run_services: set[str] = set()  # projects/p/locations/r/services/s (IAM only)
         self.secrets: dict[str, dict[str, Any]] = {}  # projects/p/secrets/s -> Secret
         self.versions: dict[str, list[dict[str, Any]]] = {}
         self.assets: list[dict[str, Any]] = []  # Cloud Asset ResourceSearchResult + "scope"
@@ -560,6 +562,12 @@ class GcpApiFake:
             "dns.changes.create": self._dns_change,
             "dns.resourceRecordSets.list": self._rrsets,
             "cloudasset.searchAllResources": self._search,
+            "run.projects.locations.services.getIamPolicy": lambda p, q, b: self._get_policy(
+                self._run_service(p)
+            ),
+            "run.projects.locations.services.setIamPolicy": lambda p, q, b: self._set_policy(
+                self._run_service(p), b
+            ),
             "pubsub.projects.subscriptions.create": self._subscription_create,
             "pubsub.projects.subscriptions.get": self._subscription_get,
             "pubsub.projects.subscriptions.delete": self._subscription_delete,
@@ -896,6 +904,14 @@ class GcpApiFake:
         if start + size < len(hits):
             out["nextPageToken"] = str(start + size)
         return out
+
+    # Cloud Run ----------------------------------------------------------------------------
+
+    def _run_service(self, p: dict[str, str]) -> str:
+        name = f"projects/{p['projectsId']}/locations/{p['locationsId']}/services/{p['servicesId']}"
+        if name not in self.run_services:
+            raise ApiError(404, f"Resource '{p['servicesId']}' of kind 'SERVICE' does not exist.")
+        return name
 
     # Pub/Sub ------------------------------------------------------------------------------
 

@@ -283,9 +283,12 @@ class GcpDriver:
     def provision_export(
         self, enclave: EnclaveConfig, export: Export, outputs: Mapping[str, str]
     ) -> Handle:
-        return psc.export_handle(
+        handle = psc.export_handle(
             project_id(self.config, enclave.id), self._region(enclave), enclave, export, outputs
         )
+        if handle["type"] == "http":
+            handle = psc.open_http_export(self.rest, handle, export)
+        return handle
 
     def teardown_export(self, enclave_id: str, name: str, handle: Handle | None) -> None:
         return None  # an export makes nothing in the cloud: the attachment is Terraform's

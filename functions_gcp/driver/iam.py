@@ -85,12 +85,14 @@ def edit_policy(
     rest: Rest, api: str, resource: str, change: Callable[[Bindings], Bindings], what: str
 ) -> None:
     """Apply ``change`` to the bindings of ``resource`` (a path such as
-    ``v3/projects/p`` or ``v1/projects/p/serviceAccounts/e``), keeping everything else."""
-    # Resource Manager takes the version in a body; IAM's service accounts in the query.
+    ``v3/projects/p``, ``v1/projects/p/serviceAccounts/e`` or a Cloud Run v2 service),
+    keeping everything else."""
+    # Resource Manager takes the version in a body; IAM's service accounts in the query;
+    # Cloud Run (v2) reads with a GET.
     body_read = api == "cloudresourcemanager"
     for _ in range(EDIT_ATTEMPTS):
         policy = rest.json(
-            "POST",
+            "GET" if api == "run" else "POST",
             api,
             f"{resource}:getIamPolicy",
             f"{what}: getIamPolicy {resource}",

@@ -1,11 +1,12 @@
 """Exports and imports (spec §2.7): Private Service Connect for tcp, a Pub/Sub subscription
 for queues, the exporter's outputs passed through for http.
 
-Nothing is called at export time. A queue import is a subscription ``nclav-<alias>`` in the
-importer project on the exporter's topic (its output ``queue_url``:
-``projects/<p>/topics/<t>``). A tcp export is the PSC service attachment the partition's
-Terraform made (its output ``psc_service_attachment``). A tcp import is the consumer
-side in the importer project: an internal address in ``subnet-0`` (``purpose:
+Export time calls nothing, except for an http export with ``auth: none`` whose partition
+outputs its Cloud Run service: ``allUsers`` gets ``roles/run.invoker`` on it. A queue import
+is a subscription ``nclav-<alias>`` in the importer project on the exporter's topic (its
+output ``queue_url``: ``projects/<p>/topics/<t>``). A tcp export is the PSC service
+attachment the partition's Terraform made (its output ``psc_service_attachment``); its import
+is the consumer side in the importer project: an internal address in ``subnet-0`` (``purpose:
 GCE_ENDPOINT``), a forwarding rule to the attachment on that address, and an A record
 ``{alias}.{zone}`` in the importer's private zone. Every part is found before it is made, so
 a re-run (redelivery, or the next apply) changes nothing; a forwarding rule pointing at an
@@ -22,6 +23,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp.driver.config import VPC, ZONE, resource_name
+from functions_gcp.driver.iam import add_member, edit_policy
 from functions_gcp.driver.network import (
     compute_delete,
     compute_get,
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 
 ATTACHMENT_OUTPUT = "psc_service_attachment"
 QUEUE_OUTPUT = "queue_url"
+RUN_SERVICE_OUTPUT = "cloud_run_service"
+INVOKER = "roles/run.invoker"
 TTL_S = 300
 ACK_DEADLINE_S = 60
 PSC_RETRY_S = 30.0
@@ -68,6 +72,31 @@ def export_handle(
         handle["service_attachment"] = attachment
     elif export.export_type.value == "queue":
         handle["topic"] = outputs.get(QUEUE_OUTPUT, "")
+    return handle
+
+
+def open_http_export(rest: Rest, handle: Handle, export: Export) -> Handle:
+    """An http export with ``auth: none`` whose partition outputs its Cloud Run service
+    (``cloud_run_service``: ``projects/<p>/locations/<r>/services/<s>``): ``allUsers`` may
+    invoke it, added to the service's policy (never replacing it, the original's bug)."""
+    service = handle["outputs"].get(RUN_SERVICE_OUTPUT)
+    handle["iam_bindings_applied"] = []
+    if export.auth != "none" or not service:
+        return handle
+    if not re.fullmatch(r"projects/[^/]+/locations/[^/]+/services/[^/]+", service):
+        raise PermanentError(
+            f"export {handle['enclave_id']}/{export.name}: output {RUN_SERVICE_OUTPUT!r} must "
+            f"be projects/<p>/locations/<r>/services/<s>, got {service!r}"
+        )
+    edit_policy(
+        rest,
+        "run",
+        f"v2/{service}",
+        add_member(INVOKER, "allUsers"),
+        f"export {handle['enclave_id']}/{export.name}: public invoker",
+    )
+    handle["cloud_run_service"] = service
+    handle["iam_bindings_applied"] = [f"allUsers:{INVOKER}"]
     return handle
 
 
@@ -258,6 +287,7 @@ __all__ = [
     "ATTACHMENT_OUTPUT",
     "export_handle",
     "import_queue",
+    "open_http_export",
     "import_tcp",
     "set_a_record",
     "teardown_queue",

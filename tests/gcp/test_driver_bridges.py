@@ -309,3 +309,29 @@ def test_a_partition_account_left_behind_is_an_orphan(
     ]
     driver.teardown_partition("app", "web", None, enclave_handle=handle)
     assert driver.partition_resources(handle, "web") == []
+
+
+def test_a_public_http_export_adds_all_users_to_the_services_policy(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    service = "projects/acme-db/locations/us-central1/services/web"
+    fake.run_services.add(service)
+    owner = {"role": "roles/run.admin", "members": ["user:ops@example.com"]}
+    fake.policies[service] = {"version": 1, "etag": "BwE=", "bindings": [owner]}
+    outputs = {"hostname": "web.run.app", "port": "443", "cloud_run_service": service}
+    http = Export(
+        name="api", target_partition="web", export_type=ExportType.HTTP, to="public", auth="none"
+    )
+    handle = driver.provision_export(enclave("db"), http, outputs)
+    assert fake.policies[service]["bindings"] == [
+        owner,
+        {"role": "roles/run.invoker", "members": ["allUsers"]},
+    ]  # added to the policy, never replacing it
+    assert handle["iam_bindings_applied"] == ["allUsers:roles/run.invoker"]
+    assert fake.called("run.projects.locations.services.getIamPolicy")[0].http == "GET"
+    assert driver.provision_export(enclave("db"), http, outputs) == handle
+    assert len(fake.called("run.projects.locations.services.setIamPolicy")) == 1
+    private = Export.model_validate({**http.model_dump(), "auth": "token"})
+    assert driver.provision_export(enclave("db"), private, outputs)["iam_bindings_applied"] == []
+    with pytest.raises(PermanentError, match="cloud_run_service"):
+        driver.provision_export(enclave("db"), http, {**outputs, "cloud_run_service": "web"})
