@@ -340,3 +340,30 @@ def test_partition_teardown_removes_its_bindings_and_account(
 
 def test_the_driver_is_an_orphan_scanner(driver: GcpDriver) -> None:
     assert isinstance(driver, OrphanScanner)
+
+
+def test_google_error_envelopes_become_nclav_errors() -> None:
+    from functions_gcp._rest import error_of, operation_error
+
+    throttled = error_of(
+        403,
+        {
+            "error": {
+                "code": 403,
+                "message": "slow down",
+                "errors": [{"reason": "rateLimitExceeded"}],
+            }
+        },
+        "compute insert",
+    )
+    assert isinstance(throttled, TemporaryError) and "throttled" in str(throttled)
+    assert throttled.retry_after_s == 30.0
+    aborted = error_of(409, {"error": {"status": "ABORTED", "message": "etag"}}, "set")
+    assert isinstance(aborted, TemporaryError)
+    denied = error_of(403, {"error": {"status": "PERMISSION_DENIED", "message": "no"}}, "get")
+    assert isinstance(denied, GcpApiError) and str(denied) == "get: PERMISSION_DENIED: no"
+    assert denied.status == 403 and denied.code == "PERMISSION_DENIED"
+    assert isinstance(error_of(502, "<html>bad gateway</html>", "get"), TemporaryError)
+    unavailable = operation_error({"done": True, "error": {"code": 14, "message": "x"}}, "op")
+    assert isinstance(unavailable, TemporaryError)
+    assert operation_error({"done": True, "response": {}}, "op") is None
