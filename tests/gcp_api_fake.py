@@ -263,6 +263,10 @@ class GcpApiFake:
         self.violations: list[str] = []
         self.calls: list[Call] = []
         self.pending_polls = pending_polls
+        # True: a pending operation's resource appears only when it is done (a project being
+        # created is not visible to GET, yet its id is taken: create answers 409).
+        self.hide_pending = False
+        self._creating: set[str] = set()
         self.lock = threading.RLock()
         self._numbers = itertools.count(100000000001)
         self._script: deque[str] = deque()
@@ -306,6 +310,13 @@ class GcpApiFake:
         """The outcome of the next long-running operations, in order (then: done)."""
         assert all(o in ("done", "pending", "failed") for o in outcomes)
         self._script.extend(outcomes)
+
+    def finish_operations(self) -> None:
+        """Time passes: every pending operation is done (its deferred effect made)."""
+        with self.lock:
+            for op in self.operations.values():
+                op.polls_left = 0
+                self._op_json(op)
 
     def fail_next(self, method_id: str, code: int, message: str = "", status: str = "") -> None:
         """The next call of ``method_id`` (e.g. ``iam.projects.serviceAccounts.create``)
@@ -460,7 +471,8 @@ class GcpApiFake:
             name = f"operations/acf.p2-{number}"
         else:
             name = f"operations/cp.{number}"
-        if outcome != "failed" and apply is not None:
+        deferred = outcome == "pending" and self.hide_pending
+        if outcome != "failed" and apply is not None and not deferred:
             apply()  # the resource exists once the operation started
         op = Operation(
             api,
@@ -471,12 +483,16 @@ class GcpApiFake:
             target,
             project,
             region,
+            apply if deferred else None,
         )
         self.operations[name] = op
         return self._op_json(op)
 
     def _op_json(self, op: Operation) -> dict[str, Any]:
         done = op.polls_left <= 0
+        if done and op.on_done is not None:
+            op.on_done()
+            op.on_done = None
         if op.api == "compute":
             base = f"https://www.googleapis.com/compute/v1/projects/{op.project}"
             scope = f"/regions/{op.region}" if op.region else "/global"
@@ -607,14 +623,23 @@ class GcpApiFake:
             raise ApiError(400, f"field [project_id] has issue: invalid project id {pid!r}")
         if not re.fullmatch(r"(folders|organizations)/\d+", parent):
             raise ApiError(400, f"field [parent] has issue: {parent!r} is not a folder or org")
-        if pid in self.projects:
+        if pid in self.projects or pid in self._creating:
             raise ApiError(409, "Requested entity already exists", "ALREADY_EXISTS")
         project = self._project(pid, parent, body.get("displayName", pid), body.get("labels", {}))
-        return self._operation(
+        self._creating.add(pid)
+
+        def made() -> None:
+            self.projects[pid] = project
+            self._creating.discard(pid)
+
+        answer = self._operation(
             "cloudresourcemanager",
             {"@type": "type.googleapis.com/google.cloud.resourcemanager.v3.Project", **project},
-            lambda: self.projects.__setitem__(pid, project),
+            made,
         )
+        if answer.get("error"):
+            self._creating.discard(pid)
+        return answer
 
     def _project_get(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return self._project_of(p["projectsId"])

@@ -128,10 +128,24 @@ def test_a_create_race_and_a_project_id_taken_elsewhere(
     fake.add_project(PID, **{"nclav-managed": "true", "nclav-enclave": "dev"})
     fake.fail_next("cloudresourcemanager.projects.get", 403)
     driver.provision_enclave(enclave(network=False), None)
-    # An id someone else owns: 409 on create, never visible to us.
+    # An id someone else owns: 409 on create, never visible to us (retried, then failed).
     fake.fail_next("cloudresourcemanager.projects.create", 409, status="ALREADY_EXISTS")
-    with pytest.raises(PermanentError, match="acme-other is taken"):
+    with pytest.raises(TemporaryError, match="acme-other is taken"):
         driver.provision_enclave(enclave("other", network=False), None)
+
+
+def test_a_project_invisible_while_being_created_is_retried_not_failed(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    fake.hide_pending = True  # GET answers 403 until the create operation is done
+    fake.script_operations("pending")
+    with pytest.raises(WaitingError):
+        driver.provision_enclave(enclave(network=False), None)
+    with pytest.raises(TemporaryError, match="still being created"):
+        driver.provision_enclave(enclave(network=False), None)  # 409, and still invisible
+    fake.finish_operations()
+    handle, _ = driver.provision_enclave(enclave(network=False), None)
+    assert handle["project_id"] == PID
 
 
 def test_a_pending_operation_is_a_waiting_error_and_the_next_attempt_goes_on(
