@@ -610,10 +610,15 @@ class GcpApiFake:
             "createTime": "2026-01-01T00:00:00Z",
         }
 
-    def _project_of(self, key: str) -> dict[str, Any]:
-        """By id or number; Google answers 403 (not 404) for a project it does not show."""
+    def _project_of(self, key: str, *, active: bool = False) -> dict[str, Any]:
+        """By id or number; Google answers 403 (not 404) for a project it does not show.
+        ``active``: a change inside the project, refused while it is pending deletion."""
         for project in self.projects.values():
             if key in (project["projectId"], project["name"].split("/")[1]):
+                if active and project["state"] != "ACTIVE":
+                    raise ApiError(
+                        400, f"Project {key} is {project['state']}", "FAILED_PRECONDITION"
+                    )
                 return project
         raise ApiError(403, f"Permission denied on resource project {key} (or it may not exist)")
 
@@ -694,7 +699,7 @@ class GcpApiFake:
     # Billing, Service Usage ---------------------------------------------------------------
 
     def _billing(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["projectsId"])
+        project = self._project_of(p["projectsId"], active=True)
         account = body.get("billingAccountName", "")
         if not re.fullmatch(r"billingAccounts/[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}", account):
             raise ApiError(400, f"billingAccountName {account!r} is malformed")
@@ -709,7 +714,7 @@ class GcpApiFake:
     def _batch_enable(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
         if p["v1Id"] != "projects":
             raise ApiError(400, f"parent {p['v1Id']}/{p['v1Id1']} is not a project")
-        project = self._project_of(p["v1Id1"])
+        project = self._project_of(p["v1Id1"], active=True)
         ids = body.get("serviceIds", [])
         if not ids or len(ids) > 20:
             raise ApiError(400, f"serviceIds: 1 to 20 services per call, got {len(ids)}")
@@ -719,7 +724,7 @@ class GcpApiFake:
     # IAM service accounts, IAM credentials ----------------------------------------------
 
     def _sa_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["projectsId"])
+        project = self._project_of(p["projectsId"], active=True)
         account = body.get("accountId", "")
         if not _SA_ID.fullmatch(account):
             raise ApiError(400, f"accountId {account!r} does not match ^[a-z][-a-z0-9]{{4,28}}…")
@@ -778,7 +783,7 @@ class GcpApiFake:
 
     def _insert(self, collection: str) -> Callable[[dict[str, str], dict[str, str], Any], Any]:
         def insert(p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-            project = self._project_of(p["project"])["projectId"]
+            project = self._project_of(p["project"], active=True)["projectId"]
             region = p.get("region")
             name = body.get("name", "")
             if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
@@ -851,7 +856,7 @@ class GcpApiFake:
         return zone
 
     def _zone_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["project"])["projectId"]
+        project = self._project_of(p["project"], active=True)["projectId"]
         key = (project, body.get("name", ""))
         if key in self.zones:
             raise _conflict(f"managedZones/{key[1]}")
