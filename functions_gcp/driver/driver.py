@@ -226,8 +226,8 @@ class GcpDriver:
         email = str(
             old.get("service_account_email") or sa_email(partition_account_id(partition_id), pid)
         )
-        if get_project(self.rest, pid) is None:
-            return  # the project is gone, and its service accounts with it
+        if (get_project(self.rest, pid) or {}).get("state") != "ACTIVE":
+            return  # the project is gone or going, and its service accounts with it
         iam.edit_policy(
             self.rest,
             "cloudresourcemanager",

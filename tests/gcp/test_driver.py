@@ -350,6 +350,11 @@ def test_partition_teardown_removes_its_bindings_and_account(
     assert fake.service_accounts == {}
     assert fake.policies[f"projects/{PID}"]["bindings"] == []
     driver.teardown_partition("dev", "db", handle, enclave_handle=enclave_handle)  # again: fine
+    # after the enclave's teardown (project DELETE_REQUESTED): nothing to call
+    driver.teardown_enclave(None, enclave_handle)
+    calls = len(fake.calls)
+    driver.teardown_partition("dev", "db", handle, enclave_handle=enclave_handle)
+    assert [c.method_id for c in fake.calls[calls:]] == ["cloudresourcemanager.projects.get"]
 
 
 def test_the_driver_is_an_orphan_scanner(driver: GcpDriver) -> None:
