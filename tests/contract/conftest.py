@@ -154,7 +154,7 @@ def keyvault_fake() -> Iterator[AzureApiFake]:
         yield fake
 
 
-@pytest.fixture(params=["file", "secretsmanager", "keyvault"])
+@pytest.fixture(params=["file", "secretsmanager", "keyvault", "secretmanager"])
 def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecretStore]:
     if request.param == "secretsmanager":
         request.getfixturevalue("aws")
@@ -166,6 +166,13 @@ def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecretSt
             fake.url, credential=StaticCredential(), transport=fake.transport()
         )
         assert fake.violations == []
+    elif request.param == "secretmanager":  # GCP, against the strict discovery-document fake
+        from functions_gcp.secrets import SecretManagerSecretStore
+        from gcp_api_fake import anonymous_session, serve_fake
+
+        with serve_fake() as fake:
+            url = fake.endpoint("secretmanager")
+            yield SecretManagerSecretStore("p", session=anonymous_session(), endpoint=url)
     else:
         yield FileSecretStore(tmp_path / "secrets")
 
