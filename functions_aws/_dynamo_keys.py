@@ -6,10 +6,10 @@ cannot drift apart, and ``create_table`` declares exactly the indexes the store 
 
 from __future__ import annotations
 
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from functions_aws._dynamo_errors import ItemTooLargeError, translated
+from nclav.runtime.stores import RecordTooLargeError, pack_record, seq_text, unpack_record
 
 if TYPE_CHECKING:
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -39,18 +39,10 @@ READY_INDEX = "ready"  # sparse: ready steps by records.ready_since (the sweeper
 READY_PK = "ready_pk"
 READY_SK = "ready_at"
 
-# Items above this are compressed (zlib): it saves write capacity (billed per KB) long before
-# the 400 KB item limit matters.
-COMPRESS_ABOVE = 4_096
-# The most a document may take after compression: the rest of the item (keys, index keys,
-# small attributes) fits easily in the ~50 KB left below DynamoDB's 400 KB.
+# The most a document may take after compression (core's ``pack_record``): the rest of the
+# item (keys, index keys, small attributes) fits easily in the ~50 KB left below 400 KB.
 MAX_DOC_BYTES = 350_000
 MAX_ITEM_BYTES = 400 * 1024
-
-
-def seq_text(seq: int) -> str:
-    """A sequence number as a sort key: zero-padded so text order is number order."""
-    return f"{seq:020d}"
 
 
 def S(text: str) -> AttributeValue:  # noqa: N802 - DynamoDB's own type letters
@@ -62,16 +54,38 @@ def N(number: int | float) -> AttributeValue:  # noqa: N802
     return {"N": repr(number)}
 
 
-def text(attr: AttributeValue | None) -> str | None:
-    return None if attr is None else str(attr["S"])
+def attr(value: Any) -> AttributeValue | None:
+    """A plain value (text, number, bool, bytes, a sequence of them) as an attribute value;
+    ``None`` stays ``None`` (an absent attribute)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return N(value)
+    if isinstance(value, str):
+        return S(value)
+    if isinstance(value, bytes):
+        return {"B": value}
+    return {"L": [attr(v) for v in value]}
 
 
-def number(attr: AttributeValue | None) -> float | None:
-    return None if attr is None else float(attr["N"])
+def plain(value: AttributeValue) -> Any:
+    """The plain value of an attribute value (``attr`` reversed)."""
+    (kind, inner), *_ = value.items()
+    if kind == "N":
+        return float(inner) if any(c in inner for c in ".eE") else int(inner)
+    if kind == "L":
+        return [plain(v) for v in inner]
+    return inner
 
 
-def integer(attr: AttributeValue) -> int:
-    return int(attr["N"])
+def text(value: AttributeValue | None) -> str | None:
+    return None if value is None else str(value["S"])
+
+
+def integer(value: AttributeValue) -> int:
+    return int(value["N"])
 
 
 def key(pk: str, sk: str) -> Item:
@@ -160,15 +174,12 @@ def doc_attrs(doc: str, what: str) -> dict[str, AttributeValue | None]:
 
     Raises ``ItemTooLargeError`` when even the compressed document would not fit an item.
     """
-    raw = doc.encode()
-    if len(raw) <= COMPRESS_ABOVE:
-        return {"doc": S(doc), "docz": None}
-    packed = zlib.compress(raw, 6)
-    if len(packed) > MAX_DOC_BYTES:
-        raise ItemTooLargeError(
-            f"{what} is {len(raw):,} bytes ({len(packed):,} compressed); a DynamoDB item "
-            f"holds at most {MAX_DOC_BYTES:,} bytes of document: make it smaller"
-        )
+    try:
+        packed = pack_record(doc, what, max_bytes=MAX_DOC_BYTES, where="a DynamoDB item")
+    except RecordTooLargeError as exc:
+        raise ItemTooLargeError(str(exc)) from None
+    if isinstance(packed, str):
+        return {"doc": S(packed), "docz": None}
     return {"doc": None, "docz": {"B": packed}}
 
 
@@ -177,9 +188,7 @@ def present(attrs: dict[str, AttributeValue | None]) -> Item:
 
 
 def read_doc(item: Item) -> str:
-    if "docz" in item:
-        return zlib.decompress(item["docz"]["B"]).decode()
-    return str(item["doc"]["S"])
+    return unpack_record(item["docz"]["B"] if "docz" in item else str(item["doc"]["S"]))
 
 
 def _value_size(value: AttributeValue) -> int:
@@ -261,7 +270,6 @@ def create_table(client: Any, name: str) -> None:
 
 
 __all__ = [
-    "COMPRESS_ABOVE",
     "DRIFT",
     "GSI1",
     "GSI2",

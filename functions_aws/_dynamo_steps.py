@@ -16,32 +16,15 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from functions_aws import _dynamo_keys as k
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
 from functions_aws._dynamo_items import ready_attrs, step_attrs, step_from
-from functions_aws._dynamo_keys import (
-    LEASE_INDEX,
-    LEASE_PK,
-    LEASE_SK,
-    LEASES,
-    READY,
-    READY_INDEX,
-    READY_PK,
-    READY_SK,
-    RUN_SK,
-    STEP_PREFIX,
-    N,
-    S,
-    integer,
-    key,
-    run_partition,
-    step_key,
-    steps_left_key,
-    text,
-)
+from functions_aws._dynamo_keys import LEASE_PK, LEASES, RUN_SK, N, S, integer, key, text
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
-from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time, ready_since
+from nclav.records import StepRecord, StepStatus, check_finish_status
 from nclav.runtime import backoff
+from nclav.runtime.stores import claim_changes, finish_changes, lease_expired, stuck_ready
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -72,7 +55,7 @@ def committed_steps(items: list[Item]) -> list[StepRecord]:
     if plan is None:
         return []
     mine = [
-        i for i in items if i["sk"]["S"].startswith(STEP_PREFIX) and text(i.get("plan")) == plan
+        i for i in items if i["sk"]["S"].startswith(k.STEP_PREFIX) and text(i.get("plan")) == plan
     ]
     mine.sort(key=lambda i: integer(i["pos"]))
     return [step_from(i) for i in mine]
@@ -84,12 +67,9 @@ def _held(e: Expr, owner: str) -> str:
     return f"{e.n('status')} = {running} AND {e.n('lease_owner')} = {e.v(S(owner))}"
 
 
-def _handed_back(
-    status: StepStatus, now: float, not_before: float | None
-) -> dict[str, AttributeValue | None]:
-    if status != StepStatus.READY:
-        return ready_attrs(status, now)
-    return {"sent_at": N(now), **ready_attrs(status, max(now, not_before or 0.0))}
+def _attrs(changes: dict[str, Any]) -> dict[str, AttributeValue | None]:
+    """Core's field changes (``nclav.runtime.stores``) as attribute changes."""
+    return {name: k.attr(getattr(v, "value", v)) for name, v in changes.items()}
 
 
 def _unfinished_statuses(e: Expr) -> str:
@@ -107,7 +87,7 @@ class DynamoSteps:
     _held_items: dict[tuple[str, str], Item]  # see _remember
 
     def has_unfinished_steps(self, run_id: str) -> bool:
-        item = self._table.get(steps_left_key(run_id))
+        item = self._table.get(k.steps_left_key(run_id))
         if item is not None and "total" in item:
             return integer(item["n"]) > 0
         # No count set at commit: a run begun before the count existed. Its steps decide.
@@ -116,7 +96,7 @@ class DynamoSteps:
     def _count_op(self, run_id: str, delta: int) -> dict[str, Any]:
         e = Expr()
         update = f"ADD {e.n('n')} {e.v(N(delta))}"
-        return {"Update": self._table.update_op(steps_left_key(run_id), update, e)}
+        return {"Update": self._table.update_op(k.steps_left_key(run_id), update, e)}
 
     def _transact_retrying(self, actions: list[dict[str, Any]]) -> None:
         for attempt in range(_CONTENDED_ATTEMPTS):
@@ -131,16 +111,16 @@ class DynamoSteps:
     def list_steps(self, run_id: str) -> list[StepRecord]:
         e = Expr()
         items = self._table.query(
-            f"{e.n('pk')} = {e.v(S(run_partition(run_id)))}", e, consistent=True
+            f"{e.n('pk')} = {e.v(S(k.run_partition(run_id)))}", e, consistent=True
         )
         return committed_steps(items)
 
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
-        item = self._table.get(step_key(run_id, step_id))
+        item = self._table.get(k.step_key(run_id, step_id))
         return step_from(item) if item is not None else None
 
     def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
-        items = self._table.batch_get([step_key(run_id, i) for i in step_ids])
+        items = self._table.batch_get([k.step_key(run_id, i) for i in step_ids])
         return {s.step_id: s for s in map(step_from, items)}
 
     def claim_step(
@@ -156,21 +136,15 @@ class DynamoSteps:
         expired = (
             f"({status} = {e.v(S(StepStatus.RUNNING.value))} AND {e.n('lease_expires_at')} <= {at})"
         )
-        update = e.assign(
-            {
-                "status": S(StepStatus.RUNNING.value),
-                "lease_owner": S(owner),
-                "lease_expires_at": N(now + lease_s),
-                LEASE_PK: S(LEASES),
-                "started_at": S(iso_time(now)),
-                "not_before": None,
-                **ready_attrs(StepStatus.RUNNING, now),
-            },
-            bump=("attempts", "version"),
-        )
+        changes = {
+            **_attrs(claim_changes(owner, lease_s, now)),
+            LEASE_PK: S(LEASES),
+            **ready_attrs(StepStatus.RUNNING, now),
+        }
+        update = e.assign(changes, bump=("attempts", "version"))
         try:
             item = self._table.update(
-                step_key(run_id, step_id), update, e, f"{ready} OR {expired}", returns="ALL_NEW"
+                k.step_key(run_id, step_id), update, e, f"{ready} OR {expired}", returns="ALL_NEW"
             )
         except ConditionFailedError:
             return None  # not claimable, or no such step
@@ -192,7 +166,7 @@ class DynamoSteps:
         update = e.assign({"lease_expires_at": N(now + lease_s)}, bump=("version",))
         try:
             item = self._table.update(
-                step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
+                k.step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
             )
         except ConditionFailedError:
             return False
@@ -211,18 +185,12 @@ class DynamoSteps:
         not_before: float | None = None,
     ) -> StepRecord | None:
         check_finish_status(status)
-        changes: dict[str, AttributeValue | None] = {
-            "status": S(status.value),
-            "error": None if error is None else S(error),
-            "finished_at": S(iso_time(now)),
-            "not_before": None if not_before is None else N(not_before),
-            "lease_owner": None,
-            "lease_expires_at": None,
+        changes = {
+            **_attrs(finish_changes(status, error, now, not_before)),
             LEASE_PK: None,
-            # Handed back ready: the caller sends its message right after (see the port).
-            **_handed_back(status, now, not_before),
+            **ready_attrs(status, max(now, not_before or 0.0)),
         }
-        target = step_key(run_id, step_id)
+        target = k.step_key(run_id, step_id)
         held = self._held_items.pop((str(target["pk"]["S"]), str(target["sk"]["S"])), None)
         if not status.final:  # handed back for a retry: still unfinished, the count stays
             e = Expr()
@@ -246,8 +214,8 @@ class DynamoSteps:
             except ConditionFailedError:
                 pass  # changed meanwhile, or not ours: the general way below decides
             else:
-                kept = {k: v for k, v in held.items() if k not in changes}
-                written = {k: v for k, v in changes.items() if v is not None}
+                kept = {a: v for a, v in held.items() if a not in changes}
+                written = k.present(changes)
                 return step_from({**kept, **written, "version": N(version + 1)})
         e = Expr()
         update = e.assign(changes, bump=("version",))
@@ -298,7 +266,7 @@ class DynamoSteps:
         )
         new = step.model_copy(update={"version": expected + 1})
         attrs = step_attrs(new)
-        target = step_key(step.run_id, step.step_id)
+        target = k.step_key(step.run_id, step.step_id)
         update = e.assign(attrs)
         delta = int(was_final) - int(new.status.final)  # unfinished steps gained
         if delta == 0:
@@ -311,7 +279,7 @@ class DynamoSteps:
         written = {
             "run_id": S(step.run_id),
             "step_id": S(step.step_id),
-            **{k: v for k, v in attrs.items() if v is not None},
+            **k.present(attrs),
         }
         return step_from(written)
 
@@ -321,31 +289,24 @@ class DynamoSteps:
         # decides, so a lease renewed a moment ago is never reported expired.
         e = Expr()
         candidates = self._table.query(
-            f"{e.n(LEASE_PK)} = {e.v(S(LEASES))} AND {e.n(LEASE_SK)} <= {e.v(N(now))}",
+            f"{e.n(LEASE_PK)} = {e.v(S(LEASES))} AND {e.n(k.LEASE_SK)} <= {e.v(N(now))}",
             e,
-            index=LEASE_INDEX,
+            index=k.LEASE_INDEX,
         )
 
-        def expired(step: StepRecord) -> bool:
-            expires = step.lease_expires_at
-            return step.status == StepStatus.RUNNING and expires is not None and expires <= now
-
-        return self._confirmed(candidates, expired)
+        return self._confirmed(candidates, lambda step: lease_expired(step, now))
 
     def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
         # The same way as the leases: the sparse ready index names candidates, a consistent
         # read decides (a step claimed or re-sent a moment ago is not reported).
         e = Expr()
         candidates = self._table.query(
-            f"{e.n(READY_PK)} = {e.v(S(READY))} AND {e.n(READY_SK)} <= {e.v(N(older_than))}",
+            f"{e.n(k.READY_PK)} = {e.v(S(k.READY))} AND {e.n(k.READY_SK)} <= {e.v(N(older_than))}",
             e,
-            index=READY_INDEX,
+            index=k.READY_INDEX,
         )
 
-        def stuck(step: StepRecord) -> bool:
-            return step.status == StepStatus.READY and ready_since(step) <= older_than
-
-        return self._confirmed(candidates, stuck)
+        return self._confirmed(candidates, lambda step: stuck_ready(step, older_than))
 
     def _confirmed(
         self, candidates: list[Item], keep: Callable[[StepRecord], bool]
