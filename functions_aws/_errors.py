@@ -70,6 +70,7 @@ THROTTLING = frozenset(
         "RequestThrottledException",
         "AWS.SimpleQueueService.RequestThrottled",
         "SlowDown",
+        "ProvisionedThroughputExceededException",  # DynamoDB
     }
 )
 TRANSIENT = frozenset(
@@ -83,8 +84,11 @@ TRANSIENT = frozenset(
         "RequestTimeout",
         "RequestTimeoutException",
         "KMSThrottlingException",
+        "TransactionConflictException",  # DynamoDB: another transaction holds an item
+        "TransactionInProgressException",
     }
 )
+TEMPORARY = THROTTLING | TRANSIENT
 # Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
 NETWORK = (ConnectionError, HTTPClientError)
 THROTTLED_RETRY_S = 10.0
@@ -142,4 +146,12 @@ def aws_errors(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-__all__ = ["NETWORK", "AwsServiceError", "aws_errors", "error_code", "http_status", "translate"]
+__all__ = [
+    "NETWORK",
+    "TEMPORARY",
+    "AwsServiceError",
+    "aws_errors",
+    "error_code",
+    "http_status",
+    "translate",
+]
