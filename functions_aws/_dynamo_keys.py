@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._dynamo_errors import ItemTooLargeError, translated
+from functions_aws._dynamo_errors import ItemTooLargeError
 from nclav.runtime.stores import RecordTooLargeError, pack_record, seq_text, unpack_record
 
 if TYPE_CHECKING:
@@ -211,62 +211,8 @@ def item_size(item: Item) -> int:
     return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
 
 
-# -- the table -----------------------------------------------------------------------------------
-
-
-def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
-    return {
-        "IndexName": name,
-        "KeySchema": [
-            {"AttributeName": pk, "KeyType": "HASH"},
-            {"AttributeName": sk, "KeyType": "RANGE"},
-        ],
-        "Projection": {"ProjectionType": projection},
-    }
-
-
-def table_definition(name: str) -> dict[str, Any]:
-    """The ``CreateTable`` request for the store (infra/aws declares the same in Terraform)."""
-    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK, READY_PK)
-    return {
-        "TableName": name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        "AttributeDefinitions": [
-            *({"AttributeName": a, "AttributeType": "S"} for a in strings),
-            {"AttributeName": LEASE_SK, "AttributeType": "N"},
-            {"AttributeName": READY_SK, "AttributeType": "N"},
-        ],
-        "GlobalSecondaryIndexes": [
-            _index(GSI1, "gsi1pk", "gsi1sk", "ALL"),
-            _index(GSI2, "gsi2pk", "gsi2sk", "ALL"),
-            # Keys only: the sweeper re-reads each candidate consistently anyway.
-            _index(LEASE_INDEX, LEASE_PK, LEASE_SK, "KEYS_ONLY"),
-            _index(READY_INDEX, READY_PK, READY_SK, "KEYS_ONLY"),
-        ],
-    }
-
-
 # The table's TTL attribute: history items carry it (``_dynamo_items.expiry``), state never.
 TTL_ATTRIBUTE = "expires_at"
-
-
-def create_table(client: Any, name: str) -> None:
-    """Create the store's table (PAY_PER_REQUEST, with its indexes) and wait until it is active;
-    then turn on TTL (infra/aws declares the same)."""
-    with translated("CreateTable"):
-        client.create_table(**table_definition(name))
-        client.get_waiter("table_exists").wait(
-            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-    with translated("UpdateTimeToLive"):
-        client.update_time_to_live(
-            TableName=name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
 
 
 __all__ = [
@@ -280,10 +226,8 @@ __all__ = [
     "READY_INDEX",
     "S",
     "TTL_ATTRIBUTE",
-    "create_table",
     "doc_attrs",
     "drift_key",
     "item_size",
     "read_doc",
-    "table_definition",
 ]

@@ -27,7 +27,6 @@ from functions_aws._dynamo_keys import (
     N,
     S,
     counter_key,
-    create_table,
     doc_attrs,
     enclave_key,
     events_of_enclave,
@@ -43,6 +42,7 @@ from functions_aws._dynamo_keys import (
 from functions_aws._dynamo_runs import DynamoRuns
 from functions_aws._dynamo_steps import DynamoSteps
 from functions_aws._dynamo_table import Expr, Table
+from functions_aws.provision import create_table
 from nclav.errors import ConflictError
 from nclav.records import AuditEvent, TfLock
 from nclav.state import EnclaveState

@@ -13,14 +13,12 @@ import base64
 import time
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._errors import AwsServiceError, aws_errors
+from functions_aws._errors import aws_errors
+from functions_aws.provision import create_bucket
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.ports import InvalidKeyError, check_blob_key
 from nclav.runtime import backoff
 
-# Lifecycle: noncurrent versions under these prefixes expire after the given days (logs are
-# rewritten as they grow, bundles are content-addressed); ``tfstate/`` versions are kept.
-NONCURRENT_DAYS = {"iac-logs/": 1, "bundles/": 30}
 _MAX_S3_KEY = 1024  # bytes of UTF-8
 _ATTEMPTS = 8  # conditional-write races lost before giving up
 
@@ -138,91 +136,6 @@ class S3BlobStore:
             else:
                 return
         raise TemporaryError(f"append to blob {key!r} lost {_ATTEMPTS} races in a row")
-
-
-def create_bucket(
-    client: Any,
-    name: str,
-    *,
-    region: str | None = None,
-    kms_key_id: str | None = None,
-    prefix: str = "",
-) -> None:
-    """Create the bucket (or keep it if it is ours): versioned, encrypted, never public.
-
-    Encryption is SSE-S3 unless ``kms_key_id`` is given. The lifecycle rules expire the
-    noncurrent versions of IaC logs after a day and of bundles after 30 days, remove
-    delete markers left alone, and abort multipart uploads unfinished after a week. Other
-    noncurrent versions (Terraform state, bundles) are kept: their retention is the
-    deployment's choice (infra/aws). ``prefix`` is the store's key prefix (``S3BlobStore``).
-    """
-    root = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    region = region or client.meta.region_name
-    params: dict[str, Any] = {"Bucket": name}
-    if region and region != "us-east-1":  # us-east-1 rejects its own LocationConstraint
-        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        with aws_errors(f"s3:CreateBucket {name}"):
-            client.create_bucket(**params)
-    except AwsServiceError as exc:
-        if exc.code != "BucketAlreadyOwnedByYou":  # BucketAlreadyExists: someone else's
-            raise
-    sse: dict[str, Any] = (
-        {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key_id}
-        if kms_key_id
-        else {"SSEAlgorithm": "AES256"}
-    )
-    with aws_errors(f"s3:PutBucketEncryption {name}"):
-        client.put_bucket_encryption(
-            Bucket=name,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": sse, "BucketKeyEnabled": True}]
-            },
-        )
-    with aws_errors(f"s3:PutPublicAccessBlock {name}"):
-        client.put_public_access_block(
-            Bucket=name,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-    with aws_errors(f"s3:PutBucketVersioning {name}"):
-        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    with aws_errors(f"s3:PutBucketLifecycleConfiguration {name}"):
-        client.put_bucket_lifecycle_configuration(
-            Bucket=name,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": f"nclav-noncurrent-{prefix.rstrip('/')}",
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": root + prefix},
-                        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
-                    }
-                    for prefix, days in NONCURRENT_DAYS.items()
-                ]
-                + [
-                    {
-                        # Signed uploads never completed (nclav.api.uploads).
-                        "ID": "nclav-abandoned-uploads",
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": root + "uploads/"},
-                        "Expiration": {"Days": 1},
-                    },
-                    {
-                        "ID": "nclav-housekeeping",
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": ""},
-                        # Delete markers left alone, once their versions expired.
-                        "Expiration": {"ExpiredObjectDeleteMarker": True},
-                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
-                    },
-                ]
-            },
-        )
 
 
 if TYPE_CHECKING:
