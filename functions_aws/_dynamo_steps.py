@@ -1,9 +1,7 @@
 """The DynamoDB store's steps: claims, leases and compare-and-swap, each one conditional write.
 
-A step belongs to its run only while the run item names the step's ``plan``: ``list_steps``
-reads the run item in the same Query and drops the rest (steps written by a ``create_run`` or
-``begin_run`` that never committed). Every lease decision is a ``ConditionExpression`` on the
-step item itself, so it holds across Lambda invocations.
+Every lease decision is a ``ConditionExpression`` on the step item itself, so it holds across
+Lambda invocations. The reads are ``_dynamo_step_reads``.
 
 A write that takes a step to a final status (or, never in the engine, back from one) moves the
 run's ``#STEPS_LEFT`` count in the same ``TransactWriteItems``, so ``has_unfinished_steps`` is
@@ -19,15 +17,15 @@ from typing import TYPE_CHECKING
 from functions_aws import _dynamo_keys as k
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
 from functions_aws._dynamo_items import ready_attrs, step_attrs, step_from
-from functions_aws._dynamo_keys import LEASE_PK, LEASES, RUN_SK, N, S, integer, key, text
+from functions_aws._dynamo_keys import LEASE_PK, LEASES, N, S, integer
+from functions_aws._dynamo_step_reads import DynamoStepReads
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import StepRecord, StepStatus, check_finish_status
 from nclav.runtime import backoff
-from nclav.runtime.stores import claim_changes, finish_changes, lease_expired, stuck_ready
+from nclav.runtime.stores import claim_changes, finish_changes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
     from typing import Any
 
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -46,19 +44,6 @@ def forget_oldest(items: dict[Any, Any]) -> None:
     # Changed by another thread meanwhile (RuntimeError), or emptied: next time, then.
     with contextlib.suppress(RuntimeError, StopIteration):
         items.pop(next(iter(items)), None)
-
-
-def committed_steps(items: list[Item]) -> list[StepRecord]:
-    """The steps of a run partition's items that its run item commits, in plan order."""
-    run = next((i for i in items if i["sk"]["S"] == RUN_SK), None)
-    plan = text(run.get("plan")) if run is not None else None
-    if plan is None:
-        return []
-    mine = [
-        i for i in items if i["sk"]["S"].startswith(k.STEP_PREFIX) and text(i.get("plan")) == plan
-    ]
-    mine.sort(key=lambda i: integer(i["pos"]))
-    return [step_from(i) for i in mine]
 
 
 def _held(e: Expr, owner: str) -> str:
@@ -80,18 +65,11 @@ def _final_statuses(e: Expr) -> str:
     return ", ".join(e.v(S(s.value)) for s in StepStatus if s.final)
 
 
-class DynamoSteps:
-    """The step methods of ``DynamoStateStore``."""
+class DynamoSteps(DynamoStepReads):
+    """The step writes of ``DynamoStateStore``."""
 
     _table: Table
     _held_items: dict[tuple[str, str], Item]  # see _remember
-
-    def has_unfinished_steps(self, run_id: str) -> bool:
-        item = self._table.get(k.steps_left_key(run_id))
-        if item is not None and "total" in item:
-            return integer(item["n"]) > 0
-        # No count set at commit: a run begun before the count existed. Its steps decide.
-        return any(not s.status.final for s in self.list_steps(run_id))
 
     def _count_op(self, run_id: str, delta: int) -> dict[str, Any]:
         e = Expr()
@@ -107,21 +85,6 @@ class DynamoSteps:
             else:
                 return
         raise TemporaryError("a run's step count is too contended; try again", retry_after_s=1.0)
-
-    def list_steps(self, run_id: str) -> list[StepRecord]:
-        e = Expr()
-        items = self._table.query(
-            f"{e.n('pk')} = {e.v(S(k.run_partition(run_id)))}", e, consistent=True
-        )
-        return committed_steps(items)
-
-    def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
-        item = self._table.get(k.step_key(run_id, step_id))
-        return step_from(item) if item is not None else None
-
-    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
-        items = self._table.batch_get([k.step_key(run_id, i) for i in step_ids])
-        return {s.step_id: s for s in map(step_from, items)}
 
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
@@ -283,54 +246,5 @@ class DynamoSteps:
         }
         return step_from(written)
 
-    def list_expired_leases(self, now: float) -> list[StepRecord]:
-        # The lease index is eventually consistent and projects keys only: it names the
-        # candidates, and one consistent BatchGetItem (their items and their runs' items)
-        # decides, so a lease renewed a moment ago is never reported expired.
-        e = Expr()
-        candidates = self._table.query(
-            f"{e.n(LEASE_PK)} = {e.v(S(LEASES))} AND {e.n(k.LEASE_SK)} <= {e.v(N(now))}",
-            e,
-            index=k.LEASE_INDEX,
-        )
 
-        return self._confirmed(candidates, lambda step: lease_expired(step, now))
-
-    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
-        # The same way as the leases: the sparse ready index names candidates, a consistent
-        # read decides (a step claimed or re-sent a moment ago is not reported).
-        e = Expr()
-        candidates = self._table.query(
-            f"{e.n(k.READY_PK)} = {e.v(S(k.READY))} AND {e.n(k.READY_SK)} <= {e.v(N(older_than))}",
-            e,
-            index=k.READY_INDEX,
-        )
-
-        return self._confirmed(candidates, lambda step: stuck_ready(step, older_than))
-
-    def _confirmed(
-        self, candidates: list[Item], keep: Callable[[StepRecord], bool]
-    ) -> list[StepRecord]:
-        """The committed steps among index ``candidates`` that ``keep`` accepts once read
-        consistently, oldest run first, each run's in plan order."""
-        if not candidates:
-            return []
-        steps = [key(c["pk"]["S"], c["sk"]["S"]) for c in candidates]
-        runs = [key(pk, RUN_SK) for pk in {c["pk"]["S"] for c in candidates}]
-        items = self._table.batch_get(steps + runs)
-        run_items = {i["pk"]["S"]: i for i in items if i["sk"]["S"] == RUN_SK}
-        found: list[tuple[int, int, StepRecord]] = []
-        for item in items:
-            run = run_items.get(item["pk"]["S"])
-            if item["sk"]["S"] == RUN_SK or run is None:
-                continue
-            if text(run.get("plan")) != text(item.get("plan")):
-                continue  # a step of a plan its run never committed
-            step = step_from(item)
-            if keep(step):
-                found.append((integer(run["seq"]), integer(item["pos"]), step))
-        found.sort(key=lambda f: (f[0], f[1]))
-        return [step for _, _, step in found]
-
-
-__all__ = ["DynamoSteps", "committed_steps", "forget_oldest"]
+__all__ = ["DynamoSteps", "forget_oldest"]
