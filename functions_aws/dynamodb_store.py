@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._dynamo_drift import DynamoDrift
+from functions_aws import _dynamo_keys as k
 from functions_aws._dynamo_errors import (
     ConditionFailedError,
     DynamoStoreError,
@@ -32,25 +32,19 @@ from functions_aws._dynamo_keys import (
     events_of_enclave,
     events_of_run,
     integer,
-    mutex_key,
     present,
     read_doc,
-    tf_lock_key,
-    tf_state_key,
-    tf_states_of_enclave,
 )
 from functions_aws._dynamo_runs import DynamoRuns
 from functions_aws._dynamo_steps import DynamoSteps
 from functions_aws._dynamo_table import Expr, Table
 from functions_aws.provision import create_table
 from nclav.errors import ConflictError
-from nclav.records import AuditEvent, TfLock
+from nclav.records import AuditEvent, DriftRecord
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
-    from pydantic import JsonValue
 
     from functions_aws._dynamo_errors import Item
 
@@ -70,7 +64,7 @@ def count_requests(client: Any) -> Counter[str]:
     return counts
 
 
-class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns, DynamoDrift):
+class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns):
     def __init__(self, table_name: str, client: Any | None = None) -> None:
         self._table = Table(table_name, client)
         self._held_items: dict[tuple[str, str], Item] = {}
@@ -173,100 +167,30 @@ class DynamoStateStore(DynamoRuns, DynamoSteps, DynamoIacRuns, DynamoDrift):
         found.reverse()
         return found
 
-    # -- Terraform locks and state pointers ------------------------------------------------------
+    # -- drift records: one item per partition under DRIFT, sort key <enclave>#<partition> --
 
-    def lock(self, key: str, info: Mapping[str, JsonValue]) -> TfLock | None:
-        wanted = TfLock(key=key, info=dict(info))
-        item: Item = {**tf_lock_key(key), "info": S(wanted.model_dump_json())}
-        if wanted.lock_id is not None:
-            item["lock_id"] = S(wanted.lock_id)
+    def put_drift(self, record: DriftRecord) -> None:
+        where = f"the drift record of {record.enclave_id}/{record.partition_id}"
+        item = {
+            **k.drift_key(record.enclave_id, record.partition_id),
+            **present(doc_attrs(record.model_dump_json(), where)),
+        }
+        self._table.put(item)
+
+    def get_drift(self, enclave_id: str, partition_id: str) -> DriftRecord | None:
+        item = self._table.get(k.drift_key(enclave_id, partition_id))
+        return DriftRecord.model_validate_json(read_doc(item)) if item is not None else None
+
+    def delete_drift(self, enclave_id: str, partition_id: str) -> None:
+        self._table.delete(k.drift_key(enclave_id, partition_id))
+
+    def list_drift(self, enclave_id: str | None = None) -> list[DriftRecord]:
         e = Expr()
-        try:
-            self._table.put(item, f"attribute_not_exists({e.n('pk')})", e, old=True)
-        except ConditionFailedError as exc:
-            if exc.item is None:  # released between the check and the failure report
-                return self.lock(key, info)
-            return _lock_from(exc.item)
-        return None
-
-    def unlock(self, key: str, lock_id: str | None) -> TfLock | None:
-        if lock_id is None:
-            self._table.delete(tf_lock_key(key))
-            return None
-        e = Expr()
-        try:
-            self._table.delete(
-                tf_lock_key(key), f"{e.n('lock_id')} = {e.v(S(lock_id))}", e, old=True
-            )
-        except ConditionFailedError as exc:
-            return _lock_from(exc.item) if exc.item is not None else None
-        return None
-
-    def get_lock(self, key: str) -> TfLock | None:
-        item = self._table.get(tf_lock_key(key))
-        return _lock_from(item) if item is not None else None
-
-    def get_tf_state(self, key: str) -> str | None:
-        item = self._table.get(tf_state_key(key))
-        return str(item["blob_key"]["S"]) if item is not None else None
-
-    def set_tf_state(self, key: str, blob_key: str | None) -> None:
-        if blob_key is None:
-            self._table.delete(tf_state_key(key))
-        else:
-            self._table.put(_tf_state_item(key, blob_key))
-
-    def list_tf_states(self, enclave_id: str) -> list[str]:
-        e = Expr()
-        condition = f"{e.n('gsi1pk')} = {e.v(S(tf_states_of_enclave(enclave_id)))}"
-        items = self._table.query(condition, e, index=GSI1)
-        return sorted(str(i["gsi1sk"]["S"]) for i in items)
-
-    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
-        e = Expr()
-        if expected is None:
-            condition = f"attribute_not_exists({e.n('pk')})"
-        else:
-            condition = f"{e.n('blob_key')} = {e.v(S(expected))}"
-        try:
-            self._table.put(_tf_state_item(key, blob_key), condition, e)
-        except ConditionFailedError:
-            return False
-        return True
-
-    # -- partition mutex -------------------------------------------------------------------------
-
-    def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
-        e = Expr()
-        holder, expires = e.n("owner"), e.n("expires_at")
-        mine = e.v(S(owner))
-        condition = (
-            f"attribute_not_exists({e.n('pk')}) OR {holder} = {mine} OR {expires} <= {e.v(N(now))}"
-        )
-        update = f"SET {holder} = {mine}, {expires} = {e.v(N(now + lease_s))}"
-        try:
-            self._table.update(mutex_key(key), update, e, condition)
-        except ConditionFailedError:
-            return False
-        return True
-
-    def release_partition(self, key: str, owner: str) -> bool:
-        e = Expr()
-        try:
-            self._table.delete(mutex_key(key), f"{e.n('owner')} = {e.v(S(owner))}", e)
-        except ConditionFailedError:
-            return False
-        return True
-
-
-def _lock_from(item: Item) -> TfLock:
-    return TfLock.model_validate_json(str(item["info"]["S"]))
-
-
-def _tf_state_item(key: str, blob_key: str) -> dict[str, Any]:
-    """A state pointer item, indexed by its enclave (``list_tf_states``)."""
-    index = {"gsi1pk": S(tf_states_of_enclave(key.split("/", 1)[0])), "gsi1sk": S(key)}
-    return {**tf_state_key(key), "blob_key": S(blob_key), **index}
+        condition = f"{e.n('pk')} = {e.v(S(k.DRIFT))}"
+        if enclave_id is not None:
+            condition += f" AND begins_with({e.n('sk')}, {e.v(S(f'{enclave_id}#'))})"
+        items = self._table.query(condition, e, consistent=True)
+        return [DriftRecord.model_validate_json(read_doc(i)) for i in items]
 
 
 __all__ = [
