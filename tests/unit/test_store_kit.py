@@ -17,8 +17,10 @@ from nclav.gitsource.source import WEBHOOK_SECRET, GitSource
 from nclav.local.dir_blobs import DirectoryBlobStore
 from nclav.plan import Action
 from nclav.records import StepRecord, StepStatus, iso_time
+from nclav.runtime.dead_letters import dead_letter_count
 from nclav.runtime.git import hosted_git_source
 from nclav.runtime.handlers import answer
+from nclav.runtime.routing import StepQueues
 from nclav.runtime.stores import (
     COMPRESS_ABOVE,
     RecordTooLargeError,
@@ -37,6 +39,7 @@ from nclav.runtime.stores import (
 from nclav.runtime.token import StoredToken
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 T0 = 1_767_225_600.0
@@ -227,3 +230,36 @@ def test_the_git_source_makes_its_webhook_secret_once_and_is_off_without_one(
             raise ServiceError("AccessDenied", status=403, code="AccessDenied")
 
     assert build(Denied()) is None  # the rest of the API still serves
+
+
+# -- a cloud's two queues ------------------------------------------------------------------------
+
+
+class Queue:
+    def __init__(self, dead: int | None = None) -> None:
+        self.sent: list[dict[str, str]] = []
+        self.dead = dead
+
+    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
+        self.sent.append(dict(message))
+
+    def close(self) -> None:
+        pass
+
+
+class CountingQueue(Queue):
+    def dead_letter_count(self) -> int | None:
+        return self.dead
+
+
+def test_step_queues_send_terraform_apart_and_count_both_dead_letter_queues() -> None:
+    steps, iac = CountingQueue(2), CountingQueue(None)
+    queues = StepQueues(steps, iac)
+    queues.send({"run_id": "r", "step_id": "a", "action": Action.PROVISION_PARTITION.value})
+    queues.send({"run_id": "r", "step_id": "b", "action": Action.PROVISION_ENCLAVE.value})
+    assert [m["step_id"] for m in iac.sent] == ["a"]
+    assert [m["step_id"] for m in steps.sent] == ["b"]
+    assert dead_letter_count(queues) == 2
+    iac.dead = 3
+    assert dead_letter_count(queues) == 5
+    assert dead_letter_count(StepQueues(Queue(), Queue())) is None  # neither can count
