@@ -44,8 +44,6 @@ from nclav.records import AuditEvent, DriftRecord
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
-
-
     from functions_aws._dynamo_errors import Item
 
 

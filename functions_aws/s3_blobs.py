@@ -13,7 +13,7 @@ import base64
 import time
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._errors import aws_errors
+from functions_aws._errors import aws_errors, lazy_client
 from functions_aws.provision import create_bucket
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.ports import InvalidKeyError, check_blob_key
@@ -30,17 +30,8 @@ class S3BlobStore:
         if prefix:
             check_blob_key(prefix[:-1])
         self.bucket, self.prefix = bucket, prefix
-        self._client = client
+        self.client = client if client is not None else lazy_client("s3")
         self._signer: Any = None
-
-    @property
-    def client(self) -> Any:
-        # Created on first use, so importing a handler module reaches no network or credentials.
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("s3")
-        return self._client
 
     def _object(self, key: str) -> str:
         name = self.prefix + check_blob_key(key)

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._errors import aws_errors
+from functions_aws._errors import aws_errors, lazy_client
 from functions_aws.provision import create_queues
 
 if TYPE_CHECKING:
@@ -98,19 +98,10 @@ class SqsWorkQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue_url = queue_url
-        self._client = client
+        self.client = client if client is not None else lazy_client("sqs")
         self._clock = clock  # wall clock: due times cross processes, like SQS's own timers
         self._dlq_url: str | None = None  # ``_dead_letter_url``, once known
         self._dlq_known = False
-
-    @property
-    def client(self) -> Any:
-        # Created on first use, so importing a handler module reaches no network or credentials.
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("sqs")
-        return self._client
 
     # -- producer: the WorkQueue port --------------------------------------------------------
 

@@ -14,6 +14,7 @@ from functions_aws._errors import AwsServiceError
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from nclav.errors import NotFoundError, TemporaryError
 from nclav.ports import InvalidKeyError
+from nclav.runtime.parts import Lazy
 
 BUCKET = "nclav-test-blobs"
 LOG = "iac-logs/e/p/run.log"
@@ -139,7 +140,7 @@ def test_a_key_too_long_for_s3_with_the_prefix_is_refused(s3: Any) -> None:
 
 def test_the_client_is_made_on_first_use_only(aws: str) -> None:
     blobs = S3BlobStore(BUCKET)
-    assert blobs._client is None
+    assert isinstance(blobs.client, Lazy) and blobs.client._made is None  # noqa: SLF001
     create_bucket(blobs.client, BUCKET)
     blobs.put("a", b"x")
     assert blobs.get("a") == b"x"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from nclav.runtime.parts import Parts
+from nclav.runtime.parts import Lazy, Parts
 
 
 def test_a_part_is_built_once_however_many_threads_ask() -> None:
@@ -48,3 +48,16 @@ def test_a_lazy_part_is_built_by_its_first_attribute_use() -> None:
     assert not parts.built("client")
     assert proxy.upper() == "MADE"
     assert parts.built("client")
+
+
+def test_a_lazy_object_is_made_once_on_first_use() -> None:
+    made: list[int] = []
+
+    def make() -> str:
+        made.append(1)
+        return "client"
+
+    lazy = Lazy(make)
+    assert made == []
+    assert lazy.upper() == "CLIENT" and lazy.title() == "Client"
+    assert made == [1]

@@ -46,13 +46,19 @@ class Parts:
 
 
 class Lazy:
-    """An object made by ``make`` on first attribute use; every use goes to it."""
+    """An object made by ``make`` on first attribute use (once, whichever thread comes first);
+    every use goes to it."""
 
     def __init__(self, make: Callable[[], Any]) -> None:
         self._make = make
+        self._made: Any = None
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._make(), name)
+        with self._lock:
+            if self._made is None:
+                self._made = self._make()
+        return getattr(self._made, name)
 
 
 __all__ = ["Lazy", "Parts"]
