@@ -50,7 +50,6 @@ class AwsRuntime(HostedRuntime):
     ) -> None:
         super().__init__(settings, clock=clock, drivers=drivers, store=store, **dict(clients or {}))
         self.settings: Settings = settings
-        self.secret_hint = f"Secrets Manager secret {settings.secret_prefix}git-webhook-secret"
 
     def client(self, service: str) -> Any:
         """One botocore client per service, shared by every adapter (clients are thread-safe),
@@ -117,6 +116,12 @@ class AwsRuntime(HostedRuntime):
     @property
     def token(self) -> str:
         return self.api_token()
+
+    @property
+    def secret_hint(self) -> str:
+        from nclav.gitsource.source import WEBHOOK_SECRET
+
+        return f"Secrets Manager secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
 
     def time_limit(self) -> TimeLimit:
         """Terraform held to an invocation's time left (``lambda_iac``)."""

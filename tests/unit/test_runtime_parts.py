@@ -1,11 +1,27 @@
-"""nclav.runtime.parts: a runtime's parts built once, on first use, by one thread."""
+"""nclav.runtime.parts and .hosted: a runtime's parts built once, on first use, by one thread,
+and the cloud-neutral half of a function runtime's bootstrap."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
+from nclav.gitsource.source import WEBHOOK_SECRET
+from nclav.local.dir_blobs import DirectoryBlobStore
+from nclav.local.file_secrets import FileSecretStore
+from nclav.local.memory_store import InMemoryStateStore
+from nclav.ports import ManualClock
+from nclav.runtime.hosted import HostedRuntime
 from nclav.runtime.parts import Lazy, Parts
+from nclav.runtime.schedule import scheduled_tick
+from nclav.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from nclav.ports import BlobStore, StateStore, WorkQueue
 
 
 def test_a_part_is_built_once_however_many_threads_ask() -> None:
@@ -61,3 +77,58 @@ def test_a_lazy_object_is_made_once_on_first_use() -> None:
     assert made == []
     assert lazy.upper() == "CLIENT" and lazy.title() == "Client"
     assert made == [1]
+
+
+class Sent:
+    """A work queue that keeps what is sent (nothing consumes it here)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+
+    def send(self, message: Mapping[str, str], delay_s: float = 0) -> None:
+        self.messages.append(dict(message))
+
+    def close(self) -> None:
+        pass
+
+
+class Hosted(HostedRuntime):
+    """A hosted runtime over local adapters: what a cloud's bootstrap writes, and no more."""
+
+    def __init__(self, root: Path, **parts: Any) -> None:
+        super().__init__(Settings(workspaces=root / "ws"), **parts)
+        self.root = root
+
+    @property
+    def store(self) -> StateStore:
+        return self._once("store", InMemoryStateStore)
+
+    @property
+    def queues(self) -> WorkQueue:
+        return self._once("queues", Sent)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._once("blobs", lambda: DirectoryBlobStore(self.root / "blobs"))
+
+    @property
+    def secrets(self) -> FileSecretStore:
+        return self._once("secrets", lambda: FileSecretStore(self.root / "secrets"))
+
+    @property
+    def token(self) -> str:
+        return "a" * 64
+
+
+def test_a_hosted_runtime_composes_core_over_the_clouds_adapters(tmp_path: Path) -> None:
+    clock = ManualClock()
+    runtime = Hosted(tmp_path, clock=clock, drivers={})
+    assert runtime.clock is clock and runtime.drivers == {}
+    engine = runtime.engine
+    assert engine.store is runtime.store and engine.queue is runtime.queues
+    assert runtime.iac.owner == engine.owner  # one worker id for leases and mutexes
+    assert runtime.router is runtime.router
+    git = runtime.git
+    assert git is not None and git.secret_hint == "the runtime's secret store"
+    assert runtime.secrets.get(WEBHOOK_SECRET) == git.webhook_secret
+    assert scheduled_tick(runtime.composition).resent == 0

@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 
 class HostedRuntime:
-    #: Where an operator finds the git webhook secret, in the cloud's words.
-    secret_hint = "the secret store"
-
     def __init__(
         self,
         settings: Settings,
@@ -77,6 +74,11 @@ class HostedRuntime:
         from nclav.api.auth import RotatingTokenAuth
 
         return RotatingTokenAuth(lambda: self.token)
+
+    @property
+    def secret_hint(self) -> str:
+        """Where an operator finds the git webhook secret, in the cloud's words."""
+        return "the runtime's secret store"
 
     def time_limit(self) -> TimeLimit | None:
         """The sandbox's time limit for terraform (``nclav.iac.sandbox``); None: none."""
