@@ -12,7 +12,10 @@ names its resources in settings, and calls ``compose``. The rest is here:
 * ``compose``: the one function that builds engine, service, router and IaC runner;
 * ``handlers``: the HTTP trigger plumbing (500 with the request id, 400 for a bad event,
   ``/health`` without a runtime);
-* ``logs``: a stdlib JSON log formatter.
+* ``logs``: a stdlib JSON log formatter;
+* ``hosted`` and ``parts``: a function runtime's bootstrap, every part built on first use;
+  ``git``, ``token`` and ``schedule``: its git source, API token and scheduled tick;
+* ``stores``: what every state store adapter shares (records as stored, the lease rules).
 
 Only ``timing`` is imported with the package, so the engine and the stores can use it
 without importing the rest (which imports the engine).
