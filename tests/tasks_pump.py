@@ -1,4 +1,4 @@
-"""``TasksPump``: a test-only consumer of a ``CloudTasksWorkQueue``, shaped like ``ThreadWorkQueue``.
+"""``TasksPump``: a test-only consumer of a ``CloudTasksWorkQueue``, like ``ThreadWorkQueue``.
 
 In GCP, Cloud Tasks POSTs each task to the worker; here the Cloud Tasks emulator POSTs it to
 this pump's loopback HTTP server, which does what the worker entry point does with its own
