@@ -1,10 +1,16 @@
-"""The GCP runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources."""
+"""The GCP runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
+and ``StepQueues``, the engine's one queue over the two Cloud Tasks queues."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from nclav.runtime.routing import RoutedQueue
 from nclav.runtime.settings import Settings as CoreSettings
+
+if TYPE_CHECKING:
+    from functions_gcp.tasks_queue import CloudTasksWorkQueue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +30,21 @@ class Settings(CoreSettings):
     secret_prefix: str = "nclav-"  # Secret Manager secret id prefix
     token_secret: str = "api-token"  # the API token's secret id, after the prefix
     tasks_service_account: str = ""  # OIDC identity Cloud Tasks calls the workers as
+    # How long Cloud Tasks waits for a worker's answer (its dispatch deadline, 15-1800 s);
+    # a terraform step has the IaC worker's deadline as its time limit (functions_gcp.iac).
+    worker_deadline_s: float = 600.0
+    iac_deadline_s: float = 1800.0
+    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
+    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
 
-__all__ = ["Settings"]
+class StepQueues(RoutedQueue):
+    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
+
+    def __init__(self, steps: CloudTasksWorkQueue, iac: CloudTasksWorkQueue) -> None:
+        routed = RoutedQueue.terraform_apart(steps, iac)
+        super().__init__(routed.default, routed.by_action)
+        self.steps, self.iac = steps, iac
+
+
+__all__ = ["Settings", "StepQueues"]
