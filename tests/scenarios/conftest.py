@@ -28,6 +28,10 @@ def runtime(
         request.getfixturevalue("aws")  # a clean moto state behind boto3
         yield from _aws_runtime(tmp_path, monkeypatch)
         return
+    if request.param == "gcp":
+        from runtime_gcp import prepare
+
+        prepare(request, monkeypatch)  # the Firestore, GCS and Cloud Tasks stand-ins
     with open_runtime(request.param, tmp_path, monkeypatch) as opened:
         yield opened
 

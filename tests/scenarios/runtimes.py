@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from nclav.engine import Engine
 
-RUNTIMES = ["local", "aws"]
+RUNTIMES = ["local", "aws", "gcp"]
 LEASE_S = 2.0
 FINAL = ("succeeded", "failed")
 
@@ -305,6 +305,10 @@ def open_runtime(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         runtime = LocalScenarioRuntime(tmp_path / "home")
     elif kind == "aws":
         runtime = AwsScenarioRuntime(monkeypatch, tmp_path)
+    elif kind == "gcp":  # its stand-ins first: runtime_gcp.prepare
+        from runtime_gcp import GcpScenarioRuntime
+
+        runtime = GcpScenarioRuntime(monkeypatch, tmp_path)
     else:
         raise ValueError(f"no scenario runtime {kind!r}")
     try:
