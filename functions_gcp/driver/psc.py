@@ -1,0 +1,206 @@
+"""Exports and imports (spec §2.7): Private Service Connect for tcp, pass-through otherwise.
+
+A tcp export is the PSC service attachment the partition's Terraform made (its output
+``psc_service_attachment``); nothing is called at export time. A tcp import is the consumer
+side in the importer project: an internal address in ``subnet-0`` (``purpose:
+GCE_ENDPOINT``), a forwarding rule to the attachment on that address, and an A record
+``{alias}.{zone}`` in the importer's private zone. Every part is found before it is made, so
+a re-run (redelivery, or the next apply) changes nothing; a forwarding rule pointing at an
+older attachment is replaced, and a record with another address is swapped in one change.
+
+PSC needs the producer's attachment to accept the consumer project: a rejected connection is
+a ``PermanentError`` naming the project to add to its accept list, a pending one a
+``WaitingError``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from functions_gcp.driver.config import VPC, ZONE, resource_name
+from functions_gcp.driver.network import (
+    compute_delete,
+    compute_get,
+    compute_insert,
+    subnet_path,
+)
+from nclav.errors import PermanentError, WaitingError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from functions_gcp._rest import Rest
+    from nclav.model import EnclaveConfig, Export, Import
+    from nclav.state import Handle
+
+ATTACHMENT_OUTPUT = "psc_service_attachment"
+QUEUE_OUTPUT = "queue_url"
+TTL_S = 300
+PSC_RETRY_S = 30.0
+
+
+def export_handle(
+    project: str, region: str, enclave: EnclaveConfig, export: Export, outputs: Mapping[str, str]
+) -> Handle:
+    handle: Handle = {
+        "driver": "gcp",
+        "kind": "export",
+        "type": export.export_type.value,
+        "enclave_id": enclave.id,
+        "export_name": export.name,
+        "project_id": project,
+        "region": region,
+        "outputs": dict(outputs),
+    }
+    if export.export_type.value == "tcp":
+        attachment = outputs.get(ATTACHMENT_OUTPUT)
+        if not attachment:
+            raise PermanentError(
+                f"export {enclave.id}/{export.name}: a tcp export on GCP is a Private Service "
+                f"Connect service attachment: partition {export.target_partition} must create "
+                f"one and output its self link as {ATTACHMENT_OUTPUT!r}"
+            )
+        handle["service_attachment"] = attachment
+    elif export.export_type.value == "queue":
+        handle["topic"] = outputs.get(QUEUE_OUTPUT, "")
+    return handle
+
+
+def import_tcp(
+    rest: Rest,
+    project: str,
+    region: str,
+    importer: EnclaveConfig,
+    imp: Import,
+    export: Handle,
+    labels: Mapping[str, str],
+) -> Handle:
+    alias = imp.alias
+    zone = importer.dns.zone if importer.dns else None
+    if not (importer.network and importer.network.subnets) or not zone:
+        raise PermanentError(
+            f"import {importer.id}/{alias}: a Private Service Connect endpoint needs the "
+            "importer's network (with at least one subnet) and dns.zone"
+        )
+    if export.get("region") and export["region"] != region:
+        raise PermanentError(
+            f"import {importer.id}/{alias}: PSC is regional; enclave {importer.id} is in "
+            f"{region}, the export's attachment in {export['region']}"
+        )
+    attachment = str(export["service_attachment"])
+    address_name = resource_name("nclav-ep-ip-", alias)
+    rule_name = resource_name("nclav-ep-", alias)
+    compute_insert(
+        rest,
+        project,
+        region,
+        "addresses",
+        {
+            "name": address_name,
+            "addressType": "INTERNAL",
+            "purpose": "GCE_ENDPOINT",
+            "subnetwork": subnet_path(project, region, 0),
+            "labels": dict(labels),
+        },
+    )
+    address = compute_get(rest, project, f"regions/{region}/addresses/{address_name}")
+    if address is None:
+        raise WaitingError(
+            f"import {alias}: address {address_name} is not visible yet", retry_after_s=PSC_RETRY_S
+        )
+    rule_path = f"regions/{region}/forwardingRules/{rule_name}"
+    rule = {
+        "name": rule_name,
+        "target": attachment,
+        "network": f"projects/{project}/global/networks/{VPC}",
+        "IPAddress": address["selfLink"],
+        "labels": dict(labels),
+    }
+    if not compute_insert(rest, project, region, "forwardingRules", rule):
+        found = compute_get(rest, project, rule_path) or {}
+        if found.get("target") != attachment:  # the exporter's attachment changed
+            compute_delete(rest, project, region, rule_path)
+            compute_insert(rest, project, region, "forwardingRules", rule)
+    found = compute_get(rest, project, rule_path) or {}
+    status = found.get("pscConnectionStatus", "")
+    if status == "PENDING":
+        raise WaitingError(
+            f"import {alias}: the PSC connection to {attachment} awaits the producer's acceptance",
+            retry_after_s=PSC_RETRY_S,
+        )
+    if status in ("REJECTED", "CLOSED", "NEEDS_ATTENTION"):
+        raise PermanentError(
+            f"import {alias}: the PSC connection to {attachment} is {status}: the producer's "
+            f"attachment must accept project {project} (consumerAcceptLists) or ACCEPT_AUTOMATIC"
+        )
+    ip = str(address["address"])
+    dns_name = f"{alias.lower()}.{zone.rstrip('.')}."
+    set_a_record(rest, project, dns_name, ip)
+    outputs = {**dict(export.get("outputs", {})), "hostname": dns_name.rstrip(".")}
+    return {
+        "driver": "gcp",
+        "kind": "import",
+        "type": "tcp",
+        "enclave_id": importer.id,
+        "alias": alias,
+        "importer_project": project,
+        "region": region,
+        "service_attachment": attachment,
+        "endpoint_ip_name": address_name,
+        "endpoint_name": rule_name,
+        "endpoint_ip": ip,
+        "dns_name": dns_name,
+        "outputs": outputs,
+    }
+
+
+def _records(rest: Rest, project: str, name: str) -> list[dict[str, Any]]:
+    body = rest.json(
+        "GET",
+        "dns",
+        f"dns/v1/projects/{project}/managedZones/{ZONE}/rrsets",
+        f"list record {name}",
+        params={"name": name, "type": "A"},
+    )
+    return list(body.get("rrsets", []))
+
+
+def _change(rest: Rest, project: str, change: dict[str, Any], what: str) -> None:
+    rest.call(
+        "POST", "dns", f"dns/v1/projects/{project}/managedZones/{ZONE}/changes", what, body=change
+    )
+
+
+def set_a_record(rest: Rest, project: str, name: str, ip: str) -> None:
+    """``name`` A ``ip``: left alone when so already, else replaced in one change."""
+    wanted = {"name": name, "type": "A", "ttl": TTL_S, "rrdatas": [ip]}
+    old = _records(rest, project, name)
+    if any(r.get("rrdatas") == [ip] and r.get("ttl") == TTL_S for r in old):
+        return
+    deletions = [{k: r[k] for k in ("name", "type", "ttl", "rrdatas") if k in r} for r in old]
+    change = {"kind": "dns#change", "additions": [wanted], "deletions": deletions}
+    _change(rest, project, change, f"set record {name} A {ip}")
+
+
+def teardown_tcp(rest: Rest, handle: Handle) -> None:
+    project, region = str(handle["importer_project"]), str(handle["region"])
+    name = str(handle.get("dns_name") or "")
+    if name:
+        old = _records(rest, project, name)
+        deletions = [{k: r[k] for k in ("name", "type", "ttl", "rrdatas") if k in r} for r in old]
+        if deletions:
+            _change(
+                rest,
+                project,
+                {"kind": "dns#change", "deletions": deletions},
+                f"delete record {name}",
+            )
+    compute_delete(
+        rest, project, region, f"regions/{region}/forwardingRules/{handle['endpoint_name']}"
+    )
+    compute_delete(
+        rest, project, region, f"regions/{region}/addresses/{handle['endpoint_ip_name']}"
+    )
+
+
+__all__ = ["ATTACHMENT_OUTPUT", "export_handle", "import_tcp", "set_a_record", "teardown_tcp"]
