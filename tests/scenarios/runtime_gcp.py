@@ -9,16 +9,15 @@ The API is the ``api`` target (its app's test client), the sweep the ``schedule`
 The emulator dispatches a queue's tasks one at a time and retries a failed one at once;
 ``settle`` waits until both queues hold no task and no request is in a worker. A worker that
 dies (``WorkerDied``) drops its connection, which the emulator takes as a failed attempt and
-retries, as Cloud Tasks does. Secret Manager has no emulator: until the strict fake of
-tests/gcp_api_fake.py is wired here, the runtime's secret store is a directory store (the
-API token's path through ``SecretToken`` is the same).
+retries, as Cloud Tasks does. Secret Manager has no emulator: the runtime's secret store is
+the real adapter against the strict discovery-document fake (tests/gcp_api_fake.py), where
+the API generates its token on first use as it does on a first deployment.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
 import uuid
@@ -85,8 +84,9 @@ class GcpScenarioRuntime(Runtime):
         import functions_framework
 
         from functions_gcp import bootstrap
+        from functions_gcp.secrets import SecretManagerSecretStore
         from functions_gcp.tasks_queue import tasks_client
-        from nclav.local import FileSecretStore
+        from gcp_api_fake import anonymous_session, serve_fake
 
         self.tasks = tasks_client(os.environ["CLOUD_TASKS_EMULATOR_HOST"])
         suffix = uuid.uuid4().hex[:8]
@@ -109,11 +109,16 @@ class GcpScenarioRuntime(Runtime):
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        self.token = secrets.token_hex(32)
-        store = FileSecretStore(tmp_path / "secrets")
-        store.put("api-token", self.token)
+        self._fake = serve_fake()
+        fake = self._fake.__enter__()
+        store = SecretManagerSecretStore(
+            "nclav-test", session=anonymous_session(), endpoint=fake.endpoint("secretmanager")
+        )
         settings = bootstrap.Settings.from_env()
-        bootstrap.install(bootstrap.GcpRuntime(settings, secrets=store))
+        built = bootstrap.GcpRuntime(settings, secrets=store)
+        bootstrap.install(built)
+        self.token = built.api_token()  # generated and written by the runtime: none existed
+        assert store.get("api-token") == self.token
         self.api = functions_framework.create_app("api", str(MAIN)).test_client()
         self.scheduler = functions_framework.create_app("schedule", str(MAIN)).test_client()
 
@@ -198,6 +203,7 @@ class GcpScenarioRuntime(Runtime):
         for queue in self.queues:
             self.tasks.delete_queue(name=queue)
         bootstrap.install(None)
+        self._fake.__exit__(None, None, None)  # fails on a request the API would refuse
 
 
 def prepare(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
