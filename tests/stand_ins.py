@@ -177,6 +177,7 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
     args = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    args += ["-public-host", f"127.0.0.1:{port}"]  # signed-URL PUTs go to this host
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(binary), *args, "-external-url", url], stdout=out, stderr=subprocess.STDOUT
