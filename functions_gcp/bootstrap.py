@@ -13,7 +13,8 @@ Google SDKs are imported inside the builders, so importing ``main`` stays cheap
 
 Emulators: the SDKs' own variables point Firestore and GCS at theirs
 (``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``); ``CLOUD_TASKS_EMULATOR_HOST``
-(``host:port``) points the Cloud Tasks client at gcloud-tasks-emulator over plain gRPC.
+(``host:port``) points the Cloud Tasks client at gcloud-tasks-emulator over plain gRPC, and
+``NCLAV_SECRETS_EMULATOR_URL`` the Secret Manager adapter at a local stand-in.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions_gcp.settings import Settings, StepQueues
 from nclav.errors import ConfigurationError
-from nclav.runtime.cloud_parts import Parts, ProcessSlot
+from nclav.runtime.cloud_parts import Lazy, Parts, ProcessSlot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -83,7 +84,8 @@ class GcpRuntime:
         self._parts = Parts(given)
 
     def client(self, service: str) -> Any:
-        """One client per service ("firestore", "storage", "tasks"), shared by the adapters."""
+        """One client per service ("firestore", "storage", "tasks"), shared by the adapters,
+        made (and its SDK imported) on its first call."""
         s = self.settings
 
         def build() -> Any:
@@ -101,7 +103,8 @@ class GcpRuntime:
                 return tasks_client(s.environ.get(TASKS_EMULATOR) or None)
             raise ValueError(f"no client {service!r}")
 
-        return self._parts.once(service, build)
+        lazy = Lazy(lambda: self._parts.once(service, build))
+        return self._parts.once(f"lazy:{service}", lambda: lazy)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -129,7 +132,16 @@ class GcpRuntime:
         def build() -> SecretStore:
             from functions_gcp.secrets import SecretManagerSecretStore
 
-            return SecretManagerSecretStore(self.settings.project, self.settings.secret_prefix)
+            s = self.settings
+            if not s.secrets_emulator_url:
+                return SecretManagerSecretStore(s.project, s.secret_prefix)
+            from google.auth.credentials import AnonymousCredentials
+            from google.auth.transport.requests import AuthorizedSession
+
+            anonymous = AuthorizedSession(AnonymousCredentials())  # type: ignore[no-untyped-call]
+            return SecretManagerSecretStore(
+                s.project, s.secret_prefix, session=anonymous, endpoint=s.secrets_emulator_url
+            )
 
         return self._parts.once("secrets", build)
 

@@ -111,13 +111,12 @@ class GcpScenarioRuntime(Runtime):
             monkeypatch.setenv(name, value)
         self._fake = serve_fake()
         fake = self._fake.__enter__()
+        monkeypatch.setenv("NCLAV_SECRETS_EMULATOR_URL", fake.endpoint("secretmanager"))
+        bootstrap.install(None)  # the entry points build theirs from this environment
+        self.token = bootstrap.runtime().api_token()  # generated and written: none existed
         store = SecretManagerSecretStore(
             "nclav-test", session=anonymous_session(), endpoint=fake.endpoint("secretmanager")
         )
-        settings = bootstrap.Settings.from_env()
-        built = bootstrap.GcpRuntime(settings, secrets=store)
-        bootstrap.install(built)
-        self.token = built.api_token()  # generated and written by the runtime: none existed
         assert store.get("api-token") == self.token
         self.api = functions_framework.create_app("api", str(MAIN)).test_client()
         self.scheduler = functions_framework.create_app("schedule", str(MAIN)).test_client()

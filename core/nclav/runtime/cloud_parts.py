@@ -2,6 +2,7 @@
 
 * ``Parts``: a thread-safe "build on first use, then keep" container: a cold function builds
   only what its first request needs (``/health`` nothing, the step worker no API token);
+* ``Lazy``: an SDK client made on its first use;
 * ``ProcessSlot``: the one runtime of a process, built from the environment on first use and
   replaceable by tests;
 * ``SecretToken``: the API token in the runtime's secret store, generated on the first start
@@ -49,6 +50,18 @@ class Parts:
     def __contains__(self, name: str) -> bool:
         with self._lock:
             return name in self._parts
+
+
+class Lazy:
+    """An SDK client made on its first attribute use: an adapter holds one from the start,
+    and a request that never calls that service never imports its SDK (a cold worker
+    acknowledging a duplicate loads no storage or queue client)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._make(), name)
 
 
 class ProcessSlot(Generic[_T]):
@@ -163,4 +176,4 @@ def build_git_source(
     )
 
 
-__all__ = ["TOKEN_TTL_S", "Parts", "ProcessSlot", "SecretToken", "build_git_source"]
+__all__ = ["TOKEN_TTL_S", "Lazy", "Parts", "ProcessSlot", "SecretToken", "build_git_source"]
