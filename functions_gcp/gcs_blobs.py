@@ -92,7 +92,7 @@ class GcsBlobStore:
 
         from nclav.errors import ConfigurationError
 
-        credentials = getattr(self.client, "_credentials", None)
+        credentials: Any = getattr(self.client, "_credentials", None)
         if isinstance(credentials, Signing):
             return {"credentials": credentials}
         email = getattr(credentials, "service_account_email", None)

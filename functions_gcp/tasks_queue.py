@@ -202,7 +202,7 @@ def tasks_client(emulator_host: str | None = None) -> Any:
 
     if not emulator_host:
         return tasks_v2.CloudTasksClient()
-    import grpc
+    import grpc  # type: ignore[import-untyped]
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
     channel = grpc.insecure_channel(emulator_host)

