@@ -14,9 +14,10 @@ leaves the adapter; the original is always chained as ``__cause__``::
     └── DynamoStoreError           anything else (missing table, access denied, bad request)
         └── ItemTooLargeError      a record that would not fit in a 400 KB item
 
-DynamoDB has its own translation, apart from ``_errors.aws_errors`` of the other adapters:
-its ResourceNotFoundException is a missing *table* (not a missing record, so never a
-``NotFoundError``), and a lost condition carries the stored item the store reports on.
+DynamoDB adds two things to ``_errors.translate`` of the other adapters: a lost condition
+carries the stored item the store reports on, and its ResourceNotFoundException is a missing
+*table* (not a missing record, so never a ``NotFoundError``): whatever is not temporary is a
+``DynamoStoreError``.
 
 Botocore already retries throttling and 5xx responses with backoff before they get here, so
 a ``TemporaryError`` means those retries ran out: the caller should wait longer.
@@ -29,8 +30,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions_aws._errors import NETWORK, error_code, http_status
-from nclav.errors import ConflictError, NclavError, ServiceError, TemporaryError, classify
+from functions_aws._errors import error_code, http_status
+from functions_aws._errors import translate as translate_aws
+from nclav.errors import ConflictError, NclavError, ServiceError, TemporaryError
+from nclav.runtime.stores import RecordTooLargeError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,18 +44,6 @@ Item = dict[str, AttributeValue]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
-TEMPORARY_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-    }
-)
 # Cancellation reasons that say "someone else was busy with this item", not "your request
 # is wrong": the same transaction can succeed a moment later.
 _BUSY_REASONS = frozenset(
@@ -65,7 +56,7 @@ class DynamoStoreError(ServiceError):
     """A DynamoDB failure that retrying will not fix (missing table, permissions, bad input)."""
 
 
-class ItemTooLargeError(DynamoStoreError):
+class ItemTooLargeError(DynamoStoreError, RecordTooLargeError):
     """A record that does not fit in one DynamoDB item, even compressed."""
 
 
@@ -117,25 +108,17 @@ def _cancelled(exc: ClientError, operation: str) -> NclavError:
 
 def translate(exc: Exception, operation: str) -> NclavError:
     """The nclav error for a botocore exception raised by ``operation``."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "")) or code
-        if code == _CONDITION_FAILED:
-            item = cast("Item | None", exc.response.get("Item"))
-            return ConditionFailedError(f"{operation}: condition failed", item=item)
-        if code == _CANCELLED:
-            return _cancelled(exc, operation)
-        # A missing table is a 400 ResourceNotFoundException: permanent, never "not found";
-        # so only core's temporary rule applies here, with DynamoDB's own codes.
-        status = http_status(exc)
-        if code in TEMPORARY_CODES or classify(status, code) == "temporary":
-            return TemporaryError(f"{operation}: {code}: {message}", retry_after_s=_RETRY_AFTER_S)
-        return DynamoStoreError(f"{operation}: {code}: {message}", status=status, code=code)
-    if isinstance(exc, NETWORK):
-        return TemporaryError(
-            f"{operation}: DynamoDB unreachable: {exc}", retry_after_s=_RETRY_AFTER_S
-        )
-    return DynamoStoreError(f"{operation}: {type(exc).__name__}: {exc}")
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    if code == _CONDITION_FAILED:
+        item = cast("ClientError", exc).response.get("Item")
+        return ConditionFailedError(f"{operation}: condition failed", item=cast("Item", item))
+    if code == _CANCELLED:
+        return _cancelled(cast("ClientError", exc), operation)
+    general = translate_aws(exc, operation)
+    if isinstance(general, TemporaryError):
+        return TemporaryError(str(general), retry_after_s=_RETRY_AFTER_S)
+    status = http_status(exc) if isinstance(exc, ClientError) else 0
+    return DynamoStoreError(str(general), status=status, code=code)
 
 
 @contextmanager
@@ -147,7 +130,6 @@ def translated(operation: str) -> Iterator[None]:
 
 
 __all__ = [
-    "TEMPORARY_CODES",
     "AttributeValue",
     "ConditionFailedError",
     "ContendedError",

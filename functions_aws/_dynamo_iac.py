@@ -1,5 +1,7 @@
-"""The DynamoDB store's IaC runs: listed by partition, found by id.
+"""The DynamoDB store's partition records: IaC runs, Terraform locks and state pointers, and
+the partition mutex (each lock, swap and mutex decision one conditional write).
 
+IaC runs are listed by partition and found by id.
 Runs of a partition live in one item collection sorted by ``started_at`` (then by an insert
 counter, so equal start times keep insertion order), because the engine reads them right after
 taking the partition mutex to find abandoned ones: that read must be consistent, which an
@@ -10,24 +12,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from functions_aws import _dynamo_keys as k
 from functions_aws._dynamo_errors import ConditionFailedError
 from functions_aws._dynamo_items import expiry
-from functions_aws._dynamo_keys import (
-    S,
-    counter_key,
-    doc_attrs,
-    iac_key,
-    iac_locator_key,
-    iac_partition,
-    key,
-    present,
-    read_doc,
-)
+from functions_aws._dynamo_keys import GSI1, N, S, doc_attrs, key, present, read_doc
 from functions_aws._dynamo_steps import forget_oldest
 from functions_aws._dynamo_table import Expr
-from nclav.records import IacRun
+from nclav.records import IacRun, TfLock
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic import JsonValue
+
     from functions_aws._dynamo_errors import Item
     from functions_aws._dynamo_table import Table
 
@@ -37,7 +34,7 @@ _PLACES_MAX = 1024
 
 def _iac_item(run: IacRun, order: int) -> Item:
     return {
-        **iac_key(run.enclave_id, run.partition_id, run.started_at, order),
+        **k.iac_key(run.enclave_id, run.partition_id, run.started_at, order),
         "id": S(run.id),
         **present(doc_attrs(run.model_dump_json(), f"IaC run {run.id}")),
         **expiry(),
@@ -49,7 +46,7 @@ def _where(item: Item) -> tuple[str, str]:
 
 
 class DynamoIacRuns:
-    """The IaC run methods of ``DynamoStateStore``."""
+    """The partition record methods of ``DynamoStateStore``."""
 
     _table: Table
     _iac_places: dict[str, tuple[str, str]]  # run id -> (pk, sk) of its item, as last written
@@ -79,7 +76,7 @@ class DynamoIacRuns:
         self._update_iac_run(run)
 
     def _update_iac_run(self, run: IacRun) -> None:
-        locator = self._table.get(iac_locator_key(run.id))
+        locator = self._table.get(k.iac_locator_key(run.id))
         if locator is None:
             self._insert_iac_run(run)
             return
@@ -107,7 +104,7 @@ class DynamoIacRuns:
         self._iac_places[run_id] = _where(item)
 
     def _insert_iac_run(self, run: IacRun) -> None:
-        item = _iac_item(run, self._table.add_one(counter_key(IAC_COUNTER)))
+        item = _iac_item(run, self._table.add_one(k.counter_key(IAC_COUNTER)))
         e = Expr()
         try:
             self._table.transact(
@@ -128,10 +125,10 @@ class DynamoIacRuns:
     @staticmethod
     def _locator(run_id: str, item: Item) -> Item:
         pk, sk = _where(item)
-        return {**iac_locator_key(run_id), "list_pk": S(pk), "list_sk": S(sk), **expiry()}
+        return {**k.iac_locator_key(run_id), "list_pk": S(pk), "list_sk": S(sk), **expiry()}
 
     def get_iac_run(self, run_id: str) -> IacRun | None:
-        locator = self._table.get(iac_locator_key(run_id))
+        locator = self._table.get(k.iac_locator_key(run_id))
         if locator is None:
             return None
         item = self._table.get(key(str(locator["list_pk"]["S"]), str(locator["list_sk"]["S"])))
@@ -142,13 +139,106 @@ class DynamoIacRuns:
             return []
         e = Expr()
         items = self._table.query(
-            f"{e.n('pk')} = {e.v(S(iac_partition(enclave_id, partition_id)))}",
+            f"{e.n('pk')} = {e.v(S(k.iac_partition(enclave_id, partition_id)))}",
             e,
             forward=False,
             limit=limit,
             consistent=True,
         )
         return [IacRun.model_validate_json(read_doc(i)) for i in items]
+
+    # -- Terraform locks and state pointers, the partition mutex -------------------------------
+
+    def lock(self, key: str, info: Mapping[str, JsonValue]) -> TfLock | None:
+        wanted = TfLock(key=key, info=dict(info))
+        item: Item = {**k.tf_lock_key(key), "info": S(wanted.model_dump_json())}
+        if wanted.lock_id is not None:
+            item["lock_id"] = S(wanted.lock_id)
+        e = Expr()
+        try:
+            self._table.put(item, f"attribute_not_exists({e.n('pk')})", e, old=True)
+        except ConditionFailedError as exc:
+            if exc.item is None:  # released between the check and the failure report
+                return self.lock(key, info)
+            return _lock_from(exc.item)
+        return None
+
+    def unlock(self, key: str, lock_id: str | None) -> TfLock | None:
+        if lock_id is None:
+            self._table.delete(k.tf_lock_key(key))
+            return None
+        e = Expr()
+        try:
+            self._table.delete(
+                k.tf_lock_key(key), f"{e.n('lock_id')} = {e.v(S(lock_id))}", e, old=True
+            )
+        except ConditionFailedError as exc:
+            return _lock_from(exc.item) if exc.item is not None else None
+        return None
+
+    def get_lock(self, key: str) -> TfLock | None:
+        item = self._table.get(k.tf_lock_key(key))
+        return _lock_from(item) if item is not None else None
+
+    def get_tf_state(self, key: str) -> str | None:
+        item = self._table.get(k.tf_state_key(key))
+        return str(item["blob_key"]["S"]) if item is not None else None
+
+    def set_tf_state(self, key: str, blob_key: str | None) -> None:
+        if blob_key is None:
+            self._table.delete(k.tf_state_key(key))
+        else:
+            self._table.put(_tf_state_item(key, blob_key))
+
+    def list_tf_states(self, enclave_id: str) -> list[str]:
+        e = Expr()
+        condition = f"{e.n('gsi1pk')} = {e.v(S(k.tf_states_of_enclave(enclave_id)))}"
+        items = self._table.query(condition, e, index=GSI1)
+        return sorted(str(i["gsi1sk"]["S"]) for i in items)
+
+    def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
+        e = Expr()
+        if expected is None:
+            condition = f"attribute_not_exists({e.n('pk')})"
+        else:
+            condition = f"{e.n('blob_key')} = {e.v(S(expected))}"
+        try:
+            self._table.put(_tf_state_item(key, blob_key), condition, e)
+        except ConditionFailedError:
+            return False
+        return True
+
+    def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
+        e = Expr()
+        holder, expires = e.n("owner"), e.n("expires_at")
+        mine = e.v(S(owner))
+        condition = (
+            f"attribute_not_exists({e.n('pk')}) OR {holder} = {mine} OR {expires} <= {e.v(N(now))}"
+        )
+        update = f"SET {holder} = {mine}, {expires} = {e.v(N(now + lease_s))}"
+        try:
+            self._table.update(k.mutex_key(key), update, e, condition)
+        except ConditionFailedError:
+            return False
+        return True
+
+    def release_partition(self, key: str, owner: str) -> bool:
+        e = Expr()
+        try:
+            self._table.delete(k.mutex_key(key), f"{e.n('owner')} = {e.v(S(owner))}", e)
+        except ConditionFailedError:
+            return False
+        return True
+
+
+def _lock_from(item: Item) -> TfLock:
+    return TfLock.model_validate_json(str(item["info"]["S"]))
+
+
+def _tf_state_item(key: str, blob_key: str) -> Item:
+    """A state pointer item, indexed by its enclave (``list_tf_states``)."""
+    index = {"gsi1pk": S(k.tf_states_of_enclave(key.split("/", 1)[0])), "gsi1sk": S(key)}
+    return {**k.tf_state_key(key), "blob_key": S(blob_key), **index}
 
 
 __all__ = ["IAC_COUNTER", "DynamoIacRuns"]

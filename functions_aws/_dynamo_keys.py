@@ -6,10 +6,10 @@ cannot drift apart, and ``create_table`` declares exactly the indexes the store 
 
 from __future__ import annotations
 
-import zlib
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._dynamo_errors import ItemTooLargeError, translated
+from functions_aws._dynamo_errors import ItemTooLargeError
+from nclav.runtime.stores import RecordTooLargeError, pack_record, seq_text, unpack_record
 
 if TYPE_CHECKING:
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -39,18 +39,10 @@ READY_INDEX = "ready"  # sparse: ready steps by records.ready_since (the sweeper
 READY_PK = "ready_pk"
 READY_SK = "ready_at"
 
-# Items above this are compressed (zlib): it saves write capacity (billed per KB) long before
-# the 400 KB item limit matters.
-COMPRESS_ABOVE = 4_096
-# The most a document may take after compression: the rest of the item (keys, index keys,
-# small attributes) fits easily in the ~50 KB left below DynamoDB's 400 KB.
+# The most a document may take after compression (core's ``pack_record``): the rest of the
+# item (keys, index keys, small attributes) fits easily in the ~50 KB left below 400 KB.
 MAX_DOC_BYTES = 350_000
 MAX_ITEM_BYTES = 400 * 1024
-
-
-def seq_text(seq: int) -> str:
-    """A sequence number as a sort key: zero-padded so text order is number order."""
-    return f"{seq:020d}"
 
 
 def S(text: str) -> AttributeValue:  # noqa: N802 - DynamoDB's own type letters
@@ -62,16 +54,38 @@ def N(number: int | float) -> AttributeValue:  # noqa: N802
     return {"N": repr(number)}
 
 
-def text(attr: AttributeValue | None) -> str | None:
-    return None if attr is None else str(attr["S"])
+def attr(value: Any) -> AttributeValue | None:
+    """A plain value (text, number, bool, bytes, a sequence of them) as an attribute value;
+    ``None`` stays ``None`` (an absent attribute)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return N(value)
+    if isinstance(value, str):
+        return S(value)
+    if isinstance(value, bytes):
+        return {"B": value}
+    return {"L": [attr(v) for v in value]}
 
 
-def number(attr: AttributeValue | None) -> float | None:
-    return None if attr is None else float(attr["N"])
+def plain(value: AttributeValue) -> Any:
+    """The plain value of an attribute value (``attr`` reversed)."""
+    (kind, inner), *_ = value.items()
+    if kind == "N":
+        return float(inner) if any(c in inner for c in ".eE") else int(inner)
+    if kind == "L":
+        return [plain(v) for v in inner]
+    return inner
 
 
-def integer(attr: AttributeValue) -> int:
-    return int(attr["N"])
+def text(value: AttributeValue | None) -> str | None:
+    return None if value is None else str(value["S"])
+
+
+def integer(value: AttributeValue) -> int:
+    return int(value["N"])
 
 
 def key(pk: str, sk: str) -> Item:
@@ -160,15 +174,12 @@ def doc_attrs(doc: str, what: str) -> dict[str, AttributeValue | None]:
 
     Raises ``ItemTooLargeError`` when even the compressed document would not fit an item.
     """
-    raw = doc.encode()
-    if len(raw) <= COMPRESS_ABOVE:
-        return {"doc": S(doc), "docz": None}
-    packed = zlib.compress(raw, 6)
-    if len(packed) > MAX_DOC_BYTES:
-        raise ItemTooLargeError(
-            f"{what} is {len(raw):,} bytes ({len(packed):,} compressed); a DynamoDB item "
-            f"holds at most {MAX_DOC_BYTES:,} bytes of document: make it smaller"
-        )
+    try:
+        packed = pack_record(doc, what, max_bytes=MAX_DOC_BYTES, where="a DynamoDB item")
+    except RecordTooLargeError as exc:
+        raise ItemTooLargeError(str(exc)) from None
+    if isinstance(packed, str):
+        return {"doc": S(packed), "docz": None}
     return {"doc": None, "docz": {"B": packed}}
 
 
@@ -177,9 +188,7 @@ def present(attrs: dict[str, AttributeValue | None]) -> Item:
 
 
 def read_doc(item: Item) -> str:
-    if "docz" in item:
-        return zlib.decompress(item["docz"]["B"]).decode()
-    return str(item["doc"]["S"])
+    return unpack_record(item["docz"]["B"] if "docz" in item else str(item["doc"]["S"]))
 
 
 def _value_size(value: AttributeValue) -> int:
@@ -202,66 +211,11 @@ def item_size(item: Item) -> int:
     return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
 
 
-# -- the table -----------------------------------------------------------------------------------
-
-
-def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
-    return {
-        "IndexName": name,
-        "KeySchema": [
-            {"AttributeName": pk, "KeyType": "HASH"},
-            {"AttributeName": sk, "KeyType": "RANGE"},
-        ],
-        "Projection": {"ProjectionType": projection},
-    }
-
-
-def table_definition(name: str) -> dict[str, Any]:
-    """The ``CreateTable`` request for the store (infra/aws declares the same in Terraform)."""
-    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK, READY_PK)
-    return {
-        "TableName": name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        "AttributeDefinitions": [
-            *({"AttributeName": a, "AttributeType": "S"} for a in strings),
-            {"AttributeName": LEASE_SK, "AttributeType": "N"},
-            {"AttributeName": READY_SK, "AttributeType": "N"},
-        ],
-        "GlobalSecondaryIndexes": [
-            _index(GSI1, "gsi1pk", "gsi1sk", "ALL"),
-            _index(GSI2, "gsi2pk", "gsi2sk", "ALL"),
-            # Keys only: the sweeper re-reads each candidate consistently anyway.
-            _index(LEASE_INDEX, LEASE_PK, LEASE_SK, "KEYS_ONLY"),
-            _index(READY_INDEX, READY_PK, READY_SK, "KEYS_ONLY"),
-        ],
-    }
-
-
 # The table's TTL attribute: history items carry it (``_dynamo_items.expiry``), state never.
 TTL_ATTRIBUTE = "expires_at"
 
 
-def create_table(client: Any, name: str) -> None:
-    """Create the store's table (PAY_PER_REQUEST, with its indexes) and wait until it is active;
-    then turn on TTL (infra/aws declares the same)."""
-    with translated("CreateTable"):
-        client.create_table(**table_definition(name))
-        client.get_waiter("table_exists").wait(
-            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-    with translated("UpdateTimeToLive"):
-        client.update_time_to_live(
-            TableName=name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
-
-
 __all__ = [
-    "COMPRESS_ABOVE",
     "DRIFT",
     "GSI1",
     "GSI2",
@@ -272,10 +226,8 @@ __all__ = [
     "READY_INDEX",
     "S",
     "TTL_ATTRIBUTE",
-    "create_table",
     "doc_attrs",
     "drift_key",
     "item_size",
     "read_doc",
-    "table_definition",
 ]

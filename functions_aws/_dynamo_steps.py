@@ -1,9 +1,7 @@
 """The DynamoDB store's steps: claims, leases and compare-and-swap, each one conditional write.
 
-A step belongs to its run only while the run item names the step's ``plan``: ``list_steps``
-reads the run item in the same Query and drops the rest (steps written by a ``create_run`` or
-``begin_run`` that never committed). Every lease decision is a ``ConditionExpression`` on the
-step item itself, so it holds across Lambda invocations.
+Every lease decision is a ``ConditionExpression`` on the step item itself, so it holds across
+Lambda invocations. The reads are ``_dynamo_step_reads``.
 
 A write that takes a step to a final status (or, never in the engine, back from one) moves the
 run's ``#STEPS_LEFT`` count in the same ``TransactWriteItems``, so ``has_unfinished_steps`` is
@@ -16,35 +14,18 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from functions_aws import _dynamo_keys as k
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError
 from functions_aws._dynamo_items import ready_attrs, step_attrs, step_from
-from functions_aws._dynamo_keys import (
-    LEASE_INDEX,
-    LEASE_PK,
-    LEASE_SK,
-    LEASES,
-    READY,
-    READY_INDEX,
-    READY_PK,
-    READY_SK,
-    RUN_SK,
-    STEP_PREFIX,
-    N,
-    S,
-    integer,
-    key,
-    run_partition,
-    step_key,
-    steps_left_key,
-    text,
-)
+from functions_aws._dynamo_keys import LEASE_PK, LEASES, N, S, integer
+from functions_aws._dynamo_step_reads import DynamoStepReads
 from functions_aws._dynamo_table import Expr
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
-from nclav.records import StepRecord, StepStatus, check_finish_status, iso_time, ready_since
+from nclav.records import StepRecord, StepStatus, check_finish_status
 from nclav.runtime import backoff
+from nclav.runtime.stores import claim_changes, finish_changes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
     from typing import Any
 
     from functions_aws._dynamo_errors import AttributeValue, Item
@@ -65,31 +46,15 @@ def forget_oldest(items: dict[Any, Any]) -> None:
         items.pop(next(iter(items)), None)
 
 
-def committed_steps(items: list[Item]) -> list[StepRecord]:
-    """The steps of a run partition's items that its run item commits, in plan order."""
-    run = next((i for i in items if i["sk"]["S"] == RUN_SK), None)
-    plan = text(run.get("plan")) if run is not None else None
-    if plan is None:
-        return []
-    mine = [
-        i for i in items if i["sk"]["S"].startswith(STEP_PREFIX) and text(i.get("plan")) == plan
-    ]
-    mine.sort(key=lambda i: integer(i["pos"]))
-    return [step_from(i) for i in mine]
-
-
 def _held(e: Expr, owner: str) -> str:
     # Holding a step means owning its lease, expired or not, until someone else claims it.
     running = e.v(S(StepStatus.RUNNING.value))
     return f"{e.n('status')} = {running} AND {e.n('lease_owner')} = {e.v(S(owner))}"
 
 
-def _handed_back(
-    status: StepStatus, now: float, not_before: float | None
-) -> dict[str, AttributeValue | None]:
-    if status != StepStatus.READY:
-        return ready_attrs(status, now)
-    return {"sent_at": N(now), **ready_attrs(status, max(now, not_before or 0.0))}
+def _attrs(changes: dict[str, Any]) -> dict[str, AttributeValue | None]:
+    """Core's field changes (``nclav.runtime.stores``) as attribute changes."""
+    return {name: k.attr(getattr(v, "value", v)) for name, v in changes.items()}
 
 
 def _unfinished_statuses(e: Expr) -> str:
@@ -100,23 +65,16 @@ def _final_statuses(e: Expr) -> str:
     return ", ".join(e.v(S(s.value)) for s in StepStatus if s.final)
 
 
-class DynamoSteps:
-    """The step methods of ``DynamoStateStore``."""
+class DynamoSteps(DynamoStepReads):
+    """The step writes of ``DynamoStateStore``."""
 
     _table: Table
     _held_items: dict[tuple[str, str], Item]  # see _remember
 
-    def has_unfinished_steps(self, run_id: str) -> bool:
-        item = self._table.get(steps_left_key(run_id))
-        if item is not None and "total" in item:
-            return integer(item["n"]) > 0
-        # No count set at commit: a run begun before the count existed. Its steps decide.
-        return any(not s.status.final for s in self.list_steps(run_id))
-
     def _count_op(self, run_id: str, delta: int) -> dict[str, Any]:
         e = Expr()
         update = f"ADD {e.n('n')} {e.v(N(delta))}"
-        return {"Update": self._table.update_op(steps_left_key(run_id), update, e)}
+        return {"Update": self._table.update_op(k.steps_left_key(run_id), update, e)}
 
     def _transact_retrying(self, actions: list[dict[str, Any]]) -> None:
         for attempt in range(_CONTENDED_ATTEMPTS):
@@ -127,21 +85,6 @@ class DynamoSteps:
             else:
                 return
         raise TemporaryError("a run's step count is too contended; try again", retry_after_s=1.0)
-
-    def list_steps(self, run_id: str) -> list[StepRecord]:
-        e = Expr()
-        items = self._table.query(
-            f"{e.n('pk')} = {e.v(S(run_partition(run_id)))}", e, consistent=True
-        )
-        return committed_steps(items)
-
-    def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
-        item = self._table.get(step_key(run_id, step_id))
-        return step_from(item) if item is not None else None
-
-    def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
-        items = self._table.batch_get([step_key(run_id, i) for i in step_ids])
-        return {s.step_id: s for s in map(step_from, items)}
 
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
@@ -156,21 +99,15 @@ class DynamoSteps:
         expired = (
             f"({status} = {e.v(S(StepStatus.RUNNING.value))} AND {e.n('lease_expires_at')} <= {at})"
         )
-        update = e.assign(
-            {
-                "status": S(StepStatus.RUNNING.value),
-                "lease_owner": S(owner),
-                "lease_expires_at": N(now + lease_s),
-                LEASE_PK: S(LEASES),
-                "started_at": S(iso_time(now)),
-                "not_before": None,
-                **ready_attrs(StepStatus.RUNNING, now),
-            },
-            bump=("attempts", "version"),
-        )
+        changes = {
+            **_attrs(claim_changes(owner, lease_s, now)),
+            LEASE_PK: S(LEASES),
+            **ready_attrs(StepStatus.RUNNING, now),
+        }
+        update = e.assign(changes, bump=("attempts", "version"))
         try:
             item = self._table.update(
-                step_key(run_id, step_id), update, e, f"{ready} OR {expired}", returns="ALL_NEW"
+                k.step_key(run_id, step_id), update, e, f"{ready} OR {expired}", returns="ALL_NEW"
             )
         except ConditionFailedError:
             return None  # not claimable, or no such step
@@ -192,7 +129,7 @@ class DynamoSteps:
         update = e.assign({"lease_expires_at": N(now + lease_s)}, bump=("version",))
         try:
             item = self._table.update(
-                step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
+                k.step_key(run_id, step_id), update, e, condition, returns="ALL_NEW"
             )
         except ConditionFailedError:
             return False
@@ -211,18 +148,12 @@ class DynamoSteps:
         not_before: float | None = None,
     ) -> StepRecord | None:
         check_finish_status(status)
-        changes: dict[str, AttributeValue | None] = {
-            "status": S(status.value),
-            "error": None if error is None else S(error),
-            "finished_at": S(iso_time(now)),
-            "not_before": None if not_before is None else N(not_before),
-            "lease_owner": None,
-            "lease_expires_at": None,
+        changes = {
+            **_attrs(finish_changes(status, error, now, not_before)),
             LEASE_PK: None,
-            # Handed back ready: the caller sends its message right after (see the port).
-            **_handed_back(status, now, not_before),
+            **ready_attrs(status, max(now, not_before or 0.0)),
         }
-        target = step_key(run_id, step_id)
+        target = k.step_key(run_id, step_id)
         held = self._held_items.pop((str(target["pk"]["S"]), str(target["sk"]["S"])), None)
         if not status.final:  # handed back for a retry: still unfinished, the count stays
             e = Expr()
@@ -246,8 +177,8 @@ class DynamoSteps:
             except ConditionFailedError:
                 pass  # changed meanwhile, or not ours: the general way below decides
             else:
-                kept = {k: v for k, v in held.items() if k not in changes}
-                written = {k: v for k, v in changes.items() if v is not None}
+                kept = {a: v for a, v in held.items() if a not in changes}
+                written = k.present(changes)
                 return step_from({**kept, **written, "version": N(version + 1)})
         e = Expr()
         update = e.assign(changes, bump=("version",))
@@ -298,7 +229,7 @@ class DynamoSteps:
         )
         new = step.model_copy(update={"version": expected + 1})
         attrs = step_attrs(new)
-        target = step_key(step.run_id, step.step_id)
+        target = k.step_key(step.run_id, step.step_id)
         update = e.assign(attrs)
         delta = int(was_final) - int(new.status.final)  # unfinished steps gained
         if delta == 0:
@@ -311,65 +242,9 @@ class DynamoSteps:
         written = {
             "run_id": S(step.run_id),
             "step_id": S(step.step_id),
-            **{k: v for k, v in attrs.items() if v is not None},
+            **k.present(attrs),
         }
         return step_from(written)
 
-    def list_expired_leases(self, now: float) -> list[StepRecord]:
-        # The lease index is eventually consistent and projects keys only: it names the
-        # candidates, and one consistent BatchGetItem (their items and their runs' items)
-        # decides, so a lease renewed a moment ago is never reported expired.
-        e = Expr()
-        candidates = self._table.query(
-            f"{e.n(LEASE_PK)} = {e.v(S(LEASES))} AND {e.n(LEASE_SK)} <= {e.v(N(now))}",
-            e,
-            index=LEASE_INDEX,
-        )
 
-        def expired(step: StepRecord) -> bool:
-            expires = step.lease_expires_at
-            return step.status == StepStatus.RUNNING and expires is not None and expires <= now
-
-        return self._confirmed(candidates, expired)
-
-    def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
-        # The same way as the leases: the sparse ready index names candidates, a consistent
-        # read decides (a step claimed or re-sent a moment ago is not reported).
-        e = Expr()
-        candidates = self._table.query(
-            f"{e.n(READY_PK)} = {e.v(S(READY))} AND {e.n(READY_SK)} <= {e.v(N(older_than))}",
-            e,
-            index=READY_INDEX,
-        )
-
-        def stuck(step: StepRecord) -> bool:
-            return step.status == StepStatus.READY and ready_since(step) <= older_than
-
-        return self._confirmed(candidates, stuck)
-
-    def _confirmed(
-        self, candidates: list[Item], keep: Callable[[StepRecord], bool]
-    ) -> list[StepRecord]:
-        """The committed steps among index ``candidates`` that ``keep`` accepts once read
-        consistently, oldest run first, each run's in plan order."""
-        if not candidates:
-            return []
-        steps = [key(c["pk"]["S"], c["sk"]["S"]) for c in candidates]
-        runs = [key(pk, RUN_SK) for pk in {c["pk"]["S"] for c in candidates}]
-        items = self._table.batch_get(steps + runs)
-        run_items = {i["pk"]["S"]: i for i in items if i["sk"]["S"] == RUN_SK}
-        found: list[tuple[int, int, StepRecord]] = []
-        for item in items:
-            run = run_items.get(item["pk"]["S"])
-            if item["sk"]["S"] == RUN_SK or run is None:
-                continue
-            if text(run.get("plan")) != text(item.get("plan")):
-                continue  # a step of a plan its run never committed
-            step = step_from(item)
-            if keep(step):
-                found.append((integer(run["seq"]), integer(item["pos"]), step))
-        found.sort(key=lambda f: (f[0], f[1]))
-        return [step for _, _, step in found]
-
-
-__all__ = ["DynamoSteps", "committed_steps", "forget_oldest"]
+__all__ = ["DynamoSteps", "forget_oldest"]

@@ -8,7 +8,6 @@ place) and ``Table`` refuses, before sending, any item DynamoDB would reject for
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from botocore import xform_name
 
 from functions_aws._dynamo_errors import ItemTooLargeError, translated
 from functions_aws._dynamo_keys import MAX_ITEM_BYTES, item_size
+from functions_aws._errors import lazy_client
 from nclav.errors import TemporaryError
 from nclav.runtime import backoff
 
@@ -69,15 +69,6 @@ class Expr:
         return out
 
 
-def _default_client() -> Any:
-    # Deferred: importing the store must neither load boto3 nor look for credentials.
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "standard"}, max_pool_connections=32)
-    return boto3.client("dynamodb", config=config)
-
-
 def _check_size(item: Item) -> Item:
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
@@ -91,16 +82,12 @@ def _check_size(item: Item) -> Item:
 class Table:
     def __init__(self, name: str, client: Any | None = None) -> None:
         self.name = name
-        self._client = client
-        self._client_lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = _default_client()
-        return self._client
+        # Standard retry mode; connections for the threads of one process (lease heartbeats).
+        self.client = (
+            client
+            if client is not None
+            else lazy_client("dynamodb", retries={"mode": "standard"}, max_pool_connections=32)
+        )
 
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One DynamoDB request, e.g. ``call("GetItem", Key=...)``, with errors translated."""

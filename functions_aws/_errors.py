@@ -1,4 +1,5 @@
-"""SDK errors of the storage and queue adapters, translated to nclav's errors in one place.
+"""SDK clients and errors of the storage and queue adapters: clients made on first use, and
+errors translated to nclav's errors in one place.
 
 The adapters (SQS queue, S3 blobs, Secrets Manager secrets) wrap every AWS call in
 ``aws_errors(what)``, so no botocore exception escapes them::
@@ -33,6 +34,7 @@ from nclav.errors import (
     TemporaryError,
     classify,
 )
+from nclav.runtime.parts import Lazy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,6 +72,7 @@ THROTTLING = frozenset(
         "RequestThrottledException",
         "AWS.SimpleQueueService.RequestThrottled",
         "SlowDown",
+        "ProvisionedThroughputExceededException",  # DynamoDB
     }
 )
 TRANSIENT = frozenset(
@@ -83,8 +86,11 @@ TRANSIENT = frozenset(
         "RequestTimeout",
         "RequestTimeoutException",
         "KMSThrottlingException",
+        "TransactionConflictException",  # DynamoDB: another transaction holds an item
+        "TransactionInProgressException",
     }
 )
+TEMPORARY = THROTTLING | TRANSIENT
 # Every connect, read and proxy failure (timeouts, resets, DNS) derives from one of these.
 NETWORK = (ConnectionError, HTTPClientError)
 THROTTLED_RETRY_S = 10.0
@@ -133,6 +139,19 @@ def translate(exc: Exception, what: str) -> NclavError:
     return AwsServiceError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def lazy_client(service: str, **config: Any) -> Any:
+    """A boto3 client for ``service`` made on its first use (``botocore.config.Config`` of
+    ``config``), so importing or building an adapter reaches no network or credentials."""
+
+    def make() -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, config=Config(**config) if config else None)
+
+    return Lazy(make)
+
+
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
     """Translate SDK errors raised inside the block, chaining the original as ``__cause__``."""
@@ -142,4 +161,13 @@ def aws_errors(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
-__all__ = ["NETWORK", "AwsServiceError", "aws_errors", "error_code", "http_status", "translate"]
+__all__ = [
+    "NETWORK",
+    "TEMPORARY",
+    "AwsServiceError",
+    "aws_errors",
+    "error_code",
+    "http_status",
+    "lazy_client",
+    "translate",
+]

@@ -9,9 +9,8 @@ The request id is API Gateway's / Lambda's ``requestContext.requestId``, so the 
 ``X-Request-Id``, the error body and the JSON log lines (correlation id) all carry it.
 
 Python Lambda cannot stream a response (only the Node.js runtime streams natively), so a
-request asking for server-sent events (``Accept: text/event-stream``) is answered with the
-polling form of the same URL (offsets and ``X-Nclav-Next-Offset``), marked
-``X-Nclav-Streaming: unsupported``; clients then poll. Never a 406: every client still works.
+request asking for server-sent events gets the polling form of the same URL (core's
+``answer(streams=False)``); ``?wait=`` is capped by the invocation's time left.
 
 An API Gateway stage other than ``$default`` prefixes ``rawPath`` with ``/<stage>``; it is
 removed. Lambda caps a synchronous payload at 6 MB each way, below the router's own limits
@@ -64,47 +63,15 @@ def _answer(
     time_left_s: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     request_id = str((event.get("requestContext") or {}).get("requestId") or "")
-    headers = event.get("headers") or {}
-    accept = next((str(v) for k, v in headers.items() if str(k).lower() == "accept"), "")
-    asked_for_stream = "text/event-stream" in accept.lower()
-
-    def to_polling_request(raw: Mapping[str, Any]) -> ApiRequest:
-        from dataclasses import replace
-
-        request = _no_event_stream(to_request(raw))
-        if time_left_s is not None:  # ?wait= is capped by what the invocation has left
-            request = replace(request, time_left_s=time_left_s())
-        return request
-
-    def to_marked_result(response: ApiResponse) -> dict[str, Any]:
-        result = to_result(response)
-        if asked_for_stream:
-            result["headers"]["X-Nclav-Streaming"] = "unsupported"
-        return result
-
     return answer(
         event,
         request_id=request_id,
-        to_request=to_polling_request,
-        to_result=to_marked_result,
+        to_request=to_request,
+        to_result=to_result,
         router=router,
+        streams=False,  # Python Lambda cannot stream: the polling form (see the module doc)
+        time_left_s=time_left_s,
     )
-
-
-def _no_event_stream(request: ApiRequest) -> ApiRequest:
-    """``request`` without ``text/event-stream`` in its Accept header (see the module doc)."""
-    from dataclasses import replace
-
-    from nclav.api.http import Headers
-
-    accept = request.headers.get("accept", "")
-    if "text/event-stream" not in accept.lower():
-        return request
-    kept = [p.strip() for p in accept.split(",") if "text/event-stream" not in p.lower()]
-    kept = [p for p in kept if p]
-    headers = {k: v for k, v in request.headers.items() if k != "accept"}
-    headers["accept"] = ",".join(kept) or "*/*"
-    return replace(request, headers=Headers(headers))
 
 
 def to_request(event: Mapping[str, Any]) -> ApiRequest:
@@ -140,7 +107,7 @@ def to_request(event: Mapping[str, Any]) -> ApiRequest:
 def to_result(response: ApiResponse) -> dict[str, Any]:
     from nclav.api.http import StreamingResponse, error_response
 
-    if isinstance(response, StreamingResponse):  # cannot happen: see _no_event_stream
+    if isinstance(response, StreamingResponse):  # cannot happen: answer(streams=False)
         close = getattr(response.stream, "close", None)
         if callable(close):
             close()

@@ -1,49 +1,42 @@
-"""The AWS runtime's wiring: its settings and adapters, handed to core's ``compose``.
+"""The AWS runtime's wiring: its adapters over core's ``HostedRuntime`` (which calls ``compose``).
 
 The one module that names the AWS adapters: DynamoDB state, S3 blobs, Secrets Manager secrets,
 two SQS queues behind one ``WorkQueue`` (``functions_aws.settings.StepQueues``: terraform steps
 to the IaC queue, the rest to the steps queue, by the action the engine puts in each message).
 
 Nothing happens at import. ``runtime()`` creates the ``AwsRuntime`` on first use and caches it
-for warm invocations, and each part (a boto3 client, an adapter, the API token, the composed
-engine and router) is built the first time a handler asks for it: the step worker never
-fetches the API token, ``/health`` builds nothing, and imports of core and boto3 happen inside
-the builders, so importing a handler stays cheap (``scripts/bench_aws.py`` measures it).
+for warm invocations; each part (a botocore client, an adapter, the API token, the composed
+engine and router) is built the first time a handler asks for it, and
+imports of core and botocore happen inside the builders, so importing a handler stays cheap
+(``scripts/bench_aws.py`` measures it).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from functions_aws.settings import Settings, StepQueues
 from nclav.errors import ConfigurationError
+from nclav.runtime.hosted import HostedRuntime
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from functions_aws.api_token import ApiToken
     from functions_aws.s3_blobs import S3BlobStore
     from functions_aws.secrets import SecretsManagerSecretStore
-    from nclav.api.router import Router
-    from nclav.engine import Driver, Engine
-    from nclav.gitsource.source import GitSource
-    from nclav.iac.partition import PartitionIac
+    from nclav.engine import Driver
+    from nclav.iac.sandbox import TimeLimit
     from nclav.model import Cloud
     from nclav.ports import Clock, StateStore
-    from nclav.runtime.compose import Composition
-    from nclav.runtime.delivery import DeliveryPolicy
-    from nclav.service import Service
-
-_T = TypeVar("_T")
 
 
-class AwsRuntime:
-    """Every part of the AWS runtime, each built on first use (thread-safe) and then kept.
+class AwsRuntime(HostedRuntime):
+    """The AWS adapters over core's ``HostedRuntime`` (each part built on first use).
 
-    Keyword arguments replace a part (tests hand in a ``ManualClock``, local drivers, a
-    store that fails on purpose); everything else comes from ``settings``.
+    ``clients`` replaces botocore clients by service name (tests point them at moto).
     """
 
     def __init__(
@@ -55,20 +48,9 @@ class AwsRuntime:
         store: StateStore | None = None,
         clients: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
-        self._lock = threading.RLock()
-        self._parts: dict[str, Any] = {}
-        given = {"clock": clock, "drivers": None if drivers is None else dict(drivers)}
-        self._parts.update({k: v for k, v in {**given, "store": store}.items() if v is not None})
-        for service, client in (clients or {}).items():
-            self._parts[service] = client
-
-    def _once(self, name: str, build: Callable[[], _T]) -> _T:
-        with self._lock:
-            if name not in self._parts:
-                self._parts[name] = build()
-            part: _T = self._parts[name]
-            return part
+        super().__init__(settings, clock=clock, drivers=drivers, store=store, **dict(clients or {}))
+        self.settings: Settings = settings
+        self.secret_hint = f"Secrets Manager secret {settings.secret_prefix}git-webhook-secret"
 
     def client(self, service: str) -> Any:
         """One botocore client per service, shared by every adapter (clients are thread-safe),
@@ -87,9 +69,7 @@ class AwsRuntime:
             session: Any = self._once("session", botocore.session.get_session)
             return session.create_client(service, config=config)
 
-        return self._once(f"lazy:{service}", lambda: _Lazy(lambda: self._once(service, build)))
-
-    # -- adapters ------------------------------------------------------------------------------
+        return self._parts.lazy(service, build)
 
     @property
     def store(self) -> StateStore:
@@ -112,33 +92,6 @@ class AwsRuntime:
         prefix, client = self.settings.secret_prefix, self.client("secretsmanager")
         return self._once("secrets", lambda: SecretsManagerSecretStore(prefix, client=client))
 
-    def set_time_left(self, time_left: Callable[[], float | None]) -> None:
-        """The current invocation's time left, for the drivers: no cloud call starts that the
-        invocation could not see through (the handlers set it per invocation)."""
-        for driver in self.drivers.values():
-            setter = getattr(driver, "set_time_left", None)
-            if callable(setter):
-                setter(time_left)
-
-    @property
-    def api_token(self) -> ApiToken:
-        """The API token in Secrets Manager: generated by the function on first start (not by
-        terraform), re-read after a TTL so a rotation reaches warm sandboxes (``api_token``)."""
-        from functions_aws.api_token import ApiToken
-
-        s = self.settings
-        return self._once("api_token", lambda: ApiToken(self.secrets, s.token_secret))
-
-    @property
-    def token(self) -> str:
-        """The current API token (the API checks it; terraform never sees it)."""
-        return self.api_token()
-
-    def _rotating_auth(self) -> Any:
-        from nclav.api.auth import RotatingTokenAuth
-
-        return RotatingTokenAuth(self.api_token)
-
     @property
     def queues(self) -> StepQueues:
         from functions_aws.sqs_queue import SqsWorkQueue
@@ -153,133 +106,23 @@ class AwsRuntime:
         )
 
     @property
-    def clock(self) -> Clock:
-        from nclav.ports import SystemClock
-
-        return self._once("clock", SystemClock)
-
-    @property
-    def drivers(self) -> dict[Cloud, Driver]:
-        from nclav.runtime.drivers import drivers_for
+    def api_token(self) -> ApiToken:
+        """The API token in Secrets Manager: generated by the function on first start (not by
+        terraform), re-read after a TTL so a rotation reaches warm sandboxes (``api_token``)."""
+        from functions_aws.api_token import ApiToken
 
         s = self.settings
-        return self._once(
-            "drivers",
-            lambda: drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ),
-        )
+        return self._once("api_token", lambda: ApiToken(self.secrets, s.token_secret))
 
     @property
-    def policy(self) -> DeliveryPolicy:
-        from nclav.runtime.delivery import DeliveryPolicy
+    def token(self) -> str:
+        return self.api_token()
 
-        s = self.settings
-        return DeliveryPolicy(s.max_receives, s.redelivery_backoff_s, s.redelivery_max_s)
+    def time_limit(self) -> TimeLimit:
+        """Terraform held to an invocation's time left (``lambda_iac``)."""
+        from functions_aws.lambda_iac import lambda_time_limit
 
-    # -- core ----------------------------------------------------------------------------------
-
-    @property
-    def composition(self) -> Composition:
-        def build() -> Composition:
-            from functions_aws.lambda_iac import lambda_time_limit
-            from nclav.drift.options import DriftOptions
-            from nclav.runtime.compose import compose
-
-            s = self.settings
-            return compose(
-                s,
-                store=self.store,
-                queue=self.queues,
-                blobs=self.blobs,
-                clock=self.clock,
-                drivers=self.drivers,
-                token=lambda: self.token,
-                time_limit=lambda_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
-                git=self._build_git,
-                drift=DriftOptions.from_env(),
-                secrets=lambda: self.secrets,
-                auth=self._rotating_auth(),
-            )
-
-        return self._once("composition", build)
-
-    @property
-    def engine(self) -> Engine:
-        return self.composition.engine
-
-    @property
-    def iac(self) -> PartitionIac:
-        """Core's terraform runner, held to an invocation's time left (``lambda_iac``)."""
-        return self.composition.iac
-
-    @property
-    def router(self) -> Router:
-        return self._once("router", lambda: self.composition.router)
-
-    @property
-    def service(self) -> Service:
-        return self.composition.service
-
-    @property
-    def git(self) -> GitSource | None:
-        """The git source (issue 15): NCLAV_GIT_* settings, the token and the webhook secret
-        in Secrets Manager, fetched objects kept in /tmp while the container lives. None
-        (no /source or /webhooks routes) when its secret cannot be read or created."""
-        return self.composition.git
-
-    def _build_git(self, service: Service) -> GitSource | None:
-        import os
-        import tempfile
-        from pathlib import Path
-
-        from nclav.api.auth import generate_token
-        from nclav.errors import SpecError
-        from nclav.gitsource.fetch import GitFetcher
-        from nclav.gitsource.settings import GitSettings
-        from nclav.gitsource.source import WEBHOOK_SECRET, GitSource
-
-        try:
-            settings = GitSettings.from_env(os.environ)
-        except SpecError as exc:
-            raise ConfigurationError(f"the git source settings are invalid: {exc}") from exc
-        try:
-            secret = self.secrets.get(WEBHOOK_SECRET)
-            if not secret:  # generated on first use, like the local server's
-                secret = generate_token()
-                self.secrets.put(WEBHOOK_SECRET, secret)
-        except Exception:  # e.g. no IAM right on the secret: the rest of the API still serves
-            logging.getLogger(__name__).exception(
-                "the git source is off: its webhook secret cannot be read or created"
-            )
-            return None
-
-        def rotate() -> str:
-            new = generate_token()
-            self.secrets.put(WEBHOOK_SECRET, new)
-            return new
-
-        hint = f"Secrets Manager secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
-        return GitSource(
-            settings,
-            service,
-            self.blobs,
-            self.queues,
-            self.secrets,
-            GitFetcher(Path(tempfile.gettempdir()) / "nclav-git"),
-            secret.strip(),
-            rotate_secret=rotate,
-            secret_hint=hint,
-            shared=True,  # the API, worker and schedule functions each hold one
-        )
-
-
-class _Lazy:
-    """A client made on first attribute use (``AwsRuntime.client``)."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._make(), name)
+        return lambda_time_limit(self.settings.iac_min_remaining_s, self.settings.iac_margin_s)
 
 
 _runtime: AwsRuntime | None = None

@@ -1,10 +1,7 @@
-"""The sweeper: a Lambda function on an EventBridge schedule (every minute in infra/aws).
+"""The schedule: a Lambda function on an EventBridge schedule (every minute in infra/aws).
 
-``Engine.sweep`` sends again the steps whose lease expired (their worker died or was
-stopped) and the ready steps whose delay has passed, and starts the runs that may start. It
-is what recovers a step whose message was lost or dead-lettered, so no run waits forever.
-It also runs the git source's schedule (``GitSource.tick``): the poll for missed pushes.
-It also sends the drift checks that are due (``nclav.drift.schedule``) to the IaC queue.
+Each invocation is one tick of core's schedule (``nclav.runtime.schedule``): the sweep that
+recovers lost or dead-lettered step messages, the git source's poll, the due drift checks.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 
 from functions_aws import bootstrap
-from nclav.drift import DriftOptions, DriftScheduler
+from nclav.runtime.schedule import scheduled_tick
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,18 +23,7 @@ logger = Logger(service="nclav-schedule")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     bootstrap.route_logs(logger)
-    runtime = bootstrap.runtime()
-    resent = runtime.engine.sweep()
-    if resent:
-        logger.info("stuck steps sent again", extra={"resent": resent})
-    if runtime.git is not None:  # the git source: commit statuses, the poll when due
-        runtime.git.tick()
-    engine = runtime.engine
-    drift = DriftScheduler(engine.store, engine.queue, DriftOptions.from_env(), engine.bundles)
-    checks = len(drift.tick(engine.clock.now()))
-    if checks:
-        logger.info("drift checks sent", extra={"checks": checks})
-    return {"resent": resent}
+    return {"resent": scheduled_tick(bootstrap.runtime().composition).resent}
 
 
 __all__ = ["handler"]

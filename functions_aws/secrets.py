@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._errors import AwsServiceError, aws_errors
+from functions_aws._errors import AwsServiceError, aws_errors, lazy_client
 from nclav.errors import ConflictError, Issue, NotFoundError, SpecError
 from nclav.ports import check_secret_name
 
@@ -27,17 +27,8 @@ class SecretsManagerSecretStore:
         self, prefix: str = "nclav/", client: Any = None, *, kms_key_id: str | None = None
     ) -> None:
         self.prefix = prefix
-        self._client = client
+        self.client = client if client is not None else lazy_client("secretsmanager")
         self._kms_key_id = kms_key_id
-
-    @property
-    def client(self) -> Any:
-        # Created on first use, so importing a handler module reaches no network or credentials.
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("secretsmanager")
-        return self._client
 
     def get(self, name: str) -> str | None:
         secret_id = self.prefix + check_secret_name(name)

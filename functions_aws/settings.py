@@ -1,12 +1,12 @@
 """The AWS runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
-and ``StepQueues``, the engine's one queue over the two SQS queues."""
+and ``StepQueues``, core's one queue over the two SQS queues."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from nclav.runtime.routing import RoutedQueue
+from nclav.runtime.routing import StepQueues as CoreStepQueues
 from nclav.runtime.settings import Settings as CoreSettings
 
 if TYPE_CHECKING:
@@ -32,19 +32,11 @@ class Settings(CoreSettings):
     iac_visibility_s: float = 180.0  # ...and to how long from then
 
 
-class StepQueues(RoutedQueue):
+class StepQueues(CoreStepQueues[Any]):
     """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
 
-    def __init__(self, steps: SqsWorkQueue, iac: SqsWorkQueue) -> None:
-        routed = RoutedQueue.terraform_apart(steps, iac)
-        super().__init__(routed.default, routed.by_action)
-        self.steps, self.iac = steps, iac
-
-    def dead_letter_count(self) -> int | None:
-        """Both queues' dead-lettered messages (the ``DeadLetters`` capability)."""
-        counts = [q.dead_letter_count() for q in (self.steps, self.iac)]
-        known = [c for c in counts if c is not None]
-        return sum(known) if known else None
+    steps: SqsWorkQueue
+    iac: SqsWorkQueue
 
 
 __all__ = ["Settings", "StepQueues"]

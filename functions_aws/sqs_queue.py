@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from functions_aws._errors import aws_errors
+from functions_aws._errors import aws_errors, lazy_client
+from functions_aws.provision import create_queues
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -38,7 +39,6 @@ MAX_VISIBILITY_S = 43_200  # SQS visibility timeout cap (12 h)
 MAX_BATCH = 10  # SQS ReceiveMessage cap
 MAX_WAIT_S = 20  # SQS long-poll cap
 NOT_BEFORE = "nclav-not-before"  # message attribute: epoch seconds the message is due
-DLQ_RETENTION_S = 1_209_600  # 14 days, the SQS maximum, to leave time to look at failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +98,10 @@ class SqsWorkQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue_url = queue_url
-        self._client = client
+        self.client = client if client is not None else lazy_client("sqs")
         self._clock = clock  # wall clock: due times cross processes, like SQS's own timers
         self._dlq_url: str | None = None  # ``_dead_letter_url``, once known
         self._dlq_known = False
-
-    @property
-    def client(self) -> Any:
-        # Created on first use, so importing a handler module reaches no network or credentials.
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("sqs")
-        return self._client
 
     # -- producer: the WorkQueue port --------------------------------------------------------
 
@@ -232,46 +223,6 @@ class SqsWorkQueue:
             self._dlq_url = f"{self.queue_url.rsplit('/', 1)[0]}/{arn.rsplit(':', 1)[1]}"
         self._dlq_known = True
         return self._dlq_url
-
-
-def create_queues(
-    client: Any,
-    name: str,
-    max_receive_count: int = 5,
-    *,
-    visibility_timeout_s: int = 900,
-) -> tuple[str, str]:
-    """Create (or find, with the same settings) the queue ``name`` and its DLQ ``name-dlq``.
-
-    Returns ``(queue_url, dlq_url)``. ``visibility_timeout_s`` should be at least the worker
-    function's timeout (AWS suggests six times it), or a message still being handled is
-    delivered again. Both queues use SQS-managed encryption.
-    """
-    if max_receive_count < 1:
-        raise ValueError("max_receive_count must be at least 1")
-    with aws_errors(f"sqs:CreateQueue {name}-dlq"):
-        dlq_url = client.create_queue(
-            QueueName=f"{name}-dlq",
-            Attributes={
-                "MessageRetentionPeriod": str(DLQ_RETENTION_S),
-                "SqsManagedSseEnabled": "true",
-            },
-        )["QueueUrl"]
-    with aws_errors(f"sqs:GetQueueAttributes {name}-dlq"):
-        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-    with aws_errors(f"sqs:CreateQueue {name}"):
-        queue_url = client.create_queue(
-            QueueName=name,
-            Attributes={
-                "RedrivePolicy": json.dumps(redrive),
-                "VisibilityTimeout": str(visibility_timeout_s),
-                "SqsManagedSseEnabled": "true",
-            },
-        )["QueueUrl"]
-    return str(queue_url), str(dlq_url)
 
 
 if TYPE_CHECKING:

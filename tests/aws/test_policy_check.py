@@ -39,7 +39,7 @@ def test_log_appends_make_only_calls_the_blob_policy_allows(aws: str) -> None:
     create_bucket(client, BUCKET)
     recorder = CallRecorder()
     with recorder.installed(), recorder.running("iac"):
-        blobs = S3BlobStore(BUCKET, client=client, segment_bytes=8)
+        blobs = S3BlobStore(BUCKET, client=client)
         for i in range(5):
             blobs.append("iac-logs/a/p/run", f"line {i}\n".encode())
         blobs.get("iac-logs/a/p/run")

@@ -1,5 +1,5 @@
-"""S3BlobStore beyond the BlobStore contract: the bucket's settings, append segments, several
-writers with their own caches, pagination, and SDK error translation (Stubber)."""
+"""S3BlobStore beyond the BlobStore contract: the bucket's settings, appends as conditional
+rewrites, pagination, and SDK error translation (Stubber)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from botocore.stub import Stubber
 
 from functions_aws._errors import AwsServiceError
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
-from nclav.errors import ConflictError, NotFoundError, TemporaryError
+from nclav.errors import NotFoundError, TemporaryError
 from nclav.ports import InvalidKeyError
+from nclav.runtime.parts import Lazy
 
 BUCKET = "nclav-test-blobs"
 LOG = "iac-logs/e/p/run.log"
@@ -26,9 +27,8 @@ def s3(aws: str) -> Any:
     return client
 
 
-def store(s3: Any, segment_bytes: int = 16) -> S3BlobStore:
-    """Small segments, so a few appends span several of them."""
-    return S3BlobStore(BUCKET, "nclav", client=s3, segment_bytes=segment_bytes)
+def store(s3: Any) -> S3BlobStore:
+    return S3BlobStore(BUCKET, "nclav", client=s3)
 
 
 def raw_keys(s3: Any) -> list[str]:
@@ -61,86 +61,51 @@ def test_a_put_over_a_key_keeps_the_old_version(s3: Any) -> None:
     assert blobs.get("tfstate/e/p/current") == b"two"
 
 
-def test_appends_fill_segments_that_list_does_not_show(s3: Any) -> None:
+def test_appends_rewrite_one_object(s3: Any) -> None:
     blobs = store(s3)
-    lines = [f"line {i:02d}\n".encode() for i in range(10)]  # 8 bytes each: 2 per segment
+    lines = [f"line {i:02d}\n".encode() for i in range(5)]
     for line in lines:
         blobs.append(LOG, line)
     assert blobs.get(LOG) == b"".join(lines)
-    assert blobs.list() == [LOG]
-    segments = [k for k in raw_keys(s3) if "//" in k]
-    assert len(segments) == 5
-    assert all(k.startswith(f"nclav/{LOG}//") for k in segments)
-    # Untagged: tagging needs s3:PutObjectTagging, which no nclav role is granted.
-    assert s3.get_object_tagging(Bucket=BUCKET, Key=segments[0])["TagSet"] == []
-
-
-def test_put_replaces_an_appended_blob_and_removes_its_segments(s3: Any) -> None:
-    blobs = store(s3)
-    for i in range(5):
-        blobs.append(LOG, f"line {i}\n".encode())
-    blobs.put(LOG, b"fresh\n")
-    assert blobs.get(LOG) == b"fresh\n"
     assert raw_keys(s3) == [f"nclav/{LOG}"]
+    blobs.put(LOG, b"fresh\n")
     blobs.append(LOG, b"more\n")
     assert blobs.get(LOG) == b"fresh\nmore\n"
 
 
-def test_delete_removes_an_appended_blob_and_its_segments(s3: Any) -> None:
-    blobs = store(s3)
-    for i in range(5):
-        blobs.append(LOG, f"line {i}\n".encode())
-    blobs.delete(LOG)
-    assert not blobs.exists(LOG)
-    assert raw_keys(s3) == []
-    with pytest.raises(NotFoundError):
-        blobs.get(LOG)
-
-
-def test_writers_with_their_own_caches_take_turns(s3: Any) -> None:
-    """Two processes appending to one log: each one's cached tail goes stale in turn."""
+def test_writers_take_turns_and_an_object_from_another_tool_is_appended_to(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=f"nclav/{LOG}", Body=b"from elsewhere\n")
     first, second = store(s3), store(s3)
-    expected = b""
-    for i in range(12):
+    expected = b"from elsewhere\n"
+    for i in range(6):
         line = f"{'ab'[i % 2]}{i:02d}\n".encode()
         (first if i % 2 == 0 else second).append(LOG, line)
         expected += line
     assert first.get(LOG) == second.get(LOG) == expected
 
 
-def test_an_append_after_another_process_put_lands_in_the_new_blob(s3: Any) -> None:
-    writer, other = store(s3), store(s3)
-    writer.append(LOG, b"old 1\n")
-    other.put(LOG, b"replaced\n")
-    writer.append(LOG, b"new 1\n")  # its cached tail belongs to the replaced generation
-    assert other.get(LOG) == b"replaced\nnew 1\n"
+def test_an_append_that_loses_the_race_reads_again() -> None:
+    """Another writer changed the object between the read and the write (412): the append
+    reads the new bytes and writes again, so neither writer's bytes are lost."""
+    client = boto3.client("s3", region_name="us-east-1")
+    blobs = S3BlobStore(BUCKET, client=client)
 
+    def body(data: bytes) -> Any:
+        from io import BytesIO
 
-def test_an_append_after_another_process_deleted_recreates_the_blob(s3: Any) -> None:
-    writer, other = store(s3), store(s3)
-    writer.append(LOG, b"old 1\n")
-    other.delete(LOG)
-    writer.append(LOG, b"new 1\n")
-    assert other.get(LOG) == b"new 1\n"
+        from botocore.response import StreamingBody
 
+        return StreamingBody(BytesIO(data), len(data))
 
-def test_an_object_written_by_another_tool_can_be_appended_to(s3: Any) -> None:
-    s3.put_object(Bucket=BUCKET, Key=f"nclav/{LOG}", Body=b"from elsewhere\n")
-    blobs = store(s3)
-    blobs.append(LOG, b"appended\n")
-    assert blobs.get(LOG) == b"from elsewhere\nappended\n"
-
-
-def test_segments_with_a_gap_are_never_read_as_the_blob(s3: Any) -> None:
-    """A gap means a put or delete is removing them under the reader: it reads again and
-    gives up with a conflict rather than return bytes out of order."""
-    blobs = store(s3)
-    blobs.append(LOG, b"0123456789abcdef")  # fills segment 1
-    blobs.append(LOG, b"second segment")
-    first = next(k for k in raw_keys(s3) if k.endswith("/00000001"))
-    s3.delete_object(Bucket=BUCKET, Key=first)
-    with pytest.raises(ConflictError):
-        blobs.get(LOG)
+    with Stubber(client) as stub:
+        stub.add_response("get_object", {"Body": body(b"a\n"), "ETag": '"1"'})
+        stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+        stub.add_response("get_object", {"Body": body(b"a\nb\n"), "ETag": '"2"'})
+        stub.add_response(
+            "put_object", {}, {"Bucket": BUCKET, "Key": LOG, "Body": b"a\nb\nc\n", "IfMatch": '"2"'}
+        )
+        blobs.append(LOG, b"c\n")
+        stub.assert_no_pending_responses()
 
 
 def test_list_pages_through_more_than_a_thousand_keys() -> None:
@@ -175,7 +140,7 @@ def test_a_key_too_long_for_s3_with_the_prefix_is_refused(s3: Any) -> None:
 
 def test_the_client_is_made_on_first_use_only(aws: str) -> None:
     blobs = S3BlobStore(BUCKET)
-    assert blobs._client is None
+    assert isinstance(blobs.client, Lazy) and blobs.client._made is None  # noqa: SLF001
     create_bucket(blobs.client, BUCKET)
     blobs.put("a", b"x")
     assert blobs.get("a") == b"x"
