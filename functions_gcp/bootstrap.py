@@ -1,4 +1,4 @@
-"""The GCP runtime's wiring: its settings and adapters, handed to core's ``compose``.
+"""The GCP runtime's wiring: its adapters over core's ``HostedRuntime`` (which calls ``compose``).
 
 The one module that names the GCP adapters: Firestore state, GCS blobs, Secret Manager
 secrets, two Cloud Tasks queues behind one ``WorkQueue`` (``StepQueues``: terraform steps to
@@ -7,9 +7,9 @@ the IaC queue, whose tasks go to the IaC worker, the rest to the steps queue).
 Nothing happens at import. ``runtime()`` builds the ``GcpRuntime`` on first use and keeps it
 for the instance's later requests; each part (a client, an adapter, the API token, the
 composed engine and router) is built the first time an entry point asks for it (core's
-``Parts``): the step worker never reads the API token, ``/health`` builds nothing, and the
-Google SDKs are imported inside the builders, so importing ``main`` stays cheap
-(``scripts/bench_gcp.py`` measures it).
+``Parts``): the step worker never reads the API token, ``/health`` builds nothing, and each
+Google SDK is imported on the first call of its client, so importing ``main`` stays cheap and
+a request loads only the SDKs it calls (``scripts/bench_gcp.py`` measures it).
 
 Emulators: the SDKs' own variables point Firestore and GCS at theirs
 (``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``); ``CLOUD_TASKS_EMULATOR_HOST``
@@ -22,24 +22,22 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from functions_gcp.settings import Settings, StepQueues
+from functions_gcp.settings import Settings
 from nclav.errors import ConfigurationError
-from nclav.runtime.cloud_parts import Lazy, Parts, ProcessSlot
+from nclav.runtime.hosted import HostedRuntime
+from nclav.runtime.routing import StepQueues
+from nclav.runtime.slot import ProcessSlot
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from functions_gcp.gcs_blobs import GcsBlobStore
-    from nclav.api.router import Router
-    from nclav.engine import Driver, Engine
-    from nclav.gitsource.source import GitSource
-    from nclav.iac.partition import PartitionIac
+    from functions_gcp.tasks_queue import CloudTasksWorkQueue
+    from nclav.engine import Driver
     from nclav.iac.sandbox import TimeLimit
     from nclav.model import Cloud
     from nclav.ports import Clock, SecretStore, StateStore
-    from nclav.runtime.compose import Composition
-    from nclav.runtime.delivery import DeliveryPolicy
-    from nclav.service import Service
+    from nclav.runtime.token import StoredToken
 
 TASKS_EMULATOR = "CLOUD_TASKS_EMULATOR_HOST"
 ALTERNATIVE = "nclav serve --cloud gcp"
@@ -61,11 +59,11 @@ def iac_time_limit(min_remaining_s: float = 120.0, margin_s: float = 60.0) -> Ti
     )
 
 
-class GcpRuntime:
-    """Every part of the GCP runtime, each built on first use and then kept.
+class GcpRuntime(HostedRuntime):
+    """The GCP adapters over core's ``HostedRuntime`` (each part built on first use).
 
-    Keyword arguments replace a part (tests hand in a ``ManualClock``, local drivers, a
-    store that fails on purpose, a secret store); everything else comes from ``settings``.
+    ``secrets`` replaces the secret store and ``clients`` the SDK clients by service name
+    ("firestore", "storage", "tasks"); tests hand in stand-ins' clients this way.
     """
 
     def __init__(
@@ -78,10 +76,11 @@ class GcpRuntime:
         secrets: SecretStore | None = None,
         clients: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
-        given = {"clock": clock, "store": store, "secrets": secrets, **dict(clients or {})}
-        given["drivers"] = None if drivers is None else dict(drivers)
-        self._parts = Parts(given)
+        parts = {"secrets": secrets, **dict(clients or {})}
+        super().__init__(settings, clock=clock, drivers=drivers, store=store, **parts)
+        self.settings: Settings = settings
+        hint = f"Secret Manager secret {settings.secret_prefix}git-webhook-secret"
+        self.secret_hint = f"{hint} in {settings.project}"
 
     def client(self, service: str) -> Any:
         """One client per service ("firestore", "storage", "tasks"), shared by the adapters,
@@ -103,8 +102,7 @@ class GcpRuntime:
                 return tasks_client(s.environ.get(TASKS_EMULATOR) or None)
             raise ValueError(f"no client {service!r}")
 
-        lazy = Lazy(lambda: self._parts.once(service, build))
-        return self._parts.once(f"lazy:{service}", lambda: lazy)
+        return self._parts.lazy(service, build)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -115,7 +113,7 @@ class GcpRuntime:
 
             return FirestoreStateStore(self.client("firestore"), self.settings.collection_prefix)
 
-        return self._parts.once("store", build)
+        return self._once("store", build)
 
     @property
     def blobs(self) -> GcsBlobStore:
@@ -125,7 +123,7 @@ class GcpRuntime:
             s = self.settings
             return GcsBlobStore(s.bucket, s.blob_prefix, client=self.client("storage"))
 
-        return self._parts.once("blobs", build)
+        return self._once("blobs", build)
 
     @property
     def secrets(self) -> SecretStore:
@@ -143,20 +141,26 @@ class GcpRuntime:
                 s.project, s.secret_prefix, session=anonymous, endpoint=s.secrets_emulator_url
             )
 
-        return self._parts.once("secrets", build)
+        return self._once("secrets", build)
 
     @property
-    def api_token(self) -> Callable[[], str]:
+    def api_token(self) -> StoredToken:
         """The API token in Secret Manager: generated by the API on its first start (not by
-        Terraform), re-read after a TTL so a rotation reaches warm instances."""
-        from nclav.runtime.cloud_parts import SecretToken
+        Terraform), re-read after a TTL so a rotation reaches warm instances. Secret Manager
+        has no idempotent first write: two instances racing both add a version, and each
+        uses the latest once its TTL has passed."""
+        from nclav.runtime.token import StoredToken
 
         name = self.settings.token_secret
-        return self._parts.once("api_token", lambda: SecretToken(self.secrets, name))
+        return self._once("api_token", lambda: StoredToken(self.secrets, name))
 
     @property
-    def queues(self) -> StepQueues:
-        def build() -> StepQueues:
+    def token(self) -> str:
+        return self.api_token()
+
+    @property
+    def queues(self) -> StepQueues[CloudTasksWorkQueue]:
+        def build() -> StepQueues[CloudTasksWorkQueue]:
             from functions_gcp.tasks_queue import CloudTasksWorkQueue
 
             s, client = self.settings, self.client("tasks")
@@ -177,99 +181,11 @@ class GcpRuntime:
                 ),
             )
 
-        return self._parts.once("queues", build)
+        return self._once("queues", build)
 
-    @property
-    def clock(self) -> Clock:
-        from nclav.ports import SystemClock
-
-        return self._parts.once("clock", SystemClock)
-
-    @property
-    def drivers(self) -> dict[Cloud, Driver]:
-        from nclav.runtime.drivers import drivers_for
-
-        s = self.settings
-        return self._parts.once(
-            "drivers",
-            lambda: drivers_for(s.default_cloud, s.clouds[1:], s.driver_options or None, s.environ),
-        )
-
-    @property
-    def policy(self) -> DeliveryPolicy:
-        from nclav.runtime.delivery import DeliveryPolicy
-
-        s = self.settings
-        return DeliveryPolicy(s.max_receives, s.redelivery_backoff_s, s.redelivery_max_s)
-
-    def set_time_left(self, time_left: Callable[[], float | None]) -> None:
-        """The current request's time left, for the drivers (no cloud call starts that the
-        request could not see through)."""
-        for driver in self.drivers.values():
-            setter = getattr(driver, "set_time_left", None)
-            if callable(setter):
-                setter(time_left)
-
-    # -- core ----------------------------------------------------------------------------------
-
-    @property
-    def composition(self) -> Composition:
-        def build() -> Composition:
-            from nclav.api.auth import RotatingTokenAuth
-            from nclav.drift.options import DriftOptions
-            from nclav.runtime.compose import compose
-
-            s = self.settings
-            return compose(
-                s,
-                store=self.store,
-                queue=self.queues,
-                blobs=self.blobs,
-                clock=self.clock,
-                drivers=self.drivers,
-                token=lambda: self.api_token(),
-                time_limit=iac_time_limit(s.iac_min_remaining_s, s.iac_margin_s),
-                git=self._build_git,
-                drift=DriftOptions.from_env(s.environ),
-                secrets=lambda: self.secrets,
-                auth=RotatingTokenAuth(lambda: self.api_token()),
-            )
-
-        return self._parts.once("composition", build)
-
-    @property
-    def engine(self) -> Engine:
-        return self.composition.engine
-
-    @property
-    def iac(self) -> PartitionIac:
-        return self.composition.iac
-
-    @property
-    def router(self) -> Router:
-        return self._parts.once("router", lambda: self.composition.router)
-
-    @property
-    def service(self) -> Service:
-        return self.composition.service
-
-    @property
-    def git(self) -> GitSource | None:
-        return self.composition.git
-
-    def _build_git(self, service: Service) -> GitSource | None:
-        from nclav.gitsource.source import WEBHOOK_SECRET
-        from nclav.runtime.cloud_parts import build_git_source
-
-        s = self.settings
-        return build_git_source(
-            service,
-            secrets=self.secrets,
-            blobs=self.blobs,
-            queue=self.queues,
-            secret_hint=f"Secret Manager secret {s.secret_prefix}{WEBHOOK_SECRET} in {s.project}",
-            environ=s.environ,
-        )
+    def time_limit(self) -> TimeLimit:
+        """Terraform held to the IaC task's dispatch deadline (``iac_time_limit``)."""
+        return iac_time_limit(self.settings.iac_min_remaining_s, self.settings.iac_margin_s)
 
 
 _slot: ProcessSlot[GcpRuntime] = ProcessSlot(lambda: GcpRuntime(Settings.from_env()))

@@ -67,18 +67,11 @@ def iac_worker(request: Any) -> Any:
 
 def schedule(request: Any) -> Any:
     """Cloud Scheduler's call (target ``schedule``): sweep, git poll, drift checks."""
-    from nclav.drift import DriftOptions, DriftScheduler
+    from nclav.runtime.schedule import scheduled_tick
 
     bootstrap.route_logs()
-    runtime = bootstrap.runtime()
-    engine = runtime.engine
-    resent = engine.sweep()
-    if runtime.git is not None:  # the git source: commit statuses, the poll when due
-        runtime.git.tick()
-    options = DriftOptions.from_env(runtime.settings.environ)
-    drift = DriftScheduler(engine.store, engine.queue, options, engine.bundles)
-    checks = len(drift.tick(engine.clock.now()))
-    return _json(200, {"resent": resent, "drift_checks": checks})
+    tick = scheduled_tick(bootstrap.runtime().composition)
+    return _json(200, {"resent": tick.resent, "drift_checks": tick.drift_checks})
 
 
 def _task(request: Any, *, iac: bool) -> Any:

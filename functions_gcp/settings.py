@@ -1,16 +1,10 @@
-"""The GCP runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
-and ``StepQueues``, the engine's one queue over the two Cloud Tasks queues."""
+"""The GCP runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from nclav.runtime.routing import RoutedQueue
 from nclav.runtime.settings import Settings as CoreSettings
-
-if TYPE_CHECKING:
-    from functions_gcp.tasks_queue import CloudTasksWorkQueue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,13 +35,4 @@ class Settings(CoreSettings):
     iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
 
-class StepQueues(RoutedQueue):
-    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
-
-    def __init__(self, steps: CloudTasksWorkQueue, iac: CloudTasksWorkQueue) -> None:
-        routed = RoutedQueue.terraform_apart(steps, iac)
-        super().__init__(routed.default, routed.by_action)
-        self.steps, self.iac = steps, iac
-
-
-__all__ = ["Settings", "StepQueues"]
+__all__ = ["Settings"]
