@@ -204,13 +204,23 @@ def install(new: GcpRuntime | None) -> GcpRuntime | None:
 
 def route_logs() -> None:
     """Once per process, on Cloud Run only (``K_SERVICE`` set): every log line as JSON on
-    stderr, which Cloud Logging parses (severity, message, the ``extra`` fields)."""
+    stderr (core's formatter), with the ``severity`` field Cloud Logging reads the level from;
+    ``message`` and the ``extra`` fields become the entry's JSON payload."""
     global _logs_routed
     if _logs_routed or not os.environ.get("K_SERVICE"):
         return
+    import logging
+
     from nclav.runtime.logs import use_json_logs
 
     use_json_logs("nclav")
+
+    def severity(record: logging.LogRecord) -> bool:
+        record.severity = record.levelname  # the field Cloud Logging reads the level from
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(severity)
     _logs_routed = True
 
 

@@ -24,12 +24,16 @@ a ``werkzeug`` response back (imported when the first request comes, the framewo
 from __future__ import annotations
 
 import json
+import threading
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp import bootstrap
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from nclav.api.http import ApiRequest, ApiResponse
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's request limit (HTTP/1)
@@ -86,19 +90,45 @@ def _task(request: Any, *, iac: bool) -> Any:
         return _json(400, {"error": {"code": "bad_request", "message": str(exc)}})
     runtime = bootstrap.runtime()
     s = runtime.settings
-    deadline_s = s.iac_deadline_s if iac else s.worker_deadline_s
+    deadline = started + (s.iac_deadline_s if iac else s.worker_deadline_s)
 
     def time_left_s() -> float:
-        return deadline_s - (time.monotonic() - started)
+        return deadline - time.monotonic()
 
-    runtime.set_time_left(time_left_s)
     queue = runtime.queues.iac if iac else runtime.queues.steps
-    if iac:
-        with runtime.iac.time_limited(time_left_s):
+    with _in_flight(deadline):
+        # The drivers' limit is the process's: the earliest deadline of the requests in it.
+        runtime.set_time_left(_earliest_time_left)
+        if iac:  # terraform's limit is this request's (core's, per thread)
+            with runtime.iac.time_limited(time_left_s):
+                found = deliver(runtime.engine, queue, received, runtime.policy)
+        else:
             found = deliver(runtime.engine, queue, received, runtime.policy)
-    else:
-        found = deliver(runtime.engine, queue, received, runtime.policy)
     return _json(found.status, found.json())
+
+
+_deadlines: dict[int, float] = {}  # in-flight task requests: id -> monotonic deadline
+_deadlines_lock = threading.Lock()
+
+
+@contextmanager
+def _in_flight(deadline: float) -> Iterator[None]:
+    key = threading.get_ident()
+    with _deadlines_lock:
+        _deadlines[key] = deadline
+    try:
+        yield
+    finally:
+        with _deadlines_lock:
+            _deadlines.pop(key, None)
+
+
+def _earliest_time_left() -> float | None:
+    """Seconds until the earliest dispatch deadline of the task requests in this instance
+    (Cloud Run sends one instance many at once); None when none is in flight."""
+    with _deadlines_lock:
+        earliest = min(_deadlines.values(), default=None)
+    return None if earliest is None else earliest - time.monotonic()
 
 
 def _request_id(request: Any) -> str:

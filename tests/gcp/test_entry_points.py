@@ -10,6 +10,7 @@ IaC worker's dispatch deadline.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,3 +179,49 @@ def test_a_streaming_response_is_streamed_piece_by_piece() -> None:
     assert next(iter(response.response)) == b"data: 1\n\n"  # the first event, before the rest
     response.close()  # the client went away: the producer is closed
     assert closed == [True]
+
+
+def test_the_drivers_time_left_is_the_earliest_deadline_in_the_instance() -> None:
+    """Cloud Run sends one instance many tasks at once; a driver must not start a call that
+    the request with the least time left could not see through."""
+    import time
+
+    from functions_gcp import main
+
+    assert main._earliest_time_left() is None  # noqa: SLF001
+    now = time.monotonic()
+    with main._in_flight(now + 600):  # noqa: SLF001
+        inner: list[float | None] = []
+
+        def second_request() -> None:
+            with main._in_flight(now + 30):  # noqa: SLF001
+                inner.append(main._earliest_time_left())  # noqa: SLF001
+
+        import threading
+
+        thread = threading.Thread(target=second_request)
+        thread.start()
+        thread.join()
+        left = main._earliest_time_left()  # noqa: SLF001
+    assert inner[0] is not None and 25 < inner[0] <= 30
+    assert left is not None and 595 < left <= 600  # the 30 s request has ended
+    assert main._earliest_time_left() is None  # noqa: SLF001
+
+
+def test_logs_on_cloud_run_are_json_lines_with_a_severity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    monkeypatch.setenv("K_SERVICE", "nclav-worker")
+    monkeypatch.setattr(bootstrap, "_logs_routed", False)
+    try:
+        bootstrap.route_logs()
+        logging.getLogger("nclav.test").warning("step handed back", extra={"attempt": 2})
+    finally:
+        root.handlers, root.level = saved
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["severity"] == "WARNING" and line["message"] == "step handed back"
+    assert line["attempt"] == 2
