@@ -37,6 +37,8 @@ OPERATION_RETRY_S = 15.0  # an unfinished operation: look again after this long
 TRANSIENT = frozenset(
     {"ABORTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "CANCELLED"}
 )
+# The older envelope (Compute, DNS) says "slow down" with a 403 and one of these reasons.
+RATE_LIMITED = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 _GRPC_NAMES = {
     1: "CANCELLED",
     2: "UNKNOWN",
@@ -84,8 +86,8 @@ def error_of(status: int, body: Any, what: str) -> GcpApiError | TemporaryError:
     reason = str(errors[0].get("reason", "")) if errors and isinstance(errors[0], dict) else ""
     message = str(error.get("message") or f"HTTP {status}")
     text = f"{what}: {code or reason or status}: {message}"
-    if code in TRANSIENT or classify(status, code or reason) == "temporary":
-        throttled = status == 429 or code == "RESOURCE_EXHAUSTED" or "rateLimit" in reason
+    throttled = status == 429 or code == "RESOURCE_EXHAUSTED" or reason in RATE_LIMITED
+    if code in TRANSIENT or throttled or classify(status, code or reason) == "temporary":
         return TemporaryError(
             text + (" (throttled)" if throttled else ""),
             retry_after_s=THROTTLED_RETRY_S if throttled else TRANSIENT_RETRY_S,
@@ -209,6 +211,7 @@ def settle(rest: Rest, api: str, op: dict[str, Any], what: str, poll_path: str) 
 __all__ = [
     "CLOUD_BILLING",
     "CLOUD_PLATFORM",
+    "RATE_LIMITED",
     "GcpApiError",
     "Reply",
     "Rest",

@@ -57,9 +57,12 @@ VERSIONS = {
     "dns": "v1",
     "cloudasset": "v1",
     "secretmanager": "v1",
+    "pubsub": "v1",
+    "run": "v2",
 }
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_RRSET = ("name", "type", "ttl", "rrdatas")  # what a deletion must match exactly
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _GRPC_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -260,6 +263,10 @@ class GcpApiFake:
         self.violations: list[str] = []
         self.calls: list[Call] = []
         self.pending_polls = pending_polls
+        # True: a pending operation's resource appears only when it is done (a project being
+        # created is not visible to GET, yet its id is taken: create answers 409).
+        self.hide_pending = False
+        self._creating: set[str] = set()
         self.lock = threading.RLock()
         self._numbers = itertools.count(100000000001)
         self._script: deque[str] = deque()
@@ -273,6 +280,8 @@ class GcpApiFake:
         self.compute: dict[str, dict[str, Any]] = {}  # selfLink path -> resource
         self.zones: dict[tuple[str, str], dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # projects/p/subscriptions/s
+        self.run_services: set[str] = set()  # projects/p/locations/r/services/s (IAM only)
         self.secrets: dict[str, dict[str, Any]] = {}  # projects/p/secrets/s -> Secret
         self.versions: dict[str, list[dict[str, Any]]] = {}
         self.assets: list[dict[str, Any]] = []  # Cloud Asset ResourceSearchResult + "scope"
@@ -301,6 +310,13 @@ class GcpApiFake:
         """The outcome of the next long-running operations, in order (then: done)."""
         assert all(o in ("done", "pending", "failed") for o in outcomes)
         self._script.extend(outcomes)
+
+    def finish_operations(self) -> None:
+        """Time passes: every pending operation is done (its deferred effect made)."""
+        with self.lock:
+            for op in self.operations.values():
+                op.polls_left = 0
+                self._op_json(op)
 
     def fail_next(self, method_id: str, code: int, message: str = "", status: str = "") -> None:
         """The next call of ``method_id`` (e.g. ``iam.projects.serviceAccounts.create``)
@@ -455,7 +471,8 @@ class GcpApiFake:
             name = f"operations/acf.p2-{number}"
         else:
             name = f"operations/cp.{number}"
-        if outcome != "failed" and apply is not None:
+        deferred = outcome == "pending" and self.hide_pending
+        if outcome != "failed" and apply is not None and not deferred:
             apply()  # the resource exists once the operation started
         op = Operation(
             api,
@@ -466,12 +483,16 @@ class GcpApiFake:
             target,
             project,
             region,
+            apply if deferred else None,
         )
         self.operations[name] = op
         return self._op_json(op)
 
     def _op_json(self, op: Operation) -> dict[str, Any]:
         done = op.polls_left <= 0
+        if done and op.on_done is not None:
+            op.on_done()
+            op.on_done = None
         if op.api == "compute":
             base = f"https://www.googleapis.com/compute/v1/projects/{op.project}"
             scope = f"/regions/{op.region}" if op.region else "/global"
@@ -529,6 +550,7 @@ class GcpApiFake:
             ),
             "iam.projects.serviceAccounts.create": self._sa_create,
             "iam.projects.serviceAccounts.get": lambda p, q, b: self._sa(p["serviceAccountsId"]),
+            "iam.projects.serviceAccounts.list": self._sa_list,
             "iam.projects.serviceAccounts.delete": self._sa_delete,
             "iam.projects.serviceAccounts.getIamPolicy": lambda p, q, b: self._get_policy(
                 self._sa_resource(p)
@@ -556,6 +578,15 @@ class GcpApiFake:
             "dns.changes.create": self._dns_change,
             "dns.resourceRecordSets.list": self._rrsets,
             "cloudasset.searchAllResources": self._search,
+            "run.projects.locations.services.getIamPolicy": lambda p, q, b: self._get_policy(
+                self._run_service(p)
+            ),
+            "run.projects.locations.services.setIamPolicy": lambda p, q, b: self._set_policy(
+                self._run_service(p), b
+            ),
+            "pubsub.projects.subscriptions.create": self._subscription_create,
+            "pubsub.projects.subscriptions.get": self._subscription_get,
+            "pubsub.projects.subscriptions.delete": self._subscription_delete,
             "secretmanager.projects.secrets.create": self._secret_create,
             "secretmanager.projects.secrets.addVersion": self._secret_add,
             "secretmanager.projects.secrets.versions.access": self._secret_access,
@@ -579,10 +610,15 @@ class GcpApiFake:
             "createTime": "2026-01-01T00:00:00Z",
         }
 
-    def _project_of(self, key: str) -> dict[str, Any]:
-        """By id or number; Google answers 403 (not 404) for a project it does not show."""
+    def _project_of(self, key: str, *, active: bool = False) -> dict[str, Any]:
+        """By id or number; Google answers 403 (not 404) for a project it does not show.
+        ``active``: a change inside the project, refused while it is pending deletion."""
         for project in self.projects.values():
             if key in (project["projectId"], project["name"].split("/")[1]):
+                if active and project["state"] != "ACTIVE":
+                    raise ApiError(
+                        400, f"Project {key} is {project['state']}", "FAILED_PRECONDITION"
+                    )
                 return project
         raise ApiError(403, f"Permission denied on resource project {key} (or it may not exist)")
 
@@ -592,14 +628,23 @@ class GcpApiFake:
             raise ApiError(400, f"field [project_id] has issue: invalid project id {pid!r}")
         if not re.fullmatch(r"(folders|organizations)/\d+", parent):
             raise ApiError(400, f"field [parent] has issue: {parent!r} is not a folder or org")
-        if pid in self.projects:
+        if pid in self.projects or pid in self._creating:
             raise ApiError(409, "Requested entity already exists", "ALREADY_EXISTS")
         project = self._project(pid, parent, body.get("displayName", pid), body.get("labels", {}))
-        return self._operation(
+        self._creating.add(pid)
+
+        def made() -> None:
+            self.projects[pid] = project
+            self._creating.discard(pid)
+
+        answer = self._operation(
             "cloudresourcemanager",
             {"@type": "type.googleapis.com/google.cloud.resourcemanager.v3.Project", **project},
-            lambda: self.projects.__setitem__(pid, project),
+            made,
         )
+        if answer.get("error"):
+            self._creating.discard(pid)
+        return answer
 
     def _project_get(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
         return self._project_of(p["projectsId"])
@@ -654,7 +699,7 @@ class GcpApiFake:
     # Billing, Service Usage ---------------------------------------------------------------
 
     def _billing(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["projectsId"])
+        project = self._project_of(p["projectsId"], active=True)
         account = body.get("billingAccountName", "")
         if not re.fullmatch(r"billingAccounts/[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}", account):
             raise ApiError(400, f"billingAccountName {account!r} is malformed")
@@ -669,7 +714,7 @@ class GcpApiFake:
     def _batch_enable(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
         if p["v1Id"] != "projects":
             raise ApiError(400, f"parent {p['v1Id']}/{p['v1Id1']} is not a project")
-        project = self._project_of(p["v1Id1"])
+        project = self._project_of(p["v1Id1"], active=True)
         ids = body.get("serviceIds", [])
         if not ids or len(ids) > 20:
             raise ApiError(400, f"serviceIds: 1 to 20 services per call, got {len(ids)}")
@@ -679,7 +724,7 @@ class GcpApiFake:
     # IAM service accounts, IAM credentials ----------------------------------------------
 
     def _sa_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["projectsId"])
+        project = self._project_of(p["projectsId"], active=True)
         account = body.get("accountId", "")
         if not _SA_ID.fullmatch(account):
             raise ApiError(400, f"accountId {account!r} does not match ^[a-z][-a-z0-9]{{4,28}}…")
@@ -692,6 +737,7 @@ class GcpApiFake:
             "uniqueId": str(next(self._numbers)),
             "email": email,
             "displayName": (body.get("serviceAccount") or {}).get("displayName", ""),
+            "description": (body.get("serviceAccount") or {}).get("description", ""),
         }
         self.service_accounts[email] = sa
         return sa
@@ -701,6 +747,16 @@ class GcpApiFake:
             if key in (sa["email"], sa["uniqueId"]):
                 return sa
         raise _missing(f"serviceAccounts/{key}")
+
+    def _sa_list(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        project = self._project_of(p["projectsId"])["projectId"]
+        found = [sa for sa in self.service_accounts.values() if sa["projectId"] == project]
+        start = int(q.get("pageToken") or 0)
+        size = min(int(q.get("pageSize") or 100), self.asset_page_size)
+        out: dict[str, Any] = {"accounts": found[start : start + size]}
+        if start + size < len(found):
+            out["nextPageToken"] = str(start + size)
+        return out
 
     def _sa_resource(self, p: dict[str, str]) -> str:
         return f"serviceAccounts/{self._sa(p['serviceAccountsId'])['email']}"
@@ -727,7 +783,7 @@ class GcpApiFake:
 
     def _insert(self, collection: str) -> Callable[[dict[str, str], dict[str, str], Any], Any]:
         def insert(p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-            project = self._project_of(p["project"])["projectId"]
+            project = self._project_of(p["project"], active=True)["projectId"]
             region = p.get("region")
             name = body.get("name", "")
             if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
@@ -800,7 +856,7 @@ class GcpApiFake:
         return zone
 
     def _zone_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
-        project = self._project_of(p["project"])["projectId"]
+        project = self._project_of(p["project"], active=True)["projectId"]
         key = (project, body.get("name", ""))
         if key in self.zones:
             raise _conflict(f"managedZones/{key[1]}")
@@ -831,7 +887,8 @@ class GcpApiFake:
         records = self.records[(p["project"], p["managedZone"])]
         for rr in body.get("deletions", []):
             key = (rr["name"], rr["type"])
-            if records.get(key) != rr:
+            stored = records.get(key) or {}
+            if {k: stored.get(k) for k in _RRSET} != {k: rr.get(k) for k in _RRSET}:
                 raise ApiError(
                     412, f"The resource record set {key} does not match", reason="conditionNotMet"
                 )
@@ -877,6 +934,38 @@ class GcpApiFake:
         if start + size < len(hits):
             out["nextPageToken"] = str(start + size)
         return out
+
+    # Cloud Run ----------------------------------------------------------------------------
+
+    def _run_service(self, p: dict[str, str]) -> str:
+        name = f"projects/{p['projectsId']}/locations/{p['locationsId']}/services/{p['servicesId']}"
+        if name not in self.run_services:
+            raise ApiError(404, f"Resource '{p['servicesId']}' of kind 'SERVICE' does not exist.")
+        return name
+
+    # Pub/Sub ------------------------------------------------------------------------------
+
+    def _subscription_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        name = f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"
+        if not re.fullmatch(
+            r"projects/[^/]+/topics/[A-Za-z][\w.~+%-]{2,254}", body.get("topic", "")
+        ):
+            raise ApiError(400, f"Invalid resource name given (name={body.get('topic')!r})")
+        if name in self.subscriptions:
+            raise ApiError(409, "Resource already exists in the project", "ALREADY_EXISTS")
+        self.subscriptions[name] = {**body, "name": name, "state": "ACTIVE"}
+        return self.subscriptions[name]
+
+    def _subscription_get(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        name = f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"
+        if name not in self.subscriptions:
+            raise ApiError(404, "Resource not found", "NOT_FOUND")
+        return self.subscriptions[name]
+
+    def _subscription_delete(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
+        self._subscription_get(p, q, body)
+        del self.subscriptions[f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"]
+        return {}
 
     # Secret Manager -----------------------------------------------------------------------
 

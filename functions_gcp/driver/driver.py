@@ -174,7 +174,11 @@ class GcpDriver:
         pid = self._project(enclave.id, _gcp(enclave_handle, "enclave"))
         account = partition_account_id(partition.id)
         email = iam.ensure_service_account(
-            self.rest, pid, account, f"nclav {enclave.id}/{partition.id}"
+            self.rest,
+            pid,
+            account,
+            f"nclav {enclave.id}/{partition.id}",
+            orphans.partition_marker(enclave.id, partition.id),
         )
         member = f"serviceAccount:{email}"
         for role in self.config.partition_roles:
@@ -222,8 +226,8 @@ class GcpDriver:
         email = str(
             old.get("service_account_email") or sa_email(partition_account_id(partition_id), pid)
         )
-        if get_project(self.rest, pid) is None:
-            return  # the project is gone, and its service accounts with it
+        if (get_project(self.rest, pid) or {}).get("state") != "ACTIVE":
+            return  # the project is gone or going, and its service accounts with it
         iam.edit_policy(
             self.rest,
             "cloudresourcemanager",
@@ -279,9 +283,12 @@ class GcpDriver:
     def provision_export(
         self, enclave: EnclaveConfig, export: Export, outputs: Mapping[str, str]
     ) -> Handle:
-        return psc.export_handle(
+        handle = psc.export_handle(
             project_id(self.config, enclave.id), self._region(enclave), enclave, export, outputs
         )
+        if handle["type"] == "http":
+            handle = psc.open_http_export(self.rest, handle, export)
+        return handle
 
     def teardown_export(self, enclave_id: str, name: str, handle: Handle | None) -> None:
         return None  # an export makes nothing in the cloud: the attachment is Terraform's
@@ -298,7 +305,11 @@ class GcpDriver:
             pid = project_id(self.config, enclave.id)
             tags = labels(enclave.id, nclav_import=imp.alias)
             return psc.import_tcp(self.rest, pid, self._region(enclave), enclave, imp, export, tags)
-        # http, queue, or an export of another cloud: its outputs are all there is
+        if export is not None and export.get("type") == "queue":
+            pid = project_id(self.config, enclave.id)
+            tags = labels(enclave.id, nclav_import=imp.alias)
+            return psc.import_queue(self.rest, pid, enclave, imp, export, tags)
+        # http, or an export of another cloud: its outputs are all there is
         return {
             "driver": "gcp",
             "kind": "import",
@@ -313,6 +324,8 @@ class GcpDriver:
         old = _gcp(handle, "import")
         if old and old.get("type") == "tcp" and old.get("endpoint_name"):
             psc.teardown_tcp(self.rest, old)
+        elif old and old.get("type") == "queue" and old.get("subscription"):
+            psc.teardown_queue(self.rest, old)
 
     # -- leak checks -------------------------------------------------------------------
 
@@ -335,14 +348,14 @@ class GcpDriver:
         )
 
     def partition_resources(self, enclave_handle: Handle | None, partition_id: str) -> list[str]:
-        """Names of what still carries the partition's labels (after its destroy: empty)."""
+        """Names of what still belongs to the partition: resources with its labels and its
+        service account (after its destroy and teardown: empty)."""
         enclave = _gcp(enclave_handle, "enclave")
         if not enclave or not enclave.get("project_id"):
             return []
-        found = orphans.search(
+        return orphans.partition_resources(
             self.rest, str(enclave["project_id"]), str(enclave["enclave_id"]), partition_id
         )
-        return sorted(str(r.get("name", "")) for r in found)
 
 
 if TYPE_CHECKING:

@@ -26,7 +26,9 @@ PROPAGATION_RETRY_S = 10.0
 Bindings = list[dict[str, Any]]
 
 
-def ensure_service_account(rest: Rest, project: str, account: str, display: str) -> str:
+def ensure_service_account(
+    rest: Rest, project: str, account: str, display: str, description: str = ""
+) -> str:
     """The account's email; created if missing (409: already there, which is fine)."""
     email = f"{account}@{project}.iam.gserviceaccount.com"
     rest.call(
@@ -34,7 +36,10 @@ def ensure_service_account(rest: Rest, project: str, account: str, display: str)
         "iam",
         f"v1/projects/{project}/serviceAccounts",
         f"iam create service account {email}",
-        body={"accountId": account, "serviceAccount": {"displayName": display[:100]}},
+        body={
+            "accountId": account,
+            "serviceAccount": {"displayName": display[:100], "description": description[:256]},
+        },
         expect=(409,),
     )
     return email
@@ -80,12 +85,14 @@ def edit_policy(
     rest: Rest, api: str, resource: str, change: Callable[[Bindings], Bindings], what: str
 ) -> None:
     """Apply ``change`` to the bindings of ``resource`` (a path such as
-    ``v3/projects/p`` or ``v1/projects/p/serviceAccounts/e``), keeping everything else."""
-    # Resource Manager takes the version in a body; IAM's service accounts in the query.
+    ``v3/projects/p``, ``v1/projects/p/serviceAccounts/e`` or a Cloud Run v2 service),
+    keeping everything else."""
+    # Resource Manager takes the version in a body; IAM's service accounts in the query;
+    # Cloud Run (v2) reads with a GET.
     body_read = api == "cloudresourcemanager"
     for _ in range(EDIT_ATTEMPTS):
         policy = rest.json(
-            "POST",
+            "GET" if api == "run" else "POST",
             api,
             f"{resource}:getIamPolicy",
             f"{what}: getIamPolicy {resource}",

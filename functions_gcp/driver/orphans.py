@@ -1,7 +1,9 @@
 """Leak checks through Cloud Asset Inventory (spec §2.10, with its FIX).
 
 ``searchAllResources`` is a GET with ``query`` and ``pageToken`` query parameters (the
-original POSTed a JSON body) and is paginated: every page is read. Only resources carrying
+original POSTed a JSON body) and is paginated: every page is read. Service accounts carry no
+labels, so the partitions' own accounts (``partition-*`` with the description
+``partition_marker`` writes) are read from IAM itself. Only resources carrying
 ``nclav-partition`` can be orphans (enclave-level ones carry ``nclav-enclave`` alone). Label
 values are nclav ids as ``config.label_value`` writes them. The inventory is eventually
 consistent (minutes): a resource destroyed a moment ago may still be listed.
@@ -9,18 +11,48 @@ consistent (minutes): a resource destroyed a moment ago may still be listed.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp.driver.config import ENCLAVE, MANAGED, PARTITION, label_value
-from nclav.engine.driver import Orphan
 from nclav.model import Cloud
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from functions_gcp._rest import Rest
+    from nclav.engine.driver import Orphan
 
 PAGE_SIZE = "500"
+SA_TYPE = "iam.googleapis.com/ServiceAccount"
+_MARKER = re.compile(r"^nclav partition (?P<enclave>\S+)/(?P<partition>\S+)$")
+
+
+def partition_marker(enclave_id: str, partition_id: str) -> str:
+    """The description of a partition's service account: who it belongs to."""
+    return f"nclav partition {enclave_id}/{partition_id}"
+
+
+def partition_accounts(rest: Rest, project: str) -> Iterator[tuple[str, str, str]]:
+    """(resource name, enclave id, partition id) of every partition service account."""
+    params = {"pageSize": "100"}
+    while True:
+        page = rest.json(
+            "GET",
+            "iam",
+            f"v1/projects/{project}/serviceAccounts",
+            f"iam list service accounts of {project}",
+            params=params,
+        )
+        for account in page.get("accounts", []):
+            found = _MARKER.fullmatch(str(account.get("description", "")))
+            if found and str(account.get("email", "")).startswith("partition-"):
+                name = f"//iam.googleapis.com/projects/{project}/serviceAccounts/{account['email']}"
+                yield name, found["enclave"], found["partition"]
+        token = page.get("nextPageToken")
+        if not token:
+            return
+        params = {**params, "pageToken": token}
 
 
 def search(
@@ -49,6 +81,8 @@ def search(
 def orphans(
     rest: Rest, project: str, enclave_id: str, active_partitions: Iterable[str]
 ) -> list[Orphan]:
+    from nclav.engine.driver import Orphan  # the engine package: loaded when scanning only
+
     active = {label_value(p) for p in active_partitions}
     found = []
     for item in search(rest, project, enclave_id, None):
@@ -68,7 +102,38 @@ def orphans(
                 f"(project {project}) no longer has",
             )
         )
+    for name, enclave, partition in partition_accounts(rest, project):
+        if enclave == enclave_id and label_value(partition) not in active:
+            found.append(
+                Orphan(
+                    cloud=Cloud.GCP,
+                    resource_id=name,
+                    resource_type=SA_TYPE,
+                    enclave_id=enclave_id,
+                    partition_id=partition,
+                    reason=f"the service account of partition {partition}, which enclave "
+                    f"{enclave_id} (project {project}) no longer has",
+                )
+            )
     return sorted(found, key=lambda o: o.resource_id)
 
 
-__all__ = ["orphans", "search"]
+def partition_resources(rest: Rest, project: str, enclave_id: str, partition: str) -> list[str]:
+    """Names of what still belongs to the partition: labelled resources, its account."""
+    found = [str(r.get("name", "")) for r in search(rest, project, enclave_id, partition)]
+    found += [
+        name
+        for name, enclave, owner in partition_accounts(rest, project)
+        if enclave == enclave_id and owner == partition
+    ]
+    return sorted(found)
+
+
+__all__ = [
+    "SA_TYPE",
+    "orphans",
+    "partition_accounts",
+    "partition_marker",
+    "partition_resources",
+    "search",
+]

@@ -6,8 +6,9 @@ Resource Manager **v3** fields only (the original read v1's ``projectNumber`` an
 answers ``name = projects/<number>`` and ``state`` ``ACTIVE`` | ``DELETE_REQUESTED``.
 
 Google answers 403 (not 404) for a project that does not exist or that the caller may not
-see, so "absent" is 403 or 404, and a create refused with 409 whose project stays invisible
-is an id taken elsewhere (project ids are global).
+see, so "absent" is 403 or 404. A create refused with 409 whose project stays invisible is an
+id taken elsewhere (project ids are global) or a creation still under way: a
+``TemporaryError``, so the step is retried and fails, naming the cause, only if it persists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp._rest import settle
-from nclav.errors import PermanentError
+from nclav.errors import PermanentError, TemporaryError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 API = "cloudresourcemanager"
 BATCH = 20  # serviceusage batchEnable takes at most 20 services per call
+PROJECT_RETRY_S = 30.0
 
 
 def get_project(rest: Rest, project: str) -> dict[str, Any] | None:
@@ -52,9 +54,13 @@ def ensure_project(
             settle(rest, API, reply.body, what, f"v3/{reply.body.get('name')}")
         found = get_project(rest, project)
         if found is None:
-            raise PermanentError(
-                f"project id {project} is taken (project ids are global) or not visible to "
-                "nclav's credentials: choose another --gcp-project-prefix"
+            # 409 and still invisible: being created by an earlier attempt (not visible until
+            # done), or taken elsewhere. Retried: the first clears up, the second fails after
+            # the step's attempts with this text.
+            raise TemporaryError(
+                f"project id {project} is taken (project ids are global) or still being "
+                "created: if it stays so, choose another --gcp-project-prefix",
+                retry_after_s=PROJECT_RETRY_S,
             )
     if found.get("state") == "DELETE_REQUESTED":
         # Deleted within the last 30 days (an enclave torn down, then declared again): its

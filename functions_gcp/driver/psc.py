@@ -1,8 +1,12 @@
-"""Exports and imports (spec §2.7): Private Service Connect for tcp, pass-through otherwise.
+"""Exports and imports (spec §2.7): Private Service Connect for tcp, a Pub/Sub subscription
+for queues, the exporter's outputs passed through for http.
 
-A tcp export is the PSC service attachment the partition's Terraform made (its output
-``psc_service_attachment``); nothing is called at export time. A tcp import is the consumer
-side in the importer project: an internal address in ``subnet-0`` (``purpose:
+Export time calls nothing, except for an http export with ``auth: none`` whose partition
+outputs its Cloud Run service: ``allUsers`` gets ``roles/run.invoker`` on it. A queue import
+is a subscription ``nclav-<alias>`` in the importer project on the exporter's topic (its
+output ``queue_url``: ``projects/<p>/topics/<t>``). A tcp export is the PSC service
+attachment the partition's Terraform made (its output ``psc_service_attachment``); its import
+is the consumer side in the importer project: an internal address in ``subnet-0`` (``purpose:
 GCE_ENDPOINT``), a forwarding rule to the attachment on that address, and an A record
 ``{alias}.{zone}`` in the importer's private zone. Every part is found before it is made, so
 a re-run (redelivery, or the next apply) changes nothing; a forwarding rule pointing at an
@@ -15,9 +19,11 @@ a ``PermanentError`` naming the project to add to its accept list, a pending one
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from functions_gcp.driver.config import VPC, ZONE, resource_name
+from functions_gcp.driver.iam import add_member, edit_policy
 from functions_gcp.driver.network import (
     compute_delete,
     compute_get,
@@ -35,7 +41,10 @@ if TYPE_CHECKING:
 
 ATTACHMENT_OUTPUT = "psc_service_attachment"
 QUEUE_OUTPUT = "queue_url"
+RUN_SERVICE_OUTPUT = "cloud_run_service"
+INVOKER = "roles/run.invoker"
 TTL_S = 300
+ACK_DEADLINE_S = 60
 PSC_RETRY_S = 30.0
 
 
@@ -63,6 +72,31 @@ def export_handle(
         handle["service_attachment"] = attachment
     elif export.export_type.value == "queue":
         handle["topic"] = outputs.get(QUEUE_OUTPUT, "")
+    return handle
+
+
+def open_http_export(rest: Rest, handle: Handle, export: Export) -> Handle:
+    """An http export with ``auth: none`` whose partition outputs its Cloud Run service
+    (``cloud_run_service``: ``projects/<p>/locations/<r>/services/<s>``): ``allUsers`` may
+    invoke it, added to the service's policy (never replacing it, the original's bug)."""
+    service = handle["outputs"].get(RUN_SERVICE_OUTPUT)
+    handle["iam_bindings_applied"] = []
+    if export.auth != "none" or not service:
+        return handle
+    if not re.fullmatch(r"projects/[^/]+/locations/[^/]+/services/[^/]+", service):
+        raise PermanentError(
+            f"export {handle['enclave_id']}/{export.name}: output {RUN_SERVICE_OUTPUT!r} must "
+            f"be projects/<p>/locations/<r>/services/<s>, got {service!r}"
+        )
+    edit_policy(
+        rest,
+        "run",
+        f"v2/{service}",
+        add_member(INVOKER, "allUsers"),
+        f"export {handle['enclave_id']}/{export.name}: public invoker",
+    )
+    handle["cloud_run_service"] = service
+    handle["iam_bindings_applied"] = [f"allUsers:{INVOKER}"]
     return handle
 
 
@@ -154,6 +188,52 @@ def import_tcp(
     }
 
 
+def import_queue(
+    rest: Rest,
+    project: str,
+    importer: EnclaveConfig,
+    imp: Import,
+    export: Handle,
+    labels: Mapping[str, str],
+) -> Handle:
+    """A subscription in the importer project on the exporter's topic (409: there already;
+    one on another topic is refused: a subscription's topic cannot change)."""
+    topic = str(export.get("topic") or "")
+    if not re.fullmatch(r"projects/[^/]+/topics/[^/]+", topic):
+        raise PermanentError(
+            f"import {importer.id}/{imp.alias}: a queue export on GCP is a Pub/Sub topic: the "
+            "exporting partition must output its name (projects/<p>/topics/<t>) as "
+            f"{QUEUE_OUTPUT!r}"
+        )
+    name = f"projects/{project}/subscriptions/{resource_name('nclav-', imp.alias)}"
+    body = {"topic": topic, "ackDeadlineSeconds": ACK_DEADLINE_S, "labels": dict(labels)}
+    reply = rest.call(
+        "PUT", "pubsub", f"v1/{name}", f"create subscription {name}", body=body, expect=(409,)
+    )
+    if reply.status == 409:
+        found = rest.json("GET", "pubsub", f"v1/{name}", f"get subscription {name}")
+        if found.get("topic") != topic:
+            raise PermanentError(
+                f"import {importer.id}/{imp.alias}: subscription {name} is on "
+                f"{found.get('topic')}, not {topic}: delete it (or the import) to wire the new one"
+            )
+    return {
+        "driver": "gcp",
+        "kind": "import",
+        "type": "queue",
+        "enclave_id": importer.id,
+        "alias": imp.alias,
+        "importer_project": project,
+        "subscription": name,
+        "outputs": {**dict(export.get("outputs", {})), QUEUE_OUTPUT: name},
+    }
+
+
+def teardown_queue(rest: Rest, handle: Handle) -> None:
+    name = str(handle["subscription"])
+    rest.call("DELETE", "pubsub", f"v1/{name}", f"delete subscription {name}", expect=(404,))
+
+
 def _records(rest: Rest, project: str, name: str) -> list[dict[str, Any]]:
     body = rest.json(
         "GET",
@@ -203,4 +283,13 @@ def teardown_tcp(rest: Rest, handle: Handle) -> None:
     )
 
 
-__all__ = ["ATTACHMENT_OUTPUT", "export_handle", "import_tcp", "set_a_record", "teardown_tcp"]
+__all__ = [
+    "ATTACHMENT_OUTPUT",
+    "export_handle",
+    "import_queue",
+    "open_http_export",
+    "import_tcp",
+    "set_a_record",
+    "teardown_queue",
+    "teardown_tcp",
+]

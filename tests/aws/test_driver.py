@@ -7,6 +7,7 @@ are real here. What moto cannot produce is in test_driver_stubbed.py.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -711,7 +712,9 @@ def test_orphan_scan_follows_pagination(driver: AwsDriver) -> None:
 # -- registration --------------------------------------------------------------------------
 
 
-def test_the_core_finds_the_driver_through_its_entry_point(org: dict[str, str]) -> None:
+def test_the_core_finds_the_driver_through_its_entry_point(
+    org: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = {"org_unit_id": org["ou"], "email_domain": "example.com", "default_region": None}
     drivers = drivers_for(Cloud.AWS, (Cloud.LOCAL,), {"aws": options})
     assert isinstance(drivers[Cloud.AWS], AwsDriver)
@@ -719,6 +722,13 @@ def test_the_core_finds_the_driver_through_its_entry_point(org: dict[str, str]) 
     assert drivers[Cloud.LOCAL].cloud == Cloud.LOCAL
     with pytest.raises(SpecError, match="--aws-org-unit-id"):
         drivers_for(Cloud.AWS, (), {"aws": {"email_domain": "example.com"}})
+    # a cloud whose plugin is not installed (gcp's hidden: this installation may have it)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: importlib.metadata.EntryPoints(e for e in real(**kw) if e.name != "gcp"),
+    )
     with pytest.raises(ConfigurationError, match="no gcp driver in this installation"):
         drivers_for(Cloud.GCP, ())
     assert (

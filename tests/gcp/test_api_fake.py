@@ -131,3 +131,16 @@ def test_injected_failures_and_the_teardown_check() -> None:
             answer = call(fake, "POST", "iam", "v1/projects/p/serviceAccounts", json={})
             assert answer.status_code == 503 and answer.json()["error"]["status"] == "UNAVAILABLE"
             call(fake, "GET", "iam", "v2/projects/p/serviceAccounts")
+
+
+def test_a_project_pending_deletion_takes_no_changes_until_undeleted(fake: GcpApiFake) -> None:
+    fake.add_project("acme-dev", state="DELETE_REQUESTED")
+    path = "v1/projects/acme-dev/services:batchEnable"
+    refused = call(fake, "POST", "serviceusage", path, json={"serviceIds": ["dns.googleapis.com"]})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["status"] == "FAILED_PRECONDITION"
+    op = call(fake, "POST", "cloudresourcemanager", "v3/projects/acme-dev:undelete", json={})
+    assert op.json()["done"] is True and fake.projects["acme-dev"]["state"] == "ACTIVE"
+    again = call(fake, "POST", "serviceusage", path, json={"serviceIds": ["dns.googleapis.com"]})
+    assert again.status_code == 200
+    assert fake.violations == []

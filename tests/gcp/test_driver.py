@@ -128,10 +128,24 @@ def test_a_create_race_and_a_project_id_taken_elsewhere(
     fake.add_project(PID, **{"nclav-managed": "true", "nclav-enclave": "dev"})
     fake.fail_next("cloudresourcemanager.projects.get", 403)
     driver.provision_enclave(enclave(network=False), None)
-    # An id someone else owns: 409 on create, never visible to us.
+    # An id someone else owns: 409 on create, never visible to us (retried, then failed).
     fake.fail_next("cloudresourcemanager.projects.create", 409, status="ALREADY_EXISTS")
-    with pytest.raises(PermanentError, match="acme-other is taken"):
+    with pytest.raises(TemporaryError, match="acme-other is taken"):
         driver.provision_enclave(enclave("other", network=False), None)
+
+
+def test_a_project_invisible_while_being_created_is_retried_not_failed(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    fake.hide_pending = True  # GET answers 403 until the create operation is done
+    fake.script_operations("pending")
+    with pytest.raises(WaitingError):
+        driver.provision_enclave(enclave(network=False), None)
+    with pytest.raises(TemporaryError, match="still being created"):
+        driver.provision_enclave(enclave(network=False), None)  # 409, and still invisible
+    fake.finish_operations()
+    handle, _ = driver.provision_enclave(enclave(network=False), None)
+    assert handle["project_id"] == PID
 
 
 def test_a_pending_operation_is_a_waiting_error_and_the_next_attempt_goes_on(
@@ -145,6 +159,20 @@ def test_a_pending_operation_is_a_waiting_error_and_the_next_attempt_goes_on(
     handle, _ = driver.provision_enclave(enclave(), None)
     assert handle["project_id"] == PID
     assert len(fake.called("cloudresourcemanager.projects.create")) == 1
+
+
+def test_a_pending_compute_operation_waits_and_the_rerun_meets_409(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    fake.add_project(PID, **{"nclav-managed": "true", "nclav-enclave": "dev"})
+    fake.script_operations("done", "pending")  # batchEnable, then the network insert
+    with pytest.raises(WaitingError, match="operation-"):
+        driver.provision_enclave(enclave(), None)
+    polls = fake.called("compute.globalOperations.get")
+    assert len(polls) == 1 and polls[0].http == "GET"  # looked once more, did not sleep
+    handle, _ = driver.provision_enclave(enclave(), None)
+    assert len(fake.called("compute.networks.insert")) == 2  # the second answered 409
+    assert len(handle["subnets"]) == 2
 
 
 def test_every_operation_pending_at_first_still_converges(
@@ -322,7 +350,39 @@ def test_partition_teardown_removes_its_bindings_and_account(
     assert fake.service_accounts == {}
     assert fake.policies[f"projects/{PID}"]["bindings"] == []
     driver.teardown_partition("dev", "db", handle, enclave_handle=enclave_handle)  # again: fine
+    # after the enclave's teardown (project DELETE_REQUESTED): nothing to call
+    driver.teardown_enclave(None, enclave_handle)
+    calls = len(fake.calls)
+    driver.teardown_partition("dev", "db", handle, enclave_handle=enclave_handle)
+    assert [c.method_id for c in fake.calls[calls:]] == ["cloudresourcemanager.projects.get"]
 
 
 def test_the_driver_is_an_orphan_scanner(driver: GcpDriver) -> None:
     assert isinstance(driver, OrphanScanner)
+
+
+def test_google_error_envelopes_become_nclav_errors() -> None:
+    from functions_gcp._rest import error_of, operation_error
+
+    throttled = error_of(
+        403,
+        {
+            "error": {
+                "code": 403,
+                "message": "slow down",
+                "errors": [{"reason": "rateLimitExceeded"}],
+            }
+        },
+        "compute insert",
+    )
+    assert isinstance(throttled, TemporaryError) and "throttled" in str(throttled)
+    assert throttled.retry_after_s == 30.0
+    aborted = error_of(409, {"error": {"status": "ABORTED", "message": "etag"}}, "set")
+    assert isinstance(aborted, TemporaryError)
+    denied = error_of(403, {"error": {"status": "PERMISSION_DENIED", "message": "no"}}, "get")
+    assert isinstance(denied, GcpApiError) and str(denied) == "get: PERMISSION_DENIED: no"
+    assert denied.status == 403 and denied.code == "PERMISSION_DENIED"
+    assert isinstance(error_of(502, "<html>bad gateway</html>", "get"), TemporaryError)
+    unavailable = operation_error({"done": True, "error": {"code": 14, "message": "x"}}, "op")
+    assert isinstance(unavailable, TemporaryError)
+    assert operation_error({"done": True, "response": {}}, "op") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import threading
@@ -295,12 +296,21 @@ def test_naming_rules() -> None:
     }
 
 
-def test_serve_names_a_missing_driver_option_by_flag_and_variable(tmp_path: Path) -> None:
+def test_serve_names_a_missing_driver_option_by_flag_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["--ephemeral", "--port", "0", "--home", str(tmp_path)]
     env = {"NCLAV_AWS_ORG_UNIT_ID": "", "NCLAV_AWS_EMAIL_DOMAIN": "", "NCLAV_URL": ""}
     result = CliRunner(env=env).invoke(serve, ["--cloud", "aws", *args])
     assert result.exit_code == 2
     assert "--aws-org-unit-id" in result.output and "NCLAV_AWS_EMAIL_DOMAIN" in result.output
+    # a cloud whose plugin is not installed (gcp's hidden: this installation may have it)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: importlib.metadata.EntryPoints(e for e in real(**kw) if e.name != "gcp"),
+    )
     result = CliRunner(env=env).invoke(serve, ["--cloud", "gcp", *args])
     assert result.exit_code == 2 and "no gcp driver in this installation" in result.output
 
