@@ -24,6 +24,7 @@ a ``werkzeug`` response back (imported when the first request comes, the framewo
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from nclav.api.http import ApiRequest, ApiResponse
+    from nclav.api.router import Router
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's request limit (HTTP/1)
+API_TIMEOUT_S = 3600.0  # the API service's request timeout (infra/gcp sets Cloud Run's to it)
 TRACE_HEADER = "X-Cloud-Trace-Context"  # TRACE_ID/SPAN_ID;o=1
 
 
@@ -50,13 +53,46 @@ def api(request: Any) -> Any:
         text = f"the request body is over {MAX_REQUEST_BYTES} bytes; upload bundles with "
         text += "POST /bundles/uploads"
         return to_result(error_result(413, "payload_too_large", text, request_id))
+    started = time.monotonic()
+    try:
+        timeout_s = _api_timeout_s()
+    except ValueError as exc:  # the deployment's mistake: 500 as any configuration error
+        error = exc
+
+        def unbuildable() -> Router:
+            raise error
+
+        return answer(
+            request,
+            request_id=request_id,
+            to_request=lambda raw: to_request(raw, request_id),
+            to_result=to_result,
+            router=unbuildable,  # /health still answers: liveness is not configuration
+        )
     return answer(
         request,
         request_id=request_id,
         to_request=lambda raw: to_request(raw, request_id),
         to_result=to_result,
         router=lambda: bootstrap.runtime().router,
+        time_left_s=lambda: timeout_s - (time.monotonic() - started),
     )
+
+
+def _api_timeout_s() -> float:
+    """The API service's request timeout (``NCLAV_API_TIMEOUT_S``, Cloud Run's up to 3600 s):
+    a ``?wait=`` is cut to it, so Cloud Run never cuts a waiting request off with a 504. Read
+    from the environment, not the settings: ``/health`` builds nothing."""
+    raw = os.environ.get("NCLAV_API_TIMEOUT_S", "").strip()
+    if not raw:
+        return API_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"NCLAV_API_TIMEOUT_S: expected a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def worker(request: Any) -> Any:

@@ -11,6 +11,7 @@ IaC worker's dispatch deadline.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,3 +226,34 @@ def test_logs_on_cloud_run_are_json_lines_with_a_severity(
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["severity"] == "WARNING" and line["message"] == "step handed back"
     assert line["attempt"] == 2
+
+
+def test_a_wait_is_cut_to_the_api_services_request_timeout(
+    deployment: tuple[Any, str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NCLAV_API_TIMEOUT_S", "8")  # ?wait= gets 8 s less core's 5 s margin
+    token = bootstrap.runtime().api_token()
+    tree = tmp_path / "tree" / "alpha"
+    tree.mkdir(parents=True)
+    (tree / "config.yml").write_text("id: alpha\nname: alpha\ncloud: local\nregion: local-1\n")
+    auth = {"Authorization": f"Bearer {token}"}
+    api = client("api")
+    _, data, _ = pack_directory(tree.parent)
+    digest = api.post("/bundles", data=data, headers=auth).get_json()["digest"]
+    started = time.monotonic()
+    # Nobody delivers the run's tasks: the wait runs to its cap, not to the 600 s asked.
+    found = api.post("/reconcile?wait=600", json={"bundle": digest}, headers=auth)
+    assert found.status_code == 202, found.get_json()
+    assert float(found.headers["X-Nclav-Wait-Capped"]) <= 3
+    assert time.monotonic() - started < 30
+
+
+def test_a_malformed_api_timeout_is_a_500_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NCLAV_API_TIMEOUT_S", "an hour")
+    api = client("api")
+    found = api.get("/runs")
+    assert found.status_code == 500 and found.get_json()["error"]["code"] == "internal"
+    assert "NCLAV_API_TIMEOUT_S: expected a number of seconds" in caplog.text
+    assert api.get("/health").status_code == 200  # liveness is not configuration
