@@ -19,9 +19,9 @@ and step alone would be refused for an hour.
 **Delays** are the task's ``schedule_time`` (up to 30 days ahead); no cap to work around.
 
 **Identity.** With ``service_account`` set, each task carries an OIDC token for that service
-account with the worker's URL as audience: Cloud Run's invoker check lets only that identity
-in. ``dispatch_deadline_s`` is how long Cloud Tasks waits for the worker's answer (15 s to
-30 min; the terraform queue needs the 30 min).
+account with the worker service's URL (scheme and host) as audience: Cloud Run's invoker
+check lets only that identity in. ``dispatch_deadline_s`` is how long Cloud Tasks waits for
+the worker's answer (15 s to 30 min; the terraform queue needs the 30 min).
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ QUEUE_NAME = "X-CloudTasks-QueueName"
 MAX_DEADLINE_S = 1800.0  # Cloud Tasks' longest dispatch deadline for an HTTP target
 MIN_DEADLINE_S = 15.0
 CREATE_DEADLINE_S = 30.0  # CreateTask retried (same name: idempotent) for at most this long
+
+
+def service_url(url: str) -> str:
+    """The service a URL names (scheme and host, no path): the audience Cloud Run checks an
+    OIDC token's ``aud`` against, whichever path the task is POSTed to."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def task_id(body: str, generation: int, origin: str) -> str:
@@ -164,7 +173,7 @@ class CloudTasksWorkQueue:
         if self.service_account:
             request["oidc_token"] = {
                 "service_account_email": self.service_account,
-                "audience": self.url,
+                "audience": service_url(self.url),
             }
         task: dict[str, Any] = {"name": name, "http_request": request}
         if delay_s > 0:
@@ -223,6 +232,7 @@ __all__ = [
     "TASK_NAME",
     "CloudTasksWorkQueue",
     "Received",
+    "service_url",
     "task_id",
     "tasks_client",
 ]

@@ -82,7 +82,7 @@ def test_a_task_posts_the_message_with_its_generation_origin_token_and_deadline(
     assert json.loads(request.body) == STEP
     assert request.headers[GENERATION] == "0" and len(request.headers[ORIGIN]) == 32
     assert request.oidc_token.service_account_email == "nclav-tasks@p.iam.gserviceaccount.com"
-    assert request.oidc_token.audience == URL
+    assert request.oidc_token.audience == "http://127.0.0.1:9"  # the service, not the path
     assert task.dispatch_deadline.total_seconds() == 1800
     ahead = task.schedule_time.timestamp() - datetime.now(UTC).timestamp()
     assert 3500 < ahead <= 3600
