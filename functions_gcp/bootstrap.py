@@ -79,8 +79,11 @@ class GcpRuntime(HostedRuntime):
         parts = {"secrets": secrets, **dict(clients or {})}
         super().__init__(settings, clock=clock, drivers=drivers, store=store, **parts)
         self.settings: Settings = settings
-        hint = f"Secret Manager secret {settings.secret_prefix}git-webhook-secret"
-        self.secret_hint = f"{hint} in {settings.project}"
+
+    @property
+    def secret_hint(self) -> str:
+        s = self.settings
+        return f"Secret Manager secret {s.secret_prefix}git-webhook-secret in {s.project}"
 
     def client(self, service: str) -> Any:
         """One client per service ("firestore", "storage", "tasks"), shared by the adapters,
