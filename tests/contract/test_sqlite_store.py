@@ -11,7 +11,9 @@ import pytest
 
 from nclav.local import SqliteStateStore
 from nclav.local._sqlite_schema import MIGRATIONS, READY_SINCE, SCHEMA_VERSION, SchemaError
-from nclav.records import EventKind
+from nclav.local._sqlite_steps import new_step_rows, step_params
+from nclav.plan import Action
+from nclav.records import EventKind, StepRecord, StepStatus
 from nclav.state import EnclaveState
 
 from .conftest import LEASE, T0, event, independent, make_run, started
@@ -121,6 +123,39 @@ def test_sqlite_migration_adds_sent_at_and_the_ready_index(tmp_path: Path) -> No
     with sqlite3.connect(path) as conn:
         indexes = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index'").fetchall()
     assert any(READY_SINCE in str(sql) for (sql,) in indexes)
+
+
+def test_sqlite_new_step_rows_hold_what_step_params_holds() -> None:
+    """A run's steps are inserted from rows read straight off the records: the same values,
+    column for column, as the dumped record an update writes (at version 1)."""
+    run_id = "r"
+    records = [
+        StepRecord(
+            run_id=run_id,
+            step_id="provision_enclave:a",
+            action=Action.PROVISION_ENCLAVE,
+            enclave_id="a",
+            dependents=("provision_partition:a/p",),
+            status=StepStatus.READY,
+        ),
+        StepRecord(
+            run_id=run_id,
+            step_id="provision_partition:a/p",
+            action=Action.PROVISION_PARTITION,
+            enclave_id="a",
+            target="p",
+            depends_on=("provision_enclave:a", "elsewhere"),
+            conditional=True,
+            not_before=12.5,
+            sent_at=3.0,
+            error="e",
+            version=7,
+        ),
+    ]
+    rows = new_step_rows(records)
+    for position, (row, record) in enumerate(zip(rows, records, strict=True)):
+        params = step_params(record.model_copy(update={"version": 1}), position=position)
+        assert row == [params["position"], *(params[c] for c in StepRecord.model_fields)]
 
 
 def test_sqlite_needs_a_file() -> None:

@@ -20,6 +20,7 @@ import re
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +63,8 @@ class Packed:
     files: dict[str, bytes]  # exactly the packed files
     commit: CommitInfo
     fetched_bytes: int  # pack bytes this fetch added to the local object store
+    fetch_s: float = 0.0  # seconds the fetch took (0 when the commit was here already)
+    load_s: float = 0.0  # seconds reading and checking the tree took
 
 
 def _client(url: str, token: str | None) -> tuple[object, str]:
@@ -124,9 +127,19 @@ class GitFetcher:
     def fetch_and_pack(self, url: str, token: str | None, commit: str, path: str) -> Packed:
         """Fetch ``commit`` and pack its tree at ``path`` (one source at a time)."""
         with self._lock(url):
+            started = time.perf_counter()
             repo, fetched = self.fetch(url, token, commit)
+            fetched_at = time.perf_counter()
             digest, desired, files = load_commit(repo, commit, path, url)
-            return Packed(digest, desired, files, commit_info(repo, commit), fetched)
+            return Packed(
+                digest,
+                desired,
+                files,
+                commit_info(repo, commit),
+                fetched,
+                fetch_s=fetched_at - started,
+                load_s=time.perf_counter() - fetched_at,
+            )
 
     def ls_remote(self, url: str, token: str | None, branch: str) -> str | None:
         """The branch head on the remote, or None when the branch does not exist."""

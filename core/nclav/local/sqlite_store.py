@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, NotFoundError
 from nclav.local._sqlite_db import Database, SqliteStoreError
-from nclav.local._sqlite_steps import INSERT_STEP, SqliteSteps, step_params
+from nclav.local._sqlite_steps import INSERT_NEW_STEPS, SqliteSteps, new_step_rows
 from nclav.records import (
     AuditEvent,
     DriftRecord,
@@ -114,13 +114,7 @@ class SqliteStateStore(SqliteSteps):
             if cur.rowcount != 1:
                 raise ConflictError(f"run {run.id} already exists")
             seq = cur.lastrowid
-            conn.executemany(
-                INSERT_STEP,
-                [
-                    step_params(s.model_copy(update={"version": 1}), position=i)
-                    for i, s in enumerate(steps)
-                ],
-            )
+            conn.executemany(INSERT_NEW_STEPS, new_step_rows(steps))
         return run.model_copy(update={"seq": seq})
 
     def get_run(self, run_id: str) -> Run | None:
@@ -167,13 +161,7 @@ class SqliteStateStore(SqliteSteps):
                 raise NotFoundError(f"run not found: {run.id}")
             if cur.rowcount != 1:
                 raise ConflictError(f"run {run.id} has already begun")
-            conn.executemany(
-                INSERT_STEP,
-                [
-                    step_params(s.model_copy(update={"version": 1}), position=i)
-                    for i, s in enumerate(steps)
-                ],
-            )
+            conn.executemany(INSERT_NEW_STEPS, new_step_rows(steps))
         return run.model_copy(update={"seq": row["seq"]})
 
     def list_unfinished_runs(self) -> list[Run]:
