@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nclav._gc import paused_gc
 from nclav.api.http import ApiResponse, error_response, json_response
 from nclav.bundle import pack
 from nclav.errors import Issue, SpecError
@@ -429,6 +430,19 @@ class GitSource:
                         p.outcome = f"superseded by {target.commit}"
 
     def _reconcile(self, target: PushRecord, url: str, token: str | None) -> Run | None:
+        """Fetch, load, pack and store ``target``'s tree, then start its run.
+
+        The cyclic garbage collector is paused throughout (``nclav._gc``): loading, packing
+        and planning a large tree allocate millions of objects, nearly all either kept (the
+        cached bundle, the plan) or freed by reference counting, and each automatic
+        collection meanwhile walked the whole growing heap again: on the 1,000 x 10
+        synthetic tree that was a fifth of the time from a push to its stored plan. One
+        collection after the run has begun does the work once.
+        """
+        with paused_gc():
+            return self._fetch_and_start(target, url, token)
+
+    def _fetch_and_start(self, target: PushRecord, url: str, token: str | None) -> Run | None:
         reporter = self._reporter()
         try:
             packed = self.fetcher.fetch_and_pack(url, token, target.commit, self.settings.path)
