@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, NotFoundError
@@ -58,6 +59,7 @@ _LISTS_AT = tuple(_AT[name] for name in _LISTS)
 _ENUMS_AT = (_AT["action"], _AT["status"])
 _CONDITIONAL_AT = _AT["conditional"]
 _VERSION_AT = _AT["version"]
+_FIELDS = operator.itemgetter(*_COLUMNS)
 
 
 def new_step_rows(steps: Sequence[StepRecord]) -> list[list[Any]]:
@@ -69,10 +71,9 @@ def new_step_rows(steps: Sequence[StepRecord]) -> list[list[Any]]:
     """
     rows: list[list[Any]] = []
     for position, step in enumerate(steps):
-        fields = step.__dict__
-        row = [position, *(fields[c] for c in _COLUMNS)]
+        row = [position, *_FIELDS(step.__dict__)]
         for at in _LISTS_AT:
-            row[at] = json.dumps(list(row[at])) if row[at] else "[]"
+            row[at] = json.dumps(row[at]) if row[at] else "[]"  # a tuple: a JSON array
         for at in _ENUMS_AT:
             row[at] = row[at].value
         row[_CONDITIONAL_AT] = int(row[_CONDITIONAL_AT])
