@@ -15,9 +15,12 @@ GitHub push deliveries built from the octokit example.
    (default 5), each a baseline then a push to a fresh server (stopped as the apply begins),
    so both sides of a pair see the same load on a shared machine; the median ratio and its
    spread are printed, with where the server's time went (its log line for the push: fetch,
-   load, pack and store the bundle, create and begin the run). Then once more with the
-   tree's applied state seeded (as bench_noop does: a no-op plan against 1,000 applied
-   enclaves). Target: <= 1.5.
+   load, pack and store the bundle, create and begin the run), and the ratio of CPU seconds
+   (the server process and the git server's CGIs, against git, the CGIs and the validating
+   process): steady on a busy machine, it is what the ratio comes to on an idle one. Then
+   once more with the tree's applied state seeded (as bench_noop does: a no-op plan against
+   1,000 applied enclaves). Target: <= 1.5. ``--dir /dev/shm`` keeps a shared machine's disk
+   load out of both sides (and makes the clone cheaper: the stricter comparison).
 3. A second push changing one file: pack bytes the second fetch added to the source's object
    store, as a share of the first's. Target: <= 10%.
 """
