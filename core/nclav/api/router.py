@@ -92,7 +92,7 @@ class RequestBody(BaseModel):
     enums, UUIDs and datetimes are still read from their JSON strings.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class RouteOptions(TypedDict, total=False):
