@@ -95,22 +95,58 @@ class _Queue:
             handled += 1
 
 
+_method = threading.local()  # the outermost StateStore method running on this thread
+
+
 @dataclass
 class Tally:
-    """Requests counted at a store's transport while ``active``, by operation."""
+    """Requests counted at a store's transport while ``active``, by operation and by the
+    ``StateStore`` method that made them."""
 
     active: bool = False
     by_operation: Counter[str] = field(default_factory=Counter)
+    by_method: Counter[str] = field(default_factory=Counter)
     ru: float = 0.0
 
     def add(self, operation: str, ru: float = 0.0) -> None:
         if self.active:
             self.by_operation[operation] += 1
+            self.by_method[getattr(_method, "name", None) or "(not a store method)"] += 1
             self.ru += ru
 
     @property
     def total(self) -> int:
         return sum(self.by_operation.values())
+
+    def clear(self) -> None:
+        self.by_operation.clear()
+        self.by_method.clear()
+        self.ru = 0.0
+
+
+class _Tracked:
+    """A ``StateStore`` proxy recording which port method is running (for ``by_method``)."""
+
+    def __init__(self, inner: StateStore) -> None:
+        from nclav.ports import StateStore as Port
+
+        self._inner = inner
+        self._port = {n for n in vars(Port) if not n.startswith("_")}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in self._port:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            outer = getattr(_method, "name", None)
+            _method.name = outer or name
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                _method.name = outer
+
+        return call
 
 
 @dataclass
@@ -119,6 +155,7 @@ class Result:
     requests: int
     steps: int
     by_operation: Counter[str]
+    by_method: Counter[str]
     ru: float | None = None
 
     @property
@@ -140,7 +177,7 @@ def run_workload(store: StateStore, tally: Tally, tree: Path, scratch: Path) -> 
     queue = _Queue()
     composition = compose(
         Settings(workspaces=scratch / "workspaces"),
-        store=store,
+        store=_Tracked(store),  # type: ignore[arg-type]
         queue=queue,
         blobs=DirectoryBlobStore(scratch / "blobs"),
         clock=SystemClock(),
@@ -149,8 +186,7 @@ def run_workload(store: StateStore, tally: Tally, tree: Path, scratch: Path) -> 
     )
     try:
         digest = str(composition.bundles.put(pack_directory(tree)[1])["digest"])
-        tally.by_operation.clear()
-        tally.ru = 0.0
+        tally.clear()
         tally.active = True
         run = composition.service.reconcile(digest, "api", 0.0)
         assert run is not None, "nothing to apply"
@@ -360,7 +396,9 @@ def measure(name: str, tree: Path) -> Result:
             store = stack.enter_context(cosmos_store(tally, scratch))
         requests, steps = run_workload(store, tally, tree, scratch)
         ru = tally.ru if name == "cosmos" else None
-        return Result(name, requests, steps, Counter(tally.by_operation), ru)
+        return Result(
+            name, requests, steps, Counter(tally.by_operation), Counter(tally.by_method), ru
+        )
 
 
 LABELS = {"dynamodb": "DynamoDB", "firestore": "Firestore", "cosmos": "Cosmos DB"}
@@ -408,6 +446,8 @@ def main() -> None:
             print(f"  {'':<10} ~{result.ru:.0f} request units estimated ({per:.1f} per step)")
         ops = ", ".join(f"{k} {n}" for k, n in result.by_operation.most_common())
         print(f"  {'':<10} by operation: {ops}")
+        methods = ", ".join(f"{k} {n}" for k, n in result.by_method.most_common())
+        print(f"  {'':<10} by method:    {methods}")
 
 
 if __name__ == "__main__":
