@@ -253,6 +253,8 @@ def stand_in(fixture: Any, root: Path) -> Iterator[str]:
         value = next(generator)
     except (pytest.skip.Exception, pytest.fail.Exception) as exc:
         raise Skip(str(getattr(exc, "msg", exc))) from None
+    except Exception as exc:  # noqa: BLE001 - a stand-in that did not start: say so, go on
+        raise Skip(f"the stand-in did not start: {type(exc).__name__}: {exc}") from None
     try:
         yield value
     finally:
