@@ -46,7 +46,7 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -177,7 +177,7 @@ def run_workload(store: StateStore, tally: Tally, tree: Path, scratch: Path) -> 
     queue = _Queue()
     composition = compose(
         Settings(workspaces=scratch / "workspaces"),
-        store=_Tracked(store),  # type: ignore[arg-type]
+        store=cast("StateStore", _Tracked(store)),
         queue=queue,
         blobs=DirectoryBlobStore(scratch / "blobs"),
         clock=SystemClock(),
@@ -263,10 +263,10 @@ def stand_in(fixture: Any, root: Path) -> Iterator[str]:
 
 @contextmanager
 def firestore_store(tally: Tally, root: Path) -> Iterator[StateStore]:
-    import grpc
+    import grpc  # type: ignore[import-untyped]
     from google.cloud import firestore
 
-    import stand_ins
+    import stand_ins  # type: ignore[import-not-found]
     from functions_gcp.firestore_store import FirestoreStateStore
 
     class Interceptor(
@@ -282,9 +282,10 @@ def firestore_store(tally: Tally, root: Path) -> Iterator[StateStore]:
         intercept_unary_unary = intercept_unary_stream = _count
         intercept_stream_unary = intercept_stream_stream = _count
 
-    class CountedClient(firestore.Client):  # type: ignore[misc]
+    class CountedClient(firestore.Client):
         def _emulator_channel(self, transport: Any) -> Any:
-            return grpc.intercept_channel(super()._emulator_channel(transport), Interceptor())
+            channel = super()._emulator_channel(transport)  # type: ignore[no-untyped-call]
+            return grpc.intercept_channel(channel, Interceptor())
 
     with stand_in(stand_ins.firestore_emulator, root) as host:
         os.environ["FIRESTORE_EMULATOR_HOST"] = host
@@ -348,7 +349,7 @@ def cosmos_store(tally: Tally, root: Path) -> Iterator[StateStore]:
     from azure.core.pipeline.transport import RequestsTransport
     from azure.cosmos import CosmosClient
 
-    import azure_stand_ins
+    import azure_stand_ins  # type: ignore[import-not-found]
     from functions_azure.cosmos_store import CosmosStateStore, create_container
 
     class CountedTransport(RequestsTransport):  # type: ignore[misc]
