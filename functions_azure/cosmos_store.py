@@ -122,7 +122,7 @@ def _claimable(step: StepRecord, now: float) -> bool:
     return False
 
 
-_MEMORY_SIZE = 4096  # documents remembered per store
+_MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
 _BATCH_MAX = 100  # operations in one transactional batch (the service's limit)
 EVENT_COUNTER = "counter"  # the event counter's id, in the events partition
 _MISSING: Doc = {}  # remembered as absent

@@ -102,7 +102,7 @@ class _Stale(Exception):
     """A decision taken on memory (``_Memory``) that writes nothing: read and decide again."""
 
 
-_MEMORY_SIZE = 4096  # documents remembered per store
+_MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
 
 
 class _Seen:
