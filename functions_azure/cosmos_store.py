@@ -67,13 +67,13 @@ from nclav.records import (
     TfLock,
     check_finish_status,
     check_run_steps,
-    iso_time,
     ready_since,
 )
+from nclav.runtime.stores import claimable, claimed, finished, holds, renewed, seq_text
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from azure.cosmos import ContainerProxy
     from pydantic import JsonValue
@@ -112,14 +112,6 @@ def _json(model: Any, **options: Any) -> Any:
 def _plain(doc: Doc) -> Doc:
     """``doc`` without the system properties Cosmos adds (``_etag``, ``_rid``, ``_ts``, ...)."""
     return {k: v for k, v in doc.items() if not k.startswith("_")}
-
-
-def _claimable(step: StepRecord, now: float) -> bool:
-    if step.status == StepStatus.READY:
-        return step.not_before is None or step.not_before <= now
-    if step.status == StepStatus.RUNNING:
-        return step.lease_expires_at is not None and step.lease_expires_at <= now
-    return False
 
 
 _MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
@@ -578,9 +570,11 @@ class CosmosStateStore:
         found = self._query("SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk AND c.final = false", pk)
         return bool(found and found[0])
 
-    def _change(self, run_id: str, step_id: str, decide: Any) -> StepRecord | None:
-        """Read the step, let ``decide(step)`` return its new fields (or None: leave it), and
-        write them conditioned on the etag read; again from the read when another writer won."""
+    def _change(
+        self, run_id: str, step_id: str, decide: Callable[[StepRecord], StepRecord | None]
+    ) -> StepRecord | None:
+        """Read the step, let ``decide(step)`` return it changed (or None: leave it), and
+        write it conditioned on the etag read; again from the read when another writer won."""
         fresh = False
         while True:
             doc, remembered = self._known(_steps_pk(run_id), _id(step_id), fresh)
@@ -589,13 +583,11 @@ class CosmosStateStore:
                 if remembered:
                     continue  # "nothing to write" is decided on a fresh read only
                 return None
-            step = StepRecord.model_validate(doc["doc"])
-            update = decide(step)
-            if update is None:
+            new = decide(StepRecord.model_validate(doc["doc"]))
+            if new is None:
                 if remembered:
                     continue
                 return None
-            new = step.model_copy(update={**update, "version": step.version + 1})
             try:
                 self._replace(self._step_doc(new, int(doc["pos"])), doc["_etag"])
             except (ConflictError, NotFoundError):
@@ -605,29 +597,16 @@ class CosmosStateStore:
     def claim_step(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:
-        def decide(step: StepRecord) -> dict[str, Any] | None:
-            if not _claimable(step, now):
-                return None
-            return {
-                "status": StepStatus.RUNNING,
-                "attempts": step.attempts + 1,
-                "lease_owner": owner,
-                "lease_expires_at": now + lease_s,
-                "not_before": None,
-                "started_at": iso_time(now),
-            }
+        def decide(step: StepRecord) -> StepRecord | None:
+            return claimed(step, owner, lease_s, now) if claimable(step, now) else None
 
         return self._change(run_id, step_id, decide)
-
-    @staticmethod
-    def _holds(step: StepRecord, owner: str) -> bool:
-        return step.status == StepStatus.RUNNING and step.lease_owner == owner
 
     def renew_lease(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> bool:
-        def decide(step: StepRecord) -> dict[str, Any] | None:
-            return {"lease_expires_at": now + lease_s} if self._holds(step, owner) else None
+        def decide(step: StepRecord) -> StepRecord | None:
+            return renewed(step, lease_s, now) if holds(step, owner) else None
 
         return self._change(run_id, step_id, decide) is not None
 
@@ -644,18 +623,8 @@ class CosmosStateStore:
     ) -> StepRecord | None:
         check_finish_status(status)
 
-        def decide(step: StepRecord) -> dict[str, Any] | None:
-            if not self._holds(step, owner):
-                return None
-            return {
-                "status": status,
-                "error": error,
-                "finished_at": iso_time(now),
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "not_before": not_before,
-                "sent_at": now if status == StepStatus.READY else step.sent_at,
-            }
+        def decide(step: StepRecord) -> StepRecord | None:
+            return finished(step, status, error, now, not_before) if holds(step, owner) else None
 
         return self._change(run_id, step_id, decide)
 
@@ -730,7 +699,7 @@ class CosmosStateStore:
                 continue
             seq = int(counter["n"]) + 1
             doc = {
-                "id": f"{seq:020d}",
+                "id": seq_text(seq),
                 "pk": EVENTS,
                 "type": "event",
                 "seq": seq,

@@ -59,7 +59,6 @@ from functions_gcp._firestore_docs import (
     drift_id,
     quoted,
     read_doc,
-    seq_text,
     step_doc_id,
 )
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
@@ -74,8 +73,17 @@ from nclav.records import (
     TfLock,
     check_finish_status,
     check_run_steps,
-    iso_time,
     ready_since,
+)
+from nclav.runtime.stores import (
+    claimable,
+    claimed,
+    finished,
+    holds,
+    lease_expired,
+    renewed,
+    seq_text,
+    stuck_ready,
 )
 from nclav.runtime.timing import backoff
 from nclav.state import EnclaveState
@@ -238,14 +246,6 @@ def _replacing(fields: dict[str, Any], sparse: Sequence[str]) -> dict[str, Any]:
 def _step(snap: Any) -> StepRecord:
     data = snap.to_dict() or {}
     return StepRecord.model_validate_json(read_doc(data))
-
-
-def _claimable(step: StepRecord, now: float) -> bool:
-    if step.status == StepStatus.READY:
-        return step.not_before is None or step.not_before <= now
-    if step.status == StepStatus.RUNNING:
-        return step.lease_expires_at is not None and step.lease_expires_at <= now
-    return False
 
 
 class FirestoreStateStore:
@@ -561,35 +561,20 @@ class FirestoreStateStore:
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, StepRecord | None]:
-            if step is None or not _claimable(step, now):
+            if step is None or not claimable(step, now):
                 return None, None
-            new = step.model_copy(
-                update={
-                    "status": StepStatus.RUNNING,
-                    "attempts": step.attempts + 1,
-                    "lease_owner": owner,
-                    "lease_expires_at": now + lease_s,
-                    "not_before": None,
-                    "started_at": iso_time(now),
-                    "version": step.version + 1,
-                }
-            )
+            new = claimed(step, owner, lease_s, now)
             return new, new
 
         return self._change_step(run_id, step_id, f"claim step {run_id}/{step_id}", decide)
-
-    @staticmethod
-    def _held(step: StepRecord | None, owner: str) -> bool:
-        return step is not None and step.status == StepStatus.RUNNING and step.lease_owner == owner
 
     def renew_lease(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> bool:
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, bool]:
-            if step is None or not self._held(step, owner):
+            if step is None or not holds(step, owner):
                 return None, False
-            update = {"lease_expires_at": now + lease_s, "version": step.version + 1}
-            return step.model_copy(update=update), True
+            return renewed(step, lease_s, now), True
 
         return self._change_step(run_id, step_id, f"renew lease {run_id}/{step_id}", decide)
 
@@ -607,20 +592,9 @@ class FirestoreStateStore:
         check_finish_status(status)
 
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, StepRecord | None]:
-            if step is None or not self._held(step, owner):
+            if step is None or not holds(step, owner):
                 return None, None
-            new = step.model_copy(
-                update={
-                    "status": status,
-                    "error": error,
-                    "finished_at": iso_time(now),
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "not_before": not_before,
-                    "sent_at": now if status == StepStatus.READY else step.sent_at,
-                    "version": step.version + 1,
-                }
-            )
+            new = finished(step, status, error, now, not_before)
             return new, new
 
         return self._change_step(run_id, step_id, f"finish step {run_id}/{step_id}", decide)
@@ -652,13 +626,11 @@ class FirestoreStateStore:
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         found = self._steps_by("lease_at", now, "list expired leases")
-        return [s for _, _, s in found if s.status == StepStatus.RUNNING and _claimable(s, now)]
+        return [s for _, _, s in found if lease_expired(s, now)]
 
     def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
         found = self._steps_by("ready_at", older_than, "list stuck ready steps")
-        return [
-            s for _, _, s in found if s.status == StepStatus.READY and ready_since(s) <= older_than
-        ]
+        return [s for _, _, s in found if stuck_ready(s, older_than)]
 
     # -- audit events ----------------------------------------------------------------------
 

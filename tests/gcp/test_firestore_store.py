@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from google.cloud.firestore import Client
 
-from functions_gcp._firestore_docs import MAX_DOC_BYTES, DocumentTooLargeError
+from functions_gcp._firestore_docs import MAX_DOC_BYTES
 from functions_gcp.firestore_store import FirestoreStateStore
 from nclav.errors import ConflictError
 from nclav.plan import Action, Step
 from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
+from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
 from stand_ins import FIRESTORE_PROJECT
 
@@ -110,7 +111,7 @@ def test_a_large_document_is_stored_compressed(store: FirestoreStateStore, clien
 
 def test_a_document_over_the_limit_is_refused_by_name(store: FirestoreStateStore) -> None:
     noise = base64.b64encode(os.urandom(1_200_000)).decode()  # ~1.2 MB even compressed
-    with pytest.raises(DocumentTooLargeError, match="enclave a is .* at most"):
+    with pytest.raises(RecordTooLargeError, match="enclave a is .* at most"):
         store.put_enclave(EnclaveState(enclave_id="a", context_vars={"n": noise}), None)
     assert store.get_enclave("a") is None
 
