@@ -1,32 +1,56 @@
 """``CosmosStateStore``: the StateStore on one Cosmos DB (NoSQL) container, partition key
 ``/pk``. The layout is in README.md ("The Cosmos store's layout"); every document is
-``{id, pk, type, doc, ...}`` with the record's JSON under ``doc`` and the fields the store
-queries beside it.
+``{id, pk, type, doc, ...}`` with the record's JSON under ``doc`` (or compressed under
+``docz``) and the fields the store queries beside it.
 
 Every compare-and-swap is one single-item write conditioned on the etag of the read that
 decided it (``MatchConditions.IfNotModified``): a 412 means another writer got there first,
 and the store reads again and decides again. Creating a document that must not exist is a
-create (409 when it does). Event and IaC-run numbers are a patch ``incr``, atomic on one
-item; run numbers go through a turnstile on the run counter (``_take_run_seq``), so runs
-become visible in seq order as the engine needs. Transactional batches are never relied
-on: the local stand-in does not make them atomic. Document ids cannot hold ``/ \\ ? #``,
-so keys are escaped (``_id``). Runs, IaC runs, drift records and Terraform documents each
-share one logical partition (20 GB, 10,000 RU/s): ample for their volume, and what keeps
-their listings single-partition queries.
+create (409 when it does). IaC-run numbers are a patch ``incr``, atomic on one item; run
+numbers go through a turnstile on the run counter (``_take_run_seq``), so runs become
+visible in seq order as the engine needs. Transactional batches write a run's steps (one
+request per 100) and are never relied on for atomicity there: the local stand-in does not
+make them atomic. The one batch whose atomicity counts is ``append_event``'s (the counter's
+etag-conditioned replace, then the event's create): atomic on Cosmos, and the stand-in stops
+it at the first failed operation. Document ids cannot hold ``/ \\ ? #``, so keys are
+escaped (``_id``). Runs, IaC runs, drift records and Terraform documents each share one
+logical partition (20 GB, 10,000 RU/s): ample for their volume, and what keeps their
+listings single-partition queries.
 
-Known gaps (issue 16, next session):
+**Plans.** A run's steps are written before the run document that commits them, each
+carrying its plan's token (``plan``), and the run document names that token once the plan is
+whole: ``create_run`` writes the steps (creates, in plan order), then the run; ``begin_run``
+claims the queued run (``claim``, so two workers never write one run's steps at once), writes
+the steps, then commits the run running, naming their plan. ``list_steps`` and the sweeper's
+listings read the run document and keep only the steps of the plan it names, so a begin in
+progress, one that died mid-write, or a ``create_run`` that died before its run document
+shows no steps. A run's plan, once named, never changes: a remembered run document naming
+one is as good as a read (``_run_for_steps``). Point reads of a step (``get_step``,
+``get_steps``, the claims) are not filtered: a step is only ever addressed by a message sent
+after its plan was committed, or found through the filtered listings. ``has_unfinished_steps``
+counts every step of the partition: it is asked only of a running run, whose partition holds
+its plan alone (a takeover deletes a dead claimant's steps before writing its own).
 
-* ``create_run`` writes the steps (creates, in plan order) and then the run document, so a
-  run is never seen with part of its plan; a process dying in between leaves steps no run
-  refers to, and the run id taken. ``begin_run`` claims the queued run, writes the steps,
-  then commits the run as running: while it writes, the run is still queued and its steps
-  already readable (the sweeper could list them as stuck ready steps before the commit).
-  Readers checking a plan token, as DynamoDB's store does, would close that window.
-* Items are not compressed: a document above Cosmos's 2 MB limit fails with the service's
-  413 (``AzureServiceError``) instead of a clear error naming the record.
-* ``has_unfinished_steps`` and the listings are queries: exact for the writer's own client
-  (session consistency); other processes need the account at Strong or Bounded Staleness
-  consistency, or the read of their own write's session token, for the same guarantee.
+**Records as items.** A record is its JSON object under ``doc``; above core's
+``COMPRESS_ABOVE`` it is zlib-compressed and base64-encoded under ``docz`` instead
+(``nclav.runtime.stores.pack_record``: request units grow with an item's size). One whose
+compressed form would not fit Cosmos's 2 MB item (``MAX_RECORD_BYTES``) is refused before any
+request with ``RecordTooLargeError`` naming the record, never cut or half-written.
+
+**Consistency: the account must be at Strong.** Every compare-and-swap is etag-conditioned,
+and Cosmos checks an etag on the write region's current item whatever the consistency level,
+so no write ever lands on a stale decision. But the store also decides *not* to write on a
+read (a step not claimable, a version that does not match, a mutex someone holds) and
+answers questions by queries (``has_unfinished_steps``, ``list_unfinished_runs``, the
+sweeper's listings), and the writers are other processes: a worker finishing a step, the
+sweeper, the API. Session consistency (the default for a new account) guarantees
+read-your-writes only to the client that wrote; another process may read an older version.
+A step readied by one worker could then look pending to the worker claiming it (its message
+dropped, the step left to the sweeper), and a step handed back ready could look finished to
+``has_unfinished_steps`` (the run finalised with a step still to run). Strong consistency
+(linearizable reads within the region; infra/azure's ``cosmos_consistency`` default) rules
+both out; its reads cost about twice the request units of session reads. Within one process
+(the tests, ``nclav serve`` with one client) session consistency gives the same answers.
 
 **No read before a write this process can decide without one.** The store remembers, per
 document, what it last read or wrote of it, ``_etag`` included (``_Memory``: every point
@@ -38,21 +62,24 @@ enclave, then writes it; takes the run counter and releases it); when it changed
 the condition fails (412, or 409/404 for a create or a delete) and the method reads and
 decides again, as before. A decision not to write (a step not claimable, a version that does
 not match, a mutex someone holds) is never taken on memory: it is read again first. Reads
-(``get_*``, ``list_*``) always ask Cosmos. A run's steps are written as transactional batches
-(up to 100 operations, one request each; never relied on for atomicity, see above).
+(``get_*``, ``list_*``) always ask Cosmos, but for the plan a remembered run names. A run's
+steps are written as transactional batches (up to 100 operations, one request each; never
+relied on for atomicity, see above).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
+from pydantic import BaseModel
 
 from functions_azure._errors import azure_errors
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
@@ -69,7 +96,16 @@ from nclav.records import (
     check_run_steps,
     ready_since,
 )
-from nclav.runtime.stores import claimable, claimed, finished, holds, renewed, seq_text
+from nclav.runtime.stores import (
+    claimable,
+    claimed,
+    finished,
+    holds,
+    pack_record,
+    renewed,
+    seq_text,
+    unpack_record,
+)
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
@@ -79,6 +115,11 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
 Doc = dict[str, Any]
+M = TypeVar("M", bound=BaseModel)
+# A Cosmos DB item holds at most 2 MB (2,097,152 bytes of its JSON, every property included).
+# A compressed record is stored base64 (4 characters per 3 bytes): its compressed bytes get
+# at most this much (2,000,000 characters), the item's other properties ~97 KB of room.
+MAX_RECORD_BYTES = 1_500_000
 ENCLAVES, RUNS, COUNTERS, EVENTS, IAC, DRIFT, TF = (
     "enclaves",
     "runs",
@@ -105,8 +146,23 @@ def _steps_pk(run_id: str) -> str:
     return f"run:{run_id}"
 
 
-def _json(model: Any, **options: Any) -> Any:
-    return json.loads(model.model_dump_json(**options))
+def _packed(model: BaseModel, what: str, **options: Any) -> Doc:
+    """A record as an item's fields: its JSON as the object ``doc``, or, above core's
+    ``COMPRESS_ABOVE``, zlib-compressed and base64-encoded as ``docz`` (never both). Raises
+    ``RecordTooLargeError`` naming ``what`` when even that would not fit in an item."""
+    packed = pack_record(
+        model.model_dump_json(**options), what, max_bytes=MAX_RECORD_BYTES, where="a Cosmos DB item"
+    )
+    if isinstance(packed, str):
+        return {"doc": json.loads(packed)}
+    return {"docz": base64.b64encode(packed).decode()}
+
+
+def _record(cls: type[M], doc: Doc) -> M:
+    """The record ``_packed`` stored in ``doc``."""
+    if "docz" in doc:
+        return cls.model_validate_json(unpack_record(base64.b64decode(doc["docz"])))
+    return cls.model_validate(doc["doc"])
 
 
 def _plain(doc: Doc) -> Doc:
@@ -269,11 +325,11 @@ class CosmosStateStore:
         doc = self._read(ENCLAVES, _id(enclave_id))
         if doc is None:
             return None
-        return EnclaveState.model_validate(doc["doc"]), int(doc["version"])
+        return _record(EnclaveState, doc), int(doc["version"])
 
     def list_enclaves(self) -> list[EnclaveState]:
         docs = self._query("SELECT * FROM c WHERE c.pk = @pk", ENCLAVES)
-        states = [EnclaveState.model_validate(d["doc"]) for d in docs]
+        states = [_record(EnclaveState, d) for d in docs]
         return sorted(states, key=lambda s: s.enclave_id)
 
     def put_enclave(self, state: EnclaveState, expected_version: int | None) -> int:
@@ -283,7 +339,7 @@ class CosmosStateStore:
             "pk": ENCLAVES,
             "type": "enclave",
             "version": (expected_version or 0) + 1,
-            "doc": _json(state, by_alias=True),
+            **_packed(state, f"enclave {state.enclave_id}", by_alias=True),
         }
         for fresh in (False, True):  # a conflict is only ever decided on a fresh read
             current, remembered = self._known(ENCLAVES, doc_id, fresh)
@@ -329,8 +385,9 @@ class CosmosStateStore:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def _run_doc(self, run: Run, seq: int, step_count: int) -> Doc:
-        return {
+    def _run_doc(self, run: Run, seq: int, step_count: int, plan: str | None) -> Doc:
+        """The run document; ``plan`` is the token of the steps it commits (``list_steps``)."""
+        doc = {
             "id": _id(run.id),
             "pk": RUNS,
             "type": "run",
@@ -338,32 +395,35 @@ class CosmosStateStore:
             "status": str(run.status),
             "final": run.status.final,
             "steps": step_count,
-            "doc": _json(run, exclude={"seq"}),
+            **_packed(run, f"run {run.id}", exclude={"seq"}),
         }
+        if plan is not None:
+            doc["plan"] = plan
+        return doc
 
     @staticmethod
     def _run_from(doc: Doc) -> Run:
-        return Run.model_validate({**doc["doc"], "seq": doc["seq"]})
+        return _record(Run, doc).model_copy(update={"seq": int(doc["seq"])})
 
-    def _fresh_step_docs(self, steps: Sequence[StepRecord]) -> list[Doc]:
+    def _fresh_step_docs(self, steps: Sequence[StepRecord], plan: str) -> list[Doc]:
         return [
-            self._step_doc(step.model_copy(update={"version": 1}), position)
+            self._step_doc(step.model_copy(update={"version": 1}), position, plan)
             for position, step in enumerate(steps)
         ]
 
-    def _write_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
-        self._batch(_steps_pk(run_id), "upsert", self._fresh_step_docs(steps))
+    def _write_steps(self, run_id: str, steps: Sequence[StepRecord], plan: str) -> None:
+        self._batch(_steps_pk(run_id), "upsert", self._fresh_step_docs(steps, plan))
 
-    def _create_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
+    def _create_steps(self, run_id: str, steps: Sequence[StepRecord], plan: str) -> None:
         """Create the steps in plan order; ``ConflictError`` at the first that exists (two
         creators of one run meet at its first step, so the loser writes nothing)."""
         try:
-            self._batch(_steps_pk(run_id), "create", self._fresh_step_docs(steps))
+            self._batch(_steps_pk(run_id), "create", self._fresh_step_docs(steps, plan))
         except ConflictError as exc:
             raise ConflictError(f"run {run_id} already exists") from exc
 
-    def _step_doc(self, step: StepRecord, position: int) -> Doc:
-        return {
+    def _step_doc(self, step: StepRecord, position: int, plan: str | None) -> Doc:
+        doc = {
             "id": _id(step.step_id),
             "pk": _steps_pk(step.run_id),
             "type": "step",
@@ -373,8 +433,11 @@ class CosmosStateStore:
             "final": step.status.final,
             "lease_expires_at": step.lease_expires_at,
             "ready_at": ready_since(step) if step.status == StepStatus.READY else None,
-            "doc": _json(step),
+            **_packed(step, f"step {step.run_id}/{step.step_id}"),
         }
+        if plan is not None:
+            doc["plan"] = plan
+        return doc
 
     def create_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
         # Steps first, the run document last: a run is seen only with its whole plan, as
@@ -384,10 +447,12 @@ class CosmosStateStore:
         # without (a run planned when it begins), the run document's create tells.
         if steps and self._read(RUNS, _id(run.id)) is not None:
             raise ConflictError(f"run {run.id} already exists")
-        self._create_steps(run.id, steps)
+        plan = uuid.uuid4().hex if steps else None
+        if plan is not None:
+            self._create_steps(run.id, steps, plan)
         seq = self._take_run_seq(run.id)
         try:
-            self._create(self._run_doc(run, seq, len(steps)))
+            self._create(self._run_doc(run, seq, len(steps), plan))
         except ConflictError as exc:
             raise ConflictError(f"run {run.id} already exists") from exc
         finally:
@@ -480,7 +545,8 @@ class CosmosStateStore:
             if expect is not None and stored.status != expect:
                 raise ConflictError(f"run {run.id} is {stored.status}, not {expect}")
             try:
-                self._replace(self._run_doc(run, stored.seq, int(doc["steps"])), doc["_etag"])
+                new = self._run_doc(run, stored.seq, int(doc["steps"]), doc.get("plan"))
+                self._replace(new, doc["_etag"])
             except ConflictError:
                 continue  # changed meanwhile: decide again on what it is now
             return run.model_copy(update={"seq": stored.seq})
@@ -518,9 +584,9 @@ class CosmosStateStore:
             raise ConflictError(f"run {run.id} has already begun") from exc
         if previous:
             self._delete_steps(run.id)
-        self._write_steps(run.id, steps)
+        self._write_steps(run.id, steps, token)
         try:
-            self._replace(self._run_doc(run, stored.seq, len(steps)), claimed["_etag"])
+            self._replace(self._run_doc(run, stored.seq, len(steps), token), claimed["_etag"])
         except (ConflictError, NotFoundError) as exc:
             # Changed meanwhile (cancelled): our steps belong to no plan. Remove them unless
             # another worker has taken the claim over (then they are its steps now).
@@ -542,27 +608,37 @@ class CosmosStateStore:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _step_docs(self, run_id: str) -> list[Doc]:
-        pk = _steps_pk(run_id)
-        docs = self._query("SELECT * FROM c WHERE c.pk = @pk", pk)
-        return sorted(docs, key=lambda d: int(d["pos"]))
+    def _run_for_steps(self, run_id: str) -> Doc | None:
+        """The run document that says which of its partition's steps are its plan: the one
+        remembered when it names a plan (a run's plan, once committed, never changes), else
+        read."""
+        known = self._memory.get(RUNS, _id(run_id))
+        if known and known.get("plan"):
+            return dict(known)
+        return self._read(RUNS, _id(run_id))
 
     def list_steps(self, run_id: str) -> list[StepRecord]:
-        return [StepRecord.model_validate(d["doc"]) for d in self._step_docs(run_id)]
+        # The run document first: steps are written before the run names them, so every
+        # step of the plan it names exists by the time it is read.
+        run = self._run_for_steps(run_id)
+        if run is None:
+            return []  # steps without a run: a create_run that never finished
+        docs = self._query("SELECT * FROM c WHERE c.pk = @pk", _steps_pk(run_id))
+        mine = sorted(
+            (d for d in docs if d.get("plan") == run.get("plan")), key=lambda d: int(d["pos"])
+        )
+        return [_record(StepRecord, d) for d in mine]
 
     def get_step(self, run_id: str, step_id: str) -> StepRecord | None:
         doc = self._read(_steps_pk(run_id), _id(step_id))
-        return None if doc is None else StepRecord.model_validate(doc["doc"])
+        return None if doc is None else _record(StepRecord, doc)
 
     def get_steps(self, run_id: str, step_ids: Sequence[str]) -> dict[str, StepRecord]:
         ids = [_id(step_id) for step_id in dict.fromkeys(step_ids)]
         if not ids:
             return {}
         sql = "SELECT * FROM c WHERE c.pk = @pk AND ARRAY_CONTAINS(@ids, c.id)"
-        found = (
-            StepRecord.model_validate(d["doc"])
-            for d in self._query(sql, _steps_pk(run_id), ids=ids)
-        )
+        found = (_record(StepRecord, d) for d in self._query(sql, _steps_pk(run_id), ids=ids))
         return {step.step_id: step for step in found}
 
     def has_unfinished_steps(self, run_id: str) -> bool:
@@ -583,13 +659,13 @@ class CosmosStateStore:
                 if remembered:
                     continue  # "nothing to write" is decided on a fresh read only
                 return None
-            new = decide(StepRecord.model_validate(doc["doc"]))
+            new = decide(_record(StepRecord, doc))
             if new is None:
                 if remembered:
                     continue
                 return None
             try:
-                self._replace(self._step_doc(new, int(doc["pos"])), doc["_etag"])
+                self._replace(self._step_doc(new, int(doc["pos"]), doc.get("plan")), doc["_etag"])
             except (ConflictError, NotFoundError):
                 continue
             return new
@@ -632,7 +708,7 @@ class CosmosStateStore:
         new = step.model_copy(update={"version": expected_version + 1})
         for fresh in (False, True):  # a refusal is only ever decided on a fresh read
             doc, remembered = self._known(_steps_pk(step.run_id), _id(step.step_id), fresh)
-            stored = None if doc is None else StepRecord.model_validate(doc["doc"])
+            stored = None if doc is None else _record(StepRecord, doc)
             if stored is None or stored.version != expected_version:
                 if remembered:
                     continue
@@ -644,7 +720,7 @@ class CosmosStateStore:
                 )
             assert doc is not None
             try:
-                self._replace(self._step_doc(new, int(doc["pos"])), doc["_etag"])
+                self._replace(self._step_doc(new, int(doc["pos"]), doc.get("plan")), doc["_etag"])
             except (ConflictError, NotFoundError) as exc:
                 if remembered:
                     continue
@@ -659,12 +735,16 @@ class CosmosStateStore:
         docs = self._query(
             f"SELECT * FROM c WHERE c.type = 'step' AND {condition}", None, **parameters
         )
-        seqs: dict[str, int] = {}
-        for run_id in {d["run_id"] for d in docs}:
-            run = self._read(RUNS, _id(run_id))
-            seqs[run_id] = int(run["seq"]) if run else 0
-        docs.sort(key=lambda d: (seqs[d["run_id"]], int(d["pos"])))
-        return [StepRecord.model_validate(d["doc"]) for d in docs]
+        runs = {run_id: self._run_for_steps(run_id) for run_id in {d["run_id"] for d in docs}}
+        # Only the steps of a plan their run names: not those of a begin_run still writing
+        # (or of one that died), nor of a create_run that never wrote its run.
+        mine = []
+        for d in docs:
+            run = runs[d["run_id"]]
+            if run is not None and run.get("plan") == d.get("plan"):
+                mine.append((int(run["seq"]), int(d["pos"]), d))
+        mine.sort(key=lambda m: (m[0], m[1]))
+        return [_record(StepRecord, d) for _, _, d in mine]
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         return self._steps_where(
@@ -688,7 +768,7 @@ class CosmosStateStore:
         batch stops at its first failed operation (424 for the rest, on the stand-in too), so
         a lost counter writes no event; the counter is then read and the batch sent again.
         """
-        body = _json(event, exclude={"seq"})
+        body = _packed(event, f"event {event.kind.value}", exclude={"seq"})
         fresh = False
         while True:
             counter, _ = self._known(EVENTS, EVENT_COUNTER, fresh)
@@ -705,7 +785,7 @@ class CosmosStateStore:
                 "seq": seq,
                 "enclave_id": event.enclave_id,
                 "run_id": event.run_id,
-                "doc": body,
+                **body,
             }
             moved = {**_plain(counter), "n": seq}
             operations: list[Any] = [
@@ -751,7 +831,7 @@ class CosmosStateStore:
             EVENTS,
             **extra,
         )
-        events = [AuditEvent.model_validate({**d["doc"], "seq": d["seq"]}) for d in docs]
+        events = [_record(AuditEvent, d).model_copy(update={"seq": int(d["seq"])}) for d in docs]
         return events[::-1]
 
     # -- IaC runs ------------------------------------------------------------------------------
@@ -770,7 +850,7 @@ class CosmosStateStore:
             "enclave_id": run.enclave_id,
             "partition_id": run.partition_id,
             "started_at": run.started_at,
-            "doc": _json(run),
+            **_packed(run, f"IaC run {run.id}"),
         }
         if current is None:
             doc["n"] = self._next("iac")
@@ -783,7 +863,7 @@ class CosmosStateStore:
 
     def get_iac_run(self, run_id: str) -> IacRun | None:
         doc = self._read(IAC, _id(run_id))
-        return None if doc is None else IacRun.model_validate(doc["doc"])
+        return None if doc is None else _record(IacRun, doc)
 
     def list_iac_runs(self, enclave_id: str, partition_id: str, limit: int = 100) -> list[IacRun]:
         docs = self._query(
@@ -793,7 +873,7 @@ class CosmosStateStore:
             p=partition_id,
         )
         docs.sort(key=lambda d: (d["started_at"], int(d["n"])), reverse=True)
-        return [IacRun.model_validate(d["doc"]) for d in docs[: max(limit, 0)]]
+        return [_record(IacRun, d) for d in docs[: max(limit, 0)]]
 
     # -- drift ---------------------------------------------------------------------------------
 
@@ -805,13 +885,13 @@ class CosmosStateStore:
                 "type": "drift",
                 "enclave_id": record.enclave_id,
                 "partition_id": record.partition_id,
-                "doc": _json(record),
+                **_packed(record, "drift record"),
             }
         )
 
     def get_drift(self, enclave_id: str, partition_id: str) -> DriftRecord | None:
         doc = self._read(DRIFT, _id(f"{enclave_id}/{partition_id}"))
-        return None if doc is None else DriftRecord.model_validate(doc["doc"])
+        return None if doc is None else _record(DriftRecord, doc)
 
     def delete_drift(self, enclave_id: str, partition_id: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -827,7 +907,7 @@ class CosmosStateStore:
                 e=enclave_id,
             )
         docs.sort(key=lambda d: (d["enclave_id"], d["partition_id"]))
-        return [DriftRecord.model_validate(d["doc"]) for d in docs]
+        return [_record(DriftRecord, d) for d in docs]
 
     # -- Terraform locks and state pointers ----------------------------------------------------
 
