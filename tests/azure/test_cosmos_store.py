@@ -243,6 +243,25 @@ def test_a_begin_in_progress_shows_no_steps_until_its_run_names_them(
     assert [s.step_id for s in other.list_stuck_ready_steps(1e12)] == ["a", "b"]
 
 
+def test_a_run_written_before_plan_tokens_keeps_its_steps(store: CosmosStateStore) -> None:
+    """Runs and steps of the older layout carry no plan: they still belong together."""
+    import functions_azure.cosmos_store as cosmos_store
+
+    run = Run(created_at=iso_time(0))
+    store.create_run(run, plan(run.id, "a", "b"))
+    for doc in store.container.query_items(
+        "SELECT * FROM c WHERE c.pk = @run OR (c.pk = 'runs' AND c.id = @id)",
+        parameters=[{"name": "@run", "value": f"run:{run.id}"}, {"name": "@id", "value": run.id}],
+        enable_cross_partition_query=True,
+    ):
+        old = cosmos_store._plain(doc)
+        del old["plan"]
+        store.container.replace_item(old["id"], old)
+    older = CosmosStateStore(store.container)
+    assert [s.step_id for s in older.list_steps(run.id)] == ["a", "b"]
+    assert [s.step_id for s in older.list_stuck_ready_steps(1e12)] == ["a", "b"]
+
+
 def test_a_large_record_is_stored_compressed(store: CosmosStateStore) -> None:
     big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(2_500)})
     assert len(big.model_dump_json()) > 2_500_000  # past Cosmos's 2 MB item as plain JSON
