@@ -28,6 +28,8 @@ from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from azure.cosmos import DatabaseProxy
 
 pytestmark = pytest.mark.slow
@@ -198,8 +200,8 @@ def test_a_run_cancelled_while_it_is_begun_keeps_no_steps(store: CosmosStateStor
     run = store.create_run(Run(created_at=iso_time(0)), [])
     original = store._write_steps
 
-    def cancel_meanwhile(run_id: str, steps: list[StepRecord], token: str) -> None:
-        original(run_id, steps, token)
+    def cancel_meanwhile(run_id: str, steps: Sequence[StepRecord], plan: str) -> None:
+        original(run_id, steps, plan)
         store.update_run(run.model_copy(update={"status": RunStatus.CANCELLED}))
 
     store._write_steps = cancel_meanwhile  # type: ignore[method-assign]
@@ -221,8 +223,8 @@ def test_a_begin_in_progress_shows_no_steps_until_its_run_names_them(
     seen: dict[str, list[str]] = {}
     original = store._write_steps
 
-    def watch(run_id: str, steps: list[StepRecord], token: str) -> None:
-        original(run_id, steps, token)
+    def watch(run_id: str, steps: Sequence[StepRecord], plan: str) -> None:
+        original(run_id, steps, plan)
         seen["listed"] = [s.step_id for s in store.list_steps(run_id)]
         seen["stuck"] = [s.step_id for s in store.list_stuck_ready_steps(1e12)]
         seen["stored"] = step_ids_stored(store, run_id)
