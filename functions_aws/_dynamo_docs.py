@@ -177,7 +177,7 @@ class DynamoDocuments:
             **e.params(),
             **({"IndexName": index.name} if index.name else {"ConsistentRead": query.consistent}),
         }
-        limit, items = query.limit, []
+        limit, items = query.limit, list[dict[str, Any]]()
         while limit is None or len(items) < limit:
             if limit is not None:
                 params["Limit"] = limit - len(items)
