@@ -166,5 +166,11 @@ class HostedRuntime:
         read or created (no /source or /webhooks routes)."""
         return self.composition.git
 
+    def close(self) -> None:
+        """Stop what the runtime started (the IaC runner's loopback state backend); a
+        runtime that composed nothing has nothing to stop."""
+        if self._parts.built("composition"):
+            self.iac.close()
+
 
 __all__ = ["HostedRuntime"]
