@@ -125,7 +125,10 @@ class HostedRuntime:
             from nclav.runtime.git import git_builder
 
             git = git_builder(
-                lambda: self.blobs, lambda: self.queues, lambda: self.secrets, self.secret_hint
+                lambda: self.blobs,
+                lambda: self.queues,
+                lambda: self.secrets,
+                lambda: self.secret_hint,
             )
             return compose(
                 self.settings,
