@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps standins demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-azure bench-logs bench-logs-live bench-git bench-drift bench-dashboard clean
+.PHONY: install system-deps standins demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-gcp bench-azure bench-logs bench-logs-live bench-git bench-drift bench-dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-cli: $(STAMP)
 bench-aws: $(STAMP)
 	$(BIN)/python scripts/bench_aws.py
 	$(BIN)/python scripts/bench_fan_out.py
+
+## GCP entry points: cold import, first request against the stand-ins, size vs functions_aws.
+bench-gcp: $(STAMP)
+	$(BIN)/python scripts/bench_gcp.py
 
 ## Azure function app cold import and first request (stand-ins), functions_azure/ line count.
 bench-azure: $(STAMP)

@@ -158,7 +158,7 @@ class FirestoreStateStore:
         return self._run_ref(run_id).collection(f"{self._p}{STEPS}")
 
     def _step_ref(self, run_id: str, step_id: str) -> DocumentReference:
-        return self._steps(run_id).document(step_id)  # type: ignore[no-any-return]
+        return self._steps(run_id).document(quoted(step_id))  # type: ignore[no-any-return]
 
     def _get(self, ref: DocumentReference, what: str) -> DocumentSnapshot:
         with gcp_errors(what):

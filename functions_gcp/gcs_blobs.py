@@ -58,6 +58,58 @@ class GcsBlobStore:
             raise InvalidKeyError(key, "the blob key is too long for GCS with the store prefix")
         return self.client.bucket(self.bucket_name).blob(name)
 
+    # -- signed uploads (nclav.ports.SignedUploads) ---------------------------------------------
+
+    def upload_url(
+        self, key: str, size: int, sha256: str, expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A V4 signed PUT bound to ``size``: ``x-goog-content-length-range: size,size`` is a
+        signed header, so GCS refuses any other length from whoever holds the URL. GCS cannot
+        bind a SHA-256 to a signed URL (its payload is unsigned; only MD5 and CRC32C are
+        checked), so the API checks the digest of what arrived (``nclav.api.uploads``).
+
+        Credentials with a private key (a service account key) sign here; those without one
+        (Cloud Run's metadata-server identity) sign through IAM ``signBlob`` with their
+        access token, which needs ``roles/iam.serviceAccountTokenCreator`` on the identity
+        itself (infra/gcp)."""
+        from datetime import timedelta
+
+        headers = {"x-goog-content-length-range": f"{size},{size}"}
+        blob = self._blob(key)
+        with gcp_errors(f"gcs sign PUT {key}"):
+            url = blob.generate_signed_url(
+                version="v4",
+                expiration=timedelta(seconds=expires_s),
+                method="PUT",
+                headers=dict(headers),  # the library adds Host to the dict it is given
+                **self._signer(),
+            )
+        return str(url), headers
+
+    def _signer(self) -> dict[str, Any]:
+        """How this client's credentials sign: locally, or through IAM with a token."""
+        from google.auth.credentials import Signing
+
+        from nclav.errors import ConfigurationError
+
+        credentials: Any = getattr(self.client, "_credentials", None)
+        if isinstance(credentials, Signing):
+            return {"credentials": credentials}
+        email = getattr(credentials, "service_account_email", None)
+        if not email or not hasattr(credentials, "refresh"):
+            kind = type(credentials).__name__
+            raise ConfigurationError(
+                f"signed uploads need service account credentials; this client has {kind}"
+            )
+        if not credentials.valid:
+            from google.auth.transport.requests import Request
+
+            with gcp_errors("refresh the credentials to sign an upload URL"):
+                credentials.refresh(Request())
+        return {"service_account_email": email, "access_token": credentials.token}
+
+    # -- whole objects -------------------------------------------------------------------------
+
     def put(self, key: str, data: bytes) -> None:
         blob = self._blob(key)
         with gcp_errors(f"gcs upload {key}"):

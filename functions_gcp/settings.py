@@ -24,6 +24,15 @@ class Settings(CoreSettings):
     secret_prefix: str = "nclav-"  # Secret Manager secret id prefix
     token_secret: str = "api-token"  # the API token's secret id, after the prefix
     tasks_service_account: str = ""  # OIDC identity Cloud Tasks calls the workers as
+    # A local Secret Manager stand-in's base URL, called without credentials (as the SDKs
+    # call their *_EMULATOR_HOST); never set in a deployment.
+    secrets_emulator_url: str = ""
+    # How long Cloud Tasks waits for a worker's answer (its dispatch deadline, 15-1800 s);
+    # a terraform step has the IaC worker's deadline as its time limit (functions_gcp.iac).
+    worker_deadline_s: float = 600.0
+    iac_deadline_s: float = 1800.0
+    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
+    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
 
 __all__ = ["Settings"]

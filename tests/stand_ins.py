@@ -4,6 +4,9 @@
 Manager, Organizations, STS, EC2, IAM, Route 53 and the tagging API. One process per test
 session; the ``aws`` fixture resets its state before each test and points boto3 at it.
 
+``tasks_emulator``: gcloud-tasks-emulator on loopback (one per session; ``cloud_tasks`` makes
+a queue per test).
+
 ``firestore_emulator``: the Google Cloud CLI's official Firestore emulator (native mode), one
 process per session; the ``firestore`` fixture empties it before each test. Skipped, with the
 reason printed, where gcloud is absent (also under CI=true: the CI image may not ship it).
@@ -174,6 +177,7 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
     args = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
+    args += ["-public-host", f"127.0.0.1:{port}"]  # signed-URL PUTs go to this host
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(binary), *args, "-external-url", url], stdout=out, stderr=subprocess.STDOUT
@@ -213,9 +217,67 @@ def gcs(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return bucket
 
 
+TASKS_LOCATION = f"projects/{FIRESTORE_PROJECT}/locations/us-central1"
+
+
+@pytest.fixture(scope="session")
+def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of gcloud-tasks-emulator on loopback (tests/gcp/tasks_emulator_main.py).
+    Skipped with the reason where it is not installed, failed instead under CI=true."""
+    try:
+        import gcloud_tasks_emulator  # noqa: F401
+    except ImportError:
+        reason = "gcloud-tasks-emulator is not installed (pip install --no-deps, see README)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        _skip(reason)
+    port = free_port()
+    log = tmp_path_factory.mktemp("tasks") / "tasks-emulator.log"
+    main = Path(__file__).parent / "gcp" / "tasks_emulator_main.py"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(main), str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the Cloud Tasks emulator did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def cloud_tasks(tasks_emulator: str) -> Iterator[tuple[object, str]]:
+    """A Cloud Tasks client on the emulator and the name of a new queue, deleted after."""
+    from functions_gcp.tasks_queue import tasks_client
+
+    client = tasks_client(tasks_emulator)
+    name = f"{TASKS_LOCATION}/queues/q-{uuid.uuid4().hex[:12]}"
+    client.create_queue(parent=TASKS_LOCATION, queue={"name": name})
+    try:
+        yield client, name
+    finally:
+        client.delete_queue(name=name)
+
+
 __all__ = [
     "AWS_REGION",
     "FIRESTORE_PROJECT",
+    "TASKS_LOCATION",
+    "cloud_tasks",
     "aws",
     "firestore",
     "firestore_emulator",
@@ -223,6 +285,7 @@ __all__ = [
     "gcs",
     "gcs_server",
     "moto_server",
+    "tasks_emulator",
 ]
 
 # Azure's stand-ins (Azurite, the Cosmos DB server) live in their own module;

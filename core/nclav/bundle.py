@@ -70,30 +70,75 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+def _tar_header(path: str, size: int) -> bytes:
+    """The header ``tarfile`` writes for a packed member (PAX format, mode 0644, owner 0:0 and
+    no names, time 0), built directly for the usual path: ASCII and at most 100 characters,
+    which needs no extended header.
+
+    ``tarfile``'s general header code costs ~15 us a member, most of the packing time of a
+    large tree (the 1,000 x 10 synthetic tree has 21,000 files); this costs a quarter of
+    that. Any other path, and a size too large for the octal field, goes through ``tarfile``.
+    """
+    if len(path) > _NAME_FIELD or not path.isascii() or size >= _MAX_OCTAL_SIZE:
+        info = tarfile.TarInfo(path)
+        info.type = tarfile.REGTYPE
+        info.size = size
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    head = path.encode("ascii").ljust(_NAME_FIELD, b"\0") + _MODE_OWNER + b"%011o\0" % size
+    # The checksum is the sum of the header's bytes with its own field read as spaces.
+    checksum = _FIXED_SUM + sum(head)
+    return head + _TIME + b"%06o\0 " % checksum + _AFTER_CHECKSUM
+
+
+_NAME_FIELD = 100
+_MAX_OCTAL_SIZE = 8**11  # an 11-digit octal size field
+_MODE_OWNER = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
+_TIME = b"00000000000\0"  # mtime 0
+# Type "0" (regular file), no link name, "ustar\000" magic and version, empty user and group
+# names, device numbers left empty as tarfile leaves them for a regular file, no prefix.
+_AFTER_CHECKSUM = (b"0" + b"\0" * 100 + b"ustar\x0000").ljust(_BLOCK - 156, b"\0")
+_FIXED_SUM = sum(_TIME) + sum(b" " * 8) + sum(_AFTER_CHECKSUM)
+_FLUSH_BYTES = 1 << 20  # tar bytes handed to gzip at a time
+
+
 def pack(files: Mapping[str, bytes]) -> bytes:
     """A gzip'd tar of ``files``: identical bytes for identical files, whenever packed.
 
     Members are sorted regular files with mode 0644, owner 0:0 and no names, time 0; the gzip
     header carries time 0 and no file name. Paths ``unpack`` would refuse raise SpecError.
+
+    The tar stream is the one ``tarfile`` writes (same bytes), assembled here and handed to
+    gzip a megabyte at a time: ``TarFile.addfile`` copies each member's header record and
+    writes to gzip three times a member, which took most of the time on large trees.
     """
     problems = [Issue(p, None, "", r) for p in sorted(files) if (r := _path_problem(p))]
     if problems:
         raise SpecError(problems)
     out = io.BytesIO()
-    with (
-        gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar,
-    ):
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz:
+        parts: list[bytes] = []
+        pending = 0
+        offset = 0
         for path in sorted(files):
             data = files[path]
-            info = tarfile.TarInfo(path)
-            info.type = tarfile.REGTYPE
-            info.size = len(data)
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
+            header = _tar_header(path, len(data))
+            padding = -len(data) % _BLOCK
+            parts += (header, data, b"\0" * padding)
+            size = len(header) + len(data) + padding
+            pending += size
+            offset += size
+            if pending >= _FLUSH_BYTES:
+                gz.write(b"".join(parts))
+                parts.clear()
+                pending = 0
+        # End of archive: two zero blocks, then zeros up to a whole record, as tarfile closes.
+        end = offset + 2 * _BLOCK
+        parts.append(b"\0" * (2 * _BLOCK + (-end % tarfile.RECORDSIZE)))
+        gz.write(b"".join(parts))
     return out.getvalue()
 
 

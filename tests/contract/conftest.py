@@ -42,6 +42,7 @@ from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step
 from sqs_pump import SqsPump
 from stand_ins import FIRESTORE_PROJECT
 from storage_queue_pump import StorageQueuePump
+from tasks_pump import TasksPump
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -182,7 +183,14 @@ def secrets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecretSt
 QueueFactory = Callable[..., ThreadWorkQueue | SqsPump]  # (StorageQueuePump is an SqsPump)
 
 
-@pytest.fixture(params=["thread", "sqs", pytest.param("azure-queue", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=[
+        "thread",
+        "sqs",
+        pytest.param("azure-queue", marks=pytest.mark.slow),
+        pytest.param("cloud-tasks", marks=pytest.mark.slow),
+    ]
+)
 def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
     """``make_queue(handler, **options)``; every queue made is closed after the test."""
     made: list[ThreadWorkQueue | SqsPump] = []
@@ -206,6 +214,9 @@ def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
             queue = StorageQueuePump(
                 StorageWorkQueue(steps), StorageWorkQueue(poison), handler, **options
             )
+        elif request.param == "cloud-tasks":
+            client, name = request.getfixturevalue("cloud_tasks")  # the emulator, a new queue
+            queue = TasksPump(client, name, handler, **options)  # type: ignore[assignment]
         else:
             queue = ThreadWorkQueue(handler, **options)
         made.append(queue)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from nclav.local import SqliteStateStore
 from nclav.local._sqlite_schema import MIGRATIONS, READY_SINCE, SCHEMA_VERSION, SchemaError
-from nclav.records import EventKind
+from nclav.local._sqlite_steps import new_step_rows, step_params
+from nclav.plan import Action
+from nclav.records import EventKind, StepRecord, StepStatus
 from nclav.state import EnclaveState
 
 from .conftest import LEASE, T0, event, independent, make_run, started
@@ -121,6 +123,70 @@ def test_sqlite_migration_adds_sent_at_and_the_ready_index(tmp_path: Path) -> No
     with sqlite3.connect(path) as conn:
         indexes = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index'").fetchall()
     assert any(READY_SINCE in str(sql) for (sql,) in indexes)
+
+
+def test_sqlite_new_step_rows_hold_what_step_params_holds() -> None:
+    """A run's steps are inserted from rows read straight off the records: the same values,
+    column for column, as the dumped record an update writes (at version 1)."""
+    run_id = "r"
+    records = [
+        StepRecord(
+            run_id=run_id,
+            step_id="provision_enclave:a",
+            action=Action.PROVISION_ENCLAVE,
+            enclave_id="a",
+            dependents=("provision_partition:a/p",),
+            status=StepStatus.READY,
+        ),
+        StepRecord(
+            run_id=run_id,
+            step_id="provision_partition:a/p",
+            action=Action.PROVISION_PARTITION,
+            enclave_id="a",
+            target="p",
+            depends_on=("provision_enclave:a", "elsewhere"),
+            conditional=True,
+            not_before=12.5,
+            sent_at=3.0,
+            error="e",
+            version=7,
+        ),
+    ]
+    rows = new_step_rows(records)
+    for position, (row, record) in enumerate(zip(rows, records, strict=True)):
+        params = step_params(record.model_copy(update={"version": 1}), position=position)
+        assert row == [params["position"], *(params[c] for c in StepRecord.model_fields)]
+
+
+def test_sqlite_lists_parse_only_documents_changed_since_the_last_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStateStore(tmp_path / "state.db")
+    other = SqliteStateStore(tmp_path / "state.db")  # another process's writes, as far as
+    for eid in ("a", "b", "c"):  # the first store can tell
+        store.put_enclave(EnclaveState(enclave_id=eid), None)
+    first = store.list_enclaves()
+    parsed: list[str] = []
+    parse = EnclaveState.model_validate_json
+
+    def counting(doc: str | bytes, *args: Any, **kwargs: Any) -> EnclaveState:
+        parsed.append(json.loads(doc)["enclave_id"])
+        return parse(doc, *args, **kwargs)
+
+    monkeypatch.setattr(EnclaveState, "model_validate_json", counting)
+    assert store.list_enclaves() == first
+    assert parsed == []  # nothing changed: nothing parsed again
+    changed = EnclaveState(enclave_id="b", context_vars={"k": "v"})
+    other.put_enclave(changed, 1)
+    other.delete_enclave("c", 1)
+    other.put_enclave(EnclaveState(enclave_id="d"), None)
+    assert store.list_enclaves() == [first[0], changed, EnclaveState(enclave_id="d")]
+    assert sorted(parsed) == ["b", "d"]
+    other.delete_enclave("d", 1)
+    other.put_enclave(EnclaveState(enclave_id="d", context_vars={"again": "1"}), None)
+    assert store.list_enclaves()[-1].context_vars == {"again": "1"}  # same id and version
+    store.close()
+    other.close()
 
 
 def test_sqlite_needs_a_file() -> None:

@@ -60,7 +60,11 @@ def test_every_message_is_delivered(make_queue: QueueFactory) -> None:
     assert queue.pending() == 0
 
 
-def test_workers_handle_messages_concurrently(make_queue: QueueFactory) -> None:
+def test_workers_handle_messages_concurrently(
+    make_queue: QueueFactory, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params.get("make_queue") == "cloud-tasks":
+        pytest.skip("the Cloud Tasks emulator dispatches one task at a time per queue")
     barrier = threading.Barrier(3, timeout=WAIT)
     queue = make_queue(lambda message: barrier.wait(), workers=3)
     for i in range(3):

@@ -37,6 +37,10 @@ def runtime(
         with open_runtime("azure", tmp_path, monkeypatch, **stand_ins) as opened:
             yield opened
         return
+    if request.param == "gcp":
+        from runtime_gcp import prepare
+
+        prepare(request, monkeypatch)  # the Firestore, GCS and Cloud Tasks stand-ins
     with open_runtime(request.param, tmp_path, monkeypatch) as opened:
         yield opened
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from nclav.engine import Engine
 
-RUNTIMES = ["local", "aws", "azure"]
+RUNTIMES = ["local", "aws", "gcp", "azure"]
 LEASE_S = 2.0
 FINAL = ("succeeded", "failed")
 
@@ -311,6 +311,10 @@ def open_runtime(
         runtime = LocalScenarioRuntime(tmp_path / "home")
     elif kind == "aws":
         runtime = AwsScenarioRuntime(monkeypatch, tmp_path)
+    elif kind == "gcp":  # its stand-ins first: runtime_gcp.prepare
+        from runtime_gcp import GcpScenarioRuntime
+
+        runtime = GcpScenarioRuntime(monkeypatch, tmp_path)
     else:
         raise ValueError(f"no scenario runtime {kind!r}")
     try:

@@ -127,6 +127,51 @@ def test_packed_archive_carries_no_time_owner_or_mode() -> None:
         assert (m.mode, m.uid, m.gid, m.uname, m.gname, m.mtime) == (0o644, 0, 0, "", "", 0)
 
 
+def _tarfile_pack(files: dict[str, bytes]) -> bytes:
+    """What ``pack`` wrote through ``TarFile.addfile`` before it built headers itself."""
+    out = io.BytesIO()
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar,
+    ):
+        for path in sorted(files):
+            info = tarfile.TarInfo(path)
+            info.size = len(files[path])
+            info.mode = 0o644
+            info.uname = info.gname = ""
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(files[path]))
+    return out.getvalue()
+
+
+def test_pack_writes_the_bytes_tarfile_writes_for_every_kind_of_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = {
+        "a/config.yml": b"id: a\n",
+        "a/p/main.tf": b"",  # empty: no content block
+        "b/" + "x" * 98: b"y" * 512,  # a name filling the 100-byte field; a whole block
+        "c/" + "x" * 99: b"z" * 513,  # one character over: a pax header
+        "d/\u00e9t\u00e9/config.yml": b"\xc3\xa9",  # not ASCII: a pax header
+        "e/big.tf": os.urandom(3 * MiB),  # over the megabyte handed to gzip at a time
+        **{f"g{i:03d}/config.yml": f"id: g{i}\n".encode() for i in range(300)},
+    }
+    tobuf = tarfile.TarInfo.tobuf
+    through_tarfile: list[str] = []
+
+    def counted(self: tarfile.TarInfo, *args: object, **kwargs: object) -> bytes:
+        through_tarfile.append(self.name)
+        return tobuf(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tarfile.TarInfo, "tobuf", counted)
+    packed = pack(files)
+    # Only the paths a plain header cannot hold went through tarfile's header code.
+    assert sorted(through_tarfile) == ["c/" + "x" * 99, "d/\u00e9t\u00e9/config.yml"]
+    monkeypatch.undo()
+    assert packed == _tarfile_pack(files)
+    assert unpack(packed) == files
+
+
 def test_digest_changes_with_any_path_or_content_and_its_framing_is_unambiguous() -> None:
     base = {"a/config.yml": b"id: a\n", "a/p/main.tf": b""}
     digests = {

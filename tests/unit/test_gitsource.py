@@ -5,10 +5,13 @@ The scenarios end to end are in tests/e2e/test_git_source.py."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -264,6 +267,52 @@ def test_a_second_fetch_receives_only_what_changed(
     repo.push()
     two = fetcher.fetch_and_pack(repo.url, None, second, "enclaves").fetched_bytes
     assert 0 < two <= one / 10, (one, two)
+
+
+def test_a_push_is_planned_with_the_collector_paused_and_its_phases_logged(
+    served: tuple[GitServer, Repo, GitFetcher],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """From the fetch to the run's stored plan no automatic collection walks the heap (they
+    were a fifth of push-to-plan on a large tree); afterwards the collector is back on, and
+    the log says where the time went (scripts/bench_git.py reads that line)."""
+    from nclav.local.runtime import LocalOptions, LocalRuntime
+
+    _server, repo, _fetcher = served
+    commit = repo.commit("app", APP)
+    repo.push()
+    options = LocalOptions(
+        home=tmp_path / "home",
+        port=0,
+        git=GitSettings(url=repo.url, poll_s=0),
+        git_webhook_secret=SECRET,
+    )
+    runtime = LocalRuntime(options, "t" * 64)
+    try:
+        collector_on: list[bool] = []
+        start_run = runtime.engine.start_run
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            collector_on.append(gc.isenabled())
+            return start_run(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.engine, "start_run", recording)
+        runtime.git._queue_head(commit, "test", send=False)
+        with caplog.at_level(logging.INFO, logger="nclav.gitsource.source"):
+            run = runtime.git.sync(commit)
+        assert run is not None and run.origin is not None and run.origin.commit == commit
+        assert collector_on == [False]
+        assert gc.isenabled()
+        assert re.search(
+            rf"commit {commit} started run {run.id} \(fetched \d+ bytes in [\d.]+ s, loaded "
+            r"the tree in [\d.]+ s, packed and stored the bundle in [\d.]+ s, created and "
+            r"began the run in [\d.]+ s\)",
+            caplog.text,
+        ), caplog.text
+    finally:
+        runtime.stop()
 
 
 # -- the worker's dispatch -----------------------------------------------------------------

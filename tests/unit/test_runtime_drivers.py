@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import importlib.metadata
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,8 +17,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.fixture
+def gcp_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation without the gcp driver (this one may have it: every cloud has a driver)."""
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: importlib.metadata.EntryPoints(e for e in real(**kw) if e.name != "gcp"),
+    )
+
+
+@pytest.mark.usefixtures("gcp_hidden")
 def test_a_cloud_nothing_registers_suggests_no_extra() -> None:
-    assert not list(entry_points(group=GROUP, name="gcp"))  # the premise
+    assert not list(importlib.metadata.entry_points(group=GROUP, name="gcp"))  # the premise
     with pytest.raises(ConfigurationError) as caught:
         drivers_for(Cloud.GCP, ())
     message = str(caught.value)
@@ -27,6 +39,7 @@ def test_a_cloud_nothing_registers_suggests_no_extra() -> None:
     assert "use --cloud local" in message
 
 
+@pytest.mark.usefixtures("gcp_hidden")
 def test_serve_with_a_cloud_without_driver_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["serve", "--cloud", "gcp", "--home", str(tmp_path / "home"), "--port", "0"]

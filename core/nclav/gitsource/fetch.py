@@ -20,12 +20,13 @@ import re
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.errors import HangupException
-from dulwich.objects import S_ISGITLINK, ObjectID, Tree
+from dulwich.objects import S_IFGITLINK, S_ISGITLINK, ObjectID, Tree
 from dulwich.refs import Ref
 
 from nclav.bundle import MAX_BYTES, MAX_FILE_BYTES, MAX_FILES, bundle_digest
@@ -62,6 +63,8 @@ class Packed:
     files: dict[str, bytes]  # exactly the packed files
     commit: CommitInfo
     fetched_bytes: int  # pack bytes this fetch added to the local object store
+    fetch_s: float = 0.0  # seconds the fetch took (0 when the commit was here already)
+    load_s: float = 0.0  # seconds reading and checking the tree took
 
 
 def _client(url: str, token: str | None) -> tuple[object, str]:
@@ -124,9 +127,19 @@ class GitFetcher:
     def fetch_and_pack(self, url: str, token: str | None, commit: str, path: str) -> Packed:
         """Fetch ``commit`` and pack its tree at ``path`` (one source at a time)."""
         with self._lock(url):
+            started = time.perf_counter()
             repo, fetched = self.fetch(url, token, commit)
+            fetched_at = time.perf_counter()
             digest, desired, files = load_commit(repo, commit, path, url)
-            return Packed(digest, desired, files, commit_info(repo, commit), fetched)
+            return Packed(
+                digest,
+                desired,
+                files,
+                commit_info(repo, commit),
+                fetched,
+                fetch_s=fetched_at - started,
+                load_s=time.perf_counter() - fetched_at,
+            )
 
     def ls_remote(self, url: str, token: str | None, branch: str) -> str | None:
         """The branch head on the remote, or None when the branch does not exist."""
@@ -303,32 +316,36 @@ class GitTreeSource:
         assert tree is not None
         dirs: list[str] = []
         files: list[str] = []
-        for entry in tree.iteritems():
-            name = entry.path.decode("utf-8", "surrogateescape")
+        prefix = f"{rel}/" if rel else ""
+        known = self._found
+        # One pass over the entries, the file type compared as a number: the loader lists
+        # every directory of the tree (11,000 on the 1,000 x 10 synthetic tree).
+        for path, mode, sha in tree.iteritems():
+            name = path.decode("utf-8", "surrogateescape")
             if name.startswith("."):
                 continue
-            child = f"{rel}/{name}" if rel else name
-            mode = entry.mode
-            if not stat.S_ISLNK(mode):  # known now: reading it later needs no walk
-                self._found.setdefault(child, (mode, entry.sha, [*here, name]))
-            if stat.S_ISLNK(mode):
+            child = prefix + name
+            kind = stat.S_IFMT(mode)
+            if kind == stat.S_IFLNK:
                 target = self._lookup(child)
                 if target is None:
                     continue  # a dangling link is not part of the tree
-                mode, real = target[0], target[2]
-                if stat.S_ISDIR(mode) and here[: len(real)] == real:
+                kind, real = stat.S_IFMT(target[0]), target[2]
+                if kind == stat.S_IFDIR and here[: len(real)] == real:
                     raise self._bad(
                         self._display(child),
                         "symbolic link points at a directory that contains it (a loop)",
                     )
-            if S_ISGITLINK(mode):
+            else:  # known now: reading it later needs no walk
+                known.setdefault(child, (mode, sha, [*here, name]))
+            if kind == stat.S_IFREG:
+                files.append(name)
+            elif kind == stat.S_IFDIR:
+                dirs.append(name)
+            elif kind == S_IFGITLINK:
                 raise self._bad(
                     self._display(child), "git submodules are not supported in the enclaves tree"
                 )
-            if stat.S_ISDIR(mode):
-                dirs.append(name)
-            elif stat.S_ISREG(mode):
-                files.append(name)
         dirs.sort()
         files.sort()
         return dirs, files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from typing import TYPE_CHECKING, Any
 
 from nclav.errors import ConflictError, NotFoundError
@@ -16,10 +17,6 @@ if TYPE_CHECKING:
     from nclav.local._sqlite_db import Database
 
 _COLUMNS = tuple(StepRecord.model_fields)
-INSERT_STEP = (
-    f"INSERT INTO steps (position, {', '.join(_COLUMNS)}) "
-    f"VALUES (:position, {', '.join(':' + c for c in _COLUMNS)})"
-)
 _UPDATE = (
     "UPDATE steps SET "
     + ", ".join(f"{c} = :{c}" for c in _COLUMNS if c not in ("run_id", "step_id"))
@@ -36,6 +33,11 @@ _CLAIM = """
 # Holding a step means owning its lease, expired or not, until someone else claims it.
 _HELD = "run_id = :run_id AND step_id = :step_id AND status = 'running' AND lease_owner = :owner"
 _ONE = "SELECT * FROM steps WHERE run_id = ? AND step_id = ?"
+# A run's new steps, inserted at once: positional rows (``new_step_rows``).
+INSERT_NEW_STEPS = (
+    f"INSERT INTO steps (position, {', '.join(_COLUMNS)}) "
+    f"VALUES (?, {', '.join('?' for _ in _COLUMNS)})"
+)
 
 
 _LISTS = ("depends_on", "dependents")  # JSON arrays in TEXT columns
@@ -50,6 +52,34 @@ def step_params(step: StepRecord, position: int | None = None) -> dict[str, Any]
     if position is not None:
         params["position"] = position
     return params
+
+
+_AT = {name: i + 1 for i, name in enumerate(_COLUMNS)}  # + 1: position comes first
+_LISTS_AT = tuple(_AT[name] for name in _LISTS)
+_ENUMS_AT = (_AT["action"], _AT["status"])
+_CONDITIONAL_AT = _AT["conditional"]
+_VERSION_AT = _AT["version"]
+_FIELDS = operator.itemgetter(*_COLUMNS)
+
+
+def new_step_rows(steps: Sequence[StepRecord]) -> list[list[Any]]:
+    """The rows ``INSERT_NEW_STEPS`` inserts for a run's steps, in plan order, at version 1.
+
+    The same values as ``step_params`` gives, read straight from the records: a plan of the
+    1,000 x 10 synthetic tree has 14,900 steps, and dumping and copying each record took
+    as long as SQLite took to insert them all.
+    """
+    rows: list[list[Any]] = []
+    for position, step in enumerate(steps):
+        row = [position, *_FIELDS(step.__dict__)]
+        for at in _LISTS_AT:
+            row[at] = json.dumps(row[at]) if row[at] else "[]"  # a tuple: a JSON array
+        for at in _ENUMS_AT:
+            row[at] = row[at].value
+        row[_CONDITIONAL_AT] = int(row[_CONDITIONAL_AT])
+        row[_VERSION_AT] = 1
+        rows.append(row)
+    return rows
 
 
 def _step(row: sqlite3.Row) -> StepRecord:
@@ -186,4 +216,4 @@ class SqliteSteps:
         return [_step(r) for r in rows]
 
 
-__all__ = ["INSERT_STEP", "SqliteSteps", "step_params"]
+__all__ = ["INSERT_NEW_STEPS", "SqliteSteps", "new_step_rows", "step_params"]
