@@ -20,12 +20,12 @@ Azure SDK imports happen inside the builders, so importing ``function_app`` stay
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from functions_azure.settings import Settings
 from nclav.errors import ConfigurationError, ConflictError
 from nclav.runtime.hosted import HostedRuntime
+from nclav.runtime.slot import ProcessSlot
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -202,26 +202,18 @@ class AzureRuntime(HostedRuntime):
         return function_time_limit(self.settings.iac_min_remaining_s, self.settings.iac_margin_s)
 
 
-_runtime: AzureRuntime | None = None
-_runtime_lock = threading.Lock()
+_slot: ProcessSlot[AzureRuntime] = ProcessSlot(lambda: AzureRuntime(Settings.from_env()))
 
 
 def runtime() -> AzureRuntime:
     """This process's runtime: built from the environment on first use, then reused."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = AzureRuntime(Settings.from_env())
-        return _runtime
+    return _slot.get()
 
 
 def install(new: AzureRuntime | None) -> AzureRuntime | None:
-    """Replace this process's runtime (tests); ``None`` makes the next use build a fresh one.
+    """Replace this process's runtime (tests); ``None``: the next use builds a fresh one.
     Returns the one it replaced."""
-    global _runtime
-    with _runtime_lock:
-        old, _runtime = _runtime, new
-        return old
+    return _slot.install(new)
 
 
 __all__ = ["AzureRuntime", "ConfigurationError", "Settings", "install", "runtime"]
