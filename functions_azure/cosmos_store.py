@@ -27,14 +27,29 @@ Known gaps (issue 16, next session):
 * ``has_unfinished_steps`` and the listings are queries: exact for the writer's own client
   (session consistency); other processes need the account at Strong or Bounded Staleness
   consistency, or the read of their own write's session token, for the same guarantee.
+
+**No read before a write this process can decide without one.** The store remembers, per
+document, what it last read or wrote of it, ``_etag`` included (``_Memory``: every point
+read, every full document a query returned, every document a write returned). A
+read-decide-write decides on that memory when it has one and writes conditioned on the
+remembered etag: when the document is as remembered the write lands, one request instead of
+two (the engine reads a step, then readies it; claims it, then finishes it; reads an
+enclave, then writes it; takes the run counter and releases it); when it changed meanwhile
+the condition fails (412, or 409/404 for a create or a delete) and the method reads and
+decides again, as before. A decision not to write (a step not claimable, a version that does
+not match, a mutex someone holds) is never taken on memory: it is read again first. Reads
+(``get_*``, ``list_*``) always ask Cosmos. A run's steps are written as transactional batches
+(up to 100 operations, one request each; never relied on for atomicity, see above).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -107,43 +122,119 @@ def _claimable(step: StepRecord, now: float) -> bool:
     return False
 
 
+_MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
+_BATCH_MAX = 100  # operations in one transactional batch (the service's limit)
+EVENT_COUNTER = "counter"  # the event counter's id, in the events partition
+_MISSING: Doc = {}  # remembered as absent
+
+
+class _Memory:
+    """Per (partition key, id), the document as this process last read or wrote it (the most
+    recent ``_MEMORY_SIZE``); ``_MISSING`` when it was found absent or deleted."""
+
+    def __init__(self) -> None:
+        self._docs: OrderedDict[tuple[str, str], Doc] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, pk: str, doc_id: str) -> Doc | None:
+        with self._lock:
+            return self._docs.get((pk, doc_id))
+
+    def put(self, pk: str, doc_id: str, doc: Doc) -> None:
+        with self._lock:
+            self._docs.pop((pk, doc_id), None)
+            self._docs[(pk, doc_id)] = doc
+            while len(self._docs) > _MEMORY_SIZE:
+                self._docs.popitem(last=False)
+
+    def forget(self, pk: str, doc_id: str) -> None:
+        with self._lock:
+            self._docs.pop((pk, doc_id), None)
+
+
 class CosmosStateStore:
     def __init__(self, container: ContainerProxy) -> None:
         self.container = container
+        self._memory = _Memory()
 
     # -- single documents ----------------------------------------------------------------------
+
+    def _seen(self, doc: Doc) -> Doc:
+        """Remember a whole document as Cosmos returned it (see the module doc)."""
+        if "_etag" in doc and "id" in doc and "pk" in doc:
+            self._memory.put(str(doc["pk"]), str(doc["id"]), dict(doc))
+        return doc
 
     def _read(self, pk: str, doc_id: str) -> Doc | None:
         try:
             with azure_errors(f"cosmos read {pk}/{doc_id}"):
-                return dict(self.container.read_item(doc_id, partition_key=pk))
+                return self._seen(dict(self.container.read_item(doc_id, partition_key=pk)))
         except NotFoundError:
+            self._memory.put(pk, doc_id, _MISSING)
             return None
+
+    def _known(self, pk: str, doc_id: str, fresh: bool) -> tuple[Doc | None, bool]:
+        """(the document or None, whether from memory): from memory unless ``fresh``."""
+        if not fresh:
+            doc = self._memory.get(pk, doc_id)
+            if doc is not None:
+                return (dict(doc) if doc else None), True
+        return self._read(pk, doc_id), False
 
     def _create(self, doc: Doc) -> Doc:
         """Raises ``ConflictError`` if the document exists."""
-        with azure_errors(f"cosmos create {doc['pk']}/{doc['id']}"):
-            return dict(self.container.create_item(doc))
+        try:
+            with azure_errors(f"cosmos create {doc['pk']}/{doc['id']}"):
+                return self._seen(dict(self.container.create_item(doc)))
+        except ConflictError:
+            self._memory.forget(str(doc["pk"]), str(doc["id"]))
+            raise
 
     def _replace(self, doc: Doc, etag: str) -> Doc:
-        """Raises ``ConflictError`` if the document changed since ``etag`` was read."""
-        with azure_errors(f"cosmos replace {doc['pk']}/{doc['id']}"):
-            return dict(
-                self.container.replace_item(
-                    doc["id"], doc, etag=etag, match_condition=MatchConditions.IfNotModified
+        """Raises ``ConflictError`` if the document changed since ``etag`` was read
+        (``NotFoundError`` if it was deleted)."""
+        try:
+            with azure_errors(f"cosmos replace {doc['pk']}/{doc['id']}"):
+                return self._seen(
+                    dict(
+                        self.container.replace_item(
+                            doc["id"], doc, etag=etag, match_condition=MatchConditions.IfNotModified
+                        )
+                    )
                 )
-            )
+        except (ConflictError, NotFoundError):
+            self._memory.forget(str(doc["pk"]), str(doc["id"]))
+            raise
 
     def _delete(self, pk: str, doc_id: str, etag: str | None = None) -> None:
         condition: dict[str, Any] = (
             {} if etag is None else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         )
-        with azure_errors(f"cosmos delete {pk}/{doc_id}"):
-            self.container.delete_item(doc_id, partition_key=pk, **condition)
+        try:
+            with azure_errors(f"cosmos delete {pk}/{doc_id}"):
+                self.container.delete_item(doc_id, partition_key=pk, **condition)
+        except (ConflictError, NotFoundError):
+            self._memory.forget(pk, doc_id)
+            raise
+        self._memory.put(pk, doc_id, _MISSING)
 
     def _upsert(self, doc: Doc) -> None:
         with azure_errors(f"cosmos upsert {doc['pk']}/{doc['id']}"):
-            self.container.upsert_item(doc)
+            self._seen(dict(self.container.upsert_item(doc)))
+
+    def _batch(self, pk: str, kind: str, docs: Sequence[Doc]) -> None:
+        """``kind`` ("create" or "upsert") every doc of partition ``pk``, a transactional
+        batch per ``_BATCH_MAX``: one request each instead of one per document. A create
+        of a document that exists raises ``ConflictError`` (nothing after it is written)."""
+        for start in range(0, len(docs), _BATCH_MAX):
+            chunk = docs[start : start + _BATCH_MAX]
+            operations = [(kind, (doc,)) for doc in chunk]
+            with azure_errors(f"cosmos batch {kind} {pk} ({len(chunk)})"):
+                results = self.container.execute_item_batch(operations, partition_key=pk)
+            for result in results:
+                body = result.get("resourceBody") if isinstance(result, dict) else None
+                if isinstance(body, dict):
+                    self._seen(dict(body))
 
     def _query(self, sql: str, partition: str | None, **parameters: Any) -> list[Any]:
         """``sql`` in one partition (``@pk`` is its key), or across all when None."""
@@ -156,7 +247,11 @@ class CosmosStateStore:
             else {"enable_cross_partition_query": True}
         )
         with azure_errors(f"cosmos query {partition or '*'}"):
-            return list(self.container.query_items(sql, parameters=params, **scope))
+            found = list(self.container.query_items(sql, parameters=params, **scope))
+        for doc in found:
+            if isinstance(doc, dict):
+                self._seen(doc)
+        return found
 
     def _next(self, counter: str) -> int:
         """The next number of ``counter`` (1, 2, ...): one atomic patch ``incr``."""
@@ -191,41 +286,54 @@ class CosmosStateStore:
 
     def put_enclave(self, state: EnclaveState, expected_version: int | None) -> int:
         doc_id = _id(state.enclave_id)
-        current = self._read(ENCLAVES, doc_id)
-        version = int(current["version"]) if current else None
-        if version != expected_version:
-            raise ConflictError(
-                f"enclave {state.enclave_id}: expected version {expected_version}, found {version}"
-            )
         new = {
             "id": doc_id,
             "pk": ENCLAVES,
             "type": "enclave",
-            "version": (version or 0) + 1,
+            "version": (expected_version or 0) + 1,
             "doc": _json(state, by_alias=True),
         }
-        try:
-            if current is None:
-                self._create(new)
-            else:
-                self._replace(new, current["_etag"])
-        except ConflictError as exc:
-            raise ConflictError(
-                f"enclave {state.enclave_id}: changed meanwhile (expected {expected_version})"
-            ) from exc
-        return int(new["version"])
+        for fresh in (False, True):  # a conflict is only ever decided on a fresh read
+            current, remembered = self._known(ENCLAVES, doc_id, fresh)
+            version = int(current["version"]) if current else None
+            if version != expected_version:
+                if remembered:
+                    continue
+                raise ConflictError(
+                    f"enclave {state.enclave_id}: expected version {expected_version}, "
+                    f"found {version}"
+                )
+            try:
+                if current is None:
+                    self._create(new)
+                else:
+                    self._replace(new, current["_etag"])
+            except (ConflictError, NotFoundError) as exc:
+                if remembered:
+                    continue
+                raise ConflictError(
+                    f"enclave {state.enclave_id}: changed meanwhile (expected {expected_version})"
+                ) from exc
+            return int(new["version"])
+        raise AssertionError("unreachable: the fresh round returns or raises")
 
     def delete_enclave(self, enclave_id: str, expected_version: int) -> None:
-        current = self._read(ENCLAVES, _id(enclave_id))
-        version = int(current["version"]) if current else None
-        if current is None or version != expected_version:
-            raise ConflictError(
-                f"enclave {enclave_id}: expected version {expected_version}, found {version}"
-            )
-        try:
-            self._delete(ENCLAVES, current["id"], current["_etag"])
-        except (ConflictError, NotFoundError) as exc:
-            raise ConflictError(f"enclave {enclave_id}: changed meanwhile") from exc
+        for fresh in (False, True):
+            current, remembered = self._known(ENCLAVES, _id(enclave_id), fresh)
+            version = int(current["version"]) if current else None
+            if current is None or version != expected_version:
+                if remembered:
+                    continue
+                raise ConflictError(
+                    f"enclave {enclave_id}: expected version {expected_version}, found {version}"
+                )
+            try:
+                self._delete(ENCLAVES, current["id"], current["_etag"])
+            except (ConflictError, NotFoundError) as exc:
+                if remembered:
+                    continue
+                raise ConflictError(f"enclave {enclave_id}: changed meanwhile") from exc
+            return
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -245,18 +353,22 @@ class CosmosStateStore:
     def _run_from(doc: Doc) -> Run:
         return Run.model_validate({**doc["doc"], "seq": doc["seq"]})
 
+    def _fresh_step_docs(self, steps: Sequence[StepRecord]) -> list[Doc]:
+        return [
+            self._step_doc(step.model_copy(update={"version": 1}), position)
+            for position, step in enumerate(steps)
+        ]
+
     def _write_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
-        for position, step in enumerate(steps):
-            self._upsert(self._step_doc(step.model_copy(update={"version": 1}), position))
+        self._batch(_steps_pk(run_id), "upsert", self._fresh_step_docs(steps))
 
     def _create_steps(self, run_id: str, steps: Sequence[StepRecord]) -> None:
         """Create the steps in plan order; ``ConflictError`` at the first that exists (two
         creators of one run meet at its first step, so the loser writes nothing)."""
-        for position, step in enumerate(steps):
-            try:
-                self._create(self._step_doc(step.model_copy(update={"version": 1}), position))
-            except ConflictError as exc:
-                raise ConflictError(f"run {run_id} already exists") from exc
+        try:
+            self._batch(_steps_pk(run_id), "create", self._fresh_step_docs(steps))
+        except ConflictError as exc:
+            raise ConflictError(f"run {run_id} already exists") from exc
 
     def _step_doc(self, step: StepRecord, position: int) -> Doc:
         return {
@@ -276,7 +388,9 @@ class CosmosStateStore:
         # Steps first, the run document last: a run is seen only with its whole plan, as
         # DynamoDB's store does for plans too big for one transaction.
         check_run_steps(run, steps)
-        if self._read(RUNS, _id(run.id)) is not None:
+        # With steps, a run that exists must be told before its step partition is written;
+        # without (a run planned when it begins), the run document's create tells.
+        if steps and self._read(RUNS, _id(run.id)) is not None:
             raise ConflictError(f"run {run.id} already exists")
         self._create_steps(run.id, steps)
         seq = self._take_run_seq(run.id)
@@ -299,11 +413,14 @@ class CosmosStateStore:
         by a process that died is taken over after ``RUN_SEQ_HOLD_S``.
         """
         deadline = time.monotonic() + RUN_SEQ_WAIT_S
+        fresh = False
         while True:
-            doc = self._read(COUNTERS, "runs")
+            doc, remembered = self._known(COUNTERS, "runs", fresh)
+            fresh = True  # a remembered counter is tried once; then it is read
             if doc is None:
                 with contextlib.suppress(ConflictError):  # (created meanwhile)
                     self._create({"id": "runs", "pk": COUNTERS, "type": "counter", "n": 0})
+                    fresh = False  # created just now: the remembered one is current
                 continue
             held = doc.get("pending") and time.time() - float(doc.get("since", 0)) < RUN_SEQ_HOLD_S
             if not held:
@@ -314,6 +431,8 @@ class CosmosStateStore:
                 except (ConflictError, NotFoundError):
                     continue
                 return seq
+            if remembered:
+                continue  # held as remembered: read it before waiting
             if time.monotonic() > deadline:
                 raise TemporaryError(
                     f"run {run_id}: run creation is busy (run {doc['pending']} is being created)"
@@ -321,9 +440,13 @@ class CosmosStateStore:
             time.sleep(0.01)
 
     def _release_run_seq(self, run_id: str) -> None:
+        fresh = False
         while True:
-            doc = self._read(COUNTERS, "runs")
+            doc, remembered = self._known(COUNTERS, "runs", fresh)
+            fresh = True
             if doc is None or doc.get("pending") != run_id:
+                if remembered:
+                    continue
                 return  # taken over meanwhile (we were too slow): nothing of ours to clear
             try:
                 self._replace({**_plain(doc), "pending": None}, doc["_etag"])
@@ -348,11 +471,18 @@ class CosmosStateStore:
         return [self._run_from(d) for d in docs]
 
     def update_run(self, run: Run, expect: RunStatus | None = None) -> Run:
+        fresh = False
         while True:
-            doc = self._read(RUNS, _id(run.id))
+            doc, remembered = self._known(RUNS, _id(run.id), fresh)
+            fresh = True
             if doc is None:
+                if remembered:
+                    continue
                 raise NotFoundError(f"run not found: {run.id}")
             stored = self._run_from(doc)
+            refused = stored.status.final or (expect is not None and stored.status != expect)
+            if refused and remembered:
+                continue  # refused on memory: read it first
             if stored.status.final:
                 raise ConflictError(f"run {run.id} is already {stored.status}")
             if expect is not None and stored.status != expect:
@@ -365,7 +495,14 @@ class CosmosStateStore:
 
     def begin_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
         check_run_steps(run, steps)
-        doc = self._read(RUNS, _id(run.id))
+        doc, remembered = self._known(RUNS, _id(run.id), False)
+        if remembered and (
+            doc is None
+            or self._run_from(doc).status != RunStatus.QUEUED
+            or int(doc["steps"])
+            or doc.get("claim")
+        ):
+            doc = self._read(RUNS, _id(run.id))  # refused on memory: read it first
         if doc is None:
             raise NotFoundError(f"run not found: {run.id}")
         stored = self._run_from(doc)
@@ -384,6 +521,8 @@ class CosmosStateStore:
                 {**_plain(doc), "claim": token, "claim_since": time.time()}, doc["_etag"]
             )
         except (ConflictError, NotFoundError) as exc:
+            if remembered:  # maybe only our memory was stale: decide on a fresh read
+                return self.begin_run(run, steps)
             raise ConflictError(f"run {run.id} has already begun") from exc
         if previous:
             self._delete_steps(run.id)
@@ -442,13 +581,19 @@ class CosmosStateStore:
     def _change(self, run_id: str, step_id: str, decide: Any) -> StepRecord | None:
         """Read the step, let ``decide(step)`` return its new fields (or None: leave it), and
         write them conditioned on the etag read; again from the read when another writer won."""
+        fresh = False
         while True:
-            doc = self._read(_steps_pk(run_id), _id(step_id))
+            doc, remembered = self._known(_steps_pk(run_id), _id(step_id), fresh)
+            fresh = True
             if doc is None:
+                if remembered:
+                    continue  # "nothing to write" is decided on a fresh read only
                 return None
             step = StepRecord.model_validate(doc["doc"])
             update = decide(step)
             if update is None:
+                if remembered:
+                    continue
                 return None
             new = step.model_copy(update={**update, "version": step.version + 1})
             try:
@@ -515,20 +660,28 @@ class CosmosStateStore:
         return self._change(run_id, step_id, decide)
 
     def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
-        doc = self._read(_steps_pk(step.run_id), _id(step.step_id))
-        if doc is None:
-            raise NotFoundError(f"step not found: {step.run_id}/{step.step_id}")
-        stored = StepRecord.model_validate(doc["doc"])
-        if stored.version != expected_version:
-            raise ConflictError(
-                f"step {step.step_id}: expected version {expected_version}, found {stored.version}"
-            )
         new = step.model_copy(update={"version": expected_version + 1})
-        try:
-            self._replace(self._step_doc(new, int(doc["pos"])), doc["_etag"])
-        except (ConflictError, NotFoundError) as exc:
-            raise ConflictError(f"step {step.step_id}: changed meanwhile") from exc
-        return new
+        for fresh in (False, True):  # a refusal is only ever decided on a fresh read
+            doc, remembered = self._known(_steps_pk(step.run_id), _id(step.step_id), fresh)
+            stored = None if doc is None else StepRecord.model_validate(doc["doc"])
+            if stored is None or stored.version != expected_version:
+                if remembered:
+                    continue
+                if stored is None:
+                    raise NotFoundError(f"step not found: {step.run_id}/{step.step_id}")
+                raise ConflictError(
+                    f"step {step.step_id}: expected version {expected_version}, "
+                    f"found {stored.version}"
+                )
+            assert doc is not None
+            try:
+                self._replace(self._step_doc(new, int(doc["pos"])), doc["_etag"])
+            except (ConflictError, NotFoundError) as exc:
+                if remembered:
+                    continue
+                raise ConflictError(f"step {step.step_id}: changed meanwhile") from exc
+            return new
+        raise AssertionError("unreachable: the fresh round returns or raises")
 
     def _steps_where(self, condition: str, **parameters: Any) -> list[StepRecord]:
         """Steps of every run matching ``condition``: oldest run first, each in plan order.
@@ -561,26 +714,65 @@ class CosmosStateStore:
     # -- audit events ----------------------------------------------------------------------
 
     def append_event(self, event: AuditEvent) -> AuditEvent:
-        seq = self._next("events")
-        self._create(
-            {
+        """One transactional batch in the events partition: the event counter moved by one
+        (conditioned on its remembered etag) and the event created with that number. A
+        batch stops at its first failed operation (424 for the rest, on the stand-in too), so
+        a lost counter writes no event; the counter is then read and the batch sent again.
+        """
+        body = _json(event, exclude={"seq"})
+        fresh = False
+        while True:
+            counter, _ = self._known(EVENTS, EVENT_COUNTER, fresh)
+            fresh = True
+            if counter is None:
+                self._create_event_counter()
+                fresh = False  # created (or found) just now: remembered
+                continue
+            seq = int(counter["n"]) + 1
+            doc = {
                 "id": f"{seq:020d}",
                 "pk": EVENTS,
                 "type": "event",
                 "seq": seq,
                 "enclave_id": event.enclave_id,
                 "run_id": event.run_id,
-                "doc": _json(event, exclude={"seq"}),
+                "doc": body,
             }
-        )
-        return event.model_copy(update={"seq": seq})
+            moved = {**_plain(counter), "n": seq}
+            operations: list[Any] = [
+                ("replace", (EVENT_COUNTER, moved), {"if_match_etag": counter["_etag"]}),
+                ("create", (doc,)),
+            ]
+            try:
+                with azure_errors(f"cosmos append event {seq}"):
+                    results = self.container.execute_item_batch(operations, partition_key=EVENTS)
+            except (ConflictError, NotFoundError):
+                self._memory.forget(EVENTS, EVENT_COUNTER)
+                continue  # the counter moved (or the number was taken): read it, try again
+            for result in results:
+                found = result.get("resourceBody") if isinstance(result, dict) else None
+                if isinstance(found, dict):
+                    self._seen(dict(found))
+            return event.model_copy(update={"seq": seq})
+
+    def _create_event_counter(self) -> None:
+        """The events partition's counter, continuing a counter of an older layout (one
+        document in the counters partition) when there is one."""
+        legacy = self._read(COUNTERS, "events")
+        first = {"id": EVENT_COUNTER, "pk": EVENTS, "type": "counter", "n": 0}
+        if legacy is not None:
+            first["n"] = int(legacy["n"])
+        try:
+            self._create(first)
+        except ConflictError:
+            self._read(EVENTS, EVENT_COUNTER)  # created meanwhile: remember it
 
     def list_events(
         self, enclave_id: str | None = None, limit: int = 100, *, run_id: str | None = None
     ) -> list[AuditEvent]:
         if limit <= 0:
             return []
-        where, extra = "c.pk = @pk", {}
+        where, extra = "c.pk = @pk AND c.type = 'event'", {}
         if enclave_id is not None:
             where, extra["enclave"] = where + " AND c.enclave_id = @enclave", enclave_id
         if run_id is not None:
@@ -596,20 +788,29 @@ class CosmosStateStore:
     # -- IaC runs ------------------------------------------------------------------------------
 
     def put_iac_run(self, run: IacRun) -> None:
-        current = self._read(IAC, _id(run.id))
-        n = int(current["n"]) if current else self._next("iac")
-        self._upsert(
-            {
-                "id": _id(run.id),
-                "pk": IAC,
-                "type": "iac_run",
-                "n": n,
-                "enclave_id": run.enclave_id,
-                "partition_id": run.partition_id,
-                "started_at": run.started_at,
-                "doc": _json(run),
-            }
-        )
+        # A run this process wrote before keeps its number (remembered); one it has not seen
+        # is most likely new (a new id per terraform run): numbered and created without a
+        # read, and read only when the create finds it exists.
+        remembered = self._memory.get(IAC, _id(run.id))
+        current = dict(remembered) if remembered else None
+        doc = {
+            "id": _id(run.id),
+            "pk": IAC,
+            "type": "iac_run",
+            "n": 0,
+            "enclave_id": run.enclave_id,
+            "partition_id": run.partition_id,
+            "started_at": run.started_at,
+            "doc": _json(run),
+        }
+        if current is None:
+            doc["n"] = self._next("iac")
+            try:
+                self._create(doc)
+                return
+            except ConflictError:
+                current = self._read(IAC, _id(run.id))
+        self._upsert({**doc, "n": int(current["n"]) if current else doc["n"]})
 
     def get_iac_run(self, run_id: str) -> IacRun | None:
         doc = self._read(IAC, _id(run_id))
@@ -674,12 +875,18 @@ class CosmosStateStore:
                     return holder  # (else released meanwhile: try again)
 
     def unlock(self, key: str, lock_id: str | None) -> TfLock | None:
+        fresh = False
         while True:
-            doc = self._read(TF, _id(f"lock:{key}"))
+            doc, remembered = self._known(TF, _id(f"lock:{key}"), fresh)
+            fresh = True
             if doc is None:
+                if remembered:
+                    continue
                 return None
             holder = TfLock(key=key, info=doc["info"])
             if lock_id is not None and lock_id != holder.lock_id:
+                if remembered:
+                    continue
                 return holder
             try:
                 self._delete(TF, doc["id"], doc["_etag"])
@@ -721,31 +928,49 @@ class CosmosStateStore:
         return sorted(str(d["key"]) for d in docs if str(d["key"]).startswith(f"{enclave_id}/"))
 
     def swap_tf_state(self, key: str, expected: str | None, blob_key: str) -> bool:
-        doc = self._read(TF, _id(f"state:{key}"))
-        current = None if doc is None else str(doc["blob_key"])
-        if current != expected:
-            return False
-        try:
-            if doc is None:
-                self._create(self._state_doc(key, blob_key))
-            else:
-                self._replace(self._state_doc(key, blob_key), doc["_etag"])
-        except (ConflictError, NotFoundError):
-            return False
-        return True
+        for fresh in (False, True):  # "no" is only ever decided on a fresh read
+            doc, remembered = self._known(TF, _id(f"state:{key}"), fresh)
+            current = None if doc is None else str(doc["blob_key"])
+            if current != expected:
+                if remembered:
+                    continue
+                return False
+            try:
+                if doc is None:
+                    self._create(self._state_doc(key, blob_key))
+                else:
+                    self._replace(self._state_doc(key, blob_key), doc["_etag"])
+            except (ConflictError, NotFoundError):
+                if remembered:
+                    continue
+                return False
+            return True
+        return False
 
     # -- partition mutex -------------------------------------------------------------------------
 
     def acquire_partition(self, key: str, owner: str, lease_s: float, now: float) -> bool:
         doc_id = _id(f"mutex:{key}")
+        new = {"id": doc_id, "pk": TF, "type": "mutex", "owner": owner, "until": now + lease_s}
+        # Unknown here: most likely free (released), so created without a read first.
+        known = self._memory.get(TF, doc_id)
+        fresh = known is None
+        if known is None:
+            try:
+                self._create(new)
+                return True
+            except ConflictError:
+                pass
         while True:
-            doc = self._read(TF, doc_id)
-            new = {"id": doc_id, "pk": TF, "type": "mutex", "owner": owner, "until": now + lease_s}
+            doc, remembered = self._known(TF, doc_id, fresh)
+            fresh = True
             try:
                 if doc is None:
                     self._create(new)
                     return True
                 if doc["owner"] != owner and float(doc["until"]) > now:
+                    if remembered:
+                        continue
                     return False
                 self._replace(new, doc["_etag"])
                 return True
@@ -754,9 +979,13 @@ class CosmosStateStore:
 
     def release_partition(self, key: str, owner: str) -> bool:
         doc_id = _id(f"mutex:{key}")
+        fresh = False
         while True:
-            doc = self._read(TF, doc_id)
+            doc, remembered = self._known(TF, doc_id, fresh)
+            fresh = True
             if doc is None or doc["owner"] != owner:
+                if remembered:
+                    continue
                 return False
             try:
                 self._delete(TF, doc_id, doc["_etag"])
@@ -773,6 +1002,12 @@ def create_container(database: Any, name: str) -> ContainerProxy:
         container: ContainerProxy = database.create_container_if_not_exists(
             name, partition_key=PartitionKey("/pk")
         )
+    # The counters, made with the container (a deployment step, like its table for
+    # DynamoDB): a store's first run, event and IaC run then find theirs.
+    counters = [(COUNTERS, "runs"), (COUNTERS, "iac"), (EVENTS, EVENT_COUNTER)]
+    for pk, counter in counters:
+        with contextlib.suppress(ConflictError), azure_errors(f"cosmos create counter {counter}"):
+            container.create_item({"id": counter, "pk": pk, "type": "counter", "n": 0})
     return container
 
 

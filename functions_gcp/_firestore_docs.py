@@ -80,6 +80,13 @@ def quoted(key: str) -> str:
     return quote(key, safe="")
 
 
+def step_doc_id(step_id: str) -> str:
+    """A step id as a document id: a partition's steps hold ``/`` ("provision_partition:e/p"),
+    which Firestore reads as a path separator. Only ``%`` and ``/`` are escaped, so every id
+    without them (enclave and wiring steps) keeps its document id."""
+    return step_id.replace("%", "%25").replace("/", "%2F")
+
+
 def drift_id(enclave_id: str, partition_id: str) -> str:
     return f"{enclave_id}#{partition_id}"
 
@@ -116,4 +123,5 @@ __all__ = [
     "quoted",
     "read_doc",
     "seq_text",
+    "step_doc_id",
 ]

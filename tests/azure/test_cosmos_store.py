@@ -11,7 +11,16 @@ import pytest
 from functions_azure.cosmos_store import CosmosStateStore, create_container
 from nclav.errors import ConflictError
 from nclav.plan import Action, Step
-from nclav.records import Run, StepRecord, iso_time, step_records
+from nclav.records import (
+    AuditEvent,
+    EventKind,
+    Run,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    iso_time,
+    step_records,
+)
 from nclav.state import EnclaveState
 
 if TYPE_CHECKING:
@@ -184,3 +193,74 @@ def test_a_run_cancelled_while_it_is_begun_keeps_no_steps(store: CosmosStateStor
     assert store.list_steps(run.id) == []
     stored = store.get_run(run.id)
     assert stored is not None and stored.status == RunStatus.CANCELLED
+
+
+class _Counted(CosmosStateStore):
+    """Counts the point reads the store makes."""
+
+    reads = 0
+
+    def _read(self, pk: str, doc_id: str) -> dict[str, object] | None:  # type: ignore[override]
+        self.reads += 1
+        return super()._read(pk, doc_id)
+
+
+def test_a_write_decided_on_what_the_store_last_saw_needs_no_read(cosmos: DatabaseProxy) -> None:
+    """Read (or written) by this store, then changed by it: one conditional write, no read
+    first; events cost one batch each (counter and event together)."""
+    store = _Counted(create_container(cosmos, "state"))
+    assert store.put_enclave(EnclaveState(enclave_id="a"), None) == 1
+    assert store.put_enclave(EnclaveState(enclave_id="a"), 1) == 2
+    run = store.create_run(Run(created_at=iso_time(0)), [])
+    store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), plan(run.id, "s"))
+    assert store.claim_step(run.id, "s", "w", 60.0, 0.0) is not None
+    done = store.finish_step(run.id, "s", "w", StepStatus.SUCCEEDED, None, 1.0)
+    assert done is not None and done.status == StepStatus.SUCCEEDED
+    seqs = [
+        store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0))).seq
+        for _ in range(3)
+    ]
+    assert seqs == [1, 2, 3]
+    # Read: the enclave found missing, the run counter, the event counter once each.
+    assert store.reads == 3, store.reads
+    assert [e.seq for e in store.list_events()] == [1, 2, 3]
+
+
+def test_a_remembered_document_changed_elsewhere_is_read_again(cosmos: DatabaseProxy) -> None:
+    """Another process wrote or deleted what this store remembers: the conditional write
+    loses, the store reads and decides again (a conflict, a refused claim), nothing is
+    resurrected, and a claim refused on memory is read again before it is refused."""
+    container = create_container(cosmos, "state")
+    mine, theirs = CosmosStateStore(container), CosmosStateStore(container)
+    mine.put_enclave(EnclaveState(enclave_id="a"), None)
+    theirs.put_enclave(EnclaveState(enclave_id="a", context_vars={"x": "1"}), 1)
+    with pytest.raises(ConflictError):
+        mine.put_enclave(EnclaveState(enclave_id="a"), 1)
+    assert mine.put_enclave(EnclaveState(enclave_id="a"), 2) == 3
+    theirs.delete_enclave("a", 3)
+    with pytest.raises(ConflictError):
+        mine.put_enclave(EnclaveState(enclave_id="a"), 3)
+    assert mine.get_enclave("a") is None
+    run = mine.create_run(Run(created_at=iso_time(0)), [])
+    mine.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), plan(run.id, "s"))
+    assert theirs.claim_step(run.id, "s", "them", 60.0, 0.0) is not None
+    assert mine.claim_step(run.id, "s", "me", 60.0, 0.0) is None
+    assert theirs.finish_step(run.id, "s", "them", StepStatus.READY, "retry", 1.0) is not None
+    assert mine.claim_step(run.id, "s", "me", 60.0, 2.0) is not None
+    # Events from both: each store's remembered counter goes stale, no number is lost.
+    kind = EventKind.RECONCILE_STARTED
+    got = [s.append_event(AuditEvent(kind=kind, at=iso_time(0))).seq for s in (mine, theirs) * 3]
+    assert sorted(got) == list(range(1, 7))
+
+
+def test_the_event_counter_continues_an_older_layouts_counter(cosmos: DatabaseProxy) -> None:
+    """Events were numbered by a counter document in the counters partition: a container
+    made before the events partition had its own counter continues its numbers."""
+    from azure.cosmos import PartitionKey
+
+    container = cosmos.create_container_if_not_exists("old", partition_key=PartitionKey("/pk"))
+    container.create_item({"id": "events", "pk": "counters", "type": "counter", "n": 41})
+    store = CosmosStateStore(container)
+    event = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
+    assert event.seq == 42
+    assert [e.seq for e in store.list_events()] == [42]
