@@ -5,14 +5,15 @@
   ``?wait=`` is held to what is left of that (less core's margin); the host refuses bodies
   above 100 MB, and so does this function (413) before reading one into a request.
   ``HttpResponse`` is one whole body, so a request for server-sent events gets the polling
-  form (``nclav.runtime.polling``). Authentication is nclav's bearer token, not function keys
+  form (core's ``answer(streams=False)``). Authentication is nclav's bearer token, not function keys
   (``AuthLevel.ANONYMOUS``).
 * ``steps_worker`` and ``iac_worker``: queue triggers on ``%NCLAV_STEPS_QUEUE%`` and
   ``%NCLAV_IAC_QUEUE%`` (the app settings that name them to ``Settings`` too), connection
   ``NCLAV_STORAGE`` (``NCLAV_STORAGE__accountName`` for the managed identity). Each message
   goes through ``functions_azure.delivery``; terraform is held to the execution's time left
   (``functions_iac``).
-* ``sweeper``: a timer every minute: ``Engine.sweep``, the git source's schedule, drift checks.
+* ``sweeper``: a timer every minute: core's ``scheduled_tick`` (``Engine.sweep``, the git
+  source's schedule, drift checks).
 
 One package, two deployments (README.md, "The terraform worker"): the Flex Consumption app
 runs the API, the steps worker and the sweeper (``AzureWebJobs.iac_worker.Disabled``); the
@@ -23,7 +24,6 @@ deployment copies it with host.json (functions_azure/Dockerfile).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 
     from nclav.api.http import ApiRequest, ApiResponse
     from nclav.api.router import Router
-
-logger = logging.getLogger("functions_azure")
+    from nclav.runtime.schedule import Tick
 
 HTTP_CUT_S = 230.0  # the front end's (Azure Load Balancer's) response time limit
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the host's request size limit
@@ -63,39 +62,26 @@ def respond(
     req: func.HttpRequest, router: Callable[[], Router], started: Execution | None = None
 ) -> func.HttpResponse:
     """The function's answer to ``req``, by ``router`` (core's ``answer``)."""
-    from dataclasses import replace
-
     from nclav.api.http import new_request_id
-    from nclav.runtime.handlers import answer
-    from nclav.runtime.polling import STREAMING_HEADER, UNSUPPORTED, asks_for_stream
+    from nclav.runtime.handlers import answer, error_result
 
     execution = started or Execution(HTTP_CUT_S)
     request_id = new_request_id()  # the host's invocation id is not given to a v2 function
-    wants_stream = asks_for_stream(req.headers.get("accept") or "")
-
-    def to_request(raw: func.HttpRequest) -> ApiRequest:
-        from nclav.runtime.polling import without_event_stream
-
-        request = without_event_stream(to_api_request(raw))
-        return replace(request, request_id=request_id, time_left_s=execution.time_left_s())
-
-    def to_result(response: ApiResponse) -> func.HttpResponse:
-        result = to_response(response)
-        if wants_stream:
-            result.headers[STREAMING_HEADER] = UNSUPPORTED
-        return result
-
     if len(req.get_body() or b"") > MAX_REQUEST_BYTES:
-        from nclav.runtime.handlers import error_result
-
         too_big = error_result(413, "payload_too_large", "the body is over 100 MB", request_id)
         return to_response(too_big)
     return answer(
-        req, request_id=request_id, to_request=to_request, to_result=to_result, router=router
+        req,
+        request_id=request_id,
+        to_request=lambda raw: to_api_request(raw, request_id),
+        to_result=to_response,
+        router=router,
+        streams=False,  # one whole HttpResponse: the polling form (see the module doc)
+        time_left_s=execution.time_left_s,
     )
 
 
-def to_api_request(req: func.HttpRequest) -> ApiRequest:
+def to_api_request(req: func.HttpRequest, request_id: str | None = None) -> ApiRequest:
     from nclav.api.http import ApiRequest
     from nclav.runtime.handlers import BadEventError
 
@@ -104,14 +90,18 @@ def to_api_request(req: func.HttpRequest) -> ApiRequest:
     url = urlsplit(req.url)
     target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
     return ApiRequest.build(
-        req.method.upper(), target, headers=dict(req.headers), body=req.get_body() or b""
+        req.method.upper(),
+        target,
+        headers=dict(req.headers),
+        body=req.get_body() or b"",
+        request_id=request_id,
     )
 
 
 def to_response(response: ApiResponse) -> func.HttpResponse:
     from nclav.api.http import StreamingResponse, error_response
 
-    if isinstance(response, StreamingResponse):  # cannot happen: the request was rewritten
+    if isinstance(response, StreamingResponse):  # cannot happen: answer(streams=False)
         close = getattr(response.stream, "close", None)
         if callable(close):
             close()
@@ -175,23 +165,12 @@ def sweeper(timer: func.TimerRequest) -> None:
     sweep()
 
 
-def sweep() -> dict[str, int]:
-    """One pass: stuck steps sent again, the git source's poll, due drift checks."""
-    from nclav.drift import DriftOptions, DriftScheduler
+def sweep() -> Tick:
+    """One tick of the schedule: stuck steps sent again, the git source's poll, due drift
+    checks (core's ``scheduled_tick``)."""
+    from nclav.runtime.schedule import scheduled_tick
 
-    runtime = bootstrap.runtime()
-    engine = runtime.engine
-    resent = engine.sweep()
-    if resent:
-        logger.info("stuck steps sent again: %d", resent)
-    if runtime.git is not None:
-        runtime.git.tick()
-    options = DriftOptions.from_env(runtime.settings.environ)
-    drift = DriftScheduler(engine.store, engine.queue, options, engine.bundles)
-    checks = len(drift.tick(engine.clock.now()))
-    if checks:
-        logger.info("drift checks sent: %d", checks)
-    return {"resent": resent, "drift_checks": checks}
+    return scheduled_tick(bootstrap.runtime().composition)
 
 
 __all__ = ["app", "http_api", "iac_worker", "respond", "steps_worker", "sweep", "sweeper"]

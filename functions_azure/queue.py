@@ -12,7 +12,9 @@ Consumer side (the Functions host in Azure; the tests' pump): ``receive``, ``del
 ``delay``. The attempt number is the message's ``dequeue_count``, counted by the service on
 every receive. Storage queues have no dead-letter queue: the Functions host moves a message
 to ``<queue>-poison`` after ``maxDequeueCount`` deliveries, and core's delivery policy gives
-up (and records the step failed) before that; ``poison`` is the queue's poison queue.
+up (and records the step failed) before that. Given that queue's client (``poison``), the
+adapter counts what landed there (``dead_letter_count``, core's ``DeadLetters``): the status
+page shows it.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def queue_client(service: QueueServiceClient, name: str) -> QueueClient:
 
 
 class StorageWorkQueue:
-    def __init__(self, client: QueueClient) -> None:
+    def __init__(self, client: QueueClient, *, poison: QueueClient | None = None) -> None:
         self.client = client
+        self.poison = poison  # the host's <queue>-poison, counted by ``dead_letter_count``
 
     @classmethod
     def from_connection_string(cls, connection: str, name: str) -> StorageWorkQueue:
@@ -157,8 +160,16 @@ class StorageWorkQueue:
 
     def pending(self) -> int:
         """Messages waiting, delayed or in flight (the service's approximate count)."""
-        with azure_errors(f"queue properties {self.name}"):
-            return int(self.client.get_queue_properties().approximate_message_count or 0)
+        return _count(self.client)
+
+    def dead_letter_count(self) -> int | None:
+        """Messages the host moved to the poison queue; None without one to count."""
+        return None if self.poison is None else _count(self.poison)
+
+
+def _count(client: QueueClient) -> int:
+    with azure_errors(f"queue properties {client.queue_name}"):
+        return int(client.get_queue_properties().approximate_message_count or 0)
 
 
 def create_queues(service: QueueServiceClient, name: str) -> tuple[QueueClient, QueueClient]:

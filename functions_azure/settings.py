@@ -1,16 +1,10 @@
-"""The Azure runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources,
-and ``StepQueues``, the engine's one queue over the two Storage queues."""
+"""The Azure runtime's settings: core's ``NCLAV_*`` settings plus the names of its resources."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from nclav.runtime.routing import RoutedQueue
 from nclav.runtime.settings import Settings as CoreSettings
-
-if TYPE_CHECKING:
-    from functions_azure.queue import StorageWorkQueue
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,32 +34,9 @@ class Settings(CoreSettings):
     iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
     iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
-    def blob_account_url(self) -> str:
-        return f"https://{self.storage_account}.blob.core.windows.net"
-
-    def queue_account_url(self) -> str:
-        return f"https://{self.storage_account}.queue.core.windows.net"
+    def account_url(self, kind: str) -> str:
+        """The storage account's ``blob`` or ``queue`` endpoint."""
+        return f"https://{self.storage_account}.{kind}.core.windows.net"
 
 
-class StepQueues(RoutedQueue):
-    """The engine's one queue: terraform steps to ``iac``, every other step to ``steps``."""
-
-    def __init__(
-        self,
-        steps: StorageWorkQueue,
-        iac: StorageWorkQueue,
-        poison: tuple[StorageWorkQueue, ...] = (),
-    ) -> None:
-        routed = RoutedQueue.terraform_apart(steps, iac)
-        super().__init__(routed.default, routed.by_action)
-        self.steps, self.iac = steps, iac
-        self.poison = poison  # the host's <queue>-poison queues
-
-    def dead_letter_count(self) -> int | None:
-        """Messages the host moved to the poison queues (the ``DeadLetters`` capability)."""
-        if not self.poison:
-            return None
-        return sum(queue.pending() for queue in self.poison)
-
-
-__all__ = ["Settings", "StepQueues"]
+__all__ = ["Settings"]

@@ -41,8 +41,8 @@ def deployment(
         yield d
     finally:
         built = bootstrap.install(None)
-        if built is not None and built.parts.built("composition"):
-            built.iac.close()
+        if built is not None:
+            built.close()
 
 
 def tree(main_tf: str) -> bytes:
@@ -142,7 +142,7 @@ def test_the_step_keeps_its_lease_while_terraform_runs(
 
     def sweeper() -> None:
         while not stop.wait(0.3):
-            resent.append(sweep()["resent"])
+            resent.append(sweep().resent)
 
     thread = threading.Thread(target=sweeper, daemon=True)
     thread.start()

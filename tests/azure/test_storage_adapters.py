@@ -131,7 +131,7 @@ def test_settings_name_the_resources_and_hide_the_connection_string() -> None:
         "tf",
         "nclav-steps",
     )
-    assert settings.blob_account_url() == "https://acct.blob.core.windows.net"
+    assert settings.account_url("blob") == "https://acct.blob.core.windows.net"
     assert settings.storage_connection == secret
     assert "c2VjcmV0" not in repr(settings)
 
@@ -181,15 +181,28 @@ def test_a_delay_is_the_visibility_rounded_up_and_capped(
     assert soon.next_visible_on - soon.inserted_on == timedelta(seconds=1)  # never early
 
 
-def test_step_queues_send_terraform_steps_to_the_iac_queue(azure_storage: str) -> None:
-    from functions_azure.settings import StepQueues
+def test_step_queues_send_terraform_steps_to_the_iac_queue_and_count_both_poison_queues(
+    azure_storage: str,
+) -> None:
     from nclav.plan import Action
+    from nclav.runtime.dead_letters import dead_letter_count
+    from nclav.runtime.routing import StepQueues
 
     service = QueueServiceClient.from_connection_string(azure_storage)
-    steps = StorageWorkQueue(create_queues(service, unique_name("steps"))[0])
-    iac = StorageWorkQueue(create_queues(service, unique_name("iac"))[0])
+    steps_client, steps_poison = create_queues(service, unique_name("steps"))
+    iac_client, iac_poison = create_queues(service, unique_name("iac"))
+    steps = StorageWorkQueue(steps_client, poison=steps_poison)
+    iac = StorageWorkQueue(iac_client, poison=iac_poison)
     queues = StepQueues(steps, iac)
     queues.send({"run_id": "r", "step_id": "p", "action": Action.PROVISION_PARTITION.value})
     queues.send({"run_id": "r", "step_id": "e", "action": Action.PROVISION_ENCLAVE.value})
     assert [m.message["step_id"] for m in iac.receive(wait_s=2)] == ["p"]
     assert [m.message["step_id"] for m in steps.receive(wait_s=2)] == ["e"]
+    # What the host moved to <queue>-poison is counted, both queues together.
+    assert dead_letter_count(queues) == 0
+    steps_poison.send_message("a")
+    iac_poison.send_message("b")
+    iac_poison.send_message("c")
+    assert (steps.dead_letter_count(), iac.dead_letter_count()) == (1, 2)
+    assert dead_letter_count(queues) == 3
+    assert StorageWorkQueue(steps_client).dead_letter_count() is None  # no poison queue given

@@ -101,7 +101,7 @@ class AzureScenarioRuntime(Runtime):
         from functions_azure.function_app import sweep
 
         functions()  # the app is indexed as the host does before any trigger fires
-        return sweep()["resent"]
+        return sweep().resent
 
     @property
     def engine(self) -> Engine:
@@ -109,8 +109,8 @@ class AzureScenarioRuntime(Runtime):
 
     def close(self) -> None:
         built = bootstrap.install(None)
-        if built is not None and built.parts.built("composition"):
-            built.iac.close()  # the loopback state backend
+        if built is not None:
+            built.close()  # the loopback state backend
 
 
 __all__ = ["AzureScenarioRuntime"]

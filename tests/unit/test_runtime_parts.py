@@ -132,3 +132,33 @@ def test_a_hosted_runtime_composes_core_over_the_clouds_adapters(tmp_path: Path)
     assert git is not None and git.secret_hint == "the runtime's secret store"
     assert runtime.secrets.get(WEBHOOK_SECRET) == git.webhook_secret
     assert scheduled_tick(runtime.composition).resent == 0
+
+
+class Hinted(Hosted):
+    """Counts the reads of its secret hint (a cloud's imports ``nclav.gitsource.source``)."""
+
+    hints = 0
+
+    @property
+    def secret_hint(self) -> str:
+        self.hints += 1
+        return "the test's vault"
+
+
+def test_a_request_without_the_git_source_does_not_read_its_secret_hint(tmp_path: Path) -> None:
+    from nclav.api.http import ApiRequest
+
+    runtime = Hinted(tmp_path, clock=ManualClock(), drivers={})
+    auth = {"authorization": "Bearer " + "a" * 64}
+    assert runtime.router.dispatch(ApiRequest.build("GET", "/runs", headers=auth)).status == 200
+    assert runtime.hints == 0  # before: read when the engine was composed
+    git = runtime.git
+    assert git is not None and git.secret_hint == "the test's vault"
+    assert runtime.hints == 1
+    runtime.close()  # the loopback the composition started
+
+
+def test_closing_a_hosted_runtime_that_composed_nothing_builds_nothing(tmp_path: Path) -> None:
+    runtime = Hosted(tmp_path)
+    runtime.close()
+    assert not runtime._parts.built("composition")  # noqa: SLF001

@@ -83,13 +83,15 @@ def git_builder(
     blobs: Callable[[], BlobStore],
     queue: Callable[[], WorkQueue],
     secrets: Callable[[], SecretStore],
-    secret_hint: str,
+    secret_hint: Callable[[], str],
 ) -> Callable[[Service], GitSource | None]:
-    """``compose``'s ``git`` argument: ``hosted_git_source`` over parts built on first use."""
+    """``compose``'s ``git`` argument: ``hosted_git_source`` over parts built on first use
+    (the hint too: a cloud's names it with ``nclav.gitsource.source``'s constant, an import
+    a request without the git source should not pay)."""
 
     def build(service: Service) -> GitSource | None:
         return hosted_git_source(
-            service, blobs=blobs(), queue=queue(), secrets=secrets(), secret_hint=secret_hint
+            service, blobs=blobs(), queue=queue(), secrets=secrets(), secret_hint=secret_hint()
         )
 
     return build

@@ -57,7 +57,7 @@ def answer(
     to_result: Callable[[ApiResponse], _Result],
     router: Callable[[], Router],
     streams: bool = True,
-    time_left_s: Callable[[], float] | None = None,
+    time_left_s: Callable[[], float | None] | None = None,
 ) -> _Result:
     """The result for one HTTP event: 400, ``/health``, 500 or the router's answer."""
     try:

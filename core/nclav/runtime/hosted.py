@@ -125,7 +125,10 @@ class HostedRuntime:
             from nclav.runtime.git import git_builder
 
             git = git_builder(
-                lambda: self.blobs, lambda: self.queues, lambda: self.secrets, self.secret_hint
+                lambda: self.blobs,
+                lambda: self.queues,
+                lambda: self.secrets,
+                lambda: self.secret_hint,
             )
             return compose(
                 self.settings,
@@ -165,6 +168,12 @@ class HostedRuntime:
         """The git source (``nclav.runtime.git``); None when its webhook secret cannot be
         read or created (no /source or /webhooks routes)."""
         return self.composition.git
+
+    def close(self) -> None:
+        """Stop what the runtime started (the IaC runner's loopback state backend); a
+        runtime that composed nothing has nothing to stop."""
+        if self._parts.built("composition"):
+            self.iac.close()
 
 
 __all__ = ["HostedRuntime"]
