@@ -164,30 +164,53 @@ def _skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def _firestore_choice() -> tuple[str, str]:
+    """Which emulator the Firestore tests run on here: ("gcloud", path), ("npm", why), or
+    ("none", why not)."""
+    mode = _firestore_mode()
+    gcloud = shutil.which("gcloud") if mode != "npm" else None
+    if gcloud is not None:
+        return "gcloud", gcloud
+    if mode == "gcloud":
+        return "none", f"{FIRESTORE_MODE_ENV}=gcloud but gcloud is not installed"
+    missing = npm_firestore_missing()
+    if missing is not None:
+        why = "neither gcloud (with its Firestore emulator) nor the npm fallback is installed"
+        return "none", f"{why}: {missing}"
+    because = f"{FIRESTORE_MODE_ENV}=npm" if mode == "npm" else "gcloud is not installed"
+    return "npm", because
+
+
+# What the session's Firestore emulator was, for the run's summary (shown under -q too).
+_FIRESTORE_USED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say at the end of a run which Firestore emulator its tests used (CI logs show it)."""
+    for used in _FIRESTORE_USED:
+        terminalreporter.write_line(f"firestore: {used}")
+
+
 @pytest.fixture(scope="session")
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a running Firestore emulator, one per session: gcloud's official one
     (~9 s to start) where gcloud is installed, else @firestore-emulator/server from npm
     (see NCLAV_TEST_FIRESTORE above)."""
-    mode = _firestore_mode()
-    gcloud = shutil.which("gcloud") if mode != "npm" else None
-    if gcloud is not None:
-        with _gcloud_firestore(gcloud, tmp_path_factory.mktemp("firestore")) as host:
-            yield host
-        return
-    if mode == "gcloud":
-        _skip_or_fail(f"{FIRESTORE_MODE_ENV}=gcloud but gcloud is not installed")
-    missing = npm_firestore_missing()
-    if missing is not None:
-        why = "neither gcloud (with its Firestore emulator) nor the npm fallback is installed"
-        _skip_or_fail(f"{why}: {missing}")
-    print(  # noqa: T201
-        "firestore_emulator: running the npm fallback @firestore-emulator/server "
-        f"({FIRESTORE_MODE_ENV}={mode}, gcloud {'ignored' if mode == 'npm' else 'absent'}); "
-        f"tests marked {NEEDS_GCLOUD_FIRESTORE} skip",
-        file=sys.stderr,
+    kind, detail = _firestore_choice()
+    if kind == "none":
+        _skip_or_fail(detail)
+    if kind == "gcloud":
+        _FIRESTORE_USED.append(f"gcloud's emulator ({detail})")
+    else:
+        _FIRESTORE_USED.append(
+            f"the npm fallback @firestore-emulator/server ({detail}); "
+            f"tests marked {NEEDS_GCLOUD_FIRESTORE} skipped"
+        )
+    workdir = tmp_path_factory.mktemp("firestore")
+    running = (
+        _gcloud_firestore(detail, workdir) if kind == "gcloud" else start_npm_firestore(workdir)
     )
-    with start_npm_firestore(tmp_path_factory.mktemp("firestore")) as host:
+    with running as host:
         yield host
 
 
