@@ -38,7 +38,14 @@ $(AZURE_STANDINS)/node_modules/.package-lock.json: $(AZURE_STANDINS)/package-loc
 	  cd $(AZURE_STANDINS) && npm ci --no-audit --no-fund --loglevel=error; \
 	else echo 'npm is not installed: the Azure stand-in tests will skip'; fi
 
-standins: $(AZURE_STANDINS)/node_modules/.package-lock.json
+## The npm Firestore emulator the GCP tests fall back on where gcloud's is absent (pinned the same way).
+GCP_STANDINS := tests/standins/gcp
+$(GCP_STANDINS)/node_modules/.package-lock.json: $(GCP_STANDINS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(GCP_STANDINS) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo 'npm is not installed: without gcloud the Firestore tests will skip'; fi
+
+standins: $(AZURE_STANDINS)/node_modules/.package-lock.json $(GCP_STANDINS)/node_modules/.package-lock.json
 
 ## Validate the example trees offline (the local server replaces this as the first command).
 demo: $(STAMP)

@@ -21,6 +21,7 @@ from nclav.records import (
 )
 from nclav.state import EnclaveState, Status
 from nclav.transitions import simulate_apply
+from stand_ins import FIELD_DELETES, NAME_ORDER, PRECONDITIONS
 from support import SEED, load_graph, write_tree
 
 from .conftest import T0, chain, event, make_run, started
@@ -75,6 +76,7 @@ def test_put_missing_enclave_with_a_version_conflicts(store: StateStore) -> None
     assert store.get_enclave("a") is None
 
 
+@pytest.mark.needs_gcloud_firestore(NAME_ORDER)
 def test_list_enclaves_sorted_by_id(store: StateStore) -> None:
     for eid in ("c", "a", "b10", "b2"):
         store.put_enclave(EnclaveState(enclave_id=eid), None)
@@ -208,6 +210,7 @@ def test_update_unknown_run(store: StateStore) -> None:
         store.update_run(make_run())
 
 
+@pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
 def test_unfinished_runs_in_seq_order(store: StateStore) -> None:
     runs = [started(store, "a") for _ in range(4)]
     store.update_run(runs[0].model_copy(update={"status": RunStatus.SUCCEEDED}))
@@ -378,6 +381,7 @@ def test_tf_state_swap_is_a_compare_and_set(store: StateStore) -> None:
     assert store.swap_tf_state("e/p", None, "tfstate/e/p/3")  # after a DELETE, from nothing
 
 
+@pytest.mark.needs_gcloud_firestore(PRECONDITIONS)
 def test_tf_state_swap_has_one_winner_under_contention(store: StateStore) -> None:
     """Eight writers guess the same old pointer: exactly one moves it."""
     store.set_tf_state("e/p", "tfstate/e/p/0")
@@ -445,6 +449,7 @@ def test_update_run_with_expect_is_conditional(store: StateStore) -> None:
         store.update_run(make_run(), expect=RunStatus.QUEUED)
 
 
+@pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
 def test_cancelled_is_final(store: StateStore) -> None:
     run = store.create_run(make_run(plan_on_start=True), [])
     assert RunStatus.CANCELLED.final and not RunStatus.AWAITING_APPROVAL.final

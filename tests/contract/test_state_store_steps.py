@@ -9,6 +9,7 @@ import pytest
 
 from nclav.errors import ConflictError, NotFoundError
 from nclav.records import RunStatus, StepStatus, iso_time
+from stand_ins import COLLECTION_GROUPS, PRECONDITIONS
 
 from .conftest import LEASE, T0, chain, independent, make_run, started
 
@@ -174,6 +175,7 @@ def test_every_change_moves_the_version(store: StateStore) -> None:
     assert versions == [1, 2, 3, 4]
 
 
+@pytest.mark.needs_gcloud_firestore(COLLECTION_GROUPS)
 def test_list_expired_leases(store: StateStore) -> None:
     first = started(store, "a", "b")
     second = started(store, "c")
@@ -186,6 +188,7 @@ def test_list_expired_leases(store: StateStore) -> None:
     assert [s.step_id for s in store.list_expired_leases(T0 + 16)] == ["a"]
 
 
+@pytest.mark.needs_gcloud_firestore(COLLECTION_GROUPS)
 def test_list_stuck_ready_steps(store: StateStore) -> None:
     """Ready steps whose message (sent_at) and retry time (not_before) are both old enough."""
     first = started(store, "a", "b")
@@ -217,6 +220,7 @@ def test_list_stuck_ready_steps(store: StateStore) -> None:
     assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 1000)] == ["a"]
 
 
+@pytest.mark.needs_gcloud_firestore(COLLECTION_GROUPS)
 def test_a_ready_step_made_ready_with_its_send_time(store: StateStore) -> None:
     run = started(store, "a", "b")
     b = store.get_step(run.id, "b")
@@ -232,6 +236,7 @@ def test_a_ready_step_made_ready_with_its_send_time(store: StateStore) -> None:
     assert [s.step_id for s in store.list_stuck_ready_steps(T0 + 3)] == ["a"]
 
 
+@pytest.mark.needs_gcloud_firestore(PRECONDITIONS)
 def test_twenty_threads_claim_each_step_exactly_once(store: StateStore) -> None:
     run = make_run()
     store.create_run(run, independent(run.id, 30))
@@ -256,6 +261,7 @@ def test_twenty_threads_claim_each_step_exactly_once(store: StateStore) -> None:
         assert (step.step_id, step.lease_owner) in wins
 
 
+@pytest.mark.needs_gcloud_firestore(PRECONDITIONS)
 def test_twenty_threads_compare_and_swap_one_wins(store: StateStore) -> None:
     run = started(store, "a", "b")
     pending = store.get_step(run.id, "b")

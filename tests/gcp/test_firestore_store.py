@@ -22,7 +22,7 @@ from nclav.plan import Action, Step
 from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
-from stand_ins import FIRESTORE_PROJECT
+from stand_ins import FIELD_DELETES, FIRESTORE_PROJECT, LIST_COLLECTIONS, PRECONDITIONS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,6 +55,7 @@ def a_run(store: FirestoreStateStore) -> Run:
     return store.create_run(run, step_records(run.id, steps))
 
 
+@pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
 def test_steps_carry_index_fields_only_while_ready_or_running(
     store: FirestoreStateStore, client: Client
 ) -> None:
@@ -76,6 +77,7 @@ def test_steps_carry_index_fields_only_while_ready_or_running(
     assert "ready_at" not in done and "lease_at" not in done and done["final"] is True
 
 
+@pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
 def test_a_final_run_leaves_the_unfinished_index(
     store: FirestoreStateStore, client: Client
 ) -> None:
@@ -86,6 +88,7 @@ def test_a_final_run_leaves_the_unfinished_index(
     assert store.list_unfinished_runs() == []
 
 
+@pytest.mark.needs_gcloud_firestore(LIST_COLLECTIONS)
 def test_every_collection_takes_the_prefix(store: FirestoreStateStore, client: Client) -> None:
     a_run(store)
     store.put_enclave(EnclaveState(enclave_id="a"), None)
@@ -95,6 +98,7 @@ def test_every_collection_takes_the_prefix(store: FirestoreStateStore, client: C
     assert names and all(n.startswith(PREFIX) for n in names)
 
 
+@pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
 def test_a_large_document_is_stored_compressed(store: FirestoreStateStore, client: Client) -> None:
     big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(500)})
     assert len(big.model_dump_json()) > MAX_DOC_BYTES // 2  # well past plain storage
@@ -134,6 +138,7 @@ def test_contended_counter_gives_each_event_its_own_number(store: FirestoreState
     assert [e.seq for e in store.list_events()] == list(range(1, 11))
 
 
+@pytest.mark.needs_gcloud_firestore(PRECONDITIONS)
 def test_a_write_on_a_document_deleted_since_the_read_is_a_lost_race(
     store: FirestoreStateStore, client: Client
 ) -> None:
@@ -192,6 +197,7 @@ def test_a_write_decided_on_what_the_store_last_saw_needs_no_read(client: Client
     assert store.get_enclave("a") is not None and store.get_enclave("a")[1] == 3  # type: ignore[index]
 
 
+@pytest.mark.needs_gcloud_firestore(PRECONDITIONS)
 def test_a_remembered_document_changed_elsewhere_is_read_again(client: Client) -> None:
     """What the store remembers may be stale: another process wrote or deleted the
     document. The conditional write then loses, the store reads and decides again: a
