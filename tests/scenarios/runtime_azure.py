@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from azure.cosmos import DatabaseProxy
 
     from nclav.engine import Engine
+    from nclav.ports import SecretStore
 
 VISIBILITY_S = 4.0  # a dead host's message is back after this (the host's is 10 minutes)
 
@@ -75,6 +76,14 @@ class AzureScenarioRuntime(Runtime):
             headers["content-type"] = content_type or "application/octet-stream"
         reply = self.deployment.request(method, path, data, headers)
         return Reply(reply.status, reply.body)
+
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        reply = self.deployment.request("POST", path, body, headers, token=None)
+        return Reply(reply.status, reply.body)
+
+    @property
+    def secrets(self) -> SecretStore:
+        return self.deployment.secrets  # Key Vault's stand-in (azure_harness)
 
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

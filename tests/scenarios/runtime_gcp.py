@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import pytest
 
     from nclav.engine import Engine
+    from nclav.ports import SecretStore
 
 MAIN = Path(__file__).resolve().parents[2] / "functions_gcp" / "main.py"
 LOCATION = "projects/nclav-test/locations/us-central1"
@@ -141,6 +142,16 @@ class GcpScenarioRuntime(Runtime):
             headers["Content-Type"] = content_type or "application/octet-stream"
         found = self.api.open(path, method=method, data=data, headers=headers)
         return Reply(found.status_code, found.get_data())
+
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        found = self.api.open(path, method="POST", data=body, headers=dict(headers))
+        return Reply(found.status_code, found.get_data())
+
+    @property
+    def secrets(self) -> SecretStore:
+        from functions_gcp import bootstrap
+
+        return bootstrap.runtime().secrets
 
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,166 @@
+"""Git-push reconcile (issue 15) on every runtime of the scenario suite.
+
+A private repository on a real git server (``git http-backend``, tests/gitserver.py), commits
+pushed with the real ``git`` command, the source set through ``PUT /source`` (its token going
+to the runtime's secret store), signed GitHub push deliveries POSTed to the runtime's API with
+the webhook secret read from where the runtime keeps it, and real terraform. The webhook only
+verifies, records and enqueues: the fetch and the run happen in the runtime's worker, which
+takes the git source's control message from its queue (thread queue, SQS, Cloud Tasks,
+Storage Queues).
+
+The poll is off (``NCLAV_GIT_POLL_S=0``): the first scheduled tick after ``PUT /source``
+would otherwise ask the remote for the head and race the delivery this suite is about (the
+poll is covered in tests/e2e/test_git_source.py and tests/aws/test_git_push.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from serve_harness import require_terraform
+
+from gitserver import GitServer, Repo, github_headers, github_push
+from nclav.gitsource.source import TOKEN_SECRET
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from runtimes import Runtime
+
+require_terraform()
+pytestmark = pytest.mark.terraform
+
+TOKEN = "ghp_scenario0123456789abcdef"
+ZERO = "0" * 40
+MAIN = "refs/heads/main"
+THING = 'resource "terraform_data" "thing" { input = "x" }\n'
+
+
+@pytest.fixture(autouse=True)
+def _no_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the runtime is built (autouse fixtures come first): the webhook alone."""
+    monkeypatch.setenv("NCLAV_GIT_POLL_S", "0")
+
+
+@pytest.fixture(name="git_server")
+def git_server_fixture(tmp_path: Path) -> Iterator[GitServer]:
+    with GitServer(tmp_path / "git", token=TOKEN) as server:  # a private repository
+        server.create("acme/infra")
+        yield server
+
+
+def partition(eid: str, pid: str, main_tf: str = THING) -> dict[str, str]:
+    base = f"enclaves/{eid}"
+    variables = 'variable "nclav_enclave" { type = string }\n'
+    variables += 'variable "nclav_partition" { type = string }\n'
+    return {
+        f"{base}/config.yml": f"id: {eid}\nname: {eid}\ncloud: local\nregion: local-1\n",
+        f"{base}/{pid}/config.yml": f"id: {pid}\nname: {pid}\nbackend: terraform\n",
+        f"{base}/{pid}/main.tf": variables + main_tf,
+    }
+
+
+def push(rt: Runtime, url: str, before: str, after: str) -> str:
+    """A signed GitHub push delivery for ``after``; the delivery id."""
+    delivery = str(uuid.uuid4())
+    body = github_push(url, MAIN, before, after)
+    answer = rt.webhook(
+        "/webhooks/github", body, github_headers(rt.webhook_secret(), body, delivery)
+    )
+    assert answer.status == 202, answer
+    assert (answer.json["status"], answer.json["commit"]) == ("queued", after), answer
+    return delivery
+
+
+def run_of(rt: Runtime, commit: str) -> dict[str, Any]:
+    """The run the source started for ``commit`` (the runtime's workers carried on to it)."""
+
+    def found() -> dict[str, Any] | None:
+        runs = [r for r in rt.ok("GET", "/runs") if (r.get("origin") or {}).get("commit")]
+        return next((r for r in runs if r["origin"]["commit"] == commit), None)
+
+    return rt.until(found, timeout=60)  # type: ignore[no-any-return]
+
+
+def test_pushes_are_fetched_and_applied_by_the_runtimes_workers(
+    runtime: Runtime, git_server: GitServer, tmp_path: Path
+) -> None:
+    url = git_server.url("acme/infra")
+    repo = Repo(tmp_path / "work", url, token=TOKEN)
+
+    # -- the source: PUT /source, its token to the runtime's secret store -----------------------
+    doc = runtime.ok(
+        "PUT", "/source", {"url": url, "branch": "main", "path": "enclaves", "token": TOKEN}
+    )
+    assert (doc["url"], doc["branch"], doc["path"], doc["token"]) == (url, "main", "enclaves", True)
+    assert runtime.secrets.get(TOKEN_SECRET) == TOKEN
+    assert TOKEN not in str(runtime.ok("GET", "/source"))
+
+    # -- a push: the webhook enqueues, a worker fetches exactly that commit, terraform applies --
+    first = repo.commit("Add alpha", partition("alpha", "p"))
+    repo.push()
+    fetches_before = len(git_server.requests)
+    delivery = push(runtime, url, ZERO, first)
+    started = run_of(runtime, first)
+    run = runtime.wait(started, timeout=90)
+    assert run["status"] == "succeeded", run
+    assert run["trigger"] == "git-push"
+    assert run["origin"] == {
+        "repository": url,
+        "ref": MAIN,
+        "commit": first,
+        "author": "Ada Lovelace",
+        "message": "Add alpha",
+        "delivery": delivery,
+    }
+    # The worker fetched from the private repository: with the token from the secret store.
+    assert len(git_server.requests) > fetches_before
+    (applied,) = runtime.iac_runs("alpha", "p")
+    assert (applied["operation"], applied["status"]) == ("provision", "succeeded"), applied
+    source = runtime.until(lambda: (d := runtime.ok("GET", "/source"))["pending"] is None and d)
+    assert source["applied"]["commit"] == first and source["applied"]["status"] == "succeeded"
+
+    # The same delivery again (a redelivery keeps its id), and a bad signature: no new work.
+    body = github_push(url, MAIN, ZERO, first)
+    again = runtime.webhook(
+        "/webhooks/github", body, github_headers(runtime.webhook_secret(), body, delivery)
+    )
+    assert (again.status, again.json["status"]) == (200, "duplicate"), again
+    forged = runtime.webhook("/webhooks/github", body, github_headers("forged", body, "x-1"))
+    assert forged.status == 401, forged
+
+    # -- a second push changing the tree: only the change is applied ----------------------------
+    second = repo.commit("Add alpha/q", partition("alpha", "q"))
+    repo.push()
+    push(runtime, url, first, second)
+    changed = runtime.wait(run_of(runtime, second), timeout=90)
+    assert changed["status"] == "succeeded", changed
+    assert changed["id"] != run["id"]
+    provisioned = [s["step_id"] for s in changed["steps"] if "partition" in s["step_id"]]
+    assert provisioned == ["provision_partition:alpha/q"], changed["steps"]
+    assert len(runtime.iac_runs("alpha", "p")) == 1  # untouched: no terraform for it
+    assert [r["status"] for r in runtime.iac_runs("alpha", "q")] == ["succeeded"]
+    assert set(runtime.enclaves()["alpha"]["partitions"]) == {"p", "q"}
+
+    # -- a push whose delivery was lost: an operator's sync_source message on the queue --------
+    third = repo.commit("Change alpha/q", partition("alpha", "q", THING.replace('"x"', '"y"')))
+    repo.push()
+    runtime.send_control({"kind": "sync_source"})
+    synced = runtime.wait(run_of(runtime, third), timeout=90)
+    assert synced["status"] == "succeeded", synced
+    assert synced["trigger"] == "git-sync" and synced["origin"]["delivery"] is None, synced
+    assert [r["status"] for r in runtime.iac_runs("alpha", "q")] == ["succeeded", "succeeded"]
+    assert len(runtime.iac_runs("alpha", "p")) == 1
+
+    # -- a push deleting the enclaves directory: held for approval, nothing destroyed -----------
+    fourth = repo.commit("Remove everything", {"enclaves": None})
+    repo.push()
+    push(runtime, url, third, fourth)
+    held = run_of(runtime, fourth)
+    held = runtime.until(lambda: (r := runtime.run(held["id"]))["status"] != "queued" and r)
+    assert held["status"] == "awaiting_approval", held
+    assert set(runtime.enclaves()) == {"alpha"}
+    assert len(runtime.iac_runs("alpha", "p")) == 1 and len(runtime.iac_runs("alpha", "q")) == 2
