@@ -9,6 +9,7 @@ deleted nor put back, and comes back when its visibility timeout runs out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from runtimes import FINAL, LEASE_S, Reply, Runtime, WorkerDied
 from functions_azure import bootstrap
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     import pytest
@@ -105,6 +106,16 @@ class AzureScenarioRuntime(Runtime):
 
     def settle(self) -> None:
         self.pump.drain()
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        warm = bootstrap.install(None)
+        self.deployment.install()  # a fresh runtime, as a cold start builds
+        try:
+            yield
+        finally:
+            self.close()  # the other sandbox's, as at the end
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         from functions_azure.function_app import sweep

@@ -16,6 +16,7 @@ the API generates its token on first use as it does on a first deployment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from runtimes import FINAL, LEASE_S, Reply, Runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import pytest
 
@@ -193,6 +194,16 @@ class GcpScenarioRuntime(Runtime):
             }
         }
         self.tasks.create_task(parent=self.queues[1 if iac else 0], task=task)
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        from functions_gcp import bootstrap
+
+        warm = bootstrap.install(None)  # the next request builds a fresh runtime
+        try:
+            yield
+        finally:
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         found = self.scheduler.post("/", headers={"User-Agent": "Google-Cloud-Scheduler"})

@@ -111,6 +111,13 @@ class Runtime:
         assert found, "no webhook secret in the runtime's secret store"
         return found.strip()
 
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        """Requests inside go to another sandbox of the runtime's functions (a cold start:
+        nothing in memory shared with the first, which stays warm and serves again after).
+        The local server is one process: the same one."""
+        yield
+
     # -- shared ----------------------------------------------------------------------------
 
     def ok(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
@@ -333,6 +340,16 @@ class AwsScenarioRuntime(Runtime):
 
     def settle(self) -> None:
         self.pump.drain()
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        from functions_aws import bootstrap
+
+        warm = bootstrap.install(None)  # the next invocation builds a fresh runtime
+        try:
+            yield
+        finally:
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         from functions_aws import schedule
