@@ -2,11 +2,13 @@
 
 A private repository on a real git server (``git http-backend``, tests/gitserver.py), commits
 pushed with the real ``git`` command, the source set through ``PUT /source`` (its token going
-to the runtime's secret store), signed GitHub push deliveries POSTed to the runtime's API with
-the webhook secret read from where the runtime keeps it, and real terraform. The webhook only
-verifies, records and enqueues: the fetch and the run happen in the runtime's worker, which
-takes the git source's control message from its queue (thread queue, SQS, Cloud Tasks,
-Storage Queues).
+to the runtime's secret store), GitHub (HMAC-signed) and GitLab (token) push deliveries built
+from the hosts' example payloads, POSTed to the runtime's API with the webhook secret read
+from where the runtime keeps it, and real terraform. The webhook only verifies, records and
+enqueues: the fetch and the run happen in the runtime's worker, which takes the git source's
+control message from its queue (thread queue, SQS, Cloud Tasks, Storage Queues); on a cloud
+the delivery goes to another sandbox than the worker's (``another_sandbox``), as the API and
+worker functions are.
 
 The poll is off (``NCLAV_GIT_POLL_S=0``): the first scheduled tick after ``PUT /source``
 would otherwise ask the remote for the head and race the delivery this suite is about (the
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from serve_harness import require_terraform
 
-from gitserver import GitServer, Repo, github_headers, github_push
+from gitserver import GitServer, Repo, github_headers, github_push, gitlab_headers, gitlab_push
 from nclav.gitsource.source import TOKEN_SECRET
 
 if TYPE_CHECKING:
@@ -64,13 +66,16 @@ def partition(eid: str, pid: str, main_tf: str = THING) -> dict[str, str]:
     }
 
 
-def push(rt: Runtime, url: str, before: str, after: str) -> str:
-    """A signed GitHub push delivery for ``after``; the delivery id."""
-    delivery = str(uuid.uuid4())
-    body = github_push(url, MAIN, before, after)
-    answer = rt.webhook(
-        "/webhooks/github", body, github_headers(rt.webhook_secret(), body, delivery)
-    )
+def push(rt: Runtime, url: str, before: str, after: str, host: str = "github") -> str:
+    """A push delivery for ``after`` as GitHub (signed) or GitLab (its token) sends it; the
+    delivery id."""
+    delivery, secret = str(uuid.uuid4()), rt.webhook_secret()
+    if host == "github":
+        body = github_push(url, MAIN, before, after)
+        headers = github_headers(secret, body, delivery)
+    else:
+        body, headers = gitlab_push(url, MAIN, before, after), gitlab_headers(secret, delivery)
+    answer = rt.webhook(f"/webhooks/{host}", body, headers)
     assert answer.status == 202, answer
     assert (answer.json["status"], answer.json["commit"]) == ("queued", after), answer
     return delivery
@@ -104,7 +109,8 @@ def test_pushes_are_fetched_and_applied_by_the_runtimes_workers(
     first = repo.commit("Add alpha", partition("alpha", "p"))
     repo.push()
     fetches_before = len(git_server.requests)
-    delivery = push(runtime, url, ZERO, first)
+    with runtime.another_sandbox():  # the API's sandbox is not the worker's
+        delivery = push(runtime, url, ZERO, first)
     started = run_of(runtime, first)
     run = runtime.wait(started, timeout=90)
     assert run["status"] == "succeeded", run
@@ -133,12 +139,13 @@ def test_pushes_are_fetched_and_applied_by_the_runtimes_workers(
     forged = runtime.webhook("/webhooks/github", body, github_headers("forged", body, "x-1"))
     assert forged.status == 401, forged
 
-    # -- a second push changing the tree: only the change is applied ----------------------------
+    # -- a second push (from GitLab) changing the tree: only the change is applied --------------
     second = repo.commit("Add alpha/q", partition("alpha", "q"))
     repo.push()
-    push(runtime, url, first, second)
+    gitlab = push(runtime, url, first, second, host="gitlab")
     changed = runtime.wait(run_of(runtime, second), timeout=90)
     assert changed["status"] == "succeeded", changed
+    assert changed["origin"]["delivery"] == gitlab, changed["origin"]
     assert changed["id"] != run["id"]
     provisioned = [s["step_id"] for s in changed["steps"] if "partition" in s["step_id"]]
     assert provisioned == ["provision_partition:alpha/q"], changed["steps"]
