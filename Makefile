@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps standins demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-gcp bench-azure bench-logs bench-logs-live bench-git bench-drift bench-dashboard clean
+.PHONY: install system-deps standins demo serve test lint fmt check bench-core bench-apply bench-noop bench-cli bench-aws bench-gcp bench-azure bench-store bench-logs bench-logs-live bench-git bench-drift bench-dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -91,6 +91,10 @@ bench-gcp: $(STAMP)
 ## Azure function app cold import and first request (stand-ins), functions_azure/ line count.
 bench-azure: $(STAMP)
 	$(BIN)/python scripts/bench_azure.py
+
+## State-store requests per step of one engine workload on DynamoDB, Firestore and Cosmos DB.
+bench-store: $(STAMP)
+	$(BIN)/python scripts/bench_store.py
 
 ## Blob-store requests per 1,000 IaC log lines at several output rates (batched log chunks).
 bench-logs: $(STAMP)

@@ -7,7 +7,7 @@ leaves the adapter; the original is always chained as ``__cause__``::
     ├── ConflictError
     │   └── ConditionFailedError   a condition lost (ConditionalCheckFailedException, or a
     │                              TransactionCanceledException with a ConditionalCheckFailed
-    │                              reason); carries the stored item(s) when DynamoDB returned them
+    │                              reason); carries the stored item(s) (core's docstore error)
     ├── ReconcileError
     │   └── TemporaryError         throttling, a 5xx, a dropped connection: retry later
     │       └── ContendedError     a transaction cancelled only by other transactions in flight
@@ -32,15 +32,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions_aws._errors import error_code, http_status
 from functions_aws._errors import translate as translate_aws
-from nclav.errors import ConflictError, NclavError, ServiceError, TemporaryError
+from nclav.docstore.port import ConditionFailedError, ContendedError
+from nclav.errors import NclavError, ServiceError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-# A DynamoDB attribute value as the low-level client speaks it ({"S": "x"}, {"N": "1"}, ...).
-AttributeValue = dict[str, Any]
-Item = dict[str, AttributeValue]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
@@ -58,37 +55,6 @@ class DynamoStoreError(ServiceError):
 
 class ItemTooLargeError(DynamoStoreError, RecordTooLargeError):
     """A record that does not fit in one DynamoDB item, even compressed."""
-
-
-class ConditionFailedError(ConflictError):
-    """A conditional write lost.
-
-    ``item`` is the stored item when the request asked for it
-    (``ReturnValuesOnConditionCheckFailure``), else ``None``, which also means "no item".
-    For a transaction, ``reasons`` holds one cancellation code per action ("None" for the
-    actions that were fine) and ``items`` the matching stored items.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        item: Item | None = None,
-        reasons: tuple[str, ...] = (),
-        items: tuple[Item | None, ...] = (),
-    ) -> None:
-        super().__init__(message)
-        self.item = item
-        self.reasons = reasons
-        self.items = items
-
-    def failed(self, index: int) -> bool:
-        """Whether the transaction's action at ``index`` lost its condition."""
-        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
-
-
-class ContendedError(TemporaryError):
-    """A transaction cancelled because other transactions held its items at that moment."""
 
 
 def _cancelled(exc: ClientError, operation: str) -> NclavError:
@@ -111,7 +77,7 @@ def translate(exc: Exception, operation: str) -> NclavError:
     code = error_code(exc) if isinstance(exc, ClientError) else ""
     if code == _CONDITION_FAILED:
         item = cast("ClientError", exc).response.get("Item")
-        return ConditionFailedError(f"{operation}: condition failed", item=cast("Item", item))
+        return ConditionFailedError(f"{operation}: condition failed", item=item)
     if code == _CANCELLED:
         return _cancelled(cast("ClientError", exc), operation)
     general = translate_aws(exc, operation)
@@ -130,11 +96,9 @@ def translated(operation: str) -> Iterator[None]:
 
 
 __all__ = [
-    "AttributeValue",
     "ConditionFailedError",
     "ContendedError",
     "DynamoStoreError",
-    "Item",
     "ItemTooLargeError",
     "translate",
     "translated",

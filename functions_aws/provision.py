@@ -9,21 +9,14 @@ queue with its dead-letter queue.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions_aws._dynamo_errors import translated
-from functions_aws._dynamo_keys import (
-    GSI1,
-    GSI2,
-    LEASE_INDEX,
-    LEASE_PK,
-    LEASE_SK,
-    READY_INDEX,
-    READY_PK,
-    READY_SK,
-    TTL_ATTRIBUTE,
-)
 from functions_aws._errors import AwsServiceError, aws_errors
+from nclav.docstore.layout import GSI1, GSI2, LEASE_INDEX, READY_INDEX, TTL_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from nclav.docstore.port import Index
 
 # Lifecycle: noncurrent versions under these prefixes expire after the given days (logs are
 # rewritten as they grow, bundles are content-addressed); ``tfstate/`` versions are kept.
@@ -31,12 +24,12 @@ NONCURRENT_DAYS = {"iac-logs/": 1, "bundles/": 30}
 DLQ_RETENTION_S = 1_209_600  # 14 days, the SQS maximum, to leave time to look at failures
 
 
-def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
+def _index(index: Index, projection: str) -> dict[str, Any]:
     return {
-        "IndexName": name,
+        "IndexName": index.name,
         "KeySchema": [
-            {"AttributeName": pk, "KeyType": "HASH"},
-            {"AttributeName": sk, "KeyType": "RANGE"},
+            {"AttributeName": index.pk, "KeyType": "HASH"},
+            {"AttributeName": index.sk, "KeyType": "RANGE"},
         ],
         "Projection": {"ProjectionType": projection},
     }
@@ -44,7 +37,7 @@ def _index(name: str, pk: str, sk: str, projection: str) -> dict[str, Any]:
 
 def table_definition(name: str) -> dict[str, Any]:
     """The ``CreateTable`` request for the store (infra/aws declares the same in Terraform)."""
-    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LEASE_PK, READY_PK)
+    strings = ("pk", "sk", GSI1.pk, GSI1.sk, GSI2.pk, GSI2.sk, LEASE_INDEX.pk, READY_INDEX.pk)
     return {
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
@@ -54,15 +47,15 @@ def table_definition(name: str) -> dict[str, Any]:
         ],
         "AttributeDefinitions": [
             *({"AttributeName": a, "AttributeType": "S"} for a in strings),
-            {"AttributeName": LEASE_SK, "AttributeType": "N"},
-            {"AttributeName": READY_SK, "AttributeType": "N"},
+            {"AttributeName": LEASE_INDEX.sk, "AttributeType": "N"},
+            {"AttributeName": READY_INDEX.sk, "AttributeType": "N"},
         ],
         "GlobalSecondaryIndexes": [
-            _index(GSI1, "gsi1pk", "gsi1sk", "ALL"),
-            _index(GSI2, "gsi2pk", "gsi2sk", "ALL"),
+            _index(GSI1, "ALL"),
+            _index(GSI2, "ALL"),
             # Keys only: the sweeper re-reads each candidate consistently anyway.
-            _index(LEASE_INDEX, LEASE_PK, LEASE_SK, "KEYS_ONLY"),
-            _index(READY_INDEX, READY_PK, READY_SK, "KEYS_ONLY"),
+            _index(LEASE_INDEX, "KEYS_ONLY"),
+            _index(READY_INDEX, "KEYS_ONLY"),
         ],
     }
 

@@ -38,11 +38,10 @@ do, so those are percent-quoted into document ids.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 from urllib.parse import quote
 
-from functions_gcp._errors import GcpServiceError
+from nclav.runtime.stores import pack_record, unpack_record
 
 ENCLAVES = "enclaves"
 RUNS = "runs"
@@ -59,20 +58,9 @@ RUN_COUNTER = "runs"
 EVENT_COUNTER = "events"
 IAC_COUNTER = "iac_runs"
 
-# Documents above this are compressed (zlib); Firestore bills storage and bandwidth by size.
-COMPRESS_ABOVE = 4_096
 # A Firestore document holds at most 1 MiB (1,048,576 bytes) with its name and field names:
 # the document's JSON gets this much after compression, the rest keeps ~48 KB of room.
 MAX_DOC_BYTES = 1_000_000
-
-
-class DocumentTooLargeError(GcpServiceError):
-    """A record that does not fit in one Firestore document, even compressed."""
-
-
-def seq_text(seq: int) -> str:
-    """A sequence number as a document id: zero-padded so text order is number order."""
-    return f"{seq:020d}"
 
 
 def quoted(key: str) -> str:
@@ -80,40 +68,34 @@ def quoted(key: str) -> str:
     return quote(key, safe="")
 
 
+def step_doc_id(step_id: str) -> str:
+    """A step id as a document id: a partition's steps hold ``/`` ("provision_partition:e/p"),
+    which Firestore reads as a path separator. Only ``%`` and ``/`` are escaped, so every id
+    without them (enclave and wiring steps) keeps its document id."""
+    return step_id.replace("%", "%25").replace("/", "%2F")
+
+
 def drift_id(enclave_id: str, partition_id: str) -> str:
     return f"{enclave_id}#{partition_id}"
 
 
 def doc_fields(doc: str, what: str) -> dict[str, Any]:
-    """A JSON document as ``doc`` (plain) or ``docz`` (zlib bytes), never both.
-
-    Raises ``DocumentTooLargeError`` when even the compressed document would not fit.
-    """
-    raw = doc.encode()
-    if len(raw) <= COMPRESS_ABOVE:
-        return {"doc": doc}
-    packed = zlib.compress(raw, 6)
-    if len(packed) > MAX_DOC_BYTES:
-        raise DocumentTooLargeError(
-            f"{what} is {len(raw):,} bytes ({len(packed):,} compressed); a Firestore document "
-            f"holds at most {MAX_DOC_BYTES:,} bytes of record: make it smaller"
-        )
-    return {"docz": packed}
+    """A record's JSON as ``doc`` (plain) or ``docz`` (zlib bytes, above core's
+    ``COMPRESS_ABOVE``), never both: core's ``pack_record``, which raises
+    ``RecordTooLargeError`` naming ``what`` when even the compressed bytes would not fit."""
+    packed = pack_record(doc, what, max_bytes=MAX_DOC_BYTES, where="a Firestore document")
+    return {"doc": packed} if isinstance(packed, str) else {"docz": packed}
 
 
 def read_doc(data: dict[str, Any]) -> str:
-    if "docz" in data:
-        return zlib.decompress(data["docz"]).decode()
-    return str(data["doc"])
+    return unpack_record(data["docz"] if "docz" in data else str(data["doc"]))
 
 
 __all__ = [
-    "COMPRESS_ABOVE",
     "MAX_DOC_BYTES",
-    "DocumentTooLargeError",
     "doc_fields",
     "drift_id",
     "quoted",
     "read_doc",
-    "seq_text",
+    "step_doc_id",
 ]

@@ -15,12 +15,26 @@ may no longer hold (a claim on a step another worker took returns ``None``), or 
 hold (a counter someone else moved). Optimistic preconditions take no locks, unlike
 Firestore's read-write transactions, so contending workers never wait on one another's
 locks. After ``TRIES`` lost rounds the method raises ``TemporaryError``.
+
+**No read before a write this process can decide without one.** A precondition needs the
+document's ``update_time``, which a read gives; but the store remembers, per document, what
+it last read or wrote of it and when (``_Memory``: the data and the ``update_time`` of every
+snapshot it read and of every write it committed). A read-decide-write decides on that
+memory when it has one and writes with its ``update_time`` as precondition: when the
+document is as remembered the write lands, one request instead of two (the engine reads a
+step, then readies it; claims it, then finishes it; reads an enclave, then writes it; a
+counter moves by one commit per event); when it changed meanwhile the precondition fails and
+the method reads and decides again, as before. A decision not to write (a step not
+claimable, a version that does not match) is never taken on memory: it is read again first.
+Reads (``get_*``, ``list_*``) always ask Firestore.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.cloud import firestore
@@ -45,7 +59,7 @@ from functions_gcp._firestore_docs import (
     drift_id,
     quoted,
     read_doc,
-    seq_text,
+    step_doc_id,
 )
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.records import (
@@ -59,8 +73,17 @@ from nclav.records import (
     TfLock,
     check_finish_status,
     check_run_steps,
-    iso_time,
     ready_since,
+)
+from nclav.runtime.stores import (
+    claimable,
+    claimed,
+    finished,
+    holds,
+    lease_expired,
+    renewed,
+    seq_text,
+    stuck_ready,
 )
 from nclav.runtime.timing import backoff
 from nclav.state import EnclaveState
@@ -83,27 +106,119 @@ class _Lost(Exception):
     """A precondition failed: read again and decide again."""
 
 
-def _commit(batch: Any, what: str) -> None:
-    """Commit; a lost precondition becomes ``_Lost``.
-
-    Lost: a ``create()`` of a document that exists, an update whose ``last_update_time`` no
-    longer matches, or one whose document was deleted since the read (``FAILED_PRECONDITION``,
-    or ``NOT_FOUND`` where the service says so): the store only updates documents it has
-    just read as existing, so each means someone else wrote first.
-    """
-    try:
-        with gcp_errors(what):
-            batch.commit()
-    except (ConflictError, NotFoundError) as exc:
-        raise _Lost(str(exc)) from exc
+class _Stale(Exception):
+    """A decision taken on memory (``_Memory``) that writes nothing: read and decide again."""
 
 
-def _retry(what: str, attempt: Callable[[], T]) -> T:
-    for n in range(1, TRIES + 1):
+_MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
+
+
+class _Seen:
+    """A document as this process last read or wrote it: what a snapshot offers the store."""
+
+    __slots__ = ("_data", "update_time")
+
+    def __init__(self, data: dict[str, Any] | None, update_time: Any) -> None:
+        self._data = data
+        self.update_time = update_time
+
+    @property
+    def exists(self) -> bool:
+        return self._data is not None
+
+    def to_dict(self) -> dict[str, Any] | None:
+        return None if self._data is None else dict(self._data)
+
+
+class _Memory:
+    """Per document path, the last ``_Seen`` of it (the most recent ``_MEMORY_SIZE``)."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> _Seen | None:
+        with self._lock:
+            return self._seen.get(path)
+
+    def put(self, path: str, seen: _Seen) -> None:
+        with self._lock:
+            self._seen.pop(path, None)
+            self._seen[path] = seen
+            while len(self._seen) > _MEMORY_SIZE:
+                self._seen.popitem(last=False)
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._seen.pop(path, None)
+
+
+class _Batch:
+    """A write batch that remembers, once committed, what each document now holds."""
+
+    def __init__(self, store: FirestoreStateStore) -> None:
+        self._store = store
+        self._batch = store._db.batch()  # noqa: SLF001
+        self._writes: list[tuple[DocumentReference, dict[str, Any] | None]] = []
+
+    def create(self, ref: DocumentReference, fields: dict[str, Any]) -> None:
+        self._batch.create(ref, fields)
+        self._writes.append((ref, fields))
+
+    def update(self, ref: DocumentReference, fields: dict[str, Any], option: Any) -> None:
+        # Every update here replaces the whole document (``_replacing``): what it holds after
+        # is ``fields`` without the fields deleted.
+        self._batch.update(ref, fields, option=option)
+        kept = {k: v for k, v in fields.items() if v is not firestore.DELETE_FIELD}
+        self._writes.append((ref, kept))
+
+    def delete(self, ref: DocumentReference, option: Any) -> None:
+        self._batch.delete(ref, option=option)
+        self._writes.append((ref, None))
+
+    def commit(self, what: str) -> None:
+        """Commit; a lost precondition becomes ``_Lost``.
+
+        Lost: a ``create()`` of a document that exists, an update whose ``last_update_time``
+        no longer matches, or one whose document was deleted since the read
+        (``FAILED_PRECONDITION``, or ``NOT_FOUND`` where the service says so): the store only
+        updates documents it has read (or remembers) as existing, so each means someone else
+        wrote first.
+        """
+        memory = self._store._memory  # noqa: SLF001
         try:
-            return attempt()
+            with gcp_errors(what):
+                results = self._batch.commit()
+        except (ConflictError, NotFoundError) as exc:
+            for ref, _ in self._writes:
+                memory.forget(ref.path)
+            raise _Lost(str(exc)) from exc
+        for (ref, data), result in zip(self._writes, results, strict=False):
+            if data is None:
+                memory.put(ref.path, _Seen(None, None))
+            else:
+                memory.put(ref.path, _Seen(data, result.update_time))
+
+
+def _retry(what: str, attempt: Callable[[bool], T]) -> T:
+    """Run ``attempt(fresh)`` until it does not lose a race. The first attempt may decide on
+    memory (``fresh`` False); after a decision on memory turned out stale, or a lost race,
+    it reads (``fresh`` True). A stale memory is no race: it neither waits nor counts."""
+    fresh = False
+    lost = 0
+    while True:
+        try:
+            return attempt(fresh)
+        except _Stale:
+            fresh = True
         except _Lost:
-            time.sleep(backoff(n, 0.01, 1.0, jitter=0.5))
+            if not fresh:
+                fresh = True  # maybe decided on a memory someone has changed since
+                continue
+            lost += 1
+            if lost >= TRIES:
+                break
+            time.sleep(backoff(lost, 0.01, 1.0, jitter=0.5))
     raise TemporaryError(f"{what}: lost {TRIES} races in a row", retry_after_s=1.0)
 
 
@@ -128,23 +243,16 @@ def _replacing(fields: dict[str, Any], sparse: Sequence[str]) -> dict[str, Any]:
     return {**dict.fromkeys(sparse, firestore.DELETE_FIELD), **fields}
 
 
-def _step(snap: DocumentSnapshot) -> StepRecord:
+def _step(snap: Any) -> StepRecord:
     data = snap.to_dict() or {}
     return StepRecord.model_validate_json(read_doc(data))
-
-
-def _claimable(step: StepRecord, now: float) -> bool:
-    if step.status == StepStatus.READY:
-        return step.not_before is None or step.not_before <= now
-    if step.status == StepStatus.RUNNING:
-        return step.lease_expires_at is not None and step.lease_expires_at <= now
-    return False
 
 
 class FirestoreStateStore:
     def __init__(self, client: firestore.Client, prefix: str = "") -> None:
         self._db = client
         self._p = prefix
+        self._memory = _Memory()
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -158,53 +266,66 @@ class FirestoreStateStore:
         return self._run_ref(run_id).collection(f"{self._p}{STEPS}")
 
     def _step_ref(self, run_id: str, step_id: str) -> DocumentReference:
-        return self._steps(run_id).document(quoted(step_id))  # type: ignore[no-any-return]
+        return self._steps(run_id).document(step_doc_id(step_id))  # type: ignore[no-any-return]
+
+    def _seen(self, snap: DocumentSnapshot) -> DocumentSnapshot:
+        """Remember a snapshot read from Firestore (see the module doc); returns it."""
+        data = snap.to_dict() if snap.exists else None
+        self._memory.put(snap.reference.path, _Seen(data, snap.update_time))
+        return snap
 
     def _get(self, ref: DocumentReference, what: str) -> DocumentSnapshot:
         with gcp_errors(what):
-            return ref.get()
+            return self._seen(ref.get())
+
+    def _snap(self, ref: DocumentReference, what: str, fresh: bool) -> tuple[Any, bool]:
+        """(the document, whether it is from memory): from memory unless ``fresh``."""
+        if not fresh:
+            seen = self._memory.get(ref.path)
+            if seen is not None:
+                return seen, True
+        return self._get(ref, what), False
 
     def _query(self, query: Any, what: str) -> list[DocumentSnapshot]:
         with gcp_errors(what):
-            return list(query.stream())
+            return [self._seen(s) for s in query.stream()]
 
-    def _update(
-        self, ref: DocumentReference, snap: DocumentSnapshot, fields: dict[str, Any], what: str
-    ) -> None:
-        batch = self._db.batch()
-        batch.update(ref, fields, option=self._db.write_option(last_update_time=snap.update_time))
-        _commit(batch, what)
+    def _batch(self) -> _Batch:
+        return _Batch(self)
+
+    def _option(self, snap: Any) -> Any:
+        return self._db.write_option(last_update_time=snap.update_time)
+
+    def _update(self, ref: DocumentReference, snap: Any, fields: dict[str, Any], what: str) -> None:
+        batch = self._batch()
+        batch.update(ref, fields, option=self._option(snap))
+        batch.commit(what)
 
     def _create(self, ref: DocumentReference, fields: dict[str, Any], what: str) -> None:
-        batch = self._db.batch()
+        batch = self._batch()
         batch.create(ref, fields)
-        _commit(batch, what)
+        batch.commit(what)
 
-    def _delete(self, ref: DocumentReference, snap: DocumentSnapshot, what: str) -> None:
-        batch = self._db.batch()
-        batch.delete(ref, option=self._db.write_option(last_update_time=snap.update_time))
-        _commit(batch, what)
+    def _delete(self, ref: DocumentReference, snap: Any, what: str) -> None:
+        batch = self._batch()
+        batch.delete(ref, option=self._option(snap))
+        batch.commit(what)
 
-    def _write(
-        self, ref: DocumentReference, snap: DocumentSnapshot, fields: dict[str, Any], what: str
-    ) -> None:
+    def _write(self, ref: DocumentReference, snap: Any, fields: dict[str, Any], what: str) -> None:
         """Create ``ref`` if ``snap`` saw none, else replace it if unchanged since ``snap``."""
         if snap.exists:
             self._update(ref, snap, fields, what)
         else:
             self._create(ref, fields, what)
 
-    def _counter(self, batch: Any, name: str, what: str) -> int:
-        """Add the next value of counter ``name`` to ``batch``, conditional on the read."""
+    def _counter(self, batch: _Batch, name: str, what: str, fresh: bool) -> int:
+        """Add the next value of counter ``name`` to ``batch``, conditional on the value read
+        (or remembered: a stale one loses the precondition and the batch is retried)."""
         ref = self._col(COUNTERS).document(name)
-        snap = self._get(ref, what)
+        snap, _ = self._snap(ref, what, fresh)
         value = int((snap.to_dict() or {}).get("value", 0)) + 1
         if snap.exists:
-            batch.update(
-                ref,
-                {"value": value},
-                option=self._db.write_option(last_update_time=snap.update_time),
-            )
+            batch.update(ref, {"value": value}, option=self._option(snap))
         else:
             batch.create(ref, {"value": value})
         return value
@@ -225,18 +346,35 @@ class FirestoreStateStore:
         snaps = self._query(self._col(ENCLAVES).order_by("__name__"), "list enclaves")
         return [EnclaveState.model_validate_json(read_doc(s.to_dict() or {})) for s in snaps]
 
+    def _versioned(
+        self, ref: DocumentReference, what: str, expected: int | None, write: Callable[[Any], None]
+    ) -> None:
+        """``write(snapshot)`` if the document's version is ``expected`` (None: no document);
+        a conflict is only ever decided on a fresh read."""
+        name = ref.id
+        for fresh in (False, True):
+            snap, remembered = self._snap(ref, what, fresh)
+            version = int((snap.to_dict() or {})["version"]) if snap.exists else None
+            if version != expected:
+                if remembered:
+                    continue
+                raise ConflictError(f"enclave {name}: expected version {expected}, found {version}")
+            try:
+                write(snap)
+                return
+            except _Lost as exc:
+                if remembered:
+                    continue
+                raise ConflictError(f"enclave {name}: changed since version {expected}") from exc
+        raise AssertionError("unreachable: the fresh round returns or raises")
+
     def put_enclave(self, state: EnclaveState, expected_version: int | None) -> int:
         what = f"put enclave {state.enclave_id}"
         ref = self._col(ENCLAVES).document(state.enclave_id)
         fields = doc_fields(state.model_dump_json(by_alias=True), f"enclave {state.enclave_id}")
-        snap = self._get(ref, what)
-        version = int((snap.to_dict() or {})["version"]) if snap.exists else None
-        if version != expected_version:
-            raise ConflictError(
-                f"enclave {state.enclave_id}: expected version {expected_version}, found {version}"
-            )
-        new_version = (version or 0) + 1
-        try:
+        new_version = (expected_version or 0) + 1
+
+        def write(snap: Any) -> None:
             self._write(
                 ref,
                 snap,
@@ -245,25 +383,14 @@ class FirestoreStateStore:
                 else {**fields, "version": new_version},
                 what,
             )
-        except _Lost as exc:
-            raise ConflictError(
-                f"enclave {state.enclave_id}: changed since version {expected_version}"
-            ) from exc
+
+        self._versioned(ref, what, expected_version, write)
         return new_version
 
     def delete_enclave(self, enclave_id: str, expected_version: int) -> None:
         what = f"delete enclave {enclave_id}"
         ref = self._col(ENCLAVES).document(enclave_id)
-        snap = self._get(ref, what)
-        version = int((snap.to_dict() or {})["version"]) if snap.exists else None
-        if version != expected_version:
-            raise ConflictError(
-                f"enclave {enclave_id}: expected version {expected_version}, found {version}"
-            )
-        try:
-            self._delete(ref, snap, what)
-        except _Lost as exc:
-            raise ConflictError(f"enclave {enclave_id}: changed since version {version}") from exc
+        self._versioned(ref, what, expected_version, lambda snap: self._delete(ref, snap, what))
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -277,11 +404,11 @@ class FirestoreStateStore:
             fields["unfinished_seq"] = run.seq
         return fields
 
-    def _run(self, snap: DocumentSnapshot) -> Run:
+    def _run(self, snap: Any) -> Run:
         data = snap.to_dict() or {}
         return Run.model_validate_json(read_doc(data)).model_copy(update={"seq": int(data["seq"])})
 
-    def _add_steps(self, batch: Any, run: Run, steps: Sequence[StepRecord]) -> None:
+    def _add_steps(self, batch: _Batch, run: Run, steps: Sequence[StepRecord]) -> None:
         for order, step in enumerate(steps):
             stored = step.model_copy(update={"version": 1})
             batch.create(self._step_ref(run.id, step.step_id), _step_fields(stored, order, run.seq))
@@ -291,14 +418,16 @@ class FirestoreStateStore:
         what = f"create run {run.id}"
         ref = self._run_ref(run.id)
 
-        def attempt() -> Run:
-            if self._get(ref, what).exists:
+        def attempt(fresh: bool) -> Run:
+            # A new run's id is new: its create (conditional on no such document) says
+            # whether it exists; only after a lost commit is it read to tell.
+            if fresh and self._get(ref, what).exists:
                 raise ConflictError(f"run {run.id} already exists")
-            batch = self._db.batch()
-            stored = run.model_copy(update={"seq": self._counter(batch, RUN_COUNTER, what)})
+            batch = self._batch()
+            stored = run.model_copy(update={"seq": self._counter(batch, RUN_COUNTER, what, fresh)})
             batch.create(ref, {**self._run_fields(stored), "begun": bool(steps)})
             self._add_steps(batch, stored, steps)
-            _commit(batch, what)
+            batch.commit(what)
             return stored
 
         return _retry(what, attempt)
@@ -326,21 +455,25 @@ class FirestoreStateStore:
         """Replace the run if ``check(stored run, it has steps)`` passes, adding ``steps``."""
         ref = self._run_ref(run.id)
 
-        def attempt() -> Run:
-            snap = self._get(ref, what)
-            if not snap.exists:
-                raise NotFoundError(f"run not found: {run.id}")
-            stored = self._run(snap)
-            begun = bool((snap.to_dict() or {}).get("begun"))
-            check(stored, begun)
+        def attempt(fresh: bool) -> Run:
+            snap, remembered = self._snap(ref, what, fresh)
+            try:
+                if not snap.exists:
+                    raise NotFoundError(f"run not found: {run.id}")
+                stored = self._run(snap)
+                begun = bool((snap.to_dict() or {}).get("begun"))
+                check(stored, begun)
+            except (NotFoundError, ConflictError):
+                if remembered:
+                    raise _Stale from None
+                raise
             updated = run.model_copy(update={"seq": stored.seq})
             fields = _replacing(self._run_fields(updated), ("doc", "docz", "unfinished_seq"))
             fields["begun"] = begun or bool(steps)
-            batch = self._db.batch()
-            opt = self._db.write_option(last_update_time=snap.update_time)
-            batch.update(ref, fields, option=opt)
+            batch = self._batch()
+            batch.update(ref, fields, option=self._option(snap))
             self._add_steps(batch, updated, steps)
-            _commit(batch, what)
+            batch.commit(what)
             return updated
 
         return _retry(what, attempt)
@@ -385,7 +518,7 @@ class FirestoreStateStore:
         if not refs:
             return {}
         with gcp_errors(f"get {len(refs)} steps of {run_id}"):  # one batched read
-            snaps = list(self._db.get_all(refs))
+            snaps = [self._seen(snap) for snap in self._db.get_all(refs)]
         found = (_step(snap) for snap in snaps if snap.exists)
         return {step.step_id: step for step in found}
 
@@ -404,11 +537,18 @@ class FirestoreStateStore:
         write the new step conditionally; on a lost race read and decide again."""
         ref = self._step_ref(run_id, step_id)
 
-        def attempt() -> T:
-            snap = self._get(ref, what)
+        def attempt(fresh: bool) -> T:
+            snap, remembered = self._snap(ref, what, fresh)
             current = _step(snap) if snap.exists else None
-            new, result = decide(current)
+            try:
+                new, result = decide(current)
+            except (NotFoundError, ConflictError):
+                if remembered:
+                    raise _Stale from None
+                raise
             if new is None:
+                if remembered:
+                    raise _Stale  # "nothing to write" is decided on a fresh read only
                 return result
             data = snap.to_dict() or {}
             fields = _step_fields(new, int(data["order"]), int(data["run_seq"]))
@@ -421,35 +561,20 @@ class FirestoreStateStore:
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> StepRecord | None:
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, StepRecord | None]:
-            if step is None or not _claimable(step, now):
+            if step is None or not claimable(step, now):
                 return None, None
-            new = step.model_copy(
-                update={
-                    "status": StepStatus.RUNNING,
-                    "attempts": step.attempts + 1,
-                    "lease_owner": owner,
-                    "lease_expires_at": now + lease_s,
-                    "not_before": None,
-                    "started_at": iso_time(now),
-                    "version": step.version + 1,
-                }
-            )
+            new = claimed(step, owner, lease_s, now)
             return new, new
 
         return self._change_step(run_id, step_id, f"claim step {run_id}/{step_id}", decide)
-
-    @staticmethod
-    def _held(step: StepRecord | None, owner: str) -> bool:
-        return step is not None and step.status == StepStatus.RUNNING and step.lease_owner == owner
 
     def renew_lease(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
     ) -> bool:
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, bool]:
-            if step is None or not self._held(step, owner):
+            if step is None or not holds(step, owner):
                 return None, False
-            update = {"lease_expires_at": now + lease_s, "version": step.version + 1}
-            return step.model_copy(update=update), True
+            return renewed(step, lease_s, now), True
 
         return self._change_step(run_id, step_id, f"renew lease {run_id}/{step_id}", decide)
 
@@ -467,20 +592,9 @@ class FirestoreStateStore:
         check_finish_status(status)
 
         def decide(step: StepRecord | None) -> tuple[StepRecord | None, StepRecord | None]:
-            if step is None or not self._held(step, owner):
+            if step is None or not holds(step, owner):
                 return None, None
-            new = step.model_copy(
-                update={
-                    "status": status,
-                    "error": error,
-                    "finished_at": iso_time(now),
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "not_before": not_before,
-                    "sent_at": now if status == StepStatus.READY else step.sent_at,
-                    "version": step.version + 1,
-                }
-            )
+            new = finished(step, status, error, now, not_before)
             return new, new
 
         return self._change_step(run_id, step_id, f"finish step {run_id}/{step_id}", decide)
@@ -512,22 +626,21 @@ class FirestoreStateStore:
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         found = self._steps_by("lease_at", now, "list expired leases")
-        return [s for _, _, s in found if s.status == StepStatus.RUNNING and _claimable(s, now)]
+        return [s for _, _, s in found if lease_expired(s, now)]
 
     def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
         found = self._steps_by("ready_at", older_than, "list stuck ready steps")
-        return [
-            s for _, _, s in found if s.status == StepStatus.READY and ready_since(s) <= older_than
-        ]
+        return [s for _, _, s in found if stuck_ready(s, older_than)]
 
     # -- audit events ----------------------------------------------------------------------
 
     def append_event(self, event: AuditEvent) -> AuditEvent:
         what = "append event"
 
-        def attempt() -> AuditEvent:
-            batch = self._db.batch()
-            stored = event.model_copy(update={"seq": self._counter(batch, EVENT_COUNTER, what)})
+        def attempt(fresh: bool) -> AuditEvent:
+            batch = self._batch()
+            seq = self._counter(batch, EVENT_COUNTER, what, fresh)
+            stored = event.model_copy(update={"seq": seq})
             fields = {
                 **doc_fields(stored.model_dump_json(exclude={"seq"}), "event"),
                 "seq": stored.seq,
@@ -535,7 +648,7 @@ class FirestoreStateStore:
                 "run_id": stored.run_id,
             }
             batch.create(self._col(EVENTS).document(seq_text(stored.seq)), fields)
-            _commit(batch, what)
+            batch.commit(what)
             return stored
 
         return _retry(what, attempt)
@@ -565,24 +678,23 @@ class FirestoreStateStore:
         what = f"put IaC run {run.id}"
         ref = self._col(IAC_RUNS).document(run.id)
 
-        def attempt() -> None:
-            snap = self._get(ref, what)
-            batch = self._db.batch()
+        def attempt(fresh: bool) -> None:
+            snap, _ = self._snap(ref, what, fresh)
+            batch = self._batch()
             if snap.exists:  # a replacement keeps its insertion number (ties keep their order)
                 order = int(str((snap.to_dict() or {})["sort"]).rsplit("#", 1)[1])
             else:
-                order = self._counter(batch, IAC_COUNTER, what)
+                order = self._counter(batch, IAC_COUNTER, what, fresh)
             fields = {
                 **doc_fields(run.model_dump_json(), f"IaC run {run.id}"),
                 "partition": f"{run.enclave_id}/{run.partition_id}",
                 "sort": f"{run.started_at}#{seq_text(order)}",
             }
             if snap.exists:
-                opt = self._db.write_option(last_update_time=snap.update_time)
-                batch.update(ref, _replacing(fields, ("doc", "docz")), option=opt)
+                batch.update(ref, _replacing(fields, ("doc", "docz")), option=self._option(snap))
             else:
                 batch.create(ref, fields)
-            _commit(batch, what)
+            batch.commit(what)
 
         _retry(what, attempt)
 
@@ -641,7 +753,7 @@ class FirestoreStateStore:
         what = f"lock {key}"
         ref = self._col(TF_LOCKS).document(quoted(key))
 
-        def attempt() -> TfLock | None:
+        def attempt(_fresh: bool) -> TfLock | None:
             try:
                 self._create(ref, {"key": key, "info": json.dumps(dict(info))}, what)
                 return None
@@ -657,12 +769,16 @@ class FirestoreStateStore:
         what = f"unlock {key}"
         ref = self._col(TF_LOCKS).document(quoted(key))
 
-        def attempt() -> TfLock | None:
-            snap = self._get(ref, what)
+        def attempt(fresh: bool) -> TfLock | None:
+            snap, remembered = self._snap(ref, what, fresh)
             if not snap.exists:
+                if remembered:
+                    raise _Stale
                 return None
             holder = TfLock(key=key, info=json.loads((snap.to_dict() or {})["info"]))
             if lock_id is not None and lock_id != holder.lock_id:
+                if remembered:
+                    raise _Stale
                 return holder
             self._delete(ref, snap, what)
             return None
@@ -684,6 +800,7 @@ class FirestoreStateStore:
 
     def set_tf_state(self, key: str, blob_key: str | None) -> None:
         ref = self._col(TF_STATES).document(quoted(key))
+        self._memory.forget(ref.path)  # an unconditional write: nothing to remember it by
         with gcp_errors(f"set state {key}"):
             if blob_key is None:
                 ref.delete()
@@ -699,10 +816,12 @@ class FirestoreStateStore:
         what = f"swap state {key}"
         ref = self._col(TF_STATES).document(quoted(key))
 
-        def attempt() -> bool:
-            snap = self._get(ref, what)
+        def attempt(fresh: bool) -> bool:
+            snap, remembered = self._snap(ref, what, fresh)
             current = str((snap.to_dict() or {})["blob_key"]) if snap.exists else None
             if current != expected:
+                if remembered:
+                    raise _Stale
                 return False
             self._write(ref, snap, self._state_fields(key, blob_key), what)
             return True
@@ -715,10 +834,12 @@ class FirestoreStateStore:
         what = f"acquire partition {key}"
         ref = self._col(MUTEXES).document(quoted(key))
 
-        def attempt() -> bool:
-            snap = self._get(ref, what)
+        def attempt(fresh: bool) -> bool:
+            snap, remembered = self._snap(ref, what, fresh)
             data = snap.to_dict() or {}
             if snap.exists and data["owner"] != owner and float(data["expires_at"]) > now:
+                if remembered:
+                    raise _Stale
                 return False
             self._write(ref, snap, {"owner": owner, "expires_at": now + lease_s}, what)
             return True
@@ -729,9 +850,11 @@ class FirestoreStateStore:
         what = f"release partition {key}"
         ref = self._col(MUTEXES).document(quoted(key))
 
-        def attempt() -> bool:
-            snap = self._get(ref, what)
+        def attempt(fresh: bool) -> bool:
+            snap, remembered = self._snap(ref, what, fresh)
             if not snap.exists or (snap.to_dict() or {})["owner"] != owner:
+                if remembered:
+                    raise _Stale
                 return False
             self._delete(ref, snap, what)
             return True

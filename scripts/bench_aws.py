@@ -490,6 +490,19 @@ def bench_dynamodb() -> None:
     server.server_close()
 
 
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """Restore ``os.environ`` afterwards: each part points the AWS clients and the runtime at
+    its own moto server and deployment (``deploy``), which the next part must not inherit
+    (the cost section's deployment has another secret prefix)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per import timing")
@@ -499,9 +512,11 @@ def main() -> None:
     lines_report()
     bench_imports(args.runs)
     if not args.skip_cold:
-        bench_cold(args.runs)
+        with environment_kept():
+            bench_cold(args.runs)
     if not args.skip_dynamodb:
-        bench_dynamodb()
+        with environment_kept():
+            bench_dynamodb()
         from aws_cost import print_costs  # the cost section (scripts/aws_cost.py)
 
         print_costs()

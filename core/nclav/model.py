@@ -65,7 +65,7 @@ REQUIRED_OUTPUTS: dict[ExportType, tuple[str, ...]] = {
     ExportType.QUEUE: ("queue_url",),
 }
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class Import(BaseModel):

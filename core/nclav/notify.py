@@ -42,8 +42,6 @@ import logging
 import random
 import secrets as _secrets
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -186,6 +184,11 @@ Post = Callable[[str, bytes, Mapping[str, str], float], int]
 
 
 def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    # Imported here: ``urllib.request`` (with ``http.client`` and ``ssl``) costs milliseconds
+    # that every process importing the engine would pay, and only a delivery needs it.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked)

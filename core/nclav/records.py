@@ -23,7 +23,7 @@ from nclav.plan import Action, Step
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-_RECORD = ConfigDict(frozen=True, extra="forbid")
+_RECORD = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def new_id() -> str:

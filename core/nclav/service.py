@@ -196,7 +196,7 @@ class Service:
             allow_delete=allow_delete,
             resources_only=resources_only,
         )
-        return None if run is None else self.wait(run.id, wait_s)
+        return None if run is None else self._waited(run, wait_s)
 
     def destroy_enclaves(
         self,
@@ -214,7 +214,7 @@ class Service:
             allow_delete=allow_delete,
             resources_only=resources_only,
         )
-        return self.wait(run.id, wait_s)
+        return self._waited(run, wait_s)
 
     def destroy_partition(
         self,
@@ -228,19 +228,26 @@ class Service:
         run = self.engine.start_destroy(
             [enclave_id], partition_id, max_deletes=max_deletes, allow_delete=allow_delete
         )
-        return self.wait(run.id, wait_s)
+        return self._waited(run, wait_s)
 
     def approve(self, run_id: str, wait_s: float) -> Run:
         run = self.engine.approve(run_id)
-        return self.wait(run.id, wait_s)
+        return self._waited(run, wait_s)
 
     def retry(self, run_id: str, wait_s: float) -> Run:
         """Queue a new try of a failed or cancelled run (``Engine.retry``) and wait for it."""
         run = self.engine.retry(run_id)
-        return self.wait(run.id, wait_s)
+        return self._waited(run, wait_s)
 
     def cancel(self, run_id: str) -> Run:
         return self.engine.cancel(run_id)
+
+    def _waited(self, run: Run, wait_s: float) -> Run:
+        """``wait`` for a run the engine just returned: with no time to wait, or nothing to
+        wait for, that run as it is (the engine's latest view of it), without a read."""
+        if wait_s <= 0 or run.status.final or run.status == RunStatus.AWAITING_APPROVAL:
+            return run
+        return self.wait(run.id, wait_s)
 
     def wait(self, run_id: str, wait_s: float) -> Run:
         """The run, once final or after ``wait_s`` seconds, whichever comes first."""

@@ -35,14 +35,14 @@ def utc_now() -> str:
 
 
 class LastError(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     message: str
     occurred_at: str
 
 
 class ResourceMeta(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     status: Status = Status.PENDING
     created_at: str | None = None
@@ -89,7 +89,7 @@ class PartitionState(BaseModel):
     inputs the apply was given (the variables ``terraform destroy`` needs again).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     desired: PartitionConfig | None = None
     bundle: str | None = None
@@ -101,7 +101,7 @@ class PartitionState(BaseModel):
 
 
 class EnclaveState(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     enclave_id: str
     desired: EnclaveConfig | None = None

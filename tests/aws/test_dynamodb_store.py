@@ -16,10 +16,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
-from functions_aws import _dynamo_runs
+from functions_aws._dynamo_docs import DynamoDocuments, item_key
 from functions_aws._dynamo_errors import ConditionFailedError, ContendedError, translate
-from functions_aws._dynamo_keys import run_key, step_key, steps_left_key
-from functions_aws._dynamo_table import Table
 from functions_aws.dynamodb_store import (
     DynamoStateStore,
     DynamoStoreError,
@@ -27,6 +25,8 @@ from functions_aws.dynamodb_store import (
     count_requests,
     create_table,
 )
+from nclav.docstore import layout
+from nclav.docstore import runs as doc_runs
 from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
 from nclav.plan import Action, Step
 from nclav.ports import StateStore
@@ -78,6 +78,18 @@ def all_items(client: Any) -> list[dict[str, Any]]:
     """Every item of the table (the test inspects with Scan; the store never does)."""
     pages = client.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True)
     return [item for page in pages for item in page["Items"]]
+
+
+def run_key(run_id: str) -> dict[str, Any]:
+    return item_key(layout.run_key(run_id))
+
+
+def step_key(run_id: str, step_id: str) -> dict[str, Any]:
+    return item_key(layout.step_key(run_id, step_id))
+
+
+def steps_left_key(run_id: str) -> dict[str, Any]:
+    return item_key(layout.steps_left_key(run_id))
 
 
 def raw(client: Any, key: dict[str, Any]) -> dict[str, Any]:
@@ -330,11 +342,11 @@ def test_a_chunked_run_that_never_commits_stays_invisible(
 ) -> None:
     run = make_run()
 
-    def dies(self: Table, actions: Any) -> None:
+    def dies(self: DynamoDocuments, actions: Any) -> None:
         raise TemporaryError("the worker died before the commit")
 
     with monkeypatch.context() as patched:
-        patched.setattr(Table, "transact", dies)
+        patched.setattr(DynamoDocuments, "transact", dies)
         with pytest.raises(TemporaryError):
             store.create_run(run, steps_of(run, 150))
     assert len([i for i in all_items(client) if i["sk"]["S"].startswith("STEP#")]) == 150
@@ -377,8 +389,8 @@ def test_a_begin_claim_left_by_a_dead_worker_expires(store: DynamoStateStore, cl
         return store.begin_run(queued.model_copy(update=update), steps_of(queued, 110))
 
     with pytest.raises(ConflictError):  # the claim may still be live
-        begin_at(T0 + _dynamo_runs.CLAIM_TTL_S - 1)
-    began = begin_at(T0 + _dynamo_runs.CLAIM_TTL_S + 1)
+        begin_at(T0 + doc_runs.CLAIM_TTL_S - 1)
+    began = begin_at(T0 + doc_runs.CLAIM_TTL_S + 1)
     assert began.status == RunStatus.RUNNING
     assert len(store.list_steps(queued.id)) == 110
     assert store.get_step(queued.id, "stray") is None  # what the dead worker wrote is gone
@@ -463,14 +475,14 @@ def test_a_finish_of_a_step_another_process_claimed_or_changed_reads_it_back(
 def test_the_held_steps_kept_are_bounded_and_a_forgotten_one_is_read_back(
     store: DynamoStateStore, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions_aws import _dynamo_steps
+    from nclav.docstore import steps as doc_steps
 
-    monkeypatch.setattr(_dynamo_steps, "_HELD_MAX", 2)
+    monkeypatch.setattr(doc_steps, "_HELD_MAX", 2)
     run = make_run()
     store.create_run(run, steps_of(run, 3))
     for step in ("s000", "s001", "s002"):
         store.claim_step(run.id, step, "w", 30, T0)
-    assert len(store._held_items) == 2  # s000 forgotten
+    assert len(store._held_docs) == 2  # s000 forgotten
     counts: Counter[str] = count_requests(client)
     assert store.finish_step(run.id, "s000", "w", StepStatus.SUCCEEDED, None, T0 + 1)
     assert dict(counts) == {"TransactWriteItems": 1, "GetItem": 1}
@@ -510,11 +522,11 @@ def test_an_uncommitted_run_has_no_count(
 ) -> None:
     run = make_run()
 
-    def dies(self: Table, actions: Any) -> None:
+    def dies(self: DynamoDocuments, actions: Any) -> None:
         raise TemporaryError("the worker died before the commit")
 
     with monkeypatch.context() as patched:
-        patched.setattr(Table, "transact", dies)
+        patched.setattr(DynamoDocuments, "transact", dies)
         with pytest.raises(TemporaryError):
             store.create_run(run, steps_of(run, 150))
     assert steps_left(client, run.id) is None
@@ -608,7 +620,7 @@ def test_cancelled_transactions_by_reason(reasons: list[str], expected: type[Exc
 
 def test_contended_run_creation_is_retried(stubbed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     store, stubber = stubbed
-    monkeypatch.setattr(_dynamo_runs, "_backoff", lambda attempt: None)
+    monkeypatch.setattr(doc_runs, "_backoff", lambda attempt: None)
     run = make_run()
     contended = {"CancellationReasons": [{"Code": "TransactionConflict"}]}
     counter_moved = {"CancellationReasons": [{"Code": "ConditionalCheckFailed"}, {"Code": "None"}]}

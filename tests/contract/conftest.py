@@ -29,6 +29,7 @@ from functions_azure.queue import create_queues as create_storage_queues
 from functions_azure.secrets import KeyVaultSecretStore
 from functions_gcp.firestore_store import open_store
 from functions_gcp.gcs_blobs import GcsBlobStore
+from nclav.docstore import DocumentStateStore, MemoryDocuments
 from nclav.local import (
     DirectoryBlobStore,
     FileSecretStore,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 STATE_STORES = [
     "memory",
+    "documents",
     "sqlite",
     "dynamodb",
     pytest.param("firestore", marks=pytest.mark.slow),
@@ -96,6 +98,8 @@ def open_state_store(kind: str, path: Path) -> StateStore:
         return InMemoryStateStore()
     if kind == "sqlite":
         return SqliteStateStore(path / "state.db")
+    if kind == "documents":  # core's document store over its in-memory documents adapter
+        return DocumentStateStore(MemoryDocuments())
     raise ValueError(kind)
 
 

@@ -43,6 +43,20 @@ def test_get_steps_reads_the_named_steps_of_one_run(store: StateStore) -> None:
     assert store.get_steps(other.id, ["a", "b"]) == {"a": store.get_step(other.id, "a")}
 
 
+def test_a_partition_steps_id_with_a_slash_is_an_id_like_any_other(store: StateStore) -> None:
+    """A partition's steps are named "action:enclave/partition": the "/" is no path
+    separator in any store (Firestore's document ids once took it for one)."""
+    slash, percent = "provision_partition:e/p", "wire_import:e/a%2Fb"
+    run = started(store, slash, percent)
+    claimed = store.claim_step(run.id, slash, "w1", LEASE, T0)
+    assert claimed is not None and claimed.step_id == slash
+    assert store.get_step(run.id, slash) == claimed
+    found = store.get_steps(run.id, [slash, percent])
+    assert set(found) == {slash, percent}
+    assert found[percent].depends_on == (slash,)
+    assert [s.step_id for s in store.list_steps(run.id)] == [slash, percent]
+
+
 def test_a_claimed_step_cannot_be_claimed_again(store: StateStore) -> None:
     run = started(store, "a")
     assert store.claim_step(run.id, "a", "w1", LEASE, T0) is not None

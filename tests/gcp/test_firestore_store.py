@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from google.cloud.firestore import Client
 
-from functions_gcp._firestore_docs import MAX_DOC_BYTES, DocumentTooLargeError
+from functions_gcp._firestore_docs import MAX_DOC_BYTES
 from functions_gcp.firestore_store import FirestoreStateStore
 from nclav.errors import ConflictError
 from nclav.plan import Action, Step
 from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
+from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
 from stand_ins import FIRESTORE_PROJECT
 
@@ -110,7 +111,7 @@ def test_a_large_document_is_stored_compressed(store: FirestoreStateStore, clien
 
 def test_a_document_over_the_limit_is_refused_by_name(store: FirestoreStateStore) -> None:
     noise = base64.b64encode(os.urandom(1_200_000)).decode()  # ~1.2 MB even compressed
-    with pytest.raises(DocumentTooLargeError, match="enclave a is .* at most"):
+    with pytest.raises(RecordTooLargeError, match="enclave a is .* at most"):
         store.put_enclave(EnclaveState(enclave_id="a", context_vars={"n": noise}), None)
     assert store.get_enclave("a") is None
 
@@ -141,15 +142,79 @@ def test_a_write_on_a_document_deleted_since_the_read_is_a_lost_race(
     # NotFoundError. The interleaving is forced by deleting inside the store's read.
     store.put_enclave(EnclaveState(enclave_id="a"), None)
     ref = client.document(f"{PREFIX}enclaves", "a")
-    real_get = store._get
+    other = FirestoreStateStore(client, prefix=PREFIX)  # another process: it must read first
+    real_get = other._get
 
     def get_then_delete(target: Any, what: str) -> Any:
         snap = real_get(target, what)
         ref.delete()
         return snap
 
-    store._get = get_then_delete  # type: ignore[method-assign]
+    other._get = get_then_delete  # type: ignore[method-assign]
     with pytest.raises(ConflictError):
-        store.put_enclave(EnclaveState(enclave_id="a"), 1)
-    store._get = real_get  # type: ignore[method-assign]
+        other.put_enclave(EnclaveState(enclave_id="a"), 1)
+    other._get = real_get  # type: ignore[method-assign]
     assert store.get_enclave("a") is None
+
+
+class _Counting(FirestoreStateStore):
+    def __init__(self, client: Client) -> None:
+        super().__init__(client, prefix=PREFIX)
+        self.reads = 0
+
+    def _get(self, ref: Any, what: str) -> Any:
+        self.reads += 1
+        return super()._get(ref, what)
+
+
+def test_a_write_decided_on_what_the_store_last_saw_needs_no_read(client: Client) -> None:
+    """Read (or written) by this store, then changed by it: one commit, no read first. The
+    engine's sequences (read a step, ready it; claim it, finish it; read an enclave, write
+    it; append events) each cost one request less."""
+    store = _Counting(client)
+    assert store.put_enclave(EnclaveState(enclave_id="a"), None) == 1
+    store.reads = 0
+    assert store.put_enclave(EnclaveState(enclave_id="a"), 1) == 2
+    assert store.put_enclave(EnclaveState(enclave_id="a"), 2) == 3
+    run = store.create_run(Run(created_at=iso_time(0)), step_records("r", []))
+    steps = step_records(run.id, [Step("s", Action.PROVISION_ENCLAVE, "s", None, ())])
+    store.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), steps)
+    claimed = store.claim_step(run.id, "s", "w", 60.0, 0.0)
+    assert claimed is not None
+    done = store.finish_step(run.id, "s", "w", StepStatus.SUCCEEDED, None, 1.0)
+    assert done is not None and done.status == StepStatus.SUCCEEDED
+    first = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
+    second = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
+    assert second.seq == first.seq + 1
+    # Read: the step (claim: it was written in begin_run's batch, remembered), the run
+    # counter and the event counter once each (first use), and nothing else.
+    assert store.reads == 2, store.reads
+    assert store.get_enclave("a") is not None and store.get_enclave("a")[1] == 3  # type: ignore[index]
+
+
+def test_a_remembered_document_changed_elsewhere_is_read_again(client: Client) -> None:
+    """What the store remembers may be stale: another process wrote or deleted the
+    document. The conditional write then loses, the store reads and decides again: a
+    version that moved is a conflict, a claim on a step someone else took is refused, and
+    nothing is resurrected."""
+    mine, theirs = (
+        FirestoreStateStore(client, prefix=PREFIX),
+        FirestoreStateStore(client, prefix=PREFIX),
+    )
+    mine.put_enclave(EnclaveState(enclave_id="a"), None)
+    theirs.put_enclave(EnclaveState(enclave_id="a", context_vars={"x": "1"}), 1)
+    with pytest.raises(ConflictError):
+        mine.put_enclave(EnclaveState(enclave_id="a"), 1)  # remembered version 1: stale
+    assert mine.put_enclave(EnclaveState(enclave_id="a"), 2) == 3
+    theirs.delete_enclave("a", 3)
+    with pytest.raises(ConflictError):
+        mine.put_enclave(EnclaveState(enclave_id="a"), 3)
+    assert mine.get_enclave("a") is None
+    run = mine.create_run(Run(created_at=iso_time(0)), [])
+    steps = step_records(run.id, [Step("s", Action.PROVISION_ENCLAVE, "s", None, ())])
+    mine.begin_run(run.model_copy(update={"status": RunStatus.RUNNING}), steps)
+    assert theirs.claim_step(run.id, "s", "them", 60.0, 0.0) is not None
+    assert mine.claim_step(run.id, "s", "me", 60.0, 0.0) is None  # remembered ready: stale
+    # A decision not to write is never taken on memory: released elsewhere, claimable here.
+    assert theirs.finish_step(run.id, "s", "them", StepStatus.READY, "retry", 1.0) is not None
+    assert mine.claim_step(run.id, "s", "me", 60.0, 2.0) is not None

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from nclav.records import TfLock
+
 
 @pytest.fixture
 def loopback(tmp_path: Path) -> Iterator[LoopbackStateServer]:
@@ -121,3 +123,81 @@ def test_refused_requests_close_the_connection_and_big_bodies_are_not_read(
         assert response.status == 413
         assert response.getheader("Connection") == "close"
         conn.close()
+
+
+class _CountingStore(InMemoryStateStore):
+    """The in-memory store, counting the state-pointer and lock reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = {"get_tf_state": 0, "get_lock": 0}
+
+    def get_tf_state(self, key: str) -> str | None:
+        self.reads["get_tf_state"] += 1
+        return super().get_tf_state(key)
+
+    def get_lock(self, key: str) -> TfLock | None:
+        self.reads["get_lock"] += 1
+        return super().get_lock(key)
+
+
+def test_under_its_own_lock_a_run_reads_the_pointer_once(tmp_path: Path) -> None:
+    """Terraform's apply: lock, read (twice), write, unlock, then ``output`` reads again.
+    Under the lock the grant took, the pointer it read or wrote is current: one pointer
+    read, and the write neither reads the pointer nor the lock first (was 3 and 1)."""
+    store = _CountingStore()
+    backend = TerraformStateBackend(store, DirectoryBlobStore(tmp_path / "blobs"), SystemClock())
+    server = LoopbackStateServer(backend)
+    try:
+        backend.post_state("e", "p", b'{"v": 0}', None)
+        with server.grant("e", "p", "run-1") as grant:
+            url, token, path = server.address, grant.password, "/terraform/state/e/p"
+            info = json.dumps({"ID": "L1"}).encode()
+            store.reads.update(get_tf_state=0, get_lock=0)
+            assert call(url, "POST", path + "/lock", token, info)[0] == 200
+            assert call(url, "GET", path, token) == (200, b'{"v": 0}')
+            assert call(url, "GET", path, token) == (200, b'{"v": 0}')
+            assert call(url, "POST", path + "?ID=L1", token, b'{"v": 1}')[0] == 200
+            assert call(url, "GET", path, token) == (200, b'{"v": 1}')
+            assert store.reads == {"get_tf_state": 1, "get_lock": 0}
+            assert call(url, "DELETE", path + "/lock", token, info)[0] == 200
+            # Unlocked: the next read is a real one (anyone may have written meanwhile).
+            backend.post_state("e", "p", b'{"v": 2}', None)
+            assert call(url, "GET", path, token) == (200, b'{"v": 2}')
+            # Without the grant's lock, a write checks the lock as before.
+            store.reads.update(get_tf_state=0, get_lock=0)
+            assert call(url, "POST", path, token, b'{"v": 3}')[0] == 200
+            assert store.reads == {"get_tf_state": 1, "get_lock": 1}
+        versions = backend.list_versions("e", "p")
+        assert [backend.state_at(v) for v in versions] == [
+            b'{"v": 0}',
+            b'{"v": 1}',
+            b'{"v": 2}',
+            b'{"v": 3}',
+        ]
+    finally:
+        server.close()
+
+
+def test_a_pointer_moved_under_the_lock_loses_no_version(tmp_path: Path) -> None:
+    """An operator's DELETE (or a force-unlock and a write) under terraform's lock: the
+    write conditional on the remembered pointer fails once, then lands after the newest
+    version; nothing is overwritten and the state read afterwards is the one written."""
+    store = _CountingStore()
+    backend = TerraformStateBackend(store, DirectoryBlobStore(tmp_path / "blobs"), SystemClock())
+    server = LoopbackStateServer(backend)
+    try:
+        backend.post_state("e", "p", b'{"v": 0}', None)
+        with server.grant("e", "p", "run-1") as grant:
+            url, token, path = server.address, grant.password, "/terraform/state/e/p"
+            info = json.dumps({"ID": "L1"}).encode()
+            assert call(url, "POST", path + "/lock", token, info)[0] == 200
+            assert call(url, "GET", path, token) == (200, b'{"v": 0}')
+            backend.unlock("e", "p", None)  # the operator's force-unlock,
+            backend.post_state("e", "p", b'{"op": 1}', None)  # and write
+            assert call(url, "POST", path + "?ID=L1", token, b'{"v": 1}')[0] == 200
+            assert backend.get_state("e", "p") == b'{"v": 1}'
+        versions = [backend.state_at(v) for v in backend.list_versions("e", "p")]
+        assert versions == [b'{"v": 0}', b'{"op": 1}', b'{"v": 1}']
+    finally:
+        server.close()

@@ -42,7 +42,7 @@ TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 GZIP_CONTENT_TYPE = "application/gzip"
 RUN_STATUS_HEADER = "X-Nclav-Run-Status"
 
-_VIEW = ConfigDict(extra="forbid")
+_VIEW = ConfigDict(extra="forbid", defer_build=True)
 
 
 @dataclass(frozen=True, slots=True)

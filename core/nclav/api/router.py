@@ -92,7 +92,7 @@ class RequestBody(BaseModel):
     enums, UUIDs and datetimes are still read from their JSON strings.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class RouteOptions(TypedDict, total=False):
@@ -124,6 +124,8 @@ class Route:
     max_body: int = DEFAULT_MAX_BODY
     # Compiled pattern: (is_param, literal text or parameter name) per segment.
     segments: tuple[tuple[bool, str], ...] = field(init=False, repr=False, compare=False)
+    # ``shape``, computed once: ``add_route`` compares it with every route of its length.
+    _shape: tuple[str | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _METHOD.fullmatch(self.method):
@@ -137,6 +139,8 @@ class Route:
             # Without it pydantic drops unknown fields silently and a typo goes unnoticed.
             raise ValueError(f"{model.__name__} must set extra='forbid' (subclass RequestBody)")
         object.__setattr__(self, "segments", _compile(self.pattern))
+        shape = tuple(None if is_param else text for is_param, text in self.segments)
+        object.__setattr__(self, "_shape", shape)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -145,7 +149,7 @@ class Route:
     @property
     def shape(self) -> tuple[str | None, ...]:
         """The pattern with parameter names erased: two routes with one shape are one path."""
-        return tuple(None if is_param else text for is_param, text in self.segments)
+        return self._shape
 
     def bind(self, segments: Sequence[str | None]) -> dict[str, str] | None:
         """The parameters if the decoded request segments match this route, else None."""

@@ -53,7 +53,7 @@ class LogPage(BaseModel):
     text form carries the same in ``X-Nclav-Next-Offset``, ``X-Nclav-Complete`` and
     ``X-Nclav-Run-Status``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     offset: int = Field(description="Byte offset of the first byte of `text`.")
     next_offset: int = Field(description="Where to ask next (`?offset=`).")
@@ -65,7 +65,7 @@ class LogPage(BaseModel):
 class RunEventsPage(BaseModel):
     """The JSON form of ``GET /runs/{id}/events`` (without ``Accept: text/event-stream``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     run_id: str
     status: str

@@ -9,19 +9,18 @@ scalars (``~``, ``null``, empty), which become None. ``line_of`` places an error
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+import functools
+from typing import TYPE_CHECKING, Any, cast
 
 from nclav.errors import Issue
 
-# The base loader resolves no implicit types (every plain scalar stays text), which is what we
-# want and is the cheapest; the C parser is much faster where libyaml is available.
-try:
-    from yaml import CBaseLoader as _Loader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import BaseLoader as _Loader  # type: ignore[assignment]
+if TYPE_CHECKING:
+    import yaml
+    from yaml.nodes import Node, ScalarNode
+
+# PyYAML is imported when a document is first parsed (``compose``), not with this module:
+# every process importing the plan or the records would pay for it (a cloud function's cold
+# start included). Nodes are told apart by their ``id`` ("scalar", "sequence", "mapping").
 
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -40,25 +39,38 @@ class YamlDocError(Exception):
 
 
 _TAGS = {
-    ScalarNode: "tag:yaml.org,2002:str",
-    SequenceNode: "tag:yaml.org,2002:seq",
-    MappingNode: "tag:yaml.org,2002:map",
+    "scalar": "tag:yaml.org,2002:str",
+    "sequence": "tag:yaml.org,2002:seq",
+    "mapping": "tag:yaml.org,2002:map",
 }
 
 
-class _TextLoader(_Loader):
-    """Tags every untagged node by its kind alone: no implicit typing, no path resolvers."""
+@functools.cache
+def _text_loader() -> Any:
+    """The loader class: PyYAML's base loader, which resolves no implicit types (every plain
+    scalar stays text; the cheapest), from the C parser where libyaml is available."""
+    try:
+        from yaml import CBaseLoader as Loader
+    except ImportError:  # pragma: no cover - depends on how PyYAML was built
+        from yaml import BaseLoader as Loader  # type: ignore[assignment]
 
-    def resolve(self, kind: type[Node], value: object, implicit: object) -> str:
-        return _TAGS[kind]
+    class _TextLoader(Loader):
+        """Tags every untagged node by its kind alone: no implicit typing, no path resolvers."""
+
+        def resolve(self, kind: type[Node], value: object, implicit: object) -> str:
+            return _TAGS[_kind(kind)]
+
+    return _TextLoader
 
 
 def compose(data: bytes | str) -> Node | None:
     """Parse one YAML document into its node graph (None for an empty document)."""
+    import yaml
+
     try:
-        loader = _TextLoader(data)
+        loader = _text_loader()(data)
         try:
-            return loader.get_single_node()
+            return cast("Node | None", loader.get_single_node())
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -108,6 +120,11 @@ def to_plain(node: Node) -> Any:
     return _convert(node, budget, 0)
 
 
+def _kind(node: Node | type[Node]) -> str:
+    """ "scalar", "sequence" or "mapping": a node's kind, told without importing PyYAML."""
+    return str(getattr(node, "id", ""))
+
+
 def _is_null(node: ScalarNode) -> bool:
     return (not node.style and node.value in _NULLS) or node.tag == _NULL_TAG
 
@@ -116,21 +133,21 @@ def _convert(node: Node, budget: list[int], depth: int) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
         raise YamlDocError("document too large after expanding aliases", node.start_mark.line + 1)
-    if isinstance(node, ScalarNode):
+    if _kind(node) == "scalar":
         value = node.value
         # plain style is '' in libyaml and None in the Python parser; "!!null x" is null too
-        if (not node.style and value in _NULLS) or node.tag == _NULL_TAG:
+        if _is_null(cast("ScalarNode", node)):
             return None
         return value
     if depth > _MAX_DEPTH:
         raise YamlDocError("nesting too deep (or a recursive alias)", node.start_mark.line + 1)
     depth += 1
-    if isinstance(node, SequenceNode):
+    if _kind(node) == "sequence":
         return [_convert(item, budget, depth) for item in node.value]
-    if isinstance(node, MappingNode):
+    if _kind(node) == "mapping":
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or _is_null(key_node):
+            if _kind(key_node) != "scalar" or _is_null(key_node):
                 raise YamlDocError("mapping keys must be plain text", key_node.start_mark.line + 1)
             key = key_node.value
             if key in out:
@@ -148,14 +165,12 @@ def line_of(node: Node | None, loc: tuple[str | int, ...], *, key: bool = False)
     for part in loc:
         found: Node | None = None
         key_node: Node | None = None
-        if isinstance(node, MappingNode):
+        if _kind(node) == "mapping":
             for k, v in node.value:
-                if isinstance(k, ScalarNode) and k.value == part:
+                if _kind(k) == "scalar" and k.value == part:
                     key_node, found = k, v
                     break
-        elif (
-            isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value)
-        ):
+        elif _kind(node) == "sequence" and isinstance(part, int) and 0 <= part < len(node.value):
             found = node.value[part]
         if found is None:
             return line

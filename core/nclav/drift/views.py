@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from nclav.ports import StateStore
 
-_VIEW = ConfigDict(extra="forbid")
+_VIEW = ConfigDict(extra="forbid", defer_build=True)
 
 
 def every_partition(store: StateStore, enclave_id: str | None = None) -> list[DriftRecord]:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class Orphan(BaseModel):
     """One leaked resource, as a driver found it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     cloud: Cloud
     resource_id: str  # an ARN, a resource id, or what nclav holds locally

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from nclav.graph import Graph
     from nclav.model import Cloud
     from nclav.ports import BlobStore, Clock, IacRunner, StateStore, WorkQueue
+    from nclav.state import EnclaveState
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class Engine:
         # One kick at a time in this process: a sweeper's kick must not plan a run again
         # while a request's kick is planning it (the begin_run write decides across processes).
         self._kicking = threading.RLock()
+        # The bundles of running runs this process has seen (a run's bundle never changes),
+        # the most recent few: carried in their steps' messages so a worker skips a read.
+        self._bundle_of: _Recent = _Recent(256)
 
     # -- starting a run -------------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Engine:
         (a git push: nobody reads a refusal) an empty tree makes a run that the delete guard
         holds for approval when it begins.
         """
-        run = self._new_reconcile(
+        run, _, _ = self._new_reconcile(
             bundle, trigger, max_deletes, allow_delete or hold_empty, resources_only
         )
         if hold_empty and not allow_delete:  # judged by the guard when it begins, like any run
@@ -173,10 +177,14 @@ class Engine:
         Only a run that could begin now is judged so; one that will wait behind earlier runs
         is created (it plans at begin, and may well succeed with no step).
         """
-        run = self._new_reconcile(bundle, trigger, max_deletes, allow_delete, resources_only)
-        if run.changes == 0 and not self._behind(set(run.enclave_ids)):
+        # The applied state and the runs ahead as ``_new_reconcile`` read them a moment ago:
+        # reading them again would only cost requests (the run is planned again when it
+        # begins, against the state of then).
+        run, applied, behind = self._new_reconcile(
+            bundle, trigger, max_deletes, allow_delete, resources_only
+        )
+        if run.changes == 0 and not behind:
             graph, _ = self.bundles(bundle)
-            applied = {s.enclave_id: s for s in self.store.list_enclaves()}
             if not plan_changes(graph, applied, resources_only=resources_only).changes:
                 return None
         return self._create(run, [])
@@ -188,7 +196,9 @@ class Engine:
         max_deletes: int | None,
         allow_delete: bool,
         resources_only: bool,
-    ) -> Run:
+    ) -> tuple[Run, dict[str, EnclaveState], bool]:
+        """The run to create, the applied state it was judged against, and whether earlier
+        unfinished runs touch its enclaves (it will wait behind them)."""
         graph, _ = self.bundles(bundle)
         issues = driver_issues(graph, self.drivers, self.default_cloud)
         if issues:
@@ -203,7 +213,7 @@ class Engine:
         changes = 0
         if behind:
             changes = len(plan_changes(graph, applied, resources_only=resources_only).changes)
-        return Run(
+        run = Run(
             bundle=bundle,
             enclave_ids=tuple(sorted(touched)),
             trigger=trigger,
@@ -214,6 +224,7 @@ class Engine:
             max_deletes=max_deletes,
             allow_delete=allow_delete,
         )
+        return run, applied, behind
 
     def _behind(self, touched: set[str]) -> bool:
         return any(touched & set(r.enclave_ids) for r in self.store.list_unfinished_runs())
@@ -282,22 +293,27 @@ class Engine:
         if run.retry_of is not None:  # a retry: the event says which run it retries
             fields.update(retry_of=run.retry_of, attempt=run.attempt)
         self._event(EventKind.RECONCILE_STARTED, run_id=run.id, fields=fields)
-        self.kick()
-        return self.store.get_run(run.id) or run
+        # The run as the kick left it (begun, awaiting, finished...): what a read would say a
+        # moment later, without the read. A run the kick did not see is read.
+        kicked = self.kick().get(run.id)
+        return kicked or self.store.get_run(run.id) or run
 
-    def kick(self) -> None:
+    def kick(self) -> dict[str, Run]:
         """Start every queued run that no earlier unfinished run blocks; finish empty ones.
 
         An awaiting run keeps its place (later runs on its enclaves wait behind it), unless a
-        later reconcile of overlapping enclaves is waiting: that one supersedes it.
+        later reconcile of overlapping enclaves is waiting: that one supersedes it. Returns
+        the unfinished runs it saw, by id, each as it left them.
         """
         with self._kicking:
             busy: set[str] = set()
+            seen: dict[str, Run] = {}
             unfinished = self.store.list_unfinished_runs()
             for i, run in enumerate(unfinished):
                 mine = set(run.enclave_ids)
+                with_steps = False  # begun here with steps: none can have finished them all
                 if run.status == RunStatus.QUEUED and not (mine & busy):
-                    run = self._begin(run)
+                    run, with_steps = self._begin(run)
                 if run.status == RunStatus.AWAITING_APPROVAL:  # waiting, or just stopped
                     newer = next(
                         (
@@ -309,14 +325,20 @@ class Engine:
                     )
                     if newer is not None:
                         run = self._end_unstarted(run, f"superseded by run {newer.id}")
-                if run.status == RunStatus.RUNNING:
-                    self._finish_run_if_done(run.id)
+                seen[run.id] = run
+                if run.status == RunStatus.RUNNING and not with_steps:
+                    # A run just begun with steps is not done: the fan-out of its last step
+                    # to finish asks, after its writes.
+                    seen[run.id] = self._finish_run_if_done(run.id) or run
                 if not run.status.final:
                     busy |= mine
+            return seen
 
-    def plan_for(self, run: Run) -> Plan:
-        """What ``run`` would do against the applied state of this moment."""
-        applied = {s.enclave_id: s for s in self.store.list_enclaves()}
+    def plan_for(self, run: Run, applied: Mapping[str, EnclaveState] | None = None) -> Plan:
+        """What ``run`` would do against the applied state of this moment (``applied``, when
+        the caller has just read it)."""
+        if applied is None:
+            applied = {s.enclave_id: s for s in self.store.list_enclaves()}
         if run.bundle:
             graph, _ = self.bundles(run.bundle)
             return plan_changes(graph, applied, resources_only=run.resources_only)
@@ -351,15 +373,18 @@ class Engine:
             changes=tuple(c.to_json() for c in plan.changes[:_SHOWN_CHANGES]),
         )
 
-    def _begin(self, run: Run) -> Run:
+    def _begin(self, run: Run) -> tuple[Run, bool]:
+        """Begin ``run`` (or stop it for approval); returns it and whether it began here with
+        steps."""
         started = run.model_copy(
             update={"status": RunStatus.RUNNING, "started_at": self._now_text()}
         )
+        ready: list[StepRecord] | None = None  # the steps begin_run stored, when it ran
         try:
             if run.plan_on_start:
-                plan = self.plan_for(run)
-                applied = [s.enclave_id for s in self.store.list_enclaves()]
-                approval = self.guard(run, plan, applied)
+                state = {s.enclave_id: s for s in self.store.list_enclaves()}
+                plan = self.plan_for(run, state)
+                approval = self.guard(run, plan, list(state))
                 if approval is not None and approval.plan_digest != run.approved_digest:
                     waiting = run.model_copy(
                         update={
@@ -376,17 +401,21 @@ class Engine:
                         fields={"reason": approval.reason, "changes": len(plan.changes)},
                     )
                     notify.run_changed(waiting)  # people are waiting for this one
-                    return waiting
+                    return waiting, False
                 started = started.model_copy(update={"changes": len(plan.changes)})
-                started = self.store.begin_run(started, step_records(run.id, plan.steps))
+                ready = step_records(run.id, plan.steps)
+                started = self.store.begin_run(started, ready)
             else:
                 started = self.store.update_run(started)
         except ConflictError:
-            return self.store.get_run(run.id) or run
-        for step in self.store.list_steps(run.id):
+            return self.store.get_run(run.id) or run, False
+        self._remember(started)
+        # The steps begin_run just stored are the ones given to it: no read to find them.
+        steps = ready if ready is not None else self.store.list_steps(run.id)
+        for step in steps:
             if step.status == StepStatus.READY:
                 self._send(step)
-        return started
+        return started, ready is not None and bool(ready)
 
     def retry(self, run_id: str) -> Run:
         """Queue a new try of a failed or cancelled run (``nclav.engine.retry``).
@@ -502,9 +531,16 @@ class Engine:
             handler(message)
             return
         run_id, step_id = message["run_id"], message["step_id"]
-        run = self.store.get_run(run_id)
-        if run is None or run.status != RunStatus.RUNNING:
-            return  # an unknown, queued or finished run: nothing to do (redelivery is harmless)
+        bundle = message.get("bundle")
+        if not isinstance(bundle, str):
+            run = self.store.get_run(run_id)
+            if run is None or run.status != RunStatus.RUNNING:
+                return  # an unknown, queued or finished run: nothing to do (redelivery is harmless)
+            self._remember(run)
+            bundle = run.bundle
+        # else: the message was sent while its run was running (``_message``), and a run
+        # leaves running only once every step is final, so the claim below is refused for a
+        # finished run's step: no read of the run is needed to know what to load.
         now = self.clock.now()
         step = self.store.claim_step(run_id, step_id, self.owner, self.lease_s, now)
         if step is None:
@@ -525,8 +561,10 @@ class Engine:
             )
             self._finish(step, StepStatus.FAILED, error, failed=self._context(run_id))
             return
-        graph, files = self.bundles(run.bundle) if run.bundle else (empty_graph(Desired(())), {})
-        ctx = self._context(run_id, graph, files, run.bundle)
+        if bundle is not None:
+            self._bundle_of[run_id] = bundle
+        graph, files = self.bundles(bundle) if bundle else (empty_graph(Desired(())), {})
+        ctx = self._context(run_id, graph, files, bundle)
         try:
             with self._lease_kept(step):
                 outcome = carry_out(ctx, step)
@@ -559,6 +597,7 @@ class Engine:
         run = self.store.get_run(run_id)
         if run is None or run.status != RunStatus.RUNNING:
             return False
+        self._remember(run)
         step = self.store.get_step(run_id, step_id)
         if step is None or step.status.final:
             return False
@@ -626,7 +665,7 @@ class Engine:
                 self.store.update_step(
                     done.model_copy(update={"attempts": max(done.attempts - 1, 0)}), done.version
                 )
-        self.queue.send(_message(step), delay_s=delay)
+        self.queue.send(_message(step, self._bundle_of.get(step.run_id)), delay_s=delay)
 
     def _finish(
         self,
@@ -734,19 +773,20 @@ class Engine:
             final[new.step_id] = new
             return new.dependents
 
-    def _finish_run_if_done(self, run_id: str) -> None:
+    def _finish_run_if_done(self, run_id: str) -> Run | None:
+        """Finalise the run when no step is left; returns it when it was finalised here."""
         # The cheap question first (an index seek or a counter): the run's steps are listed
         # once, when the run is done, to collect its errors, not after every step.
         if self.store.has_unfinished_steps(run_id):
-            return
+            return None
         run = self.store.get_run(run_id)
         if run is None or run.status.final:
-            return
+            return None
         steps = self.store.list_steps(run_id)
         if not all(s.status.final for s in steps):
             # Cannot happen with a correct store; never finalise a run with live steps.
             logger.error("run %s: no unfinished steps reported, yet some are", run_id)
-            return
+            return None
         errors = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.FAILED)
         blocked = tuple(f"{s.step_id}: {s.error}" for s in steps if s.status == StepStatus.BLOCKED)
         final = run.model_copy(
@@ -757,9 +797,9 @@ class Engine:
             }
         )
         try:
-            self.store.update_run(final)
+            final = self.store.update_run(final)
         except ConflictError:
-            return  # someone else finalised it
+            return None  # someone else finalised it
         notify.run_changed(final)  # enqueues only: never blocks or fails the run
         self._event(
             EventKind.RECONCILE_COMPLETED,
@@ -767,6 +807,7 @@ class Engine:
             fields={"changes": run.changes, "dry_run": False},
         )
         self.kick()  # runs waiting behind this one may start now
+        return final
 
     @contextmanager
     def _lease_kept(self, step: StepRecord) -> Iterator[None]:
@@ -807,6 +848,7 @@ class Engine:
             run = runs[step.run_id]
             if run is None or run.status != RunStatus.RUNNING:
                 continue  # a queued run sends its steps when it begins
+            self._remember(run)
             if (run.started_at or "") <= begun_before:
                 stuck.append(step)
         resent = 0
@@ -830,7 +872,12 @@ class Engine:
     # -- helpers ----------------------------------------------------------------------------
 
     def _send(self, step: StepRecord) -> None:
-        self.queue.send(_message(step))
+        self.queue.send(_message(step, self._bundle_of.get(step.run_id)))
+
+    def _remember(self, run: Run) -> None:
+        """Note a running run's bundle: the messages of its steps carry it (``_message``)."""
+        if run.bundle is not None and run.status == RunStatus.RUNNING:
+            self._bundle_of[run.id] = run.bundle
 
     def _now_text(self) -> str:
         return iso_time(self.clock.now())
@@ -874,6 +921,22 @@ def bound_error(error: str, limit: int = MAX_ERROR_BYTES) -> str:
     return head + TRUNCATED + tail
 
 
+class _Recent(dict[str, str]):
+    """A dict keeping its ``size`` most recently inserted keys (thread-safe inserts)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: str, value: str) -> None:
+        with self._lock:
+            self.pop(key, None)
+            super().__setitem__(key, value)
+            while len(self) > self._size:
+                self.pop(next(iter(self)))
+
+
 DRIFT_KIND = "drift_check"  # nclav.drift.schedule sends it (a test keeps the two equal)
 
 
@@ -881,9 +944,13 @@ def _notify_message(message: Mapping[str, Any]) -> None:
     notify.handle_message(message)  # delivers or re-queues itself; never raises
 
 
-def _message(step: StepRecord) -> dict[str, str]:
-    """A step's queue message; the action lets a runtime route it without a read."""
-    return {"run_id": step.run_id, "step_id": step.step_id, "action": step.action.value}
+def _message(step: StepRecord, bundle: str | None = None) -> dict[str, str]:
+    """A step's queue message; the action lets a runtime route it without a read, and the
+    run's bundle (when the sender knows it) lets the worker skip reading the run."""
+    message = {"run_id": step.run_id, "step_id": step.step_id, "action": step.action.value}
+    if bundle is not None:
+        message["bundle"] = bundle
+    return message
 
 
 def empty_tree_issue(field_name: str) -> Issue:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nclav import transitions
 from nclav.errors import ConflictError, NotFoundError, PermanentError, SpecError
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
     # The engine's loader of a bundle by digest: its graph and files by "enclave/partition".
     BundleLoader = Callable[[str], tuple[Graph, Mapping[str, Mapping[str, bytes]]]]
+
+
+_UNREAD: Any = object()  # ``StepContext.known`` holds nothing for that enclave
 
 
 class EventSink(Protocol):
@@ -60,8 +63,9 @@ class StepContext:
     bundle: str | None = None
     bundles: BundleLoader | None = None
     blobs: BlobStore | None = None  # to read a Terraform state's resources
-    # Enclave records (and versions) this step read or wrote last (``enclave``, ``update``).
-    known: dict[str, tuple[EnclaveState, int]] = field(
+    # Enclave records (and versions) this step read or wrote last (``enclave``, ``update``);
+    # None: read and found missing.
+    known: dict[str, tuple[EnclaveState, int] | None] = field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -93,11 +97,26 @@ class StepContext:
         return {s.enclave_id: s for s in self.store.list_enclaves()}
 
     def enclave(self, enclave_id: str) -> tuple[EnclaveState, int] | None:
-        """``store.get_enclave``, remembered for this step's next ``update`` of it."""
+        """``store.get_enclave``, remembered (found or not) for this step's next ``update``."""
         found = self.store.get_enclave(enclave_id)
-        if found is not None:
-            self.known[enclave_id] = found
+        self.known[enclave_id] = found
         return found
+
+    def applied_for(self, enclave_id: str) -> dict[str, EnclaveState]:
+        """The applied state a partition of ``enclave_id`` resolves its inputs from: its own
+        enclave (read with ``enclave``, so the step's first ``update`` costs no read) and
+        the enclaves it imports from; every enclave when it imports from several (one list
+        costs less than a read each)."""
+        others = {w.exporter for w in self.graph.aliases.get(enclave_id, {}).values()}
+        others.discard(enclave_id)
+        if len(others) > 1:
+            return self.applied()
+        applied: dict[str, EnclaveState] = {}
+        for eid in (enclave_id, *others):
+            found = self.enclave(eid) if eid == enclave_id else self.store.get_enclave(eid)
+            if found is not None:
+                applied[eid] = found[0]
+        return applied
 
     def update(
         self, enclave_id: str, change: Callable[[EnclaveState | None], EnclaveState | None]
@@ -109,7 +128,9 @@ class StepContext:
         costs the read that a fresh attempt makes anyway.
         """
         for _ in range(20):
-            found = self.known.pop(enclave_id, None) or self.store.get_enclave(enclave_id)
+            found = self.known.pop(enclave_id, _UNREAD)
+            if found is _UNREAD:
+                found = self.store.get_enclave(enclave_id)
             state, version = found if found else (None, None)
             new = change(state)
             try:
@@ -173,7 +194,7 @@ def _provision_partition(ctx: StepContext, step: StepRecord) -> StepStatus:
     loaded = ctx.graph.enclaves[eid]
     part = loaded.partition(pid)
     assert part is not None
-    applied = ctx.applied()
+    applied = ctx.applied_for(eid)
     state = _require(applied.get(eid), eid)
     inputs, problems = resolve_partition_inputs(ctx.graph, applied, eid, pid)
     if problems:

@@ -61,6 +61,28 @@ class Grant:
     partition_id: str
     run_id: str
     token: str = field(repr=False)
+    held: _Held = field(default_factory=lambda: _Held(), repr=False, compare=False)
+
+
+@dataclass
+class _Held:
+    """The state lock a grant's terraform holds, and the state pointer under it.
+
+    Terraform locks, reads the state (twice, for a plan and an apply), writes it, and
+    unlocks. Every writer of the state but an operator's force-unlock must hold the lock
+    (``post_state`` checks it), and the run holds the partition mutex too, so while the lock
+    taken through this grant is held, the pointer it read or wrote last is still current: a
+    second read reuses it, and a write is conditional on it without reading it first (a
+    compare-and-set, so a wrong belief costs one attempt, never a lost version).
+    """
+
+    lock_id: str | None = None
+    pointer: str | None = None
+    known: bool = False  # ``pointer`` was read or written under ``lock_id``
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+
+    def forget(self, lock_id: str | None = None) -> None:
+        self.lock_id, self.pointer, self.known = lock_id, None, False
 
 
 class _Server(ThreadingHTTPServer):
@@ -231,30 +253,57 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command
         if lock_path:
             method = {"POST": "LOCK", "DELETE": "UNLOCK"}.get(method, "")
+        held = grant.held
         if method == "GET" and not lock_path:
-            data = backend.get_state(enclave, partition)
+            with held.mutex:
+                if held.known:
+                    data = backend.state_at(held.pointer)
+                else:
+                    pointer, data = backend.read_state(enclave, partition)
+                    if held.lock_id is not None:
+                        held.pointer, held.known = pointer, True
             if data is None:
                 self._send(204)
             else:
                 self._send(200, data)
         elif method == "POST":
             lock_id = query.get("ID", [None])[0]
-            backend.post_state(enclave, partition, body, lock_id)
+            with held.mutex:
+                mine = lock_id is not None and lock_id == held.lock_id and held.known
+                try:
+                    if mine:
+                        pointer = backend.post_state(
+                            enclave, partition, body, lock_id, current=held.pointer, holding=True
+                        )
+                    else:
+                        pointer = backend.post_state(enclave, partition, body, lock_id)
+                except BaseException:
+                    held.forget(held.lock_id)
+                    raise
+                if lock_id is not None and lock_id == held.lock_id:
+                    held.pointer, held.known = pointer, True
             self._send(200)
         elif method == "DELETE":
-            backend.delete_state(enclave, partition)
+            with held.mutex:
+                held.forget(held.lock_id)
+                backend.delete_state(enclave, partition)
             self._send(200)
         elif method == "LOCK":
             info = _lock_info(body)
             info[LOCK_TAG] = grant.run_id
-            holder = backend.lock(enclave, partition, info)
+            with held.mutex:
+                holder = backend.lock(enclave, partition, info)
+                if holder is None and isinstance(info.get("ID"), str):
+                    held.forget(info["ID"])
             if holder is not None:
                 self._send(423, json.dumps(holder.info).encode())
             else:
                 self._send(200)
         elif method == "UNLOCK":
             # Always with the lock info: a partition's credential cannot force an unlock.
-            backend.unlock(enclave, partition, _lock_info(body))
+            with held.mutex:
+                held.forget()
+                backend.unlock(enclave, partition, _lock_info(body))
             self._send(200)
         else:
             raise _Refused(405, f"{self.command} is not served here")

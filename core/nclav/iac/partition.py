@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 from nclav.errors import TemporaryError
 from nclav.iac import procs
 from nclav.iac.logs import LogShipper, append_chunk, log_prefix
-from nclav.iac.loopback import LOCK_TAG, LoopbackStateServer
 from nclav.iac.runner import (
     REFRESH_PLAN_FILE,
     Deadline,
@@ -57,6 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Mapping
     from pathlib import Path
 
+    from nclav.iac.loopback import LoopbackStateServer
     from nclav.model import PartitionConfig
     from nclav.ports import BlobStore, Clock, StateStore
 
@@ -126,8 +126,20 @@ class PartitionIac:
         # A drift check's deadline, and so the longest an apply waits for one to finish.
         self.check_timeout_s = check_timeout_s
         self.state_backend = TerraformStateBackend(store, blobs, clock)
-        self.loopback = LoopbackStateServer(self.state_backend)
+        self._loopback: LoopbackStateServer | None = None
+        self._loopback_lock = threading.Lock()
         self._local = threading.local()
+
+    @property
+    def loopback(self) -> LoopbackStateServer:
+        """The loopback state backend, made on first use: an API process, which composes
+        this runner but never runs terraform, does not import ``http.server`` for it."""
+        with self._loopback_lock:
+            if self._loopback is None:
+                from nclav.iac.loopback import LoopbackStateServer
+
+                self._loopback = LoopbackStateServer(self.state_backend)
+            return self._loopback
 
     def workdir(self, enclave_id: str, partition_id: str) -> Path:
         return self.workspaces / enclave_id / partition_id
@@ -143,7 +155,10 @@ class PartitionIac:
 
     def close(self) -> None:
         """Stop the loopback state backend (a run in flight loses its state backend)."""
-        self.loopback.close()
+        with self._loopback_lock:
+            loopback = self._loopback
+        if loopback is not None:
+            loopback.close()
 
     # -- the IacRunner port ------------------------------------------------------------------
 
@@ -481,6 +496,8 @@ class PartitionIac:
 
     def _break_stale_lock(self, enclave_id: str, partition_id: str, runs: Collection[str]) -> None:
         """Release the state lock if one of ``runs`` (all over) took it; see the module doc."""
+        from nclav.iac.loopback import LOCK_TAG
+
         key = f"{enclave_id}/{partition_id}"
         held = self.store.get_lock(key)
         if held is not None and held.info.get(LOCK_TAG) in runs:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # nclav.model.Id, in full
 _VERSION = re.compile(r"(\d{8})-")
 _MAX_ATTEMPTS = 100  # conditional writes lost to concurrent POSTs before giving up
+_UNKNOWN = object()  # ``post_state``: the caller does not know the current pointer
 
 
 def _seq(blob_key: str | None) -> int:
@@ -69,21 +70,50 @@ class TerraformStateBackend:
         )
 
     def get_state(self, enclave_id: str, partition_id: str) -> bytes | None:
+        return self.read_state(enclave_id, partition_id)[1]
+
+    def read_state(self, enclave_id: str, partition_id: str) -> tuple[str | None, bytes | None]:
+        """The current version's blob key and bytes (None, None when there is none)."""
         pointer = self._store.get_tf_state(self.key(enclave_id, partition_id))
+        return pointer, self.state_at(pointer)
+
+    def state_at(self, pointer: str | None) -> bytes | None:
+        """The bytes of the version ``pointer`` (a blob key ``read_state`` or ``post_state``
+        returned); None for None."""
         return None if pointer is None else self._blobs.get(pointer)
 
     def post_state(
-        self, enclave_id: str, partition_id: str, body: bytes, lock_id: str | None
+        self,
+        enclave_id: str,
+        partition_id: str,
+        body: bytes,
+        lock_id: str | None,
+        *,
+        current: str | None | object = _UNKNOWN,
+        holding: bool = False,
     ) -> str:
-        """Store a new version and make it current; returns its blob key."""
+        """Store a new version and make it current; returns its blob key.
+
+        ``current``: the pointer the caller believes current (it read or wrote it under the
+        lock it holds); the first attempt is conditional on it instead of reading it, and a
+        wrong belief only costs that attempt (the pointer moves by compare-and-set).
+        ``holding``: the caller took the lock as ``lock_id`` itself and has not released it
+        (the loopback backend, which sees terraform's lock and unlock), so the lock is not
+        read again; only an operator's force-unlock could have taken it away meanwhile.
+        """
         key = self.key(enclave_id, partition_id)
-        holder = self._store.get_lock(key)
+        holder = None if holding and lock_id is not None else self._store.get_lock(key)
         if holder is not None and lock_id != holder.lock_id:
             raise LockHeldError(holder)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.now()))
         digest = hashlib.sha256(body).hexdigest()[:12]
+        believed = current
         for _ in range(_MAX_ATTEMPTS):
-            current = self._store.get_tf_state(key)
+            if believed is _UNKNOWN:
+                current = self._store.get_tf_state(key)
+            else:
+                current, believed = believed, _UNKNOWN  # the first attempt only
+            assert current is None or isinstance(current, str)
             if current is not None:
                 seq = _seq(current) + 1  # blobs past it are other POSTs' that are in flight
             else:  # none yet, or dropped by DELETE: continue after the versions kept

@@ -18,8 +18,15 @@ from nclav.records import (
     TfLock,
     check_finish_status,
     check_run_steps,
-    iso_time,
-    ready_since,
+)
+from nclav.runtime.stores import (
+    claimable,
+    claimed,
+    finished,
+    holds,
+    lease_expired,
+    renewed,
+    stuck_ready,
 )
 
 if TYPE_CHECKING:
@@ -31,14 +38,6 @@ if TYPE_CHECKING:
     from nclav.state import EnclaveState
 
 
-def _claimable(step: StepRecord, now: float) -> bool:
-    if step.status == StepStatus.READY:
-        return step.not_before is None or step.not_before <= now
-    if step.status == StepStatus.RUNNING:
-        return step.lease_expires_at is not None and step.lease_expires_at <= now
-    return False
-
-
 class InMemoryStateStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -47,7 +46,7 @@ class InMemoryStateStore:
         self._run_seq = 0
         self._steps: dict[str, dict[str, StepRecord]] = {}
         # Per run, the ids of its steps that are not final: kept beside the steps (every
-        # write goes through _store_steps or _replace) so has_unfinished_steps is O(1).
+        # write goes through _store_steps or _keep) so has_unfinished_steps is O(1).
         self._unfinished: dict[str, set[str]] = {}
         self._events: list[AuditEvent] = []
         self._drift: dict[tuple[str, str], DriftRecord] = {}
@@ -168,13 +167,13 @@ class InMemoryStateStore:
         self._steps[run_id] = {s.step_id: s.model_copy(update={"version": 1}) for s in steps}
         self._unfinished[run_id] = {s.step_id for s in steps if not s.status.final}
 
-    def _replace(self, step: StepRecord, **update: object) -> StepRecord:
-        new = step.model_copy(update={**update, "version": step.version + 1})
-        self._steps[step.run_id][step.step_id] = new
+    def _keep(self, new: StepRecord) -> StepRecord:
+        """Store a changed step (its version already moved on)."""
+        self._steps[new.run_id][new.step_id] = new
         if new.status.final:
-            self._unfinished[step.run_id].discard(step.step_id)
+            self._unfinished[new.run_id].discard(new.step_id)
         else:
-            self._unfinished[step.run_id].add(step.step_id)
+            self._unfinished[new.run_id].add(new.step_id)
         return new
 
     def claim_step(
@@ -182,23 +181,13 @@ class InMemoryStateStore:
     ) -> StepRecord | None:
         with self._lock:
             step = self.get_step(run_id, step_id)
-            if step is None or not _claimable(step, now):
+            if step is None or not claimable(step, now):
                 return None
-            return self._replace(
-                step,
-                status=StepStatus.RUNNING,
-                attempts=step.attempts + 1,
-                lease_owner=owner,
-                lease_expires_at=now + lease_s,
-                not_before=None,
-                started_at=iso_time(now),
-            )
+            return self._keep(claimed(step, owner, lease_s, now))
 
     def _held(self, run_id: str, step_id: str, owner: str) -> StepRecord | None:
         step = self.get_step(run_id, step_id)
-        if step is None or step.status != StepStatus.RUNNING or step.lease_owner != owner:
-            return None
-        return step
+        return step if holds(step, owner) else None
 
     def renew_lease(
         self, run_id: str, step_id: str, owner: str, lease_s: float, now: float
@@ -207,7 +196,7 @@ class InMemoryStateStore:
             step = self._held(run_id, step_id, owner)
             if step is None:
                 return False
-            self._replace(step, lease_expires_at=now + lease_s)
+            self._keep(renewed(step, lease_s, now))
             return True
 
     def finish_step(
@@ -226,16 +215,7 @@ class InMemoryStateStore:
             step = self._held(run_id, step_id, owner)
             if step is None:
                 return None
-            return self._replace(
-                step,
-                status=status,
-                error=error,
-                finished_at=iso_time(now),
-                lease_owner=None,
-                lease_expires_at=None,
-                not_before=not_before,
-                sent_at=now if status == StepStatus.READY else step.sent_at,
-            )
+            return self._keep(finished(step, status, error, now, not_before))
 
     def update_step(self, step: StepRecord, expected_version: int) -> StepRecord:
         with self._lock:
@@ -247,16 +227,13 @@ class InMemoryStateStore:
                     f"step {step.step_id}: expected version {expected_version}, "
                     f"found {stored.version}"
                 )
-            return self._replace(step.model_copy(update={"version": expected_version}))
+            return self._keep(step.model_copy(update={"version": expected_version + 1}))
 
     def list_expired_leases(self, now: float) -> list[StepRecord]:
         with self._lock:
             runs = sorted(self._runs.values(), key=lambda r: r.seq)
             return [
-                s
-                for run in runs
-                for s in self._steps[run.id].values()
-                if s.status == StepStatus.RUNNING and _claimable(s, now)
+                s for run in runs for s in self._steps[run.id].values() if lease_expired(s, now)
             ]
 
     def list_stuck_ready_steps(self, older_than: float) -> list[StepRecord]:
@@ -270,7 +247,7 @@ class InMemoryStateStore:
                 s
                 for run in runs
                 for s in self._steps[run.id].values()
-                if s.status == StepStatus.READY and ready_since(s) <= older_than
+                if stuck_ready(s, older_than)
             ]
 
     # -- audit events ----------------------------------------------------------------------

@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nclav.records import Run
 
-_VIEW = ConfigDict(extra="forbid")
+_VIEW = ConfigDict(extra="forbid", defer_build=True)
 
 
 class LoginBody(BaseModel):
     """``POST /ui/login``: the API token, exchanged once for a session cookie."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
     token: str = Field(min_length=1, max_length=1024)
 
 
