@@ -201,3 +201,29 @@ def test_a_webhook_secret_rotated_in_one_sandbox_is_taken_at_once_by_another(
     assert taken.status == 200, taken  # the warm sandbox read the rotated secret again
     assert ping_with(old).status == 401  # ... and no longer takes the old one
     assert ping_with("forged").status == 401
+
+
+def test_of_a_burst_of_pushes_only_the_branch_head_runs(
+    runtime: Runtime, git_server: GitServer, tmp_path: Path
+) -> None:
+    """Three pushes, then their three deliveries: whichever order the workers take the
+    messages in, one run, of the newest commit; the others are superseded by it."""
+    url = git_server.url("acme/infra")
+    repo = Repo(tmp_path / "work", url, token=TOKEN)
+    runtime.ok("PUT", "/source", {"url": url, "token": TOKEN})
+    config = "enclaves/solo/config.yml"
+    commits = []
+    for n in (1, 2, 3):
+        text = f"id: solo\nname: solo v{n}\ncloud: local\nregion: local-1\n"
+        commits.append(repo.commit(f"solo v{n}", {config: text}))
+        repo.push()
+    for before, after in zip([ZERO, *commits[:-1]], commits, strict=True):
+        push(runtime, url, before, after)
+    final = runtime.wait(run_of(runtime, commits[-1]), timeout=60)
+    assert final["status"] == "succeeded", final
+    doc = runtime.until(lambda: (d := runtime.ok("GET", "/source"))["pending"] is None and d)
+    runs = [r for r in runtime.ok("GET", "/runs") if r.get("origin")]
+    assert [r["origin"]["commit"] for r in runs] == [commits[-1]], runs
+    assert runtime.enclaves()["solo"]["desired"]["name"] == "solo v3"
+    outcomes = {p["commit"]: p["outcome"] for p in doc["pushes"] if p["commit"] != commits[-1]}
+    assert outcomes == dict.fromkeys(commits[:2], f"superseded by {commits[-1]}"), doc["pushes"]
