@@ -43,9 +43,11 @@ THING = 'resource "terraform_data" "thing" { input = "x" }\n'
 
 
 @pytest.fixture(autouse=True)
-def _no_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before the runtime is built (autouse fixtures come first): the webhook alone."""
+def _settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the runtime is built (autouse fixtures come first): the webhook alone, and
+    pushes to other branches planned as previews."""
     monkeypatch.setenv("NCLAV_GIT_POLL_S", "0")
+    monkeypatch.setenv("NCLAV_GIT_PREVIEW_BRANCHES", "true")
 
 
 @pytest.fixture(name="git_server")
@@ -227,3 +229,26 @@ def test_of_a_burst_of_pushes_only_the_branch_head_runs(
     assert runtime.enclaves()["solo"]["desired"]["name"] == "solo v3"
     outcomes = {p["commit"]: p["outcome"] for p in doc["pushes"] if p["commit"] != commits[-1]}
     assert outcomes == dict.fromkeys(commits[:2], f"superseded by {commits[-1]}"), doc["pushes"]
+
+
+def test_a_push_to_another_branch_is_planned_by_a_worker_and_never_applied(
+    runtime: Runtime, git_server: GitServer, tmp_path: Path
+) -> None:
+    url = git_server.url("acme/infra")
+    repo = Repo(tmp_path / "work", url, token=TOKEN)
+    runtime.ok("PUT", "/source", {"url": url, "token": TOKEN})
+    commit = repo.commit("Try beta", partition("beta", "p"))
+    repo.push("feature")
+    body = github_push(url, "refs/heads/feature", ZERO, commit)
+    headers = github_headers(runtime.webhook_secret(), body, str(uuid.uuid4()))
+    answer = runtime.webhook("/webhooks/github", body, headers)
+    assert (answer.status, answer.json["status"]) == (202, "preview queued"), answer
+
+    def outcome() -> str | None:
+        found = next(p for p in runtime.ok("GET", "/source")["pushes"] if p["commit"] == commit)
+        return None if found["outcome"] == "preview queued" else str(found["outcome"])
+
+    # The preview_source message, planned by the worker (a dry run: no terraform, no run).
+    assert runtime.until(outcome, timeout=60) == "preview: 2 to add, 0 to change, 0 to destroy"
+    assert [r for r in runtime.ok("GET", "/runs") if r.get("origin")] == []
+    assert runtime.ok("GET", "/enclaves") == []
