@@ -9,6 +9,7 @@ deleted nor put back, and comes back when its visibility timeout runs out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,13 +20,14 @@ from runtimes import FINAL, LEASE_S, Reply, Runtime, WorkerDied
 from functions_azure import bootstrap
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     import pytest
     from azure.cosmos import DatabaseProxy
 
     from nclav.engine import Engine
+    from nclav.ports import SecretStore
 
 VISIBILITY_S = 4.0  # a dead host's message is back after this (the host's is 10 minutes)
 
@@ -76,6 +78,14 @@ class AzureScenarioRuntime(Runtime):
         reply = self.deployment.request(method, path, data, headers)
         return Reply(reply.status, reply.body)
 
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        reply = self.deployment.request("POST", path, body, headers, token=None)
+        return Reply(reply.status, reply.body)
+
+    @property
+    def secrets(self) -> SecretStore:
+        return self.deployment.secrets  # Key Vault's stand-in (azure_harness)
+
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -96,6 +106,16 @@ class AzureScenarioRuntime(Runtime):
 
     def settle(self) -> None:
         self.pump.drain()
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        warm = bootstrap.install(None)
+        self.deployment.install()  # a fresh runtime, as a cold start builds
+        try:
+            yield
+        finally:
+            self.close()  # the other sandbox's, as at the end
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         from functions_azure.function_app import sweep

@@ -16,6 +16,7 @@ the API generates its token on first use as it does on a first deployment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -27,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 from runtimes import FINAL, LEASE_S, Reply, Runtime
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import pytest
 
     from nclav.engine import Engine
+    from nclav.ports import SecretStore
 
 MAIN = Path(__file__).resolve().parents[2] / "functions_gcp" / "main.py"
 LOCATION = "projects/nclav-test/locations/us-central1"
@@ -142,6 +144,16 @@ class GcpScenarioRuntime(Runtime):
         found = self.api.open(path, method=method, data=data, headers=headers)
         return Reply(found.status_code, found.get_data())
 
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        found = self.api.open(path, method="POST", data=body, headers=dict(headers))
+        return Reply(found.status_code, found.get_data())
+
+    @property
+    def secrets(self) -> SecretStore:
+        from functions_gcp import bootstrap
+
+        return bootstrap.runtime().secrets
+
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -182,6 +194,16 @@ class GcpScenarioRuntime(Runtime):
             }
         }
         self.tasks.create_task(parent=self.queues[1 if iac else 0], task=task)
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        from functions_gcp import bootstrap
+
+        warm = bootstrap.install(None)  # the next request builds a fresh runtime
+        try:
+            yield
+        finally:
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         found = self.scheduler.post("/", headers={"User-Agent": "Google-Cloud-Scheduler"})

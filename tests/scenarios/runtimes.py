@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from aws_harness import Deployment, FakeContext, Pump, function_url_server, load_event
 
 from nclav.bundle import pack_directory
+from nclav.gitsource.settings import GitSettings
 from nclav.local.runtime import LocalOptions, LocalRuntime
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     import pytest
 
     from nclav.engine import Engine
+    from nclav.ports import SecretStore
 
 RUNTIMES = ["local", "aws", "gcp", "azure"]
 LEASE_S = 2.0
@@ -90,6 +93,30 @@ class Runtime:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """A git host's delivery to ``path``: ``headers`` as the host sends them, no token."""
+        raise NotImplementedError
+
+    @property
+    def secrets(self) -> SecretStore:
+        """The runtime's secret store (the git token, a cloud's webhook secret)."""
+        raise NotImplementedError
+
+    def webhook_secret(self) -> str:
+        """The git webhook secret where an operator reads it (``GET /source`` says where)."""
+        from nclav.gitsource.source import WEBHOOK_SECRET
+
+        found = self.secrets.get(WEBHOOK_SECRET)
+        assert found, "no webhook secret in the runtime's secret store"
+        return found.strip()
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        """Requests inside go to another sandbox of the runtime's functions (a cold start:
+        nothing in memory shared with the first, which stays warm and serves again after).
+        The local server is one process: the same one."""
+        yield
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -169,7 +196,13 @@ class LocalScenarioRuntime(Runtime):
 
     def __init__(self, home: Path) -> None:
         options = LocalOptions(
-            home=home, port=0, workers=2, lease_s=LEASE_S, sweep_every_s=0.5, backoff_s=0.2
+            home=home,
+            port=0,
+            workers=2,
+            lease_s=LEASE_S,
+            sweep_every_s=0.5,
+            backoff_s=0.2,
+            git=GitSettings.from_env(os.environ),  # as `nclav serve` reads NCLAV_GIT_*
         )
         self.runtime = LocalRuntime(options, token=secrets.token_hex(32))
         url = urlsplit(self.runtime.start())
@@ -191,6 +224,12 @@ class LocalScenarioRuntime(Runtime):
         elif body is not None:
             data = body
             headers["Content-Type"] = content_type or "application/octet-stream"
+        return self._send(method, path, data, headers)
+
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        return self._send("POST", path, body, dict(headers))
+
+    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> Reply:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
         try:
             conn.request(method, path, body=data, headers=headers)
@@ -212,6 +251,16 @@ class LocalScenarioRuntime(Runtime):
         # The local runtime's queue is in the server process: `nclav` and the API are how an
         # operator reaches it; the message itself is the same on every runtime.
         self.engine.queue.send(dict(message))
+
+    @property
+    def secrets(self) -> SecretStore:
+        from nclav.local.file_secrets import FileSecretStore
+
+        return FileSecretStore(self.runtime.options.home / "secrets")
+
+    def webhook_secret(self) -> str:
+        # Beside the API token, as `nclav source` says: not in the secret store.
+        return (self.runtime.options.home / "webhook-secret").read_text().strip()
 
     @property
     def engine(self) -> Engine:
@@ -264,6 +313,14 @@ class AwsScenarioRuntime(Runtime):
         result = self.deployment.api.request(method, path, body, headers=headers)
         return Reply(result.status, result.body)
 
+    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        result = self.deployment.api.request("POST", path, body, headers=headers, token=None)
+        return Reply(result.status, result.body)
+
+    @property
+    def secrets(self) -> SecretStore:
+        return self.deployment.runtime.secrets
+
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -283,6 +340,16 @@ class AwsScenarioRuntime(Runtime):
 
     def settle(self) -> None:
         self.pump.drain()
+
+    @contextlib.contextmanager
+    def another_sandbox(self) -> Iterator[None]:
+        from functions_aws import bootstrap
+
+        warm = bootstrap.install(None)  # the next invocation builds a fresh runtime
+        try:
+            yield
+        finally:
+            bootstrap.install(warm)
 
     def sweep(self) -> int:
         from functions_aws import schedule

@@ -543,3 +543,51 @@ def test_a_sync_source_message_without_a_configured_source_is_acknowledged(
     assert source.calls == []
     assert "no git source is configured" in caplog.text
     source.close()
+
+
+def test_a_shared_source_takes_a_secret_rotated_elsewhere_and_bounds_its_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cloud runtime's sandboxes each hold the webhook secret: a rotation made in another
+    sandbox is read again on the first delivery that does not verify (at most once a second,
+    so forged deliveries do not each cost a secret-store read) and after the TTL."""
+    from nclav.gitsource import source as source_module
+    from nclav.gitsource.source import WEBHOOK_SECRET, GitSource
+    from nclav.local.dir_blobs import DirectoryBlobStore
+    from nclav.local.file_secrets import FileSecretStore
+
+    store = FileSecretStore(tmp_path / "secrets")
+    store.put(WEBHOOK_SECRET, "old")
+    reads: list[str | None] = []
+
+    def load() -> str | None:
+        reads.append(found := store.get(WEBHOOK_SECRET))
+        return found
+
+    source = GitSource(
+        GitSettings(url="http://h/a/b.git", poll_s=0),
+        service=None,  # type: ignore[arg-type]  # a ping never reaches it
+        blobs=DirectoryBlobStore(tmp_path / "blobs"),
+        queue=None,  # type: ignore[arg-type]
+        secrets=store,
+        fetcher=GitFetcher(tmp_path / "cache"),
+        webhook_secret="old",
+        shared=True,
+        load_secret=load,
+    )
+    ping = b'{"zen": "Design for failure.", "hook_id": 1}'
+
+    def status(secret: str) -> int:
+        headers = {"x-hub-signature-256": sign(ping, secret), "x-github-event": "ping"}
+        return source.receive("github", headers, ping).status
+
+    assert status("old") == 200 and reads == []  # the secret read when it was built
+    store.put(WEBHOOK_SECRET, "new")  # another sandbox rotated it
+    assert status("new") == 200 and reads == ["new"]
+    assert [status("forged") for _ in range(5)] == [401] * 5
+    assert status("old") == 401
+    assert reads == ["new"]  # within the second: no read for each refused delivery
+    monkeypatch.setattr(source_module, "SECRET_TTL_S", 0.0)  # the TTL has run out
+    store.put(WEBHOOK_SECRET, "newer")
+    assert status("newer") == 200 and reads == ["new", "newer"]
+    source.close()

@@ -56,6 +56,12 @@ STATE_BLOB = "git/source.json"
 TOKEN_SECRET = "git-token"
 WEBHOOK_SECRET = "git-webhook-secret"  # where a cloud runtime keeps it (local: a file)
 MAX_DELIVERIES = 1000
+# A sandbox re-reads the webhook secret (``load_secret``) this often, as it does the API token
+# (``nclav.runtime.token``), and at once when a delivery does not verify (another sandbox may
+# have rotated it): at most once every ``SECRET_REREAD_S``, so forged deliveries cost the
+# secret store one read a second, not one each.
+SECRET_TTL_S = 300.0
+SECRET_REREAD_S = 1.0
 MAX_PUSHES = 50
 _DOC = ConfigDict(extra="ignore")
 
@@ -111,6 +117,9 @@ class GitSource:
     webhook_secret: str
     rotate_secret: Callable[[], str] | None = None
     secret_hint: str = ""  # how an operator reads the webhook secret (shown by GET /source)
+    # Where the webhook secret is kept, read again (a cloud runtime's secret store: another
+    # sandbox's rotation must reach this one); None: ``webhook_secret`` is the only copy.
+    load_secret: Callable[[], str | None] | None = None
     # Several processes share the document (a cloud runtime's API, worker and schedule
     # functions): read it from the blob store before each use, write it at once. The blob
     # store has no conditional write, so two processes changing it in the same instant may
@@ -128,6 +137,8 @@ class GitSource:
     _closed: bool = False
     _limiter: RateLimiter = field(init=False)
     _polled: bool = False
+    _secret_read_at: float = field(default_factory=time.monotonic)
+    _secret_retried_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.settings.webhook_rate, self.settings.webhook_burst)
@@ -280,7 +291,37 @@ class GitSource:
         if self.rotate_secret is None:
             raise _problem("webhook secret", "this runtime's secret is managed outside nclav")
         self.webhook_secret = self.rotate_secret()
+        self._secret_read_at = time.monotonic()
         return self.webhook_secret
+
+    def _reread_secret(self) -> bool:
+        """Read the webhook secret again from where it is kept; True when it changed."""
+        if self.load_secret is None:
+            return False
+        self._secret_read_at = time.monotonic()
+        try:
+            found = (self.load_secret() or "").strip()
+        except Exception:  # the store is down: keep verifying with the one read before
+            logger.exception("reading the webhook secret again failed")
+            return False
+        if not found or found == self.webhook_secret:
+            return False
+        self.webhook_secret = found
+        return True
+
+    def _verify(self, scheme: str, headers: Any, body: bytes) -> None:
+        if time.monotonic() - self._secret_read_at >= SECRET_TTL_S:
+            self._reread_secret()
+        try:
+            verify(scheme, self.webhook_secret, headers, body)
+        except BadSignature:
+            now = time.monotonic()
+            if now - self._secret_retried_at < SECRET_REREAD_S:
+                raise
+            self._secret_retried_at = now
+            if not self._reread_secret():
+                raise
+            verify(scheme, self.webhook_secret, headers, body)
 
     # -- the webhook: verify, record, enqueue ------------------------------------------------
 
@@ -291,7 +332,7 @@ class GitSource:
             retry = {"Retry-After": "1"}
             return error_response(429, "rate_limited", message, request_id, headers=retry)
         try:
-            verify(scheme, self.webhook_secret, headers, body)
+            self._verify(scheme, headers, body)
         except BadSignature as exc:
             self.rejected += 1
             return error_response(401, "unauthorized", str(exc), request_id)

@@ -76,6 +76,7 @@ def hosted_git_source(
         rotate_secret=rotate,
         secret_hint=secret_hint,
         shared=True,
+        load_secret=lambda: secrets.get(WEBHOOK_SECRET),  # another sandbox may rotate it
     )
 
 
