@@ -177,16 +177,10 @@ def test_pushes_are_fetched_and_applied_by_the_runtimes_workers(
 
 
 def test_a_webhook_secret_rotated_in_one_sandbox_is_taken_at_once_by_another(
-    runtime: Runtime, request: pytest.FixtureRequest
+    runtime: Runtime,
 ) -> None:
     """A cloud runtime's API runs in many sandboxes; the operator's rotation reaches one of
     them, and the git host signs with the new secret from then on (it never retries)."""
-    if runtime.name == "azure":  # strict: the mark goes when the pass is reported
-        reason = (
-            "functions_azure/bootstrap.py builds its own GitSource without load_secret; "
-            "core's hosted_git_source (nclav.runtime.git) re-reads it"
-        )
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     ping = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
 
     def ping_with(secret: str) -> Reply:
