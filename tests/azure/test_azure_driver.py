@@ -12,6 +12,7 @@ import pytest
 
 from azure_api_fake import ARM_TOKEN, AzureApiFake, StaticCredential
 from functions_azure.driver import OPTIONS, PLUGIN, AzureDriver, config_from_options
+from functions_azure.driver.arm import ArmError
 from functions_azure.driver.config import AzureDriverConfig, alias_name, partition_identity_name
 from nclav.errors import PermanentError, SpecError, WaitingError
 from nclav.model import Dns, EnclaveConfig, Export, Import, Network, PartitionConfig
@@ -366,6 +367,7 @@ def test_private_link_export_and_import(driver: AzureDriver, fake: AzureApiFake)
     fake.add_resource(pls, "Microsoft.Network/privateLinkServices")
     export = driver.provision_export(enclave("prod", "10.1"), tcp_export(), {"pls_id": pls})
     assert export["pls_resource_id"] == pls and export["outputs"]["port"] == "5432"
+    assert export["subscription_id"] == producer["subscription_id"]  # not the enclave id
     imp = Import.model_validate({"from": "prod", "export_name": "pg", "alias": "pg"})
     handle = driver.provision_import(enclave("app", "10.2"), imp, export)
     assert handle["outputs"] == {"hostname": "pg.app.internal", "port": "5432"}
@@ -443,6 +445,28 @@ def test_a_queue_import_grants_the_importer_data_receiver_and_a_namespace_endpoi
         )
 
 
+def test_an_endpoint_without_an_address_fails_instead_of_inventing_one(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    producer, _ = driver.provision_enclave(enclave("prod", "10.1"), None)
+    driver.provision_enclave(enclave("app", "10.2"), None)
+    pls = (
+        f"/subscriptions/{producer['subscription_id']}/resourceGroups/nclav-rg/providers/"
+        "Microsoft.Network/privateLinkServices/pg-pls"
+    )
+    fake.add_resource(pls, "Microsoft.Network/privateLinkServices")
+    export = driver.provision_export(enclave("prod", "10.1"), tcp_export(), {"pls_id": pls})
+    imp = Import.model_validate({"from": "prod", "export_name": "pg", "alias": "pg"})
+    handle = driver.provision_import(enclave("app", "10.2"), imp, export)
+    endpoint = fake.resource(handle["private_endpoint_resource_id"])
+    assert endpoint is not None
+    nic = fake.resource(endpoint["properties"]["networkInterfaces"][0]["id"])
+    assert nic is not None
+    nic["properties"]["ipConfigurations"][0]["properties"].pop("privateIPAddress")
+    with pytest.raises(PermanentError, match="has no private address"):
+        driver.provision_import(enclave("app", "10.2"), imp, export)  # the original: 10.0.0.0
+
+
 def test_an_export_naming_a_missing_service_fails(driver: AzureDriver, fake: AzureApiFake) -> None:
     producer, _ = driver.provision_enclave(enclave("prod", "10.1"), None)
     missing = (
@@ -503,6 +527,26 @@ def test_orphans_through_resource_graph_pages(driver: AzureDriver, fake: AzureAp
         f"/subscriptions/{sub}/resourceGroups/work/providers/Microsoft.Storage/storageAccounts/db0"
     ]
     assert driver.list_orphans([]) == []
+
+
+class WrongToken:
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("not-the-arm-token", 4102444800)
+
+
+def test_a_refused_resource_graph_query_raises_instead_of_finding_nothing(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    handle, _ = driver.provision_enclave(enclave(), None)
+    state = EnclaveState(enclave_id="dev", enclave_handle=handle, partitions={})
+    refused = AzureDriver(CONFIG, credential=WrongToken(), endpoint=fake.url,
+                          transport=fake.transport())  # fmt: skip
+    with pytest.raises(ArmError, match="401"):
+        refused.list_orphans([state])
+    assert [v for v in fake.violations if "not authenticated" in v]
+    fake.violations.clear()  # the 401 this test asked for
 
 
 # -- the plugin -------------------------------------------------------------------------------
