@@ -412,3 +412,10 @@ def test_google_error_envelopes_become_nclav_errors() -> None:
     unavailable = operation_error({"done": True, "error": {"code": 14, "message": "x"}}, "op")
     assert isinstance(unavailable, TemporaryError)
     assert operation_error({"done": True, "response": {}}, "op") is None
+
+
+def test_an_enclave_without_a_region_uses_the_default_region(fake: GcpApiFake) -> None:
+    driver = make(fake, default_region="europe-west1")  # the original never read it
+    handle, context = driver.provision_enclave(enclave().model_copy(update={"region": ""}), None)
+    assert handle["region"] == context["nclav_region"] == "europe-west1"
+    assert all("/regions/europe-west1/subnetworks/" in s for s in handle["subnets"])
