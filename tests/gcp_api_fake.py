@@ -16,7 +16,8 @@ answered v1 field names would make a v1-reading driver pass).
 Each API is served under ``/<api>/`` (``endpoints()`` gives the base URLs), with the state the
 adapters use: projects (v3: ``name = projects/<number>``, ``state`` ``ACTIVE`` |
 ``DELETE_REQUESTED``), billing links, enabled services, service accounts, IAM policies with
-etags, networks, subnetworks, addresses, forwarding rules, managed zones and record sets,
+etags (projects, service accounts, Cloud Run services, Pub/Sub topics and subscriptions),
+networks, subnetworks, addresses, forwarding rules, managed zones and record sets,
 secrets and their versions, Cloud Asset search results. Creating what exists answers 409
 ``ALREADY_EXISTS`` (Compute: ``errors[0].reason == "alreadyExists"``). Long-running operations
 follow a script (``script_operations("pending", "failed", ...)``, default done at once): a
@@ -282,6 +283,7 @@ class GcpApiFake:
         self.records: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}  # projects/p/subscriptions/s
         self.run_services: set[str] = set()  # projects/p/locations/r/services/s (IAM only)
+        self.topics: set[str] = set()  # projects/p/topics/t (a partition's; IAM only)
         self.secrets: dict[str, dict[str, Any]] = {}  # projects/p/secrets/s -> Secret
         self.versions: dict[str, list[dict[str, Any]]] = {}
         self.assets: list[dict[str, Any]] = []  # Cloud Asset ResourceSearchResult + "scope"
@@ -587,6 +589,16 @@ class GcpApiFake:
             "pubsub.projects.subscriptions.create": self._subscription_create,
             "pubsub.projects.subscriptions.get": self._subscription_get,
             "pubsub.projects.subscriptions.delete": self._subscription_delete,
+            "pubsub.projects.subscriptions.getIamPolicy": lambda p, q, b: self._get_policy(
+                self._subscription_get(p, q, b)["name"]
+            ),
+            "pubsub.projects.subscriptions.setIamPolicy": lambda p, q, b: self._set_policy(
+                self._subscription_get(p, q, b)["name"], b
+            ),
+            "pubsub.projects.topics.getIamPolicy": lambda p, q, b: self._get_policy(self._topic(p)),
+            "pubsub.projects.topics.setIamPolicy": lambda p, q, b: self._set_policy(
+                self._topic(p), b
+            ),
             "secretmanager.projects.secrets.create": self._secret_create,
             "secretmanager.projects.secrets.addVersion": self._secret_add,
             "secretmanager.projects.secrets.versions.access": self._secret_access,
@@ -944,6 +956,12 @@ class GcpApiFake:
         return name
 
     # Pub/Sub ------------------------------------------------------------------------------
+
+    def _topic(self, p: dict[str, str]) -> str:
+        name = f"projects/{p['projectsId']}/topics/{p['topicsId']}"
+        if name not in self.topics:
+            raise ApiError(404, "Resource not found (resource=" + p["topicsId"] + ").")
+        return name
 
     def _subscription_create(self, p: dict[str, str], q: dict[str, str], body: Any) -> Any:
         name = f"projects/{p['projectsId']}/subscriptions/{p['subscriptionsId']}"

@@ -39,6 +39,8 @@ ENCLAVE_IDENTITY = "nclav-identity"
 FEDERATION = "nclav-platform"
 DEFAULT_VNET_CIDR = "10.0.0.0/16"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+# "Azure Service Bus Data Receiver": what a queue import grants the importer (spec §3.7).
+SERVICE_BUS_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 PROVIDERS = ("Microsoft.ManagedIdentity", "Microsoft.Network")
 
 _MAX_ALIAS = 63
@@ -133,6 +135,7 @@ __all__ = [
     "ARM_SCOPE",
     "AUTHORIZATION_API",
     "CONTRIBUTOR",
+    "SERVICE_BUS_RECEIVER",
     "DNS_API",
     "ENCLAVE",
     "EXCHANGE_AUDIENCE",

@@ -53,6 +53,7 @@ from functions_azure.driver.config import (
 )
 from nclav.errors import ConflictError, NotFoundError, PermanentError, TemporaryError, WaitingError
 from nclav.model import Cloud
+from nclav.state import Status
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -302,12 +303,32 @@ class AzureDriver:
         self._subscriptions.pop(enclave_id, None)
 
     def observe_enclave(self, handle: Handle | None) -> dict[str, Any]:
-        """Read-only: the subscription's state, and whether the VNet and identity are there."""
+        """Read-only: the subscription's state, and whether the VNet and identity are there.
+
+        The AWS driver's shape (``exists``, ``healthy``, ``state``) plus ``missing`` and the
+        status it maps to: Enabled -> active, Warned/PastDue or a missing VNet/identity ->
+        degraded, Disabled (cancelled, deleted within ~90 days) -> deleting, Deleted or no
+        subscription -> deleted."""
         old = _azure(handle, "enclave")
         sub = old.get("subscription_id") if old else None
         found = self.arm.get(f"/subscriptions/{sub}", SUBSCRIPTIONS_API) if sub else None
-        if old is None or found is None:
-            return {"exists": False, "healthy": False, "state": None, "missing": []}
+        state = (found or {}).get("state")
+        if old is None or found is None or state == "Deleted":
+            return {
+                "exists": False,
+                "healthy": False,
+                "state": state,
+                "missing": [],
+                "status": Status.DELETED.value,
+            }
+        if state == "Disabled":  # its resources may be unreadable; nothing to compare
+            return {
+                "exists": True,
+                "healthy": False,
+                "state": state,
+                "missing": [],
+                "status": Status.DELETING.value,
+            }
         missing = [
             resource
             for resource, api in (
@@ -318,12 +339,13 @@ class AzureDriver:
         ]
         for resource in missing:
             logger.warning("enclave %s: drift detected, %s is missing", old["enclave_id"], resource)
-        state = found.get("state")
+        healthy = state == "Enabled" and not missing
         return {
             "exists": True,
-            "healthy": state == "Enabled" and not missing,
+            "healthy": healthy,
             "state": state,
             "missing": missing,
+            "status": (Status.ACTIVE if healthy else Status.DEGRADED).value,
         }
 
     # -- partitions --------------------------------------------------------------------------
@@ -368,7 +390,7 @@ class AzureDriver:
             federation,
             f"federated credential of {name}",
         )
-        assignments = [self._assign(sub, role, principal) for role in self.partition_roles]
+        assignments = [self.assign_role(sub, role, principal) for role in self.partition_roles]
         return {
             "driver": "azure",
             "kind": "partition",
@@ -386,8 +408,10 @@ class AzureDriver:
             "federation_subject": federation["properties"]["subject"],
         }
 
-    def _assign(self, sub: str, role: str, principal: str) -> str:
-        scope = f"/subscriptions/{sub}"
+    def assign_role(self, sub: str, role: str, principal: str, scope: str | None = None) -> str:
+        """``role`` (a definition GUID of subscription ``sub``) for ``principal`` at ``scope``
+        (default: the subscription); the assignment's id."""
+        scope = scope or f"/subscriptions/{sub}"
         path = (
             f"{scope}/providers/Microsoft.Authorization/roleAssignments/"
             f"{role_assignment_name(scope, role, principal)}"

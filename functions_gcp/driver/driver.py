@@ -23,6 +23,7 @@ from functions_gcp.driver import iam, orphans, psc
 from functions_gcp.driver.config import (
     SERVICES,
     TOKEN_LIFETIME_S,
+    VPC,
     ZONE,
     GcpDriverConfig,
     account_id,
@@ -32,7 +33,7 @@ from functions_gcp.driver.config import (
     project_id,
     sa_email,
 )
-from functions_gcp.driver.network import ensure_network, ensure_zone, vpc_link
+from functions_gcp.driver.network import compute_get, ensure_network, ensure_zone, vpc_link
 from functions_gcp.driver.projects import (
     delete_project,
     enable_services,
@@ -43,6 +44,7 @@ from functions_gcp.driver.projects import (
 )
 from nclav.errors import PermanentError, WaitingError
 from nclav.model import Cloud
+from nclav.state import Status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -152,12 +154,50 @@ class GcpDriver:
         delete_project(self.rest, self._project(enclave_id, old))
 
     def observe_enclave(self, handle: Handle | None) -> dict[str, Any]:
+        """Read-only drift check, the AWS driver's shape (``exists``, ``healthy``, ``state``)
+        plus ``missing`` and the PRD's ``status``: ACTIVE -> active, DELETE_REQUESTED ->
+        deleting, the VPC ``nclav-vpc`` or the enclave's service account gone -> degraded,
+        no project (404/403) -> deleted."""
         old = _gcp(handle, "enclave")
         found = get_project(self.rest, str(old["project_id"])) if old else None
-        if found is None:
-            return {"exists": False, "healthy": False, "state": None}
+        if old is None or found is None:
+            return {
+                "exists": False,
+                "healthy": False,
+                "state": None,
+                "missing": [],
+                "status": Status.DELETED.value,
+            }
         state = found.get("state")
-        return {"exists": True, "healthy": state == "ACTIVE", "state": state}
+        if state != "ACTIVE":  # DELETE_REQUESTED: its resources are not readable any more
+            status = Status.DELETING if state == "DELETE_REQUESTED" else Status.DEGRADED
+            return {
+                "exists": True,
+                "healthy": False,
+                "state": state,
+                "missing": [],
+                "status": status.value,
+            }
+        pid = str(old["project_id"])
+        missing = []
+        if (
+            old.get("vpc_self_link")
+            and compute_get(self.rest, pid, f"global/networks/{VPC}") is None
+        ):
+            missing.append(str(old["vpc_self_link"]))
+        email = str(old.get("service_account_email") or "")
+        if email and iam.get_service_account(self.rest, pid, email) is None:
+            missing.append(email)
+        for resource in missing:
+            logger.warning("enclave %s: drift detected, %s is missing", old.get("enclave_id"),
+                           resource)  # fmt: skip
+        return {
+            "exists": True,
+            "healthy": not missing,
+            "state": state,
+            "missing": missing,
+            "status": (Status.DEGRADED if missing else Status.ACTIVE).value,
+        }
 
     # -- partitions --------------------------------------------------------------------
 
@@ -237,6 +277,18 @@ class GcpDriver:
         )
         iam.delete_service_account(self.rest, pid, email)
 
+    def observe_partition(self, handle: Handle | None) -> dict[str, Any]:
+        """Read-only: the partition's service account is there and enabled (the original
+        looked at the handle only)."""
+        old = _gcp(handle, "partition")
+        email = str((old or {}).get("service_account_email") or "")
+        found = (
+            iam.get_service_account(self.rest, str(old["project_id"]), email)
+            if old and email
+            else None
+        )
+        return {"exists": found is not None, "healthy": bool(found and not found.get("disabled"))}
+
     def auth_env(
         self, enclave_handle: Handle | None, partition_handle: Handle | None
     ) -> dict[str, str]:
@@ -309,7 +361,10 @@ class GcpDriver:
             pid = project_id(self.config, enclave.id)
             tags = labels(enclave.id, nclav_import=imp.alias)
             return psc.import_queue(self.rest, pid, enclave, imp, export, tags)
-        # http, or an export of another cloud: its outputs are all there is
+        if export is not None and export.get("type") == "http":
+            pid = project_id(self.config, enclave.id)
+            return psc.import_http(self.rest, pid, enclave, imp, export)
+        # an export of another cloud: its outputs are all there is
         return {
             "driver": "gcp",
             "kind": "import",
@@ -326,6 +381,8 @@ class GcpDriver:
             psc.teardown_tcp(self.rest, old)
         elif old and old.get("type") == "queue" and old.get("subscription"):
             psc.teardown_queue(self.rest, old)
+        elif old:
+            psc.revoke(self.rest, list(old.get("iam_grants") or []))
 
     # -- leak checks -------------------------------------------------------------------
 

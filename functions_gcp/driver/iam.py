@@ -45,6 +45,18 @@ def ensure_service_account(
     return email
 
 
+def get_service_account(rest: Rest, project: str, email: str) -> dict[str, Any] | None:
+    """The account, or None when IAM answers 404."""
+    reply = rest.call(
+        "GET",
+        "iam",
+        f"v1/projects/{project}/serviceAccounts/{email}",
+        f"iam get service account {email}",
+        expect=(404,),
+    )
+    return reply.body if reply.ok else None
+
+
 def delete_service_account(rest: Rest, project: str, email: str) -> None:
     rest.call(
         "DELETE",
@@ -81,6 +93,22 @@ def remove_member(member: str) -> Callable[[Bindings], Bindings]:
     return change
 
 
+def remove_binding(role: str, member: str) -> Callable[[Bindings], Bindings]:
+    """``member`` out of the unconditional binding of ``role`` only (it may hold others)."""
+
+    def change(bindings: Bindings) -> Bindings:
+        kept = []
+        for binding in bindings:
+            members = binding.get("members", [])
+            if binding.get("role") == role and "condition" not in binding:
+                members = [m for m in members if m not in (member, f"deleted:{member}")]
+            if members:
+                kept.append({**binding, "members": members})
+        return kept
+
+    return change
+
+
 def edit_policy(
     rest: Rest, api: str, resource: str, change: Callable[[Bindings], Bindings], what: str
 ) -> None:
@@ -88,11 +116,11 @@ def edit_policy(
     ``v3/projects/p``, ``v1/projects/p/serviceAccounts/e`` or a Cloud Run v2 service),
     keeping everything else."""
     # Resource Manager takes the version in a body; IAM's service accounts in the query;
-    # Cloud Run (v2) reads with a GET.
+    # Cloud Run (v2) and Pub/Sub read with a GET.
     body_read = api == "cloudresourcemanager"
     for _ in range(EDIT_ATTEMPTS):
         policy = rest.json(
-            "GET" if api == "run" else "POST",
+            "GET" if api in ("run", "pubsub") else "POST",
             api,
             f"{resource}:getIamPolicy",
             f"{what}: getIamPolicy {resource}",
@@ -133,5 +161,7 @@ __all__ = [
     "delete_service_account",
     "edit_policy",
     "ensure_service_account",
+    "get_service_account",
+    "remove_binding",
     "remove_member",
 ]

@@ -15,6 +15,16 @@ older attachment is replaced, and a record with another address is swapped in on
 PSC needs the producer's attachment to accept the consumer project: a rejected connection is
 a ``PermanentError`` naming the project to add to its accept list, a pending one a
 ``WaitingError``.
+
+IAM for imports (the PRD's, which the original never did): the importer's service account is
+its enclave's ``identity`` account (workloads that call an import run as it,
+``{{ nclav_service_account }}``). An http import of an ``auth: native`` export grants it
+``roles/run.invoker`` on the exporter's Cloud Run service (output ``cloud_run_service``); a
+queue import grants it ``roles/pubsub.subscriber`` on the topic before subscribing, and on the
+subscription after. ``native`` without an identity (or without the service) is refused; other
+auth types grant only when there is an identity. Each grant is added to the policy
+(read-modify-write), recorded in the handle (``iam_grants``) and taken back by
+``teardown_import``, that role of that member only.
 """
 
 from __future__ import annotations
@@ -22,8 +32,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from functions_gcp.driver.config import VPC, ZONE, resource_name
-from functions_gcp.driver.iam import add_member, edit_policy
+from functions_gcp._rest import GcpApiError
+from functions_gcp.driver.config import VPC, ZONE, account_id, resource_name, sa_email
+from functions_gcp.driver.iam import add_member, edit_policy, remove_binding
 from functions_gcp.driver.network import (
     compute_delete,
     compute_get,
@@ -43,6 +54,8 @@ ATTACHMENT_OUTPUT = "psc_service_attachment"
 QUEUE_OUTPUT = "queue_url"
 RUN_SERVICE_OUTPUT = "cloud_run_service"
 INVOKER = "roles/run.invoker"
+SUBSCRIBER = "roles/pubsub.subscriber"
+_RUN_SERVICE = re.compile(r"projects/[^/]+/locations/[^/]+/services/[^/]+")
 TTL_S = 300
 ACK_DEADLINE_S = 60
 PSC_RETRY_S = 30.0
@@ -59,6 +72,7 @@ def export_handle(
         "export_name": export.name,
         "project_id": project,
         "region": region,
+        "auth": str(export.auth),
         "outputs": dict(outputs),
     }
     if export.export_type.value == "tcp":
@@ -76,18 +90,22 @@ def export_handle(
 
 
 def open_http_export(rest: Rest, handle: Handle, export: Export) -> Handle:
-    """An http export with ``auth: none`` whose partition outputs its Cloud Run service
-    (``cloud_run_service``: ``projects/<p>/locations/<r>/services/<s>``): ``allUsers`` may
-    invoke it, added to the service's policy (never replacing it, the original's bug)."""
+    """An http export whose partition outputs its Cloud Run service (``cloud_run_service``:
+    ``projects/<p>/locations/<r>/services/<s>``) records it (an ``auth: native`` import grants
+    invokers on it); with ``auth: none`` ``allUsers`` may invoke it, added to the service's
+    policy (never replacing it, the original's bug)."""
     service = handle["outputs"].get(RUN_SERVICE_OUTPUT)
     handle["iam_bindings_applied"] = []
-    if export.auth != "none" or not service:
+    if not service:
         return handle
-    if not re.fullmatch(r"projects/[^/]+/locations/[^/]+/services/[^/]+", service):
+    if not _RUN_SERVICE.fullmatch(service):
         raise PermanentError(
             f"export {handle['enclave_id']}/{export.name}: output {RUN_SERVICE_OUTPUT!r} must "
             f"be projects/<p>/locations/<r>/services/<s>, got {service!r}"
         )
+    handle["cloud_run_service"] = service
+    if export.auth != "none":
+        return handle
     edit_policy(
         rest,
         "run",
@@ -95,8 +113,73 @@ def open_http_export(rest: Rest, handle: Handle, export: Export) -> Handle:
         add_member(INVOKER, "allUsers"),
         f"export {handle['enclave_id']}/{export.name}: public invoker",
     )
-    handle["cloud_run_service"] = service
     handle["iam_bindings_applied"] = [f"allUsers:{INVOKER}"]
+    return handle
+
+
+def importer_member(importer: EnclaveConfig, project: str) -> str | None:
+    """``serviceAccount:<email>`` of the importing enclave's identity, None without one."""
+    if not importer.identity:
+        return None
+    return f"serviceAccount:{sa_email(account_id(importer.identity), project)}"
+
+
+def grant(rest: Rest, api: str, resource: str, role: str, member: str) -> dict[str, str]:
+    """``role`` for ``member`` added to the policy of ``resource``; the record of it."""
+    edit_policy(rest, api, resource, add_member(role, member), f"grant {role} to {member}")
+    return {"api": api, "resource": resource, "role": role, "member": member}
+
+
+def revoke(rest: Rest, grants: list[dict[str, str]]) -> None:
+    """Take back what ``grant`` recorded; a resource gone already has nothing to take back."""
+    for made in grants:
+        role, member = made["role"], made["member"]
+        try:
+            edit_policy(
+                rest,
+                made["api"],
+                made["resource"],
+                remove_binding(role, member),
+                f"revoke {role} of {member}",
+            )
+        except GcpApiError as exc:
+            if exc.status not in (403, 404):
+                raise
+
+
+def import_http(
+    rest: Rest, project: str, importer: EnclaveConfig, imp: Import, export: Handle
+) -> Handle:
+    """The exporter's outputs; for ``auth: native``, its Cloud Run service invocable by the
+    importer's service account."""
+    handle: Handle = {
+        "driver": "gcp",
+        "kind": "import",
+        "type": "http",
+        "enclave_id": importer.id,
+        "alias": imp.alias,
+        "mode": "pass-through",
+        "outputs": dict(export.get("outputs", {})),
+        "iam_grants": [],
+    }
+    if export.get("auth") != "native":
+        return handle
+    where = f"import {importer.id}/{imp.alias} (export {imp.from_}/{imp.export_name}, auth native)"
+    service = str(export.get("cloud_run_service") or "")
+    if not service:
+        raise PermanentError(
+            f"{where}: native auth on GCP lets the importer's service account invoke the "
+            f"exporter's Cloud Run service: the exporting partition must output "
+            f"{RUN_SERVICE_OUTPUT!r} (projects/<p>/locations/<r>/services/<s>)"
+        )
+    member = importer_member(importer, project)
+    if member is None:
+        raise PermanentError(
+            f"{where}: native auth grants the importer enclave's service account {INVOKER} "
+            f"on {service}, and enclave {importer.id} declares no identity"
+        )
+    handle["mode"] = "native"
+    handle["iam_grants"] = [grant(rest, "run", f"v2/{service}", INVOKER, member)]
     return handle
 
 
@@ -197,7 +280,8 @@ def import_queue(
     labels: Mapping[str, str],
 ) -> Handle:
     """A subscription in the importer project on the exporter's topic (409: there already;
-    one on another topic is refused: a subscription's topic cannot change)."""
+    one on another topic is refused: a subscription's topic cannot change), the importer's
+    service account a subscriber of the topic (first) and of the subscription."""
     topic = str(export.get("topic") or "")
     if not re.fullmatch(r"projects/[^/]+/topics/[^/]+", topic):
         raise PermanentError(
@@ -205,6 +289,14 @@ def import_queue(
             "exporting partition must output its name (projects/<p>/topics/<t>) as "
             f"{QUEUE_OUTPUT!r}"
         )
+    member = importer_member(importer, project)
+    if member is None and export.get("auth") == "native":
+        raise PermanentError(
+            f"import {importer.id}/{imp.alias} (export {imp.from_}/{imp.export_name}, auth "
+            f"native): native auth grants the importer enclave's service account {SUBSCRIBER} "
+            f"on {topic}, and enclave {importer.id} declares no identity"
+        )
+    grants = [grant(rest, "pubsub", f"v1/{topic}", SUBSCRIBER, member)] if member else []
     name = f"projects/{project}/subscriptions/{resource_name('nclav-', imp.alias)}"
     body = {"topic": topic, "ackDeadlineSeconds": ACK_DEADLINE_S, "labels": dict(labels)}
     reply = rest.call(
@@ -217,6 +309,8 @@ def import_queue(
                 f"import {importer.id}/{imp.alias}: subscription {name} is on "
                 f"{found.get('topic')}, not {topic}: delete it (or the import) to wire the new one"
             )
+    if member:
+        grants.append(grant(rest, "pubsub", f"v1/{name}", SUBSCRIBER, member))
     return {
         "driver": "gcp",
         "kind": "import",
@@ -225,11 +319,13 @@ def import_queue(
         "alias": imp.alias,
         "importer_project": project,
         "subscription": name,
+        "iam_grants": grants,
         "outputs": {**dict(export.get("outputs", {})), QUEUE_OUTPUT: name},
     }
 
 
 def teardown_queue(rest: Rest, handle: Handle) -> None:
+    revoke(rest, list(handle.get("iam_grants") or []))
     name = str(handle["subscription"])
     rest.call("DELETE", "pubsub", f"v1/{name}", f"delete subscription {name}", expect=(404,))
 
@@ -285,10 +381,16 @@ def teardown_tcp(rest: Rest, handle: Handle) -> None:
 
 __all__ = [
     "ATTACHMENT_OUTPUT",
+    "INVOKER",
+    "SUBSCRIBER",
     "export_handle",
+    "grant",
+    "import_http",
     "import_queue",
     "open_http_export",
     "import_tcp",
+    "importer_member",
+    "revoke",
     "set_a_record",
     "teardown_queue",
     "teardown_tcp",

@@ -12,6 +12,7 @@ import pytest
 
 from azure_api_fake import ARM_TOKEN, AzureApiFake, StaticCredential
 from functions_azure.driver import OPTIONS, PLUGIN, AzureDriver, config_from_options
+from functions_azure.driver.arm import ArmError
 from functions_azure.driver.config import AzureDriverConfig, alias_name, partition_identity_name
 from nclav.errors import PermanentError, SpecError, WaitingError
 from nclav.model import Dns, EnclaveConfig, Export, Import, Network, PartitionConfig
@@ -204,18 +205,42 @@ def test_observe_reports_a_missing_vnet_or_identity(
         "healthy": True,
         "state": "Enabled",
         "missing": [],
+        "status": "active",
     }
     del fake.resources[handle["vnet_resource_id"].lower()]
     seen = driver.observe_enclave(handle)
     assert (
         seen["exists"] and not seen["healthy"] and seen["missing"] == [handle["vnet_resource_id"]]
     )
+    assert seen["status"] == "degraded"
     del fake.resources[handle["identity_resource_id"].lower()]
     assert driver.observe_enclave(handle)["missing"] == [
         handle["vnet_resource_id"],
         handle["identity_resource_id"],
     ]
     assert driver.observe_enclave(None)["exists"] is False
+    assert driver.observe_enclave(None)["status"] == "deleted"
+
+
+@pytest.mark.parametrize(
+    ("state", "exists", "status"),
+    [("Warned", True, "degraded"), ("PastDue", True, "degraded"), ("Disabled", True, "deleting"),
+     ("Deleted", False, "deleted")],
+)  # fmt: skip
+def test_observe_maps_the_subscription_state_to_a_status(
+    driver: AzureDriver, fake: AzureApiFake, state: str, exists: bool, status: str
+) -> None:
+    handle, _ = driver.provision_enclave(enclave(), None)
+    fake.subscriptions[handle["subscription_id"]]["state"] = state
+    seen = driver.observe_enclave(handle)
+    assert (seen["exists"], seen["healthy"], seen["state"], seen["status"]) == (
+        exists,
+        False,
+        state,
+        status,
+    )
+    fake.subscriptions.pop(handle["subscription_id"])
+    assert driver.observe_enclave(handle)["status"] == "deleted"  # 404
 
 
 def test_teardown_cancels_and_frees_the_alias(driver: AzureDriver, fake: AzureApiFake) -> None:
@@ -342,6 +367,7 @@ def test_private_link_export_and_import(driver: AzureDriver, fake: AzureApiFake)
     fake.add_resource(pls, "Microsoft.Network/privateLinkServices")
     export = driver.provision_export(enclave("prod", "10.1"), tcp_export(), {"pls_id": pls})
     assert export["pls_resource_id"] == pls and export["outputs"]["port"] == "5432"
+    assert export["subscription_id"] == producer["subscription_id"]  # not the enclave id
     imp = Import.model_validate({"from": "prod", "export_name": "pg", "alias": "pg"})
     handle = driver.provision_import(enclave("app", "10.2"), imp, export)
     assert handle["outputs"] == {"hostname": "pg.app.internal", "port": "5432"}
@@ -357,6 +383,88 @@ def test_private_link_export_and_import(driver: AzureDriver, fake: AzureApiFake)
     assert fake.resource(handle["private_endpoint_resource_id"]) is None
     assert fake.resource(handle["dns_record_id"]) is None
     assert consumer["subscription_id"] == handle["subscription_id"]
+
+
+def queue_export(auth: str = "native") -> Export:
+    return Export.model_validate(
+        {"name": "jobs", "target_partition": "worker", "type": "queue", "to": "any_enclave",
+         "auth": auth}
+    )  # fmt: skip
+
+
+def test_a_queue_import_grants_the_importer_data_receiver_and_a_namespace_endpoint(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    producer, _ = driver.provision_enclave(enclave("prod", "10.1"), None)
+    consumer, _ = driver.provision_enclave(enclave("app", "10.2"), None)
+    namespace = (
+        f"/subscriptions/{producer['subscription_id']}/resourceGroups/nclav-rg/providers/"
+        "Microsoft.ServiceBus/namespaces/jobs-ns"
+    )
+    fake.add_resource(namespace, "Microsoft.ServiceBus/namespaces")
+    outputs = {
+        "queue_url": "jobs-ns.servicebus.windows.net/jobs",
+        "service_bus_resource_id": namespace,
+    }
+    export = driver.provision_export(enclave("prod", "10.1"), queue_export(), outputs)
+    assert export["service_bus_resource_id"] == namespace and export["auth"] == "native"
+    imp = Import.model_validate({"from": "prod", "export_name": "jobs", "alias": "jobs"})
+    handle = driver.provision_import(enclave("app", "10.2"), imp, export)
+    [assignment] = fake.role_assignments.values()
+    assert assignment["properties"]["scope"] == namespace
+    assert assignment["properties"]["principalId"] == consumer["identity_principal_id"]
+    assert assignment["properties"]["roleDefinitionId"] == (
+        f"/subscriptions/{producer['subscription_id']}/providers/Microsoft.Authorization/"
+        "roleDefinitions/4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
+    )
+    endpoint = fake.resource(handle["private_endpoint_resource_id"])
+    assert endpoint is not None and endpoint["name"] == "jobs-sb-pe"
+    [connection] = endpoint["properties"]["privateLinkServiceConnections"]
+    assert connection["properties"]["groupIds"] == ["namespace"]
+    assert connection["properties"]["privateLinkServiceId"] == namespace
+    assert handle["private_ip"].startswith("10.2.1.")
+    assert handle["outputs"] == {"queue_url": outputs["queue_url"]}  # kept in the handle
+    assert driver.provision_import(enclave("app", "10.2"), imp, export) == handle  # 409: done
+    assert len(fake.role_assignments) == 1
+    driver.teardown_import("app", "jobs", handle)
+    assert (
+        fake.role_assignments == {}
+        and fake.resource(handle["private_endpoint_resource_id"]) is None
+    )
+    # native without the namespace id cannot grant anything: refused; token passes through
+    bare = driver.provision_export(enclave("prod", "10.1"), queue_export(), {"queue_url": "q"})
+    with pytest.raises(PermanentError, match="service_bus_resource_id"):
+        driver.provision_import(enclave("app", "10.2"), imp, bare)
+    token = driver.provision_export(
+        enclave("prod", "10.1"), queue_export("token"), {"queue_url": "q"}
+    )
+    assert driver.provision_import(enclave("app", "10.2"), imp, token)["mode"] == "pass-through"
+    with pytest.raises(PermanentError, match="namespace id"):
+        driver.provision_export(
+            enclave("prod", "10.1"), queue_export(), {**outputs, "service_bus_resource_id": "ns"}
+        )
+
+
+def test_an_endpoint_without_an_address_fails_instead_of_inventing_one(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    producer, _ = driver.provision_enclave(enclave("prod", "10.1"), None)
+    driver.provision_enclave(enclave("app", "10.2"), None)
+    pls = (
+        f"/subscriptions/{producer['subscription_id']}/resourceGroups/nclav-rg/providers/"
+        "Microsoft.Network/privateLinkServices/pg-pls"
+    )
+    fake.add_resource(pls, "Microsoft.Network/privateLinkServices")
+    export = driver.provision_export(enclave("prod", "10.1"), tcp_export(), {"pls_id": pls})
+    imp = Import.model_validate({"from": "prod", "export_name": "pg", "alias": "pg"})
+    handle = driver.provision_import(enclave("app", "10.2"), imp, export)
+    endpoint = fake.resource(handle["private_endpoint_resource_id"])
+    assert endpoint is not None
+    nic = fake.resource(endpoint["properties"]["networkInterfaces"][0]["id"])
+    assert nic is not None
+    nic["properties"]["ipConfigurations"][0]["properties"].pop("privateIPAddress")
+    with pytest.raises(PermanentError, match="has no private address"):
+        driver.provision_import(enclave("app", "10.2"), imp, export)  # the original: 10.0.0.0
 
 
 def test_an_export_naming_a_missing_service_fails(driver: AzureDriver, fake: AzureApiFake) -> None:
@@ -419,6 +527,26 @@ def test_orphans_through_resource_graph_pages(driver: AzureDriver, fake: AzureAp
         f"/subscriptions/{sub}/resourceGroups/work/providers/Microsoft.Storage/storageAccounts/db0"
     ]
     assert driver.list_orphans([]) == []
+
+
+class WrongToken:
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("not-the-arm-token", 4102444800)
+
+
+def test_a_refused_resource_graph_query_raises_instead_of_finding_nothing(
+    driver: AzureDriver, fake: AzureApiFake
+) -> None:
+    handle, _ = driver.provision_enclave(enclave(), None)
+    state = EnclaveState(enclave_id="dev", enclave_handle=handle, partitions={})
+    refused = AzureDriver(CONFIG, credential=WrongToken(), endpoint=fake.url,
+                          transport=fake.transport())  # fmt: skip
+    with pytest.raises(ArmError, match="401"):
+        refused.list_orphans([state])
+    assert [v for v in fake.violations if "not authenticated" in v]
+    fake.violations.clear()  # the 401 this test asked for
 
 
 # -- the plugin -------------------------------------------------------------------------------

@@ -335,3 +335,90 @@ def test_a_public_http_export_adds_all_users_to_the_services_policy(
     assert driver.provision_export(enclave("db"), private, outputs)["iam_bindings_applied"] == []
     with pytest.raises(PermanentError, match="cloud_run_service"):
         driver.provision_export(enclave("db"), http, {**outputs, "cloud_run_service": "web"})
+
+
+# -- IAM of imports (the PRD's grants the original never made) ------------------------------------
+
+
+def runner(eid: str = "app") -> EnclaveConfig:
+    return enclave(eid).model_copy(update={"identity": f"{eid}-runner"})
+
+
+RUNNER = f"serviceAccount:app-runner@{IMPORTER}.iam.gserviceaccount.com"
+
+
+def test_a_native_http_import_lets_the_importers_account_invoke_the_service(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    service = "projects/acme-db/locations/us-central1/services/web"
+    fake.run_services.add(service)
+    owner = {"role": "roles/run.admin", "members": ["user:ops@example.com"]}
+    fake.policies[service] = {"version": 1, "etag": "BwE=", "bindings": [owner]}
+    http = Export(
+        name="api",
+        target_partition="web",
+        export_type=ExportType.HTTP,
+        to=EnclaveTarget(enclave="app"),
+        auth="native",
+    )
+    outputs = {"hostname": "web.run.app", "port": "443", "cloud_run_service": service}
+    export = driver.provision_export(enclave("db"), http, outputs)
+    assert export["cloud_run_service"] == service and export["iam_bindings_applied"] == []
+    assert fake.policies[service]["bindings"] == [owner]  # nobody public
+    app = runner()
+    driver.provision_enclave(app, None)
+    handle = driver.provision_import(app, imp("api"), export)
+    invoker = {"role": "roles/run.invoker", "members": [RUNNER]}
+    assert fake.policies[service]["bindings"] == [owner, invoker]
+    assert handle["mode"] == "native" and handle["outputs"]["hostname"] == "web.run.app"
+    assert handle["iam_grants"] == [
+        {"api": "run", "resource": f"v2/{service}", "role": "roles/run.invoker", "member": RUNNER}
+    ]
+    sets = len(fake.called("run.projects.locations.services.setIamPolicy"))
+    assert driver.provision_import(app, imp("api"), export) == handle  # re-run: no new write
+    assert len(fake.called("run.projects.locations.services.setIamPolicy")) == sets
+    with pytest.raises(PermanentError, match="declares no identity"):
+        driver.provision_import(enclave("app"), imp("api"), export)
+    without = driver.provision_export(enclave("db"), http, {"hostname": "web.run.app"})
+    with pytest.raises(PermanentError, match="cloud_run_service"):
+        driver.provision_import(app, imp("api"), without)
+    driver.teardown_import("app", "api", handle)
+    assert fake.policies[service]["bindings"] == [owner]  # that grant only, taken back
+    fake.run_services.discard(service)
+    driver.teardown_import("app", "api", handle)  # the service gone already: fine
+
+
+def test_a_queue_import_makes_the_importers_account_a_subscriber_of_the_topic_first(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    topic = "projects/acme-db/topics/jobs"
+    fake.topics.add(topic)
+    publisher = {"role": "roles/pubsub.publisher", "members": ["group:producers@example.com"]}
+    fake.policies[topic] = {"version": 1, "etag": "BwE=", "bindings": [publisher]}
+    queue = Export(
+        name="jobs",
+        target_partition="worker",
+        export_type=ExportType.QUEUE,
+        to=EnclaveTarget(enclave="app"),
+        auth="native",
+    )
+    export = driver.provision_export(enclave("db"), queue, {"queue_url": topic})
+    with pytest.raises(PermanentError, match="declares no identity"):
+        driver.provision_import(enclave("app"), imp("jobs"), export)
+    assert fake.subscriptions == {}  # refused before anything was made
+    app = runner()
+    driver.provision_enclave(app, None)
+    handle = driver.provision_import(app, imp("jobs"), export)
+    order = [c.method_id for c in fake.calls if c.method_id.startswith("pubsub.")]
+    assert order.index("pubsub.projects.topics.setIamPolicy") < order.index(
+        "pubsub.projects.subscriptions.create"
+    )
+    subscriber = {"role": "roles/pubsub.subscriber", "members": [RUNNER]}
+    name = f"projects/{IMPORTER}/subscriptions/nclav-jobs"
+    assert fake.policies[topic]["bindings"] == [publisher, subscriber]
+    assert fake.policies[name]["bindings"] == [subscriber]
+    assert [g["resource"] for g in handle["iam_grants"]] == [f"v1/{topic}", f"v1/{name}"]
+    assert fake.called("pubsub.projects.topics.getIamPolicy")[0].http == "GET"
+    assert driver.provision_import(app, imp("jobs"), export) == handle
+    driver.teardown_import("app", "jobs", handle)
+    assert fake.policies[topic]["bindings"] == [publisher] and fake.subscriptions == {}

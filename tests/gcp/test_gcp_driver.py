@@ -227,14 +227,40 @@ def test_teardown_requests_deletion_once(fake: GcpApiFake, driver: GcpDriver) ->
         "exists": True,
         "healthy": False,
         "state": "DELETE_REQUESTED",
+        "missing": [],
+        "status": "deleting",
     }
     driver.teardown_enclave(enclave("never"), None)  # never created: fine
-    assert (
-        driver.observe_enclave({"driver": "gcp", "kind": "enclave", "project_id": "acme-x1"})[
-            "exists"
-        ]
-        is False
-    )
+    gone = driver.observe_enclave({"driver": "gcp", "kind": "enclave", "project_id": "acme-x1"})
+    assert (gone["exists"], gone["status"]) == (False, "deleted")
+
+
+def test_observe_reports_a_missing_vpc_or_account_as_degraded(
+    fake: GcpApiFake, driver: GcpDriver
+) -> None:
+    config = enclave(identity="dev-runner")
+    handle, _ = driver.provision_enclave(config, None)
+    assert driver.observe_enclave(handle) == {
+        "exists": True,
+        "healthy": True,
+        "state": "ACTIVE",
+        "missing": [],
+        "status": "active",
+    }
+    part = driver.provision_partition(config, partition(), None, enclave_handle=handle)
+    vpc = handle["vpc_self_link"]
+    del fake.compute[vpc]
+    del fake.service_accounts[handle["service_account_email"]]
+    seen = driver.observe_enclave(handle)
+    assert seen["missing"] == [vpc, handle["service_account_email"]]
+    assert (seen["exists"], seen["healthy"], seen["status"]) == (True, False, "degraded")
+    assert fake.called("compute.networks.get")[0].path.endswith("/global/networks/nclav-vpc")
+    assert driver.observe_partition(part) == {"exists": True, "healthy": True}
+    fake.service_accounts[part["service_account_email"]]["disabled"] = True
+    assert driver.observe_partition(part) == {"exists": True, "healthy": False}
+    del fake.service_accounts[part["service_account_email"]]
+    assert driver.observe_partition(part) == {"exists": False, "healthy": False}
+    assert driver.observe_partition(None) == {"exists": False, "healthy": False}
 
 
 def test_dns_without_network_and_a_changed_subnet_range_are_refused(
@@ -386,3 +412,10 @@ def test_google_error_envelopes_become_nclav_errors() -> None:
     unavailable = operation_error({"done": True, "error": {"code": 14, "message": "x"}}, "op")
     assert isinstance(unavailable, TemporaryError)
     assert operation_error({"done": True, "response": {}}, "op") is None
+
+
+def test_an_enclave_without_a_region_uses_the_default_region(fake: GcpApiFake) -> None:
+    driver = make(fake, default_region="europe-west1")  # the original never read it
+    handle, context = driver.provision_enclave(enclave().model_copy(update={"region": ""}), None)
+    assert handle["region"] == context["nclav_region"] == "europe-west1"
+    assert all("/regions/europe-west1/subnetworks/" in s for s in handle["subnets"])
