@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# the Cloud Tasks stand-in pins protobuf<5, wrong for google-cloud-* (it runs on protobuf 7)
+	$(BIN)/pip install -q --no-deps gcloud-tasks-emulator==0.6.2
 	touch $(STAMP)
 
 install: $(STAMP)
