@@ -1,101 +1,312 @@
-"""The Firestore store's collection layout and document encoding (the design is in
-``firestore_store``).
+"""``FirestoreDocuments``: core's documents port (``nclav.docstore.port``) on Firestore.
 
-Every document path the store reads or writes is built here, so the documented layout and the
-code cannot drift apart. ``<p>`` is the store's collection prefix (``NCLAV_COLLECTION_PREFIX``)::
+Every document of the store lives in one collection, ``<p>docs`` (``<p>``: the collection
+prefix, ``NCLAV_COLLECTION_PREFIX``); a key ``(pk, sk)`` is the document id
+``quote(pk) + " " + quote(sk)`` (percent-quoted: ``/`` in step ids and Terraform state keys
+would be a path separator) and the fields ``pk`` and ``sk`` as well, so a partition is a query
+``pk == p order by sk`` and an index one ``<index pk> == p order by <index sk>`` (the composite
+indexes in infra/gcp/firestore.tf).
 
-    <p>enclaves/<enclave id>               doc, version
-    <p>runs/<run id>                       doc, seq, status, unfinished_seq (sparse: while the
-                                           run is not final), begun (it has steps)
-    <p>runs/<run id>/<p>steps/<step id>    doc, version, order (plan order), run_seq, final,
-                                           ready_at (sparse: while ready, records.ready_since),
-                                           lease_at (sparse: while running, the lease expiry)
-    <p>counters/<name>                     value: the last run / event / IaC run number given
-    <p>events/<seq, 20 digits>             doc, seq, enclave_id, run_id
-    <p>iac_runs/<IaC run id>               doc, partition (<enclave>/<partition>), sort
-                                           (<started_at>#<insertion number>)
-    <p>drift/<enclave>#<partition>         doc, enclave_id, partition_id
-    <p>tf_locks/<quoted key>               key, info (terraform's lock info, JSON)
-    <p>tf_states/<quoted key>              key, enclave_id, blob_key
-    <p>mutexes/<quoted key>                owner, expires_at
-
-Hot-path queries read sparse fields through single-field indexes (Firestore creates those by
-itself; the collection-group scope of ``ready_at`` and ``lease_at`` is declared in
-infra/gcp), so the sweeper never reads a step that is not ready or running:
-
-* unfinished runs: ``unfinished_seq`` ascending;
-* stuck ready steps: collection group ``<p>steps``, ``ready_at <= t``;
-* expired leases: collection group ``<p>steps``, ``lease_at <= now``;
-* a run's unfinished steps: ``final == false`` limit 1 (never a listing).
-
-The listings that filter and order on two fields (runs by status, events by enclave or run,
-IaC runs of a partition) need the composite indexes declared in infra/gcp; the emulator
-needs none. ``doc`` and ``docz`` are exempt from indexing there.
-
-Ids never contain ``/`` or ``#`` (``model.Id``); Terraform state keys (``enclave/partition``)
-do, so those are percent-quoted into document ids.
+Firestore has no server-side condition but "does not exist" and "unchanged since": a
+condition is judged here, on the document as last read, and the write carries that read's
+``last_update_time`` as its precondition (``create()`` when none was there), so the
+compare-and-swap stays atomic; a lost precondition reads again and judges again. **No read
+before a write this process can decide without one**: ``_Memory`` keeps, per document, what
+this process last read or wrote of it and when; a write is first judged on that memory (one
+request instead of two), and a judgement that the condition fails is never final until made on
+a fresh read. A transaction is one ``WriteBatch`` with a precondition per write.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from nclav.runtime.stores import pack_record, unpack_record
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
-ENCLAVES = "enclaves"
-RUNS = "runs"
-STEPS = "steps"
-COUNTERS = "counters"
-EVENTS = "events"
-IAC_RUNS = "iac_runs"
-DRIFT = "drift"
-TF_LOCKS = "tf_locks"
-TF_STATES = "tf_states"
-MUTEXES = "mutexes"
+from functions_gcp._errors import gcp_errors
+from nclav.docstore.port import ConditionFailedError, Delete, Put, holds, key_of
+from nclav.errors import ConflictError, NotFoundError, TemporaryError
+from nclav.runtime.stores import RecordTooLargeError
+from nclav.runtime.timing import backoff
 
-RUN_COUNTER = "runs"
-EVENT_COUNTER = "events"
-IAC_COUNTER = "iac_runs"
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from google.cloud.firestore_v1.document import DocumentReference
+
+    from nclav.docstore.port import Doc, Key, Query, Write
 
 # A Firestore document holds at most 1 MiB (1,048,576 bytes) with its name and field names:
-# the document's JSON gets this much after compression, the rest keeps ~48 KB of room.
+# a record's JSON gets this much after compression, the rest keeps ~48 KB of room.
 MAX_DOC_BYTES = 1_000_000
+TRIES = 12  # rounds of read-judge-write before a lost race becomes a TemporaryError
+_MEMORY_SIZE = 1024  # documents remembered per store (the most recently seen)
+_BATCH = 500  # writes in one Firestore commit
+_Seen = tuple["Doc | None", Any]  # (the document or None, its update_time)
 
 
-def quoted(key: str) -> str:
-    """A key with ``/`` (a Terraform state key) as a document id."""
-    return quote(key, safe="")
+def doc_id(key: Key) -> str:
+    return f"{quote(key[0], safe='')} {quote(key[1], safe='')}"
 
 
-def step_doc_id(step_id: str) -> str:
-    """A step id as a document id: a partition's steps hold ``/`` ("provision_partition:e/p"),
-    which Firestore reads as a path separator. Only ``%`` and ``/`` are escaped, so every id
-    without them (enclave and wiring steps) keeps its document id."""
-    return step_id.replace("%", "%25").replace("/", "%2F")
+def _after(op: Write, old: Doc | None) -> Doc | None:
+    """The document ``op`` leaves (``None``: none), as the port defines it."""
+    if isinstance(op, Put):
+        return {k: v for k, v in op.doc.items() if v is not None}
+    if isinstance(op, Delete):
+        return None
+    new: Doc = dict(old) if old is not None else {"pk": op.key[0], "sk": op.key[1]}
+    for name, value in op.set.items():
+        if value is None:
+            new.pop(name, None)
+        else:
+            new[name] = value
+    for name, delta in op.add.items():
+        new[name] = new.get(name, 0) + delta
+    return new
 
 
-def drift_id(enclave_id: str, partition_id: str) -> str:
-    return f"{enclave_id}#{partition_id}"
+def _target(op: Write) -> Key:
+    return key_of(op.doc) if isinstance(op, Put) else op.key
 
 
-def doc_fields(doc: str, what: str) -> dict[str, Any]:
-    """A record's JSON as ``doc`` (plain) or ``docz`` (zlib bytes, above core's
-    ``COMPRESS_ABOVE``), never both: core's ``pack_record``, which raises
-    ``RecordTooLargeError`` naming ``what`` when even the compressed bytes would not fit."""
-    packed = pack_record(doc, what, max_bytes=MAX_DOC_BYTES, where="a Firestore document")
-    return {"doc": packed} if isinstance(packed, str) else {"docz": packed}
+def _creates(op: Write) -> bool:
+    """A put that must find no document: Firestore's own ``create()``, no read."""
+    return isinstance(op, Put) and op.when is not None and op.when.op == "absent"
 
 
-def read_doc(data: dict[str, Any]) -> str:
-    return unpack_record(data["docz"] if "docz" in data else str(data["doc"]))
+def _blind(op: Write) -> bool:
+    """A write with no condition and nothing to return needs no read."""
+    return op.when is None
 
 
-__all__ = [
-    "MAX_DOC_BYTES",
-    "doc_fields",
-    "drift_id",
-    "quoted",
-    "read_doc",
-    "step_doc_id",
-]
+class _Memory:
+    """Per document path, the last ``_Seen`` of it (the most recent ``_MEMORY_SIZE``)."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> _Seen | None:
+        with self._lock:
+            return self._seen.get(path)
+
+    def put(self, path: str, seen: _Seen) -> None:
+        with self._lock:
+            self._seen.pop(path, None)
+            self._seen[path] = seen
+            while len(self._seen) > _MEMORY_SIZE:
+                self._seen.popitem(last=False)
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._seen.pop(path, None)
+
+
+class _Lost(Exception):
+    """A precondition failed: read again and judge again."""
+
+
+class FirestoreDocuments:
+    max_doc_bytes = MAX_DOC_BYTES
+    max_transaction = 100
+
+    def __init__(self, client: firestore.Client, prefix: str = "") -> None:
+        self.client = client
+        self.collection = client.collection(f"{prefix}docs")
+        self.memory = _Memory()
+
+    def too_large(self, message: str) -> Exception:
+        return RecordTooLargeError(message)
+
+    def ref(self, key: Key) -> DocumentReference:
+        return self.collection.document(doc_id(key))  # type: ignore[no-any-return]
+
+    # -- reads: every one is remembered ------------------------------------------------------
+
+    def _remember(self, snap: Any) -> Doc | None:
+        data: Doc | None = snap.to_dict() if snap.exists else None
+        self.memory.put(snap.reference.path, (data, snap.update_time))
+        return data
+
+    def read(self, refs: Sequence[DocumentReference]) -> dict[str, _Seen]:
+        """Fresh snapshots of ``refs`` by path (one request), remembered."""
+        with gcp_errors("read documents"):
+            snaps = list(self.client.get_all(list(refs)))
+        found: dict[str, _Seen] = {}
+        for snap in snaps:
+            found[snap.reference.path] = (self._remember(snap), snap.update_time)
+        return found
+
+    def get(self, key: Key, *, consistent: bool = True) -> Doc | None:
+        ref = self.ref(key)
+        return self.read([ref])[ref.path][0]
+
+    def batch_get(self, keys: Sequence[Key]) -> list[Doc]:
+        unique = list(dict.fromkeys(keys))
+        found: list[Doc] = []
+        for start in range(0, len(unique), _BATCH):
+            seen = self.read([self.ref(k) for k in unique[start : start + _BATCH]])
+            found += [doc for doc, _ in seen.values() if doc is not None]
+        return found
+
+    def query(self, query: Query) -> list[Doc]:
+        index = query.index
+        q: Any = self.collection.where(filter=FieldFilter(index.pk, "==", query.partition))
+        if query.prefix is not None:
+            q = q.where(filter=FieldFilter(index.sk, ">=", query.prefix))
+            q = q.where(filter=FieldFilter(index.sk, "<", query.prefix + "\uffff"))
+        if query.upto is not None:
+            q = q.where(filter=FieldFilter(index.sk, "<=", query.upto))
+        direction = firestore.Query.ASCENDING if query.forward else firestore.Query.DESCENDING
+        q = q.order_by(index.sk, direction=direction)
+        if query.limit is not None:
+            q = q.limit(query.limit)
+        with gcp_errors(f"query {query.partition}"):
+            return [d for d in (self._remember(s) for s in q.stream()) if d is not None]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, op: Write, returns: Literal["new", "old"] | None = None) -> Doc:
+        fresh = False
+        if returns is None and (_blind(op) or _creates(op)):
+            try:
+                self._commit([op], {})
+                return {}
+            except _Lost:
+                fresh = True  # a create lost: judge the condition on a fresh read
+        old = self._decide([op], fresh=fresh)[0]
+        chosen = _after(op, old) if returns == "new" else old if returns == "old" else None
+        return dict(chosen) if chosen is not None else {}
+
+    def transact(self, ops: Sequence[Write]) -> None:
+        keys = [_target(op) for op in ops]
+        if len(set(keys)) != len(keys) or len(ops) > self.max_transaction:
+            raise ValueError("a transaction writes each document once, at most 100 of them")
+        if all(_blind(op) or _creates(op) for op in ops):
+            try:
+                self._commit(ops, {})
+                return
+            except _Lost:
+                pass  # a create lost: judge every condition on a fresh read
+        self._decide(ops, fresh=True)
+
+    def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
+        ops: list[Write] = [Put(d) for d in puts] + [Delete(k) for k in deletes]
+        for start in range(0, len(ops), _BATCH):
+            self._commit(ops[start : start + _BATCH], {})
+
+    def _decide(self, ops: Sequence[Write], *, fresh: bool = False) -> list[Doc | None]:
+        """Judge ``ops``' conditions on memory (unless ``fresh``), then on fresh reads, and
+        commit them with a precondition each; the documents they found."""
+        refs = [self.ref(_target(op)) for op in ops]
+        lost = 0
+        while True:
+            seen: dict[str, _Seen] = {}
+            if not fresh:
+                for ref in refs:
+                    remembered = self.memory.get(ref.path)
+                    if remembered is None:
+                        break
+                    seen[ref.path] = remembered
+                else:
+                    fresh = not self._holds(ops, seen, final=False)
+                if len(seen) < len(refs):
+                    fresh = True
+            if fresh:
+                seen = self.read(refs)
+                self._holds(ops, seen, final=True)
+            # A transaction's unconditional writes stay blind; a single write is judged
+            # (and conditional) even without a condition, as it returns what it found.
+            judged = {
+                self.ref(_target(op)).path for op in ops if op.when is not None or len(ops) == 1
+            }
+            try:
+                self._commit(ops, {p: s for p, s in seen.items() if p in judged})
+                return [seen[r.path][0] for r in refs]
+            except _Lost:
+                if fresh:
+                    lost += 1
+                    if lost >= TRIES:
+                        break
+                    time.sleep(backoff(lost, 0.01, 1.0, jitter=0.5))
+                fresh = True
+        raise TemporaryError(f"write {refs[0].id}: lost {TRIES} races in a row", retry_after_s=1.0)
+
+    def _holds(self, ops: Sequence[Write], seen: dict[str, _Seen], *, final: bool) -> bool:
+        """Whether every condition holds on ``seen``; when ``final``, raise if not."""
+        paths = [self.ref(_target(op)).path for op in ops]
+        failed = [
+            op.when is not None and not holds(op.when, seen[p][0] or {})
+            for op, p in zip(ops, paths, strict=True)
+        ]
+        if not any(failed) or not final:
+            return not any(failed)
+        items = tuple(seen[p][0] for p in paths)
+        if len(ops) == 1:
+            raise ConditionFailedError("condition failed", item=items[0])
+        reasons = tuple("ConditionalCheckFailed" if f else "None" for f in failed)
+        raise ConditionFailedError("a condition failed", reasons=reasons, items=items)
+
+    def _commit(self, ops: Sequence[Write], seen: dict[str, _Seen]) -> None:
+        """One atomic batch of ``ops``; a write whose document is in ``seen`` is conditional
+        on it (created when it saw none, else unchanged since); the others are blind."""
+        batch = self.client.batch()
+        after: list[tuple[DocumentReference, Doc | None]] = []
+        for op in ops:
+            ref = self.ref(_target(op))
+            known = seen.get(ref.path)
+            if known is None:
+                new = self._blind_write(batch, ref, op)
+            else:
+                old, update_time = known
+                new = _after(op, old)
+                option = self.client.write_option(last_update_time=update_time)
+                if old is None and new is not None:
+                    batch.create(ref, new)
+                elif old is not None and new is None:
+                    batch.delete(ref, option=option)
+                elif old is not None and new is not None:
+                    gone = dict.fromkeys(old.keys() - new.keys(), firestore.DELETE_FIELD)
+                    batch.update(ref, {**gone, **new}, option=option)
+                else:  # none there, none left: still none when this commits
+                    batch.delete(ref, option=self.client.write_option(exists=False))
+            after.append((ref, new))
+        try:
+            with gcp_errors(f"write {after[0][0].id}"):
+                results = batch.commit()
+        except (ConflictError, NotFoundError) as exc:
+            for ref, _ in after:
+                self.memory.forget(ref.path)
+            raise _Lost(str(exc)) from exc
+        for (ref, new), result in zip(after, results, strict=False):
+            if new is ...:
+                self.memory.forget(ref.path)
+            else:
+                self.memory.put(ref.path, (new, result.update_time if new is not None else None))
+
+    def _blind_write(self, batch: Any, ref: DocumentReference, op: Write) -> Any:
+        """An unconditional write (or ``create()``); what it leaves, ``...`` when unknown."""
+        if isinstance(op, Put):
+            new = _after(op, None)
+            if _creates(op):
+                batch.create(ref, new)
+            else:
+                batch.set(ref, new)
+            return new
+        if isinstance(op, Delete):
+            batch.delete(ref)
+            return None
+        fields: dict[str, Any] = {"pk": op.key[0], "sk": op.key[1]}
+        fields |= {k: firestore.DELETE_FIELD if v is None else v for k, v in op.set.items()}
+        fields |= {k: firestore.Increment(v) for k, v in op.add.items()}
+        batch.set(ref, fields, merge=True)
+        return ...
+
+
+__all__ = ["MAX_DOC_BYTES", "TRIES", "FirestoreDocuments", "doc_id"]
