@@ -188,13 +188,14 @@ class FirestoreDocuments:
         keys = [_target(op) for op in ops]
         if len(set(keys)) != len(keys) or len(ops) > self.max_transaction:
             raise ValueError("a transaction writes each document once, at most 100 of them")
+        fresh = False
         if all(_blind(op) or _creates(op) for op in ops):
             try:
                 self._commit(ops, {})
                 return
             except _Lost:
-                pass  # a create lost: judge every condition on a fresh read
-        self._decide(ops, fresh=True)
+                fresh = True  # a create lost: judge every condition on a fresh read
+        self._decide(ops, fresh=fresh)
 
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
         ops: list[Write] = [Put(d) for d in puts] + [Delete(k) for k in deletes]
@@ -209,14 +210,20 @@ class FirestoreDocuments:
         while True:
             seen: dict[str, _Seen] = {}
             if not fresh:
-                for ref in refs:
-                    remembered = self.memory.get(ref.path)
+                # On memory, a transaction's creates and blind writes need no judging.
+                needed = [
+                    r.path
+                    for op, r in zip(ops, refs, strict=True)
+                    if len(ops) == 1 or not (_blind(op) or _creates(op))
+                ]
+                for path in needed:
+                    remembered = self.memory.get(path)
                     if remembered is None:
                         break
-                    seen[ref.path] = remembered
+                    seen[path] = remembered
                 else:
                     fresh = not self._holds(ops, seen, final=False)
-                if len(seen) < len(refs):
+                if len(seen) < len(needed):
                     fresh = True
             if fresh:
                 seen = self.read(refs)
@@ -228,7 +235,7 @@ class FirestoreDocuments:
             }
             try:
                 self._commit(ops, {p: s for p, s in seen.items() if p in judged})
-                return [seen[r.path][0] for r in refs]
+                return [seen[r.path][0] if r.path in seen else None for r in refs]
             except _Lost:
                 if fresh:
                     lost += 1
@@ -242,7 +249,7 @@ class FirestoreDocuments:
         """Whether every condition holds on ``seen``; when ``final``, raise if not."""
         paths = [self.ref(_target(op)).path for op in ops]
         failed = [
-            op.when is not None and not holds(op.when, seen[p][0] or {})
+            op.when is not None and p in seen and not holds(op.when, seen[p][0] or {})
             for op, p in zip(ops, paths, strict=True)
         ]
         if not any(failed) or not final:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from google.cloud.firestore import Client
 
-from functions_gcp._firestore_docs import MAX_DOC_BYTES
+from functions_gcp._firestore_docs import MAX_DOC_BYTES, doc_id
 from functions_gcp.firestore_store import FirestoreStateStore
+from nclav.docstore import layout as lay
 from nclav.errors import ConflictError
 from nclav.plan import Action, Step
 from nclav.records import AuditEvent, EventKind, Run, RunStatus, StepStatus, iso_time, step_records
-from nclav.runtime.stores import RecordTooLargeError
+from nclav.runtime.stores import RecordTooLargeError, seq_text
 from nclav.state import EnclaveState
 from stand_ins import FIELD_DELETES, FIRESTORE_PROJECT, LIST_COLLECTIONS, PRECONDITIONS
 
@@ -42,8 +43,8 @@ def store(client: Client) -> Iterator[FirestoreStateStore]:
     yield FirestoreStateStore(client, prefix=PREFIX)
 
 
-def raw(client: Client, *path: str) -> dict[str, Any] | None:
-    return client.document(*path).get().to_dict()
+def raw(client: Client, key: tuple[str, str]) -> dict[str, Any] | None:
+    return client.collection(f"{PREFIX}docs").document(doc_id(key)).get().to_dict()
 
 
 def a_run(store: FirestoreStateStore) -> Run:
@@ -60,21 +61,21 @@ def test_steps_carry_index_fields_only_while_ready_or_running(
     store: FirestoreStateStore, client: Client
 ) -> None:
     run = a_run(store)
-    path = (f"{PREFIX}runs", run.id, f"{PREFIX}steps")
-    ready, pending = raw(client, *path, "a"), raw(client, *path, "b")
+    ready, pending = raw(client, lay.step_key(run.id, "a")), raw(client, lay.step_key(run.id, "b"))
     assert ready is not None and pending is not None
-    assert "ready_at" in ready and "lease_at" not in ready and ready["final"] is False
-    assert "ready_at" not in pending and "lease_at" not in pending
+    assert "ready_at" in ready and "lease_pk" not in ready and ready["status"] == "ready"
+    assert "ready_at" not in pending and "lease_pk" not in pending
 
     assert store.claim_step(run.id, "a", "w1", 30.0, T0) is not None
-    running = raw(client, *path, "a")
+    running = raw(client, lay.step_key(run.id, "a"))
     assert running is not None
-    assert running["lease_at"] == T0 + 30.0 and "ready_at" not in running
+    assert running["lease_expires_at"] == T0 + 30.0 and "lease_pk" in running
+    assert "ready_at" not in running and "ready_pk" not in running
 
     assert store.finish_step(run.id, "a", "w1", StepStatus.SUCCEEDED, None, T0 + 1) is not None
-    done = raw(client, *path, "a")
+    done = raw(client, lay.step_key(run.id, "a"))
     assert done is not None
-    assert "ready_at" not in done and "lease_at" not in done and done["final"] is True
+    assert "ready_at" not in done and "lease_pk" not in done and done["status"] == "succeeded"
 
 
 @pytest.mark.needs_gcloud_firestore(FIELD_DELETES)
@@ -82,9 +83,10 @@ def test_a_final_run_leaves_the_unfinished_index(
     store: FirestoreStateStore, client: Client
 ) -> None:
     run = a_run(store)
-    assert raw(client, f"{PREFIX}runs", run.id)["unfinished_seq"] == run.seq  # type: ignore[index]
+    unfinished = (lay.UNFINISHED_RUNS, seq_text(run.seq))
+    assert raw(client, unfinished)["run_id"] == run.id  # type: ignore[index]
     store.update_run(run.model_copy(update={"status": RunStatus.SUCCEEDED}))
-    assert "unfinished_seq" not in (raw(client, f"{PREFIX}runs", run.id) or {})
+    assert raw(client, unfinished) is None
     assert store.list_unfinished_runs() == []
 
 
@@ -103,12 +105,12 @@ def test_a_large_document_is_stored_compressed(store: FirestoreStateStore, clien
     big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(500)})
     assert len(big.model_dump_json()) > MAX_DOC_BYTES // 2  # well past plain storage
     store.put_enclave(big, None)
-    stored = raw(client, f"{PREFIX}enclaves", "a")
+    stored = raw(client, (lay.ENCLAVES, "a"))
     assert stored is not None and "docz" in stored and "doc" not in stored
     assert store.get_enclave("a") == (big, 1)
     small = EnclaveState(enclave_id="a")
     store.put_enclave(small, 1)  # a replacement drops the other encoding
-    stored = raw(client, f"{PREFIX}enclaves", "a")
+    stored = raw(client, (lay.ENCLAVES, "a"))
     assert stored is not None and "doc" in stored and "docz" not in stored
     assert store.get_enclave("a") == (small, 2)
 
@@ -146,30 +148,35 @@ def test_a_write_on_a_document_deleted_since_the_read_is_a_lost_race(
     # update: the update must lose (ConflictError), not resurrect the enclave or raise
     # NotFoundError. The interleaving is forced by deleting inside the store's read.
     store.put_enclave(EnclaveState(enclave_id="a"), None)
-    ref = client.document(f"{PREFIX}enclaves", "a")
+    ref = client.collection(f"{PREFIX}docs").document(doc_id((lay.ENCLAVES, "a")))
     other = FirestoreStateStore(client, prefix=PREFIX)  # another process: it must read first
-    real_get = other._get
+    real_read = other.docs.read
 
-    def get_then_delete(target: Any, what: str) -> Any:
-        snap = real_get(target, what)
+    def read_then_delete(refs: Any) -> Any:
+        found = real_read(refs)
         ref.delete()
-        return snap
+        return found
 
-    other._get = get_then_delete  # type: ignore[method-assign]
+    other.docs.read = read_then_delete  # type: ignore[method-assign]
     with pytest.raises(ConflictError):
         other.put_enclave(EnclaveState(enclave_id="a"), 1)
-    other._get = real_get  # type: ignore[method-assign]
+    other.docs.read = real_read  # type: ignore[method-assign]
     assert store.get_enclave("a") is None
 
 
 class _Counting(FirestoreStateStore):
+    """Counts the reads of single documents (queries aside) its documents adapter makes."""
+
     def __init__(self, client: Client) -> None:
         super().__init__(client, prefix=PREFIX)
         self.reads = 0
+        real_read = self.docs.read
 
-    def _get(self, ref: Any, what: str) -> Any:
-        self.reads += 1
-        return super()._get(ref, what)
+        def read(refs: Any) -> Any:
+            self.reads += 1
+            return real_read(refs)
+
+        self.docs.read = read  # type: ignore[method-assign]
 
 
 def test_a_write_decided_on_what_the_store_last_saw_needs_no_read(client: Client) -> None:
@@ -191,9 +198,11 @@ def test_a_write_decided_on_what_the_store_last_saw_needs_no_read(client: Client
     first = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
     second = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
     assert second.seq == first.seq + 1
-    # Read: the step (claim: it was written in begin_run's batch, remembered), the run
-    # counter and the event counter once each (first use), and nothing else.
-    assert store.reads == 2, store.reads
+    # Read: the run counter and the run (core's own reads before create_run and begin_run
+    # decide) and the event counter once (first use); every conditional write (the
+    # enclave's versions, the run's commits, the claim and finish of the step written in
+    # begin_run's batch, the second event) is judged on what the store remembers.
+    assert store.reads == 3, store.reads
     assert store.get_enclave("a") is not None and store.get_enclave("a")[1] == 3  # type: ignore[index]
 
 
