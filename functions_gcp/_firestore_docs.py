@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions_gcp._errors import gcp_errors
-from nclav.docstore.port import ConditionFailedError, Delete, Put, holds, key_of
+from nclav.docstore.port import ConditionFailedError, Delete, Patch, Put, holds, key_of
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.runtime.timing import backoff
@@ -78,6 +79,11 @@ def _target(op: Write) -> Key:
 def _creates(op: Write) -> bool:
     """A put that must find no document: Firestore's own ``create()``, no read."""
     return isinstance(op, Put) and op.when is not None and op.when.op == "absent"
+
+
+def _counts(op: Write) -> bool:
+    """An unconditional patch of one counter (its new value comes back from the server)."""
+    return isinstance(op, Patch) and op.when is None and len(op.add) == 1
 
 
 def _blind(op: Write) -> bool:
@@ -180,9 +186,30 @@ class FirestoreDocuments:
                 return {}
             except _Lost:
                 fresh = True  # a create lost: judge the condition on a fresh read
+        path = self.ref(_target(op)).path
+        if not fresh and self.memory.get(path) is None:
+            if _counts(op) and returns == "new":
+                return self._increment(op)
+            if not isinstance(op, Delete) and op.when is not None and holds(op.when, {}):
+                try:  # most likely none there yet (a free mutex): create it, no read
+                    self._commit([op], {path: (None, None)})
+                    return _after(op, None) or {} if returns == "new" else {}
+                except _Lost:
+                    fresh = True
         old = self._decide([op], fresh=fresh)[0]
         chosen = _after(op, old) if returns == "new" else old if returns == "old" else None
         return dict(chosen) if chosen is not None else {}
+
+    def _increment(self, op: Write) -> Doc:
+        """An unconditional counter patch not in memory: a server-side ``Increment``, no
+        read; the document after it is the key, the fields set and the counter's new value
+        (a counter document holds nothing else)."""
+        assert isinstance(op, Patch)  # noqa: S101 - _counts said so
+        ((name, _),) = op.add.items()
+        result = self._commit([op], {})[0]
+        value = _helpers.decode_value(result.transform_results[0], self.client)
+        fields = {k: v for k, v in op.set.items() if v is not None}
+        return {"pk": op.key[0], "sk": op.key[1], **fields, name: value}
 
     def transact(self, ops: Sequence[Write]) -> None:
         keys = [_target(op) for op in ops]
@@ -260,7 +287,7 @@ class FirestoreDocuments:
         reasons = tuple("ConditionalCheckFailed" if f else "None" for f in failed)
         raise ConditionFailedError("a condition failed", reasons=reasons, items=items)
 
-    def _commit(self, ops: Sequence[Write], seen: dict[str, _Seen]) -> None:
+    def _commit(self, ops: Sequence[Write], seen: dict[str, _Seen]) -> list[Any]:
         """One atomic batch of ``ops``; a write whose document is in ``seen`` is conditional
         on it (created when it saw none, else unchanged since); the others are blind."""
         batch = self.client.batch()
@@ -296,6 +323,7 @@ class FirestoreDocuments:
                 self.memory.forget(ref.path)
             else:
                 self.memory.put(ref.path, (new, result.update_time if new is not None else None))
+        return list(results)
 
     def _blind_write(self, batch: Any, ref: DocumentReference, op: Write) -> Any:
         """An unconditional write (or ``create()``); what it leaves, ``...`` when unknown."""
