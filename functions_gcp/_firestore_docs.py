@@ -131,7 +131,7 @@ class FirestoreDocuments:
         return RecordTooLargeError(message)
 
     def ref(self, key: Key) -> DocumentReference:
-        return self.collection.document(doc_id(key))  # type: ignore[no-any-return]
+        return self.collection.document(doc_id(key))
 
     # -- reads: every one is remembered ------------------------------------------------------
 
@@ -225,7 +225,8 @@ class FirestoreDocuments:
         self._decide(ops, fresh=fresh)
 
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
-        ops: list[Write] = [Put(d) for d in puts] + [Delete(k) for k in deletes]
+        ops: list[Write] = [Put(d) for d in puts]
+        ops += [Delete(k) for k in deletes]
         for start in range(0, len(ops), _BATCH):
             self._commit(ops[start : start + _BATCH], {})
 
@@ -291,7 +292,7 @@ class FirestoreDocuments:
         """One atomic batch of ``ops``; a write whose document is in ``seen`` is conditional
         on it (created when it saw none, else unchanged since); the others are blind."""
         batch = self.client.batch()
-        after: list[tuple[DocumentReference, Doc | None]] = []
+        after: list[tuple[DocumentReference, Any]] = []  # what each leaves; ... unknown
         for op in ops:
             ref = self.ref(_target(op))
             known = seen.get(ref.path)

@@ -13,17 +13,22 @@ resource "google_firestore_database" "state" {
   depends_on                        = [google_project_service.apis]
 }
 
-# The listings that filter on one field and order on another (functions_gcp/README.md).
+# The queries of the store's documents port (functions_gcp/README.md): every one is one
+# partition field equal to a value, ordered (and bounded) on its order field. Everything lives
+# in one collection, "docs" (functions_gcp/_firestore_docs.py).
 locals {
   composite_indexes = {
-    runs_by_status    = { collection = "runs", filter = "status", order = "seq" }
-    events_by_enclave = { collection = "events", filter = "enclave_id", order = "seq" }
-    events_by_run     = { collection = "events", filter = "run_id", order = "seq" }
-    iac_runs_by_part  = { collection = "iac_runs", filter = "partition", order = "sort" }
+    partition_asc  = { collection = "docs", filter = "pk", order = "sk", direction = "ASCENDING" }
+    partition_desc = { collection = "docs", filter = "pk", order = "sk", direction = "DESCENDING" }
+    gsi1_asc       = { collection = "docs", filter = "gsi1pk", order = "gsi1sk", direction = "ASCENDING" }
+    gsi1_desc      = { collection = "docs", filter = "gsi1pk", order = "gsi1sk", direction = "DESCENDING" }
+    gsi2_desc      = { collection = "docs", filter = "gsi2pk", order = "gsi2sk", direction = "DESCENDING" }
+    leases         = { collection = "docs", filter = "lease_pk", order = "lease_expires_at", direction = "ASCENDING" }
+    ready          = { collection = "docs", filter = "ready_pk", order = "ready_at", direction = "ASCENDING" }
   }
-  # Collections whose records carry the encoded record in doc (or docz, compressed): never
-  # queried, so never indexed (an index entry of a large value only costs writes and storage).
-  record_collections = ["enclaves", "runs", "steps", "events", "iac_runs", "drift"]
+  # Fields that hold the encoded record in doc (or docz, compressed): never queried, so never
+  # indexed (an index entry of a large value only costs writes and storage).
+  record_collections = ["docs"]
 }
 
 resource "google_firestore_index" "listing" {
@@ -37,27 +42,7 @@ resource "google_firestore_index" "listing" {
   }
   fields {
     field_path = each.value.order
-    order      = "DESCENDING"
-  }
-}
-
-# The sweeper's queries over every run's steps: stuck ready steps (ready_at <= t) and expired
-# leases (lease_at <= now) on the steps collection group. Both fields are sparse (set only
-# while a step is ready or running), so these indexes hold only the steps that matter.
-resource "google_firestore_field" "step_times" {
-  for_each   = toset(["ready_at", "lease_at"])
-  database   = google_firestore_database.state.name
-  collection = "steps"
-  field      = each.value
-  index_config {
-    indexes {
-      query_scope = "COLLECTION"
-      order       = "ASCENDING"
-    }
-    indexes {
-      query_scope = "COLLECTION_GROUP"
-      order       = "ASCENDING"
-    }
+    order      = each.value.direction
   }
 }
 
