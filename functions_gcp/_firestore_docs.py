@@ -14,7 +14,9 @@ compare-and-swap stays atomic; a lost precondition reads again and judges again.
 before a write this process can decide without one**: ``_Memory`` keeps, per document, what
 this process last read or wrote of it and when; a write is first judged on that memory (one
 request instead of two), and a judgement that the condition fails is never final until made on
-a fresh read. A transaction is one ``WriteBatch`` with a precondition per write.
+a fresh read; a condition that holds on no document first tries ``create()`` (a free mutex),
+and an unconditional counter patch is a server-side ``Increment`` (no read, no lost race). A
+transaction is one ``WriteBatch`` with a precondition per conditional write.
 """
 
 from __future__ import annotations
