@@ -233,3 +233,19 @@ def test_a_remembered_document_changed_elsewhere_is_read_again(client: Client) -
     # A decision not to write is never taken on memory: released elsewhere, claimable here.
     assert theirs.finish_step(run.id, "s", "them", StepStatus.READY, "retry", 1.0) is not None
     assert mine.claim_step(run.id, "s", "me", 60.0, 2.0) is not None
+
+
+def test_a_free_mutex_and_a_counter_cost_no_read(client: Client) -> None:
+    """A condition that holds on no document tries ``create()`` first, and a counter is a
+    server-side increment: neither reads. A mutex held elsewhere still loses (the create
+    fails, the store reads and judges)."""
+    store, other = _Counting(client), FirestoreStateStore(client, prefix=PREFIX)
+    assert store.acquire_partition("a/p", "me", 60.0, 0.0)
+    first = store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
+    assert store.reads == 0, store.reads
+    assert other.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0))).seq == (
+        first.seq + 1
+    )
+    assert not other.acquire_partition("a/p", "them", 60.0, 1.0)
+    assert store.acquire_partition("b/p", "me", 60.0, 0.0)
+    assert not _Counting(client).acquire_partition("b/p", "them", 60.0, 1.0)
