@@ -109,6 +109,16 @@ def test_gap_preconditions_a_stale_last_update_time_is_accepted(db: firestore.Cl
     assert ref.get().to_dict() == {"n": 3}
 
 
+def test_gap_an_increment_commit_returns_no_transform_result(db: firestore.Client) -> None:
+    ref = db.collection("a").document("counter")
+    ref.set({"n": 1})
+    batch = db.batch()
+    batch.update(ref, {"n": firestore.Increment(1)})
+    (result,) = batch.commit()
+    assert ref.get().to_dict() == {"n": 2}  # the increment itself is applied
+    assert len(result.transform_results) == 0  # gcloud's returns the new value here
+
+
 def test_gap_field_deletes_are_ignored(db: firestore.Client) -> None:
     ref = db.collection("a").document("x")
     ref.set({"keep": 1, "gone": 2})
