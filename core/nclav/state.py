@@ -19,6 +19,14 @@ from nclav.model import Cloud, EnclaveConfig, PartitionConfig
 Handle = dict[str, Any]
 
 
+def handle_of(handle: Handle | None, driver: str, kind: str) -> Handle | None:
+    """``handle`` when the driver named ``driver`` wrote it for a ``kind`` ("enclave",
+    "partition", "export", "import"), else None: a driver acts only on its own handles."""
+    if handle and handle.get("driver") == driver and handle.get("kind") == kind:
+        return handle
+    return None
+
+
 class Status(StrEnum):
     PENDING = "pending"
     PROVISIONING = "provisioning"
@@ -119,6 +127,7 @@ class EnclaveState(BaseModel):
 __all__ = [
     "EnclaveState",
     "Handle",
+    "handle_of",
     "LastError",
     "PartitionState",
     "ResourceMeta",

@@ -33,6 +33,7 @@ from functions_aws.driver.network import ensure_subnets, ensure_vpc, ensure_zone
 from functions_aws.driver.sessions import SETTLE_S, Credentials, SessionFactory, Sessions
 from nclav.errors import PermanentError
 from nclav.model import Cloud
+from nclav.state import handle_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,12 +45,6 @@ if TYPE_CHECKING:
     from nclav.state import EnclaveState, Handle
 
 logger = logging.getLogger(__name__)
-
-
-def _aws(handle: Handle | None, kind: str) -> Handle | None:
-    return (
-        handle if handle and handle.get("driver") == "aws" and handle.get("kind") == kind else None
-    )
 
 
 class AwsDriver:
@@ -91,7 +86,7 @@ class AwsDriver:
         self, enclave: EnclaveConfig, handle: Handle | None
     ) -> tuple[Handle, dict[str, str]]:
         region = self._region(enclave)
-        old = _aws(handle, "enclave")
+        old = handle_of(handle, "aws", "enclave")
         if old and old.get("account_id"):
             account = str(old["account_id"])
             name, email = str(old.get("account_name", "")), str(old.get("account_email", ""))
@@ -148,7 +143,7 @@ class AwsDriver:
 
     def teardown_enclave(self, enclave: EnclaveConfig | None, handle: Handle | None) -> None:
         """Close the account (suspended for 90 days, then gone), within the CloseAccount quota."""
-        old = _aws(handle, "enclave") or {}
+        old = handle_of(handle, "aws", "enclave") or {}
         enclave_id = str(old.get("enclave_id") or (enclave.id if enclave else ""))
         account = old.get("account_id")
         if not account and enclave_id:
@@ -162,7 +157,7 @@ class AwsDriver:
 
     def observe_enclave(self, handle: Handle | None) -> dict[str, Any]:
         """Read-only: SUSPENDED counts as existing but unhealthy (the PRD's reading, §4.8)."""
-        old = _aws(handle, "enclave")
+        old = handle_of(handle, "aws", "enclave")
         account = self.accounts.describe(str(old["account_id"])) if old else None
         if account is None:
             return {"exists": False, "healthy": False, "state": None}
@@ -220,7 +215,7 @@ class AwsDriver:
         *,
         enclave_handle: Handle | None = None,
     ) -> None:
-        old = _aws(handle, "partition") or {}
+        old = handle_of(handle, "aws", "partition") or {}
         try:
             account = _account_of(enclave_id, enclave_handle, handle)
         except PermanentError:
@@ -246,11 +241,11 @@ class AwsDriver:
         identity was never made) terraform gets the enclave's cross-account role, which
         reaches that account only. Chained sessions last one hour (spec §4.9).
         """
-        enclave = _aws(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "aws", "enclave")
         if not enclave or not enclave.get("account_id"):
             raise PermanentError("the enclave has no AWS account handle (provision it first)")
         account, region = str(enclave["account_id"]), str(enclave["region"])
-        partition = _aws(partition_handle, "partition")
+        partition = handle_of(partition_handle, "aws", "partition")
         if partition and partition.get("partition_role_arn"):
             sts = self.sessions.account(account, "sts", region)
             session = f"nclav-{partition.get('partition_id', 'partition')}"
@@ -276,7 +271,7 @@ class AwsDriver:
         )
 
     def teardown_export(self, enclave_id: str, name: str, handle: Handle | None) -> None:
-        old = _aws(handle, "export")
+        old = handle_of(handle, "aws", "export")
         if old:
             endpoints.teardown_export(self.sessions, old)
 
@@ -287,7 +282,7 @@ class AwsDriver:
             raise PermanentError(
                 f"import {imp.alias}: export {imp.from_}/{imp.export_name} is not wired yet"
             )
-        export = _aws(export_handle, "export")
+        export = handle_of(export_handle, "aws", "export")
         if export is None:  # an export on another cloud: its outputs are all there is
             return {
                 "driver": "aws",
@@ -301,7 +296,7 @@ class AwsDriver:
         return imports.provision_import(self.sessions, account, enclave, imp, export)
 
     def teardown_import(self, enclave_id: str, alias: str, handle: Handle | None) -> None:
-        old = _aws(handle, "import")
+        old = handle_of(handle, "aws", "import")
         if old:
             imports.teardown_import(self.sessions, old)
 
@@ -320,7 +315,7 @@ class AwsDriver:
         self, enclave_handle: Handle | None, active_partitions: Iterable[str]
     ) -> list[Orphan]:
         """nclav-tagged resources of the enclave whose partition is not active any more."""
-        enclave = _aws(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "aws", "enclave")
         if not enclave or not enclave.get("account_id"):
             return []
         return orphans.orphans(
@@ -333,7 +328,7 @@ class AwsDriver:
 
     def partition_resources(self, enclave_handle: Handle | None, partition_id: str) -> list[str]:
         """ARNs still tagged with the partition (after its destroy: empty means clean)."""
-        enclave = _aws(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "aws", "enclave")
         if not enclave or not enclave.get("account_id"):
             return []
         found = orphans.tagged(
@@ -347,7 +342,10 @@ class AwsDriver:
 
 
 def _account_of(enclave_id: str, enclave_handle: Handle | None, handle: Handle | None) -> str:
-    for found in (_aws(enclave_handle, "enclave"), _aws(handle, "partition")):
+    for found in (
+        handle_of(enclave_handle, "aws", "enclave"),
+        handle_of(handle, "aws", "partition"),
+    ):
         if found and found.get("account_id"):
             return str(found["account_id"])
     raise PermanentError(f"enclave {enclave_id} has no AWS account handle (provision it first)")

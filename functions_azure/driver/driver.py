@@ -53,7 +53,7 @@ from functions_azure.driver.config import (
 )
 from nclav.errors import ConflictError, NotFoundError, PermanentError, TemporaryError, WaitingError
 from nclav.model import Cloud
-from nclav.state import Status
+from nclav.state import Status, handle_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -68,11 +68,6 @@ logger = logging.getLogger(__name__)
 PRINCIPAL_WAIT_S = 10.0
 MOVE_WAIT_S = 30.0
 REGISTER_WAIT_S = 15.0
-
-
-def _azure(handle: Handle | None, kind: str) -> Handle | None:
-    ok = handle and handle.get("driver") == "azure" and handle.get("kind") == kind
-    return handle if ok else None
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -128,7 +123,7 @@ class AzureDriver:
     def provision_enclave(
         self, enclave: EnclaveConfig, handle: Handle | None
     ) -> tuple[Handle, dict[str, str]]:
-        old = _azure(handle, "enclave")
+        old = handle_of(handle, "azure", "enclave")
         alias = alias_name(self.config, enclave.id)
         if old and old.get("subscription_id"):
             sub = str(old["subscription_id"])
@@ -279,7 +274,7 @@ class AzureDriver:
     def teardown_enclave(self, enclave: EnclaveConfig | None, handle: Handle | None) -> None:
         """Cancel the subscription (Azure deletes it after ~90 days) and drop its alias, so
         the enclave made again gets a new subscription instead of the cancelled one."""
-        old = _azure(handle, "enclave") or {}
+        old = handle_of(handle, "azure", "enclave") or {}
         enclave_id = str(old.get("enclave_id") or (enclave.id if enclave else ""))
         alias = str(old.get("subscription_alias") or alias_name(self.config, enclave_id))
         alias_path = f"/providers/Microsoft.Subscription/aliases/{alias}"
@@ -309,7 +304,7 @@ class AzureDriver:
         status it maps to: Enabled -> active, Warned/PastDue or a missing VNet/identity ->
         degraded, Disabled (cancelled, deleted within ~90 days) -> deleting, Deleted or no
         subscription -> deleted."""
-        old = _azure(handle, "enclave")
+        old = handle_of(handle, "azure", "enclave")
         sub = old.get("subscription_id") if old else None
         found = self.arm.get(f"/subscriptions/{sub}", SUBSCRIPTIONS_API) if sub else None
         state = (found or {}).get("state")
@@ -445,7 +440,7 @@ class AzureDriver:
     ) -> None:
         """Its role assignments (they would stay as 'Identity not found'), then its identity
         (the federated credential goes with it)."""
-        old = _azure(handle, "partition") or {}
+        old = handle_of(handle, "azure", "partition") or {}
         try:
             sub = _subscription_of(enclave_id, enclave_handle, handle)
         except PermanentError:
@@ -458,7 +453,7 @@ class AzureDriver:
         self.arm.delete(identity_id(sub, name), MSI_API, f"partition identity {name}")
 
     def observe_partition(self, handle: Handle | None) -> dict[str, Any]:
-        old = _azure(handle, "partition")
+        old = handle_of(handle, "azure", "partition")
         found = (
             self.arm.get(str(old["partition_identity_resource_id"]), MSI_API)
             if old and old.get("partition_identity_resource_id")
@@ -477,7 +472,7 @@ class AzureDriver:
         at all, and CLI/managed-identity lookups are switched off so it cannot fall back to
         the platform's own.
         """
-        enclave = _azure(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "azure", "enclave")
         if not enclave or not enclave.get("subscription_id"):
             raise PermanentError(
                 "the enclave has no Azure subscription handle (provision it first)"
@@ -488,7 +483,7 @@ class AzureDriver:
             "ARM_USE_CLI": "false",
             "ARM_USE_MSI": "false",
         }
-        partition = _azure(partition_handle, "partition")
+        partition = handle_of(partition_handle, "azure", "partition")
         if partition and partition.get("partition_identity_client_id"):
             env["ARM_CLIENT_ID"] = str(partition["partition_identity_client_id"])
             env["ARM_USE_OIDC"] = "true"
@@ -526,7 +521,7 @@ class AzureDriver:
         return links.provision_import(self, enclave, imp, export_handle)
 
     def teardown_import(self, enclave_id: str, alias: str, handle: Handle | None) -> None:
-        old = _azure(handle, "import")
+        old = handle_of(handle, "azure", "import")
         if old:
             links.teardown_import(self, old)
 
@@ -539,7 +534,7 @@ class AzureDriver:
 
     def partition_resources(self, enclave_handle: Handle | None, partition_id: str) -> list[str]:
         """Resource ids still tagged with the partition (after its destroy: empty is clean)."""
-        enclave = _azure(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "azure", "enclave")
         if not enclave or not enclave.get("subscription_id"):
             return []
         return orphans.tagged(
@@ -548,7 +543,10 @@ class AzureDriver:
 
 
 def _subscription_of(enclave_id: str, enclave_handle: Handle | None, handle: Handle | None) -> str:
-    for found in (_azure(enclave_handle, "enclave"), _azure(handle, "partition")):
+    for found in (
+        handle_of(enclave_handle, "azure", "enclave"),
+        handle_of(handle, "azure", "partition"),
+    ):
         if found and found.get("subscription_id"):
             return str(found["subscription_id"])
     raise PermanentError(

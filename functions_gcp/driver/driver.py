@@ -44,7 +44,7 @@ from functions_gcp.driver.projects import (
 )
 from nclav.errors import PermanentError, WaitingError
 from nclav.model import Cloud
-from nclav.state import Status
+from nclav.state import Status, handle_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -56,12 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 PROPAGATION_RETRY_S = 10.0
-
-
-def _gcp(handle: Handle | None, kind: str) -> Handle | None:
-    return (
-        handle if handle and handle.get("driver") == "gcp" and handle.get("kind") == kind else None
-    )
 
 
 class GcpDriver:
@@ -147,7 +141,7 @@ class GcpDriver:
     def teardown_enclave(self, enclave: EnclaveConfig | None, handle: Handle | None) -> None:
         """The project goes to DELETE_REQUESTED (recoverable for 30 days, which a later
         provision of the same enclave does through ``undelete``)."""
-        old = _gcp(handle, "enclave") or {}
+        old = handle_of(handle, "gcp", "enclave") or {}
         enclave_id = str(old.get("enclave_id") or (enclave.id if enclave else ""))
         if not enclave_id:
             return
@@ -158,7 +152,7 @@ class GcpDriver:
         plus ``missing`` and the PRD's ``status``: ACTIVE -> active, DELETE_REQUESTED ->
         deleting, the VPC ``nclav-vpc`` or the enclave's service account gone -> degraded,
         no project (404/403) -> deleted."""
-        old = _gcp(handle, "enclave")
+        old = handle_of(handle, "gcp", "enclave")
         found = get_project(self.rest, str(old["project_id"])) if old else None
         if old is None or found is None:
             return {
@@ -211,7 +205,7 @@ class GcpDriver:
     ) -> Handle:
         """The partition's service account with ``partition_roles`` on the project; the
         enclave identity (if any) may impersonate it."""
-        pid = self._project(enclave.id, _gcp(enclave_handle, "enclave"))
+        pid = self._project(enclave.id, handle_of(enclave_handle, "gcp", "enclave"))
         account = partition_account_id(partition.id)
         email = iam.ensure_service_account(
             self.rest,
@@ -259,9 +253,10 @@ class GcpDriver:
         enclave_handle: Handle | None = None,
     ) -> None:
         """Its project bindings, then the service account (gone already: fine)."""
-        old = _gcp(handle, "partition") or {}
+        old = handle_of(handle, "gcp", "partition") or {}
         pid = str(
-            old.get("project_id") or self._project(enclave_id, _gcp(enclave_handle, "enclave"))
+            old.get("project_id")
+            or self._project(enclave_id, handle_of(enclave_handle, "gcp", "enclave"))
         )
         email = str(
             old.get("service_account_email") or sa_email(partition_account_id(partition_id), pid)
@@ -280,7 +275,7 @@ class GcpDriver:
     def observe_partition(self, handle: Handle | None) -> dict[str, Any]:
         """Read-only: the partition's service account is there and enabled (the original
         looked at the handle only)."""
-        old = _gcp(handle, "partition")
+        old = handle_of(handle, "gcp", "partition")
         email = str((old or {}).get("service_account_email") or "")
         found = (
             iam.get_service_account(self.rest, str(old["project_id"]), email)
@@ -294,8 +289,8 @@ class GcpDriver:
     ) -> dict[str, str]:
         """A one-hour access token of the partition's service account, its project and
         region: all the google provider needs, and nothing of the platform's own."""
-        partition = _gcp(partition_handle, "partition")
-        enclave = _gcp(enclave_handle, "enclave") or {}
+        partition = handle_of(partition_handle, "gcp", "partition")
+        enclave = handle_of(enclave_handle, "gcp", "enclave") or {}
         if not partition or not partition.get("service_account_email"):
             raise PermanentError(
                 "the partition has no GCP service account handle (provision it first): "
@@ -352,7 +347,7 @@ class GcpDriver:
             raise PermanentError(
                 f"import {imp.alias}: export {imp.from_}/{imp.export_name} is not wired yet"
             )
-        export = _gcp(export_handle, "export")
+        export = handle_of(export_handle, "gcp", "export")
         if export is not None and export.get("type") == "tcp":
             pid = project_id(self.config, enclave.id)
             tags = labels(enclave.id, nclav_import=imp.alias)
@@ -376,7 +371,7 @@ class GcpDriver:
         }
 
     def teardown_import(self, enclave_id: str, alias: str, handle: Handle | None) -> None:
-        old = _gcp(handle, "import")
+        old = handle_of(handle, "gcp", "import")
         if old and old.get("type") == "tcp" and old.get("endpoint_name"):
             psc.teardown_tcp(self.rest, old)
         elif old and old.get("type") == "queue" and old.get("subscription"):
@@ -397,7 +392,7 @@ class GcpDriver:
     def enclave_orphans(
         self, enclave_handle: Handle | None, active_partitions: Iterable[str]
     ) -> list[Orphan]:
-        enclave = _gcp(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "gcp", "enclave")
         if not enclave or not enclave.get("project_id"):
             return []
         return orphans.orphans(
@@ -407,7 +402,7 @@ class GcpDriver:
     def partition_resources(self, enclave_handle: Handle | None, partition_id: str) -> list[str]:
         """Names of what still belongs to the partition: resources with its labels and its
         service account (after its destroy and teardown: empty)."""
-        enclave = _gcp(enclave_handle, "enclave")
+        enclave = handle_of(enclave_handle, "gcp", "enclave")
         if not enclave or not enclave.get("project_id"):
             return []
         return orphans.partition_resources(
