@@ -59,27 +59,13 @@ class AzureScenarioRuntime(Runtime):
         )
         self.pump = HostPump(self.deployment, visibility_s=VISIBILITY_S, crash=WorkerDied)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | dict[str, Any] | None = None,
-        *,
-        content_type: str | None = None,
-        **kw: Any,
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, token: bool
     ) -> Reply:
-        headers: dict[str, str] = {}
-        data = b""
-        if isinstance(body, dict | list):
-            data, headers["content-type"] = json.dumps(body).encode(), "application/json"
-        elif body is not None:
-            data = body
-            headers["content-type"] = content_type or "application/octet-stream"
-        reply = self.deployment.request(method, path, data, headers)
-        return Reply(reply.status, reply.body)
-
-    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        reply = self.deployment.request("POST", path, body, headers, token=None)
+        if token:
+            reply = self.deployment.request(method, path, data or b"", headers)
+        else:
+            reply = self.deployment.request(method, path, data or b"", headers, token=None)
         return Reply(reply.status, reply.body)
 
     @property

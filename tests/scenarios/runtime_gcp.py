@@ -125,27 +125,12 @@ class GcpScenarioRuntime(Runtime):
 
     # -- the driver ----------------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | dict[str, Any] | None = None,
-        *,
-        content_type: str | None = None,
-        **kw: Any,
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, token: bool
     ) -> Reply:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        data: bytes | None = None
-        if isinstance(body, dict | list):
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        elif body is not None:
-            data = body
-            headers["Content-Type"] = content_type or "application/octet-stream"
+        if token:
+            headers = {**headers, "Authorization": f"Bearer {self.token}"}
         found = self.api.open(path, method=method, data=data, headers=headers)
-        return Reply(found.status_code, found.get_data())
-
-    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        found = self.api.open(path, method="POST", data=body, headers=dict(headers))
         return Reply(found.status_code, found.get_data())
 
     @property

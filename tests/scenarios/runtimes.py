@@ -78,9 +78,10 @@ class Runtime:
 
     # -- to implement ----------------------------------------------------------------------
 
-    def request(
-        self, method: str, path: str, body: bytes | dict[str, Any] | None = None, **kw: Any
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, token: bool
     ) -> Reply:
+        """One HTTP request to the runtime's API as sent; ``token``: with the bearer token."""
         raise NotImplementedError
 
     def wait(self, run: Mapping[str, Any], timeout: float = 120.0) -> dict[str, Any]:
@@ -94,9 +95,27 @@ class Runtime:
     def close(self) -> None:
         raise NotImplementedError
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict[str, Any] | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> Reply:
+        """An API request with the bearer token; a dict or list body is sent as JSON."""
+        headers: dict[str, str] = {}
+        data: bytes | None = None
+        if isinstance(body, dict | list):
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        elif body is not None:
+            data = body
+            headers["Content-Type"] = content_type or "application/octet-stream"
+        return self._send(method, path, data, headers, token=True)
+
     def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """A git host's delivery to ``path``: ``headers`` as the host sends them, no token."""
-        raise NotImplementedError
+        return self._send("POST", path, body, dict(headers), token=False)
 
     @property
     def secrets(self) -> SecretStore:
@@ -208,28 +227,11 @@ class LocalScenarioRuntime(Runtime):
         url = urlsplit(self.runtime.start())
         self.host, self.port = str(url.hostname), int(url.port or 80)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | dict[str, Any] | None = None,
-        *,
-        content_type: str | None = None,
-        **kw: Any,
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, token: bool
     ) -> Reply:
-        headers = {"Authorization": f"Bearer {self.runtime.token}"}
-        data: bytes | None = None
-        if isinstance(body, dict | list):
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        elif body is not None:
-            data = body
-            headers["Content-Type"] = content_type or "application/octet-stream"
-        return self._send(method, path, data, headers)
-
-    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        return self._send("POST", path, body, dict(headers))
-
-    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> Reply:
+        if token:
+            headers = {**headers, "Authorization": f"Bearer {self.runtime.token}"}
         conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
         try:
             conn.request(method, path, body=data, headers=headers)
@@ -300,21 +302,14 @@ class AwsScenarioRuntime(Runtime):
         )
         self.pump = CrashTolerantPump(self.deployment)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | dict[str, Any] | None = None,
-        *,
-        content_type: str | None = None,
-        **kw: Any,
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, token: bool
     ) -> Reply:
-        headers = {"content-type": content_type} if content_type else None
-        result = self.deployment.api.request(method, path, body, headers=headers)
-        return Reply(result.status, result.body)
-
-    def webhook(self, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        result = self.deployment.api.request("POST", path, body, headers=headers, token=None)
+        api = self.deployment.api
+        if token:
+            result = api.request(method, path, data, headers=headers)
+        else:
+            result = api.request(method, path, data, headers=headers, token=None)
         return Reply(result.status, result.body)
 
     @property
