@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from functions_aws.settings import Settings, StepQueues
 from nclav.errors import ConfigurationError
 from nclav.runtime.hosted import HostedRuntime
+from nclav.runtime.slot import ProcessSlot
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -130,18 +131,14 @@ class AwsRuntime(HostedRuntime):
         return lambda_time_limit(self.settings.iac_min_remaining_s, self.settings.iac_margin_s)
 
 
-_runtime: AwsRuntime | None = None
-_runtime_lock = threading.Lock()
+_slot: ProcessSlot[AwsRuntime] = ProcessSlot(lambda: AwsRuntime(Settings.from_env()))
+_logs_lock = threading.Lock()
 _logs_routed = False
 
 
 def runtime() -> AwsRuntime:
     """This process's runtime: built from the environment on first use, then reused."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = AwsRuntime(Settings.from_env())
-        return _runtime
+    return _slot.get()
 
 
 def route_logs(source: Any) -> None:
@@ -152,7 +149,7 @@ def route_logs(source: Any) -> None:
     (those loggers stop propagating to the root logger).
     """
     global _logs_routed
-    with _runtime_lock:
+    with _logs_lock:
         if _logs_routed:
             return
         from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -165,14 +162,8 @@ def route_logs(source: Any) -> None:
 
 
 def install(new: AwsRuntime | None) -> AwsRuntime | None:
-    """Replace this process's runtime (tests); ``None`` makes the next use build a fresh one.
-
-    Returns the one it replaced.
-    """
-    global _runtime
-    with _runtime_lock:
-        old, _runtime = _runtime, new
-        return old
+    """Replace this process's runtime (tests); ``None``: the next use builds a fresh one."""
+    return _slot.install(new)
 
 
 __all__ = [
