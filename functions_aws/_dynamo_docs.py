@@ -97,6 +97,7 @@ class _Expr:
 
 
 class DynamoDocuments:
+    atomic = True
     max_doc_bytes = 350_000  # after compression; keys and small fields fit in the rest of 400 KB
     max_transaction = 100
 
@@ -170,10 +171,13 @@ class DynamoDocuments:
             condition += f" AND begins_with({e.n(index.sk)}, {e.v(query.prefix)})"
         if query.upto is not None:
             condition += f" AND {e.n(index.sk)} <= {e.v(query.upto)}"
+        # A filter is judged after DynamoDB's Limit: pages continue until enough pass it.
+        where = {"FilterExpression": e.cond(query.where)} if query.where is not None else {}
         params: dict[str, Any] = {
             "TableName": self.name,
             "KeyConditionExpression": condition,
             "ScanIndexForward": query.forward,
+            **where,
             **e.params(),
             **({"IndexName": index.name} if index.name else {"ConsistentRead": query.consistent}),
         }
@@ -186,6 +190,7 @@ class DynamoDocuments:
             if "LastEvaluatedKey" not in page:
                 break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = items[:limit] if limit is not None else items
         return [{name: plain(v) for name, v in i.items()} for i in items]
 
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:

@@ -121,6 +121,7 @@ class _Lost(Exception):
 
 
 class FirestoreDocuments:
+    atomic = True
     max_doc_bytes = MAX_DOC_BYTES
     max_transaction = 100
 
@@ -173,10 +174,13 @@ class FirestoreDocuments:
             q = q.where(filter=FieldFilter(index.sk, "<=", query.upto))
         direction = firestore.Query.ASCENDING if query.forward else firestore.Query.DESCENDING
         q = q.order_by(index.sk, direction=direction)
-        if query.limit is not None:
+        if query.limit is not None and query.where is None:
             q = q.limit(query.limit)
         with gcp_errors(f"query {query.partition}"):
-            return [d for d in (self._remember(s) for s in q.stream()) if d is not None]
+            found = [d for d in (self._remember(s) for s in q.stream()) if d is not None]
+        if query.where is not None:  # judged here: the condition AST has no Firestore form
+            found = [d for d in found if holds(query.where, d)][: query.limit]
+        return found
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 It judges conditions exactly as the port promises (``port.holds``), refuses what a real
 database refuses (two writes of one document in a transaction, more than
 ``max_transaction`` writes), and makes ``DocumentStateStore`` testable with no server: the
-state-store contract suite runs it as ``store[documents]``.
+state-store contract suite runs it as ``store[documents]``. ``atomic=False`` makes it an
+adapter without transactions (``transact`` refused), as Cosmos DB's is: the contract suite runs
+that as ``store[documents-ordered]``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class MemoryDocuments:
     max_doc_bytes = 350_000
     max_transaction = 100
 
-    def __init__(self) -> None:
+    def __init__(self, *, atomic: bool = True) -> None:
+        self.atomic = atomic
         self._docs: dict[Key, Doc] = {}
         self._lock = threading.Lock()
 
@@ -96,6 +99,8 @@ class MemoryDocuments:
             return _copy(chosen) if chosen is not None else {}
 
     def transact(self, ops: Sequence[Write]) -> None:
+        if not self.atomic:
+            raise NotImplementedError("no transactions here: the store writes in order")
         keys = [_target(op) for op in ops]
         if len(set(keys)) != len(keys) or len(ops) > self.max_transaction:
             raise ValueError("a transaction writes each document once, at most 100 of them")
@@ -125,7 +130,9 @@ class MemoryDocuments:
             found = [
                 _copy(d)
                 for d in self._docs.values()
-                if d.get(index.pk) == query.partition and _within(d.get(index.sk), query)
+                if d.get(index.pk) == query.partition
+                and _within(d.get(index.sk), query)
+                and (query.where is None or holds(query.where, d))
             ]
         found.sort(key=lambda d: (d[index.sk], d["pk"], d["sk"]), reverse=not query.forward)
         return found[: query.limit] if query.limit is not None else found

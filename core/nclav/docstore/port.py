@@ -126,8 +126,9 @@ TABLE = Index("", "pk", "sk")
 @dataclass(frozen=True)
 class Query:
     """One partition of ``index`` in ``sk`` order: those starting with ``prefix`` or
-    ``<= upto``; ``limit`` first ones. Index queries may lag writes; ``consistent`` ones
-    (of the table) do not."""
+    ``<= upto`` and meeting ``where`` (judged before ``limit``); ``limit`` first ones. Index
+    queries may lag writes; ``consistent`` ones (of the table, or of an index on an adapter
+    without atomic transactions, see ``Documents.atomic``) do not."""
 
     partition: str
     index: Index = TABLE
@@ -136,6 +137,7 @@ class Query:
     forward: bool = True
     limit: int | None = None
     consistent: bool = False
+    where: Cond | None = None
 
 
 class ConditionFailedError(ConflictError):
@@ -166,8 +168,18 @@ class ContendedError(TemporaryError):
 
 
 class Documents(Protocol):
-    """A document database: conditional writes are atomic and server-side."""
+    """A document database: conditional writes are atomic and server-side.
 
+    ``atomic``: whether ``transact`` is all-or-nothing across partitions. An adapter whose
+    database cannot promise that (Cosmos DB: a batch holds one partition key, and the local
+    stand-in does not make even that atomic) says ``False``: ``DocumentStateStore`` then
+    never calls ``transact`` and writes in an order every reader tolerates, keeps no
+    documents that only a transaction could keep in step (the unfinished-runs copies, the
+    steps-left count), and asks for ``consistent`` index queries instead, which such an
+    adapter must answer consistently.
+    """
+
+    atomic: bool
     max_doc_bytes: int  # the most a packed record may take in a document
     max_transaction: int  # writes in one ``transact``
 
