@@ -1,0 +1,137 @@
+"""``CosmosDocuments`` specifics on the Cosmos stand-in (the port's contract is in
+tests/contract/test_documents.py): items as stored, sizes, TTL, and requests per write."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from functions_azure._cosmos_docs import TTL_GRACE_S, CosmosDocuments, create_container
+from nclav.docstore import DocumentStateStore
+from nclav.docstore.port import Patch, Put, eq
+from nclav.runtime.stores import RecordTooLargeError
+from nclav.state import EnclaveState
+
+if TYPE_CHECKING:
+    from azure.cosmos import ContainerProxy, DatabaseProxy
+
+pytestmark = pytest.mark.slow
+
+
+class Counted:
+    """A container that counts the requests made through it, by method."""
+
+    def __init__(self, container: ContainerProxy) -> None:
+        self.container = container
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.container, name)
+        if not callable(found):
+            return found
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            result = found(*args, **kwargs)
+            return list(result) if name == "query_items" else result
+
+        return counted
+
+
+@pytest.fixture
+def container(cosmos: DatabaseProxy) -> ContainerProxy:
+    return create_container(cosmos, "state")
+
+
+def test_an_item_keeps_its_key_escaped_and_cosmos_names_aside(container: ContainerProxy) -> None:
+    docs = CosmosDocuments(container)
+    docs.write(Put({"pk": "TF", "sk": "STATE#e/p?x#1", "id": "run-1", "ttl": 3, "docz": b"z"}))
+    item = container.read_item("STATE~23e~2Fp~3Fx~231", partition_key="TF")
+    assert (item["sk"], item["~id"], item["~ttl"], item["docz"]) == (
+        "STATE#e/p?x#1",
+        "run-1",
+        3,
+        {"b64": base64.b64encode(b"z").decode()},
+    )
+    assert "ttl" not in item  # no expires_at: kept forever
+
+
+def test_expires_at_sets_the_items_ttl(container: ContainerProxy) -> None:
+    assert container.read()["defaultTtl"] == -1  # per-item TTL on, none by default
+    docs = CosmosDocuments(container)
+    now = time.time()
+    docs.write(Put({"pk": "EVENTS", "sk": "1", "expires_at": now + 3_600}))
+    ttl = container.read_item("1", partition_key="EVENTS")["ttl"]
+    assert 3_600 + TTL_GRACE_S - 5 <= ttl <= 3_601 + TTL_GRACE_S
+    docs.write(Patch(("EVENTS", "1"), {"expires_at": now + 60}))
+    assert container.read_item("1", partition_key="EVENTS")["ttl"] <= 61 + TTL_GRACE_S
+    docs.write(Patch(("EVENTS", "1"), {"expires_at": None}))
+    assert container.read_item("1", partition_key="EVENTS")["ttl"] == -1
+    assert docs.get(("EVENTS", "1")) == {"pk": "EVENTS", "sk": "1"}
+
+
+def test_no_transactions(container: ContainerProxy) -> None:
+    docs = CosmosDocuments(container)
+    assert docs.atomic is False
+    with pytest.raises(NotImplementedError):
+        docs.transact([Put({"pk": "a", "sk": "b"})])
+
+
+def test_a_large_record_is_stored_compressed(container: ContainerProxy) -> None:
+    store = DocumentStateStore(CosmosDocuments(container))
+    big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(2_500)})
+    assert len(big.model_dump_json()) > 2_500_000  # past Cosmos's 2 MB item as plain JSON
+    store.put_enclave(big, None)
+    (stored,) = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    assert "b64" in stored["docz"] and "doc" not in stored
+    assert len(json.dumps(stored)) < 100_000
+    assert DocumentStateStore(CosmosDocuments(container)).get_enclave("a") == (big, 1)
+    small = EnclaveState(enclave_id="a")
+    store.put_enclave(small, 1)  # a replacement drops the other encoding
+    (stored,) = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    assert "doc" in stored and "docz" not in stored
+    assert store.get_enclave("a") == (small, 2)
+
+
+def test_a_record_too_large_even_compressed_is_refused_by_name(container: ContainerProxy) -> None:
+    store = DocumentStateStore(CosmosDocuments(container))
+    noise = base64.b64encode(os.urandom(1_700_000)).decode()  # ~1.7 MB even compressed
+    with pytest.raises(RecordTooLargeError, match=r"enclave a is .* smaller"):
+        store.put_enclave(EnclaveState(enclave_id="a", context_vars={"n": noise}), None)
+    assert store.get_enclave("a") is None
+    # 1.5 MB compressed (the most a document takes) still fits in an item, base64 and all.
+    fits = base64.b64encode(os.urandom(1_100_000)).decode()
+    store.put_enclave(EnclaveState(enclave_id="b", context_vars={"n": fits}), None)
+    assert store.get_enclave("b") is not None
+
+
+def test_writes_cost_one_request_when_cosmos_can_judge_or_memory_knows(
+    container: ContainerProxy,
+) -> None:
+    counted = Counted(container)
+    docs = CosmosDocuments(counted)  # type: ignore[arg-type]
+    key, doc = ("P", "S"), {"pk": "P", "sk": "S", "v": 1}
+    docs.write(Put(doc))
+    docs.write(Patch(key, {"v": 2}, {"n": 1}, when=eq("v", 1)))  # a filter predicate
+    docs.write(Put({**doc, "v": 3}, eq("v", 2)))  # judged on memory, sent with its etag
+    wide = {f"f{i:02d}": i for i in range(12)}
+    docs.write(Patch(key, wide, when=eq("v", 3)))  # wider than a patch: the same
+    assert sum(counted.calls.values()) == 4, counted.calls
+    assert "read_item" not in counted.calls
+    # Changed elsewhere, still meeting the condition: the etag loses, read, write again.
+    other = CosmosDocuments(container)
+    other.write(Patch(key, {"x": 1}))
+    counted.calls.clear()
+    docs.write(Put({**doc, "v": 4}, eq("v", 3)))
+    assert counted.calls == {"replace_item": 2, "read_item": 1}, counted.calls
+    # Changed elsewhere so that memory says "lost": read before deciding, then written.
+    other.write(Patch(key, {"v": 5}))
+    counted.calls.clear()
+    docs.write(Put({**doc, "v": 6}, eq("v", 5)))
+    assert counted.calls == {"replace_item": 1, "read_item": 1}, counted.calls
