@@ -61,3 +61,14 @@ def test_a_failed_transaction_names_its_write_with_documents(docs: DynamoDocumen
         docs.transact([Put({"pk": "R", "sk": "b"}), Patch(("R", "a"), {"v": 2}, when=eq("v", 9))])
     assert lost.value.failed(1) and not lost.value.failed(0)
     assert docs.query(Query("R", prefix="b", consistent=True)) == []
+
+
+def test_a_filtered_query_pages_on_until_its_limit_passes_the_filter(
+    docs: DynamoDocuments,
+) -> None:
+    # DynamoDB judges a FilterExpression after its Limit: asking for 2 reads 2 items, both
+    # filtered out here, so the adapter must page on to find the two that pass.
+    docs.batch_write(puts=[{"pk": "Q", "sk": f"{i}", "odd": i % 2} for i in range(8)])
+    found = docs.query(Query("Q", where=eq("odd", 1), limit=2, consistent=True))
+    assert [d["sk"] for d in found] == ["1", "3"]
+    assert len(docs.query(Query("Q", where=eq("odd", 1)))) == 4

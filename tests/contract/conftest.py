@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 STATE_STORES = [
     "memory",
     "documents",
+    "documents-ordered",
     "sqlite",
     "dynamodb",
     pytest.param("firestore", marks=pytest.mark.slow),
@@ -100,6 +101,8 @@ def open_state_store(kind: str, path: Path) -> StateStore:
         return SqliteStateStore(path / "state.db")
     if kind == "documents":  # core's document store over its in-memory documents adapter
         return DocumentStateStore(MemoryDocuments())
+    if kind == "documents-ordered":  # the same without transactions (ordered writes)
+        return DocumentStateStore(MemoryDocuments(atomic=False))
     raise ValueError(kind)
 
 

@@ -91,3 +91,13 @@ def test_queries_read_one_partition_in_order() -> None:
 def test_doc_size_counts_names_and_values() -> None:
     assert doc_size({"ab": "xyz"}) == 3 + 2 + 1 + 3
     assert doc_size(b"12345") == 5
+
+
+def test_a_filter_is_judged_before_the_limit_and_transactions_can_be_refused() -> None:
+    docs = MemoryDocuments(atomic=False)
+    docs.batch_write(puts=[{"pk": "Q", "sk": f"{i}", "odd": i % 2} for i in range(6)])
+    found = docs.query(Query("Q", where=eq("odd", 1) | eq("sk", "0"), limit=3))
+    assert [d["sk"] for d in found] == ["0", "1", "3"]
+    with pytest.raises(NotImplementedError):
+        docs.transact([Put({"pk": "Q", "sk": "9"})])
+    assert docs.get(("Q", "9")) is None

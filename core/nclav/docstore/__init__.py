@@ -1,5 +1,6 @@
 """The StateStore's logic over a small documents port (conditional get/put/patch/delete,
-one-partition queries, all-or-nothing writes of a few documents), for every document database.
+one-partition queries, all-or-nothing writes of a few documents where the database has them,
+ordered single writes where it does not), for every document database.
 
 ``DocumentStateStore`` (``store``) is the store; ``Documents`` (``port``) what an adapter
 provides; ``MemoryDocuments`` (``memory``) the in-process adapter the contract suite runs.

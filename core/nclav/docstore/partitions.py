@@ -108,9 +108,16 @@ class DocPartitions:
             self.docs.write(Put(doc))
             self._placed(run.id, doc)
             return
-        # Its start time or partition changed: move it, and its locator, in one transaction.
+        # Its start time or partition changed: move it, and its locator, in one transaction;
+        # without transactions in this order: the new copy, the locator, the old copy gone
+        # (the run is never absent; a copy left by a crash is dropped by the listing).
         moved = Put(self._locator(run.id, doc), eq("list_sk", old[1]))
-        self.docs.transact([Delete(old), Put(doc), moved])
+        if self.docs.atomic:
+            self.docs.transact([Delete(old), Put(doc), moved])
+        else:
+            self.docs.write(Put(doc))
+            self.docs.write(moved)
+            self.docs.write(Delete(old))
         self._placed(run.id, doc)
 
     def _placed(self, run_id: str, doc: Doc) -> None:
@@ -121,8 +128,13 @@ class DocPartitions:
     def _insert_iac_run(self, run: IacRun) -> None:
         order = self.docs.write(Patch(IAC_COUNTER, add={"n": 1}), returns="new")["n"]
         doc = self._iac_doc(run, int(order))
+        ops = [Put(self._locator(run.id, doc), absent("pk")), Put(doc)]
         try:
-            self.docs.transact([Put(self._locator(run.id, doc), absent("pk")), Put(doc)])
+            if self.docs.atomic:
+                self.docs.transact(ops)
+            else:  # the locator first: a crash leaves one naming nothing, as if unwritten
+                for op in ops:
+                    self.docs.write(op)
         except ConditionFailedError:
             self._update_iac_run(run)  # written before (elsewhere): replace its record
             return
@@ -145,7 +157,10 @@ class DocPartitions:
             return []
         partition = lay.iac_partition(enclave_id, partition_id)
         docs = self.docs.query(Query(partition, forward=False, limit=limit, consistent=True))
-        return [IacRun.model_validate_json(lay.read_doc(d)) for d in docs]
+        newest: dict[str, Doc] = {}
+        for doc in docs:  # without transactions, a move's old copy may outlive a crash
+            newest.setdefault(str(doc["id"]), doc)
+        return [IacRun.model_validate_json(lay.read_doc(d)) for d in newest.values()]
 
     # -- Terraform locks and state pointers, the partition mutex -------------------------------
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nclav.docstore import layout as lay
-from nclav.docstore.port import Query, key_of
+from nclav.docstore.port import Query, eq, key_of, one_of
+from nclav.records import StepStatus
 from nclav.runtime.stores import lease_expired, stuck_ready
 
 if TYPE_CHECKING:
@@ -38,6 +39,11 @@ class DocStepReads:
     docs: Documents
 
     def has_unfinished_steps(self, run_id: str) -> bool:
+        if not self.docs.atomic:  # no count kept: the run and its unfinished steps, one query
+            unfinished = one_of("status", [s.value for s in StepStatus if not s.final])
+            where = eq("sk", lay.RUN_SK) | unfinished
+            query = Query(lay.run_partition(run_id), consistent=True, where=where)
+            return bool(committed_steps(self.docs.query(query)))
         doc = self.docs.get(lay.steps_left_key(run_id))
         if doc is not None and "total" in doc:
             return int(doc["n"]) > 0

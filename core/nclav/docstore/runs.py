@@ -14,10 +14,21 @@ absent or names another plan. ``begin_run`` of a big plan first claims the queue
 (``begin_claim``), so two workers never write one run's steps at once; a claim left by a
 worker that died mid-write expires ``CLAIM_TTL_S`` after it was taken (longer than Lambda's
 15-minute ceiling, so its owner is gone) and may then be taken over.
+
+**Without atomic transactions** (``Documents.atomic`` false: Cosmos DB) every plan takes the
+big plan's way (steps first, then the run document naming them), and seq order comes from a
+turnstile instead of a transaction: ``create_run`` takes the next number and marks the counter
+``pending`` in one conditional patch (``_take_turn``), writes the run, then clears the mark;
+the next creator waits for it, so run ``n`` is visible before ``n + 1`` is even numbered. A
+mark left by a process that died is taken over ``TURN_HOLD_S`` after it was set (a failed
+creation leaves a gap in the numbers, never a repeat). There are no unfinished-run copies and
+no steps-left count to keep in step: ``list_unfinished_runs`` is a consistent, filtered query
+of the runs index, ``has_unfinished_steps`` one of the run's partition.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -34,6 +45,7 @@ from nclav.docstore.port import (
     doc_size,
     eq,
     key_of,
+    le,
     lt,
     one_of,
 )
@@ -52,6 +64,9 @@ _TX_STEP_BYTES = 2_000_000  # of DynamoDB's 4 MB; the run and its copy take at m
 _SEQ_ATTEMPTS = 12
 CLAIM_TTL_S = 1_800.0
 RUN_COUNTER = (lay.COUNTER, lay.RUNS)
+TURN_HOLD_S = 60.0  # a turnstile mark older than this was left by a process that died
+TURN_WAIT_S = 30.0  # how long create_run waits for another run's creation
+_UNFINISHED = [s.value for s in UNFINISHED_RUN]
 
 
 def _backoff(attempt: int) -> None:
@@ -86,6 +101,8 @@ class DocRuns:
             lay.step_doc(s.model_copy(update={"version": 1}), i, str(plan))
             for i, s in enumerate(steps)
         ]
+        if not self.docs.atomic:
+            return self._create_in_turn(run, plan, docs)
         if not self._fits(docs, others=4):
             if self.docs.get(lay.run_key(run.id)) is not None:
                 raise ConflictError(f"run {run.id} already exists")
@@ -115,6 +132,49 @@ class DocRuns:
             _backoff(attempt)  # another run took seq last + 1 first: read the counter again
         raise TemporaryError("run sequence counter too contended; try again", retry_after_s=1.0)
 
+    def _create_in_turn(self, run: Run, plan: str | None, docs: list[Doc]) -> Run:
+        """``create_run`` without transactions: in turn, steps first, the run last."""
+        seq = self._take_turn(run.id)
+        try:
+            # In turn, no other creation runs: a run found absent here stays absent until
+            # its document below, so its steps are never overwritten by a second creator.
+            if docs and self.docs.get(lay.run_key(run.id)) is not None:
+                raise ConflictError(f"run {run.id} already exists")
+            self.docs.batch_write(puts=docs)  # committed by the run document below
+            stored = run.model_copy(update={"seq": seq})
+            try:
+                self.docs.write(Put(lay.run_doc(self.docs, stored, plan), when=absent("pk")))
+            except ConditionFailedError as exc:
+                raise ConflictError(f"run {run.id} already exists") from exc
+            return stored
+        finally:
+            self._end_turn(run.id)
+
+    def _take_turn(self, run_id: str) -> int:
+        """The next run seq, the counter marked ``pending`` by ``run_id`` in the same patch."""
+        deadline, attempt = time.monotonic() + TURN_WAIT_S, 0
+        while True:
+            now = time.time()
+            free = absent("pending") | le("since", now - TURN_HOLD_S)
+            mark = Patch(RUN_COUNTER, {"pending": run_id, "since": now}, {"n": 1}, when=free)
+            try:
+                return int(self.docs.write(mark, returns="new")["n"])
+            except ConditionFailedError as exc:
+                if time.monotonic() > deadline:
+                    busy = (exc.item or {}).get("pending")
+                    raise TemporaryError(
+                        f"run {run_id}: run creation is busy (run {busy} is being created)",
+                        retry_after_s=1.0,
+                    ) from exc
+            attempt += 1
+            _backoff(min(attempt, 6))
+
+    def _end_turn(self, run_id: str) -> None:
+        # Lost: the mark was taken over meanwhile (this process was too slow), nothing to clear.
+        with contextlib.suppress(ConditionFailedError):
+            clear = {"pending": None, "since": None}
+            self.docs.write(Patch(RUN_COUNTER, clear, when=eq("pending", run_id)))
+
     def _unfinished_op(self, run: Run) -> Write:
         if run.status.final:
             return Delete((lay.UNFINISHED_RUNS, seq_text(run.seq)))
@@ -134,7 +194,11 @@ class DocRuns:
         return [lay.run_from(d) for d in self.docs.query(query)]
 
     def list_unfinished_runs(self) -> list[Run]:
-        found = self.docs.query(Query(lay.UNFINISHED_RUNS, consistent=True))
+        if self.docs.atomic:
+            found = self.docs.query(Query(lay.UNFINISHED_RUNS, consistent=True))
+        else:
+            where = one_of("status", _UNFINISHED)
+            found = self.docs.query(Query(lay.RUNS, lay.GSI1, consistent=True, where=where))
         return [lay.run_from(d) for d in found]
 
     def _stored(self, run_id: str) -> Doc:
@@ -155,7 +219,10 @@ class DocRuns:
         when = one_of("status", [s.value for s in allowed])
         patch = Patch(lay.run_key(run.id), lay.run_fields(self.docs, updated), when=when)
         try:
-            self.docs.transact([patch, self._unfinished_op(updated)])
+            if self.docs.atomic:
+                self.docs.transact([patch, self._unfinished_op(updated)])
+            else:
+                self.docs.write(patch)
         except ConditionFailedError as exc:
             raise ConflictError(f"run {run.id} was finalised meanwhile") from exc
         return updated
@@ -168,7 +235,7 @@ class DocRuns:
             lay.step_doc(s.model_copy(update={"version": 1}), i, token) for i, s in enumerate(steps)
         ]
         left = lay.steps_left_doc(run.id, steps)
-        if self._fits(docs, others=3):
+        if not steps or (self.docs.atomic and self._fits(docs, others=3)):
             self._commit_begin(
                 began, self._beginnable(run), token if steps else None, [left, *docs]
             )
@@ -197,7 +264,10 @@ class DocRuns:
             fields["plan"] = plan
         patch = Patch(lay.run_key(run.id), fields, when=when)
         try:
-            self.docs.transact([patch, self._unfinished_op(run), *(Put(d) for d in docs)])
+            if self.docs.atomic:
+                self.docs.transact([patch, self._unfinished_op(run), *(Put(d) for d in docs)])
+            else:  # the steps, if any, are written (claimed way); nothing else is kept
+                self.docs.write(patch)
         except ConditionFailedError as exc:
             raise ConflictError(f"run {run.id} has already begun") from exc
 

@@ -4,7 +4,8 @@ Every lease decision is a condition on the step document itself, so it holds acr
 processes. A write that takes a step to a final status (or, never in the engine, back from
 one) moves the run's ``#STEPS_LEFT`` count in the same transaction, so
 ``has_unfinished_steps`` is one read, exact under concurrent finishes. Every other step write
-stays one conditional patch. The reads are ``reads``.
+stays one conditional patch; without atomic transactions (``Documents.atomic``) there is no
+count, and every step write is one conditional patch. The reads are ``reads``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class DocSteps(DocStepReads):
         target = lay.step_key(run_id, step_id)
         held = self._held_docs.pop(target, None)
         bump = {"version": 1}
-        if not status.final:  # handed back for a retry: still unfinished, the count stays
+        if not status.final or not self.docs.atomic:
+            # Handed back for a retry (still unfinished, the count stays), or no count kept.
             try:
                 doc = self.docs.write(Patch(target, changes, bump, _held(owner)), returns="new")
             except ConditionFailedError:
@@ -179,6 +181,8 @@ class DocSteps(DocStepReads):
         # it without a read first: guess "unfinished" (the engine only ever updates pending or
         # ready steps), and on a lost condition at the expected version, the stored step was
         # final: write again with that knowledge (same version, so still the same CAS).
+        if not self.docs.atomic:  # no count to move: the version alone decides
+            return self._update_step(step, expected_version, was_final=None)
         try:
             return self._update_step(step, expected_version, was_final=False)
         except ConditionFailedError as exc:
@@ -197,17 +201,31 @@ class DocSteps(DocStepReads):
                 f"step {step.step_id}: changed while at expected version {expected_version}"
             ) from exc
 
-    def _update_step(self, step: StepRecord, expected: int, *, was_final: bool) -> StepRecord:
-        """The CAS write of ``step``, given whether the stored one is final.
+    def _update_step(
+        self, step: StepRecord, expected: int, *, was_final: bool | None
+    ) -> StepRecord:
+        """The CAS write of ``step``, given whether the stored one is final (``None``: no
+        count kept, it does not matter).
 
         Raises ``ConditionFailedError`` carrying the stored document (``item`` for a single
         write, ``items[0]`` for a transaction) when the version or the guess is wrong.
         """
-        statuses = _FINAL if was_final else _UNFINISHED
-        when = exists("pk") & eq("version", expected) & one_of("status", statuses)
+        when = exists("pk") & eq("version", expected)
+        if was_final is not None:
+            when &= one_of("status", _FINAL if was_final else _UNFINISHED)
         new = step.model_copy(update={"version": expected + 1})
         fields = lay.step_fields(new)
         patch = Patch(lay.step_key(step.run_id, step.step_id), fields, when=when)
+        if was_final is None:
+            try:
+                return lay.step_from(self.docs.write(patch, returns="new"))
+            except ConditionFailedError as exc:
+                if exc.item is None:
+                    raise NotFoundError(f"step not found: {step.run_id}/{step.step_id}") from exc
+                found = int(exc.item["version"])
+                raise ConflictError(
+                    f"step {step.step_id}: expected version {expected}, found {found}"
+                ) from exc
         delta = int(was_final) - int(new.status.final)  # unfinished steps gained
         if delta == 0:
             return lay.step_from(self.docs.write(patch, returns="new"))
