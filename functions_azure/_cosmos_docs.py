@@ -115,20 +115,26 @@ def to_doc(item: Doc) -> Doc:
     return doc
 
 
-def where_sql(cond: Cond, literal: Callable[[Any], str]) -> str:
+def where_sql(cond: Cond, literal: Callable[[Any], str], *, in_and: bool = False) -> str:
     """``cond`` as a Cosmos SQL condition; ``literal`` writes a value (inline or a parameter).
 
-    Cosmos, like ``port.holds``, never matches ``=``/``<``/``<=`` across types."""
-    if cond.op in ("and", "or"):
-        return f" {cond.op.upper()} ".join(f"({where_sql(p, literal)})" for p in cond.parts)
+    Cosmos, like ``port.holds``, never matches ``=``/``<``/``<=`` across types. Parentheses
+    only where precedence needs them (an OR within an AND): the stand-in's parser takes time
+    exponential in their depth (seconds at 5 levels)."""
+    if cond.op == "and":
+        return " AND ".join(where_sql(p, literal, in_and=True) for p in cond.parts)
     prop = _prop(cond.name)
-    if cond.op == "absent":
-        return f"(NOT IS_DEFINED({prop}) OR IS_NULL({prop}))"
-    if cond.op == "exists":
-        return f"(IS_DEFINED({prop}) AND NOT IS_NULL({prop}))"
-    if cond.op == "in":
+    if cond.op == "or":
+        sql = " OR ".join(where_sql(p, literal) for p in cond.parts)
+    elif cond.op == "absent":
+        sql = f"NOT IS_DEFINED({prop}) OR IS_NULL({prop})"
+    elif cond.op == "exists":
+        return f"IS_DEFINED({prop}) AND NOT IS_NULL({prop})"
+    elif cond.op == "in":
         return f"{prop} IN ({', '.join(literal(v) for v in cond.value)})" if cond.value else "false"
-    return f"{prop} {cond.op} {literal(cond.value)}"
+    else:
+        return f"{prop} {cond.op} {literal(cond.value)}"
+    return f"({sql})" if in_and else sql
 
 
 def _after(op: Write, old: Doc | None) -> Doc | None:
@@ -266,7 +272,7 @@ class CosmosDocuments:
         if query.upto is not None:
             parts.append(f"{sk} <= {literal(query.upto)}")
         if query.where is not None:
-            parts.append(f"({where_sql(query.where, literal)})")
+            parts.append(where_sql(query.where, literal, in_and=True))
         top = f"TOP {int(query.limit)} " if query.limit is not None else ""
         order = "ASC" if query.forward else "DESC"
         sql = f"SELECT {top}* FROM c WHERE {' AND '.join(parts)} ORDER BY {sk} {order}"

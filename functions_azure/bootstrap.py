@@ -113,9 +113,12 @@ class AzureRuntime(HostedRuntime):
 
     @property
     def store(self) -> StateStore:
-        from functions_azure.cosmos_store import CosmosStateStore
+        from functions_azure._cosmos_docs import CosmosDocuments
+        from nclav.docstore import DocumentStateStore
 
-        return self._once("store", lambda: CosmosStateStore(self._cosmos_container()))
+        return self._once(
+            "store", lambda: DocumentStateStore(CosmosDocuments(self._cosmos_container()))
+        )
 
     @property
     def blobs(self) -> AzureBlobStore:

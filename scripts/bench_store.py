@@ -350,7 +350,8 @@ def cosmos_store(tally: Tally, root: Path) -> Iterator[StateStore]:
     from azure.cosmos import CosmosClient
 
     import azure_stand_ins  # type: ignore[import-not-found]
-    from functions_azure.cosmos_store import CosmosStateStore, create_container
+    from functions_azure._cosmos_docs import CosmosDocuments, create_container
+    from nclav.docstore import DocumentStateStore
 
     class CountedTransport(RequestsTransport):  # type: ignore[misc]
         def send(self, request: Any, **kwargs: Any) -> Any:
@@ -379,7 +380,7 @@ def cosmos_store(tally: Tally, root: Path) -> Iterator[StateStore]:
         )
         database = client.create_database(azure_stand_ins.unique_name("bench"))
         try:
-            yield CosmosStateStore(create_container(database, "state"))
+            yield DocumentStateStore(CosmosDocuments(create_container(database, "state")))
         finally:
             client.delete_database(database.id)
 

@@ -93,7 +93,7 @@ class AzureDeployment:
         cosmos_endpoint: str,
         **env: str,
     ) -> None:
-        from functions_azure.cosmos_store import create_container as create_cosmos_container
+        from functions_azure._cosmos_docs import create_container as create_cosmos_container
 
         suffix = unique_name("x")[2:]
         self.storage = storage

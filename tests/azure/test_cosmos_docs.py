@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from functions_azure._cosmos_docs import TTL_GRACE_S, CosmosDocuments, create_container
+from functions_azure._cosmos_docs import TTL_GRACE_S, CosmosDocuments, create_container, where_sql
 from nclav.docstore import DocumentStateStore
-from nclav.docstore.port import Patch, Put, eq
+from nclav.docstore.port import Patch, Put, absent, eq, le
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
 
@@ -135,3 +135,26 @@ def test_writes_cost_one_request_when_cosmos_can_judge_or_memory_knows(
     counted.calls.clear()
     docs.write(Put({**doc, "v": 6}, eq("v", 5)))
     assert counted.calls == {"replace_item": 1, "read_item": 1}, counted.calls
+
+
+def test_keys_cosmos_would_refuse_as_ids_round_trip(container: ContainerProxy) -> None:
+    # Cosmos ids cannot hold / \\ ? #: terraform keys (enclave/partition) and odd ids do.
+    store = DocumentStateStore(CosmosDocuments(container))
+    for key in ("e/p", "e/p#1", "e/p?x", "e/~7E", "e/b\\s"):
+        store.set_tf_state(key, f"blob-{key}")
+        assert store.get_tf_state(key) == f"blob-{key}"
+    assert store.list_tf_states("e") == ["e/b\\s", "e/p", "e/p#1", "e/p?x", "e/~7E"]
+    store.put_enclave(EnclaveState(enclave_id="a/b#c"), None)
+    assert [e.enclave_id for e in store.list_enclaves()] == ["a/b#c"]
+
+
+def test_conditions_nest_parentheses_only_where_precedence_needs_them() -> None:
+    # The stand-in's parser takes seconds at 5 levels: a claim's condition once took 13 s.
+    ready = eq("status", "ready") & (absent("not_before") | le("not_before", 1.0))
+    claim = ready | eq("status", "running") & le("lease_expires_at", 1.0)
+    sql = where_sql(claim, json.dumps)
+    depth, deepest = 0, 0
+    for ch in sql:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    assert deepest == 2, sql  # (NOT IS_DEFINED(c["not_before"]) OR ...)

@@ -22,8 +22,8 @@ from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
 from functions_azure.blob_store import AzureBlobStore, create_container
-from functions_azure.cosmos_store import CosmosStateStore
-from functions_azure.cosmos_store import create_container as create_cosmos_container
+from functions_azure._cosmos_docs import CosmosDocuments
+from functions_azure._cosmos_docs import create_container as create_cosmos_container
 from functions_azure.queue import StorageWorkQueue
 from functions_azure.queue import create_queues as create_storage_queues
 from functions_azure.secrets import KeyVaultSecretStore
@@ -121,7 +121,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         return
     if request.param == "cosmos":
         database = request.getfixturevalue("cosmos")  # the Cosmos DB stand-in
-        yield CosmosStateStore(create_cosmos_container(database, "state"))
+        yield DocumentStateStore(CosmosDocuments(create_cosmos_container(database, "state")))
         return
     opened = open_state_store(request.param, tmp_path)
     yield opened

@@ -108,6 +108,9 @@ K = ("P#1", "S#1")
         (absent("pk"), False),
         (eq("n", 2) | eq("s", "a"), True),
         (eq("n", 1) & absent("s"), False),
+        (absent("gone") & eq("n", 1), True),
+        (eq("n", 2) | absent("s") & eq("n", 1) | exists("gone"), False),
+        (eq("n", 2) | (absent("gone") | eq("n", 3)) & (eq("s", "a") & exists("n")), True),
     ],
 )
 def test_conditions_are_judged_like_a_server(docs: Documents, cond: Cond, wins: bool) -> None:
