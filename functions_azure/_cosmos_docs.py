@@ -32,6 +32,7 @@ are then consistent too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import threading
@@ -42,8 +43,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from azure.core import MatchConditions
 
 from functions_azure._errors import azure_errors
+from nclav.docstore import layout as lay
 from nclav.docstore.layout import TTL_ATTRIBUTE
+from nclav.docstore.partitions import IAC_COUNTER
 from nclav.docstore.port import ConditionFailedError, Delete, Patch, Put, absent, holds, key_of
+from nclav.docstore.runs import RUN_COUNTER
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.runtime.timing import backoff
@@ -152,6 +156,13 @@ def _after(op: Write, old: Doc | None) -> Doc | None:
     for name, delta in op.add.items():
         new[name] = new.get(name, 0) + delta
     return new
+
+
+def _admits_none(when: Cond | None) -> bool:
+    """Whether ``when`` names "no document" as one way to hold (``absent("pk") | ...``)."""
+    if when is None:
+        return False
+    return when == _CREATE or (when.op == "or" and any(_admits_none(p) for p in when.parts))
 
 
 def _target(op: Write) -> Key:
@@ -284,6 +295,10 @@ class CosmosDocuments:
     # -- writes ----------------------------------------------------------------------------
 
     def write(self, op: Write, returns: Literal["new", "old"] | None = None) -> Doc:
+        if isinstance(op, Patch) and _admits_none(op.when):
+            seen = self.memory.get(op.key)
+            if seen is None or seen[0] is None:  # most likely none there (a free mutex)
+                return self._put(Put(_after(op, None) or {}, _CREATE), returns, patch=op)
         if returns != "old":
             if isinstance(op, Patch) and len(_patch_ops(op)) <= PATCH_OPS_MAX:
                 return self._patch(op, returns)
@@ -315,8 +330,11 @@ class CosmosDocuments:
         doc = self._seen(item)
         return doc if returns == "new" else {}
 
-    def _put(self, op: Put, returns: Literal["new"] | None) -> Doc:
-        """An upsert, or a create when ``when`` says none may be there (409: judged on a read)."""
+    def _put(
+        self, op: Put, returns: Literal["new", "old"] | None, patch: Patch | None = None
+    ) -> Doc:
+        """An upsert, or a create when ``when`` says none may be there (409: judged on a read,
+        or the ``patch`` this create stands for is sent after all)."""
         item = to_item(op.doc)
         try:
             with azure_errors(f"cosmos put {op.doc['pk']}/{op.doc['sk']}"):
@@ -326,6 +344,10 @@ class CosmosDocuments:
                     done = self.container.create_item(item)
         except ConflictError:
             self.memory.forget(key_of(op.doc))
+            if patch is not None and returns != "old" and len(_patch_ops(patch)) <= PATCH_OPS_MAX:
+                return self._patch(patch, returns)
+            if patch is not None:
+                return self._decide(patch, returns, fresh=True)
             return self._decide(op, returns, fresh=True)
         doc = self._seen(done)
         return doc if returns == "new" else {}
@@ -424,13 +446,18 @@ class CosmosDocuments:
 
 
 def create_container(database: Any, name: str) -> ContainerProxy:
-    """Create (or keep) the store's container: partitioned on ``/pk``, per-item TTL on."""
+    """Create (or keep) the store's container: partitioned on ``/pk``, per-item TTL on; and
+    its counters (a deployment step, like DynamoDB's table): a store's first run, event and
+    IaC run then find theirs, no 404 and create first."""
     from azure.cosmos import PartitionKey
 
     with azure_errors(f"cosmos create container {name}"):
         container: ContainerProxy = database.create_container_if_not_exists(
             name, partition_key=PartitionKey("/pk"), default_ttl=-1
         )
+    for key in (RUN_COUNTER, IAC_COUNTER, (lay.COUNTER, lay.EVENTS)):
+        with contextlib.suppress(ConflictError), azure_errors(f"cosmos create {key}"):
+            container.create_item(to_item({"pk": key[0], "sk": key[1], "n": 0}))
     return container
 
 

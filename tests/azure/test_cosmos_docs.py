@@ -14,7 +14,9 @@ import pytest
 
 from functions_azure._cosmos_docs import TTL_GRACE_S, CosmosDocuments, create_container, where_sql
 from nclav.docstore import DocumentStateStore
+from nclav.docstore.layout import ENCLAVES
 from nclav.docstore.port import Patch, Put, absent, eq, le
+from nclav.records import AuditEvent, EventKind, iso_time
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
 
@@ -76,6 +78,21 @@ def test_expires_at_sets_the_items_ttl(container: ContainerProxy) -> None:
     assert docs.get(("EVENTS", "1")) == {"pk": "EVENTS", "sk": "1"}
 
 
+def test_a_free_mutex_is_one_create_and_counters_are_made_with_the_container(
+    container: ContainerProxy,
+) -> None:
+    counted = Counted(container)
+    store = DocumentStateStore(CosmosDocuments(counted))  # type: ignore[arg-type]
+    for key in ("e/p", "e/q"):
+        assert store.acquire_partition(key, "me", 60.0, 0.0)
+    assert counted.calls == {"create_item": 2}, counted.calls
+    assert not store.acquire_partition("e/p", "them", 60.0, 1.0)  # held: 409, then 412
+    assert store.acquire_partition("e/p", "me", 60.0, 1.0)  # renewed: one patch
+    counted.calls.clear()
+    store.append_event(AuditEvent(kind=EventKind.RECONCILE_STARTED, at=iso_time(0)))
+    assert counted.calls == {"patch_item": 1, "upsert_item": 1}, counted.calls
+
+
 def test_no_transactions(container: ContainerProxy) -> None:
     docs = CosmosDocuments(container)
     assert docs.atomic is False
@@ -88,13 +105,13 @@ def test_a_large_record_is_stored_compressed(container: ContainerProxy) -> None:
     big = EnclaveState(enclave_id="a", context_vars={f"k{i}": "v" * 1_000 for i in range(2_500)})
     assert len(big.model_dump_json()) > 2_500_000  # past Cosmos's 2 MB item as plain JSON
     store.put_enclave(big, None)
-    (stored,) = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    stored = container.read_item("a", partition_key=ENCLAVES)
     assert "b64" in stored["docz"] and "doc" not in stored
     assert len(json.dumps(stored)) < 100_000
     assert DocumentStateStore(CosmosDocuments(container)).get_enclave("a") == (big, 1)
     small = EnclaveState(enclave_id="a")
     store.put_enclave(small, 1)  # a replacement drops the other encoding
-    (stored,) = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    stored = container.read_item("a", partition_key=ENCLAVES)
     assert "doc" in stored and "docz" not in stored
     assert store.get_enclave("a") == (small, 2)
 
