@@ -46,4 +46,5 @@ resource "azurerm_cosmosdb_sql_container" "state" {
   database_name         = azurerm_cosmosdb_sql_database.nclav.name
   partition_key_paths   = ["/pk"]
   partition_key_version = 2
+  default_ttl           = -1 # per-item TTL on (functions_azure/_cosmos_docs.py: expires_at)
 }
