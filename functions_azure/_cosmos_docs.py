@@ -431,18 +431,18 @@ class CosmosDocuments:
                 for key, _ in chunk:
                     self.memory.forget(key)
                 operations = [
-                    ("upsert", (to_item(doc),)) if doc is not None else ("delete", (item_id(k[1]),))
-                    for k, doc in chunk
+                    ("upsert", (to_item(put),)) if put is not None else ("delete", (item_id(k[1]),))
+                    for k, put in chunk
                 ]
                 try:
                     with azure_errors(f"cosmos batch {pk} ({len(chunk)})"):
                         self.container.execute_item_batch(operations, partition_key=pk)
                 except (ConflictError, NotFoundError):
-                    for key, doc in chunk:
-                        if doc is None:
+                    for key, put in chunk:
+                        if put is None:
                             self._delete(key, None)
                         else:
-                            self.write(Put(doc))
+                            self.write(Put(put))
 
 
 def create_container(database: Any, name: str) -> ContainerProxy:
