@@ -19,7 +19,8 @@ judged here on the document as last seen and sent with that sighting's etag
 and judges again. ``_Memory`` keeps, per document, what this process last read or wrote of
 it with its etag (every point read, query result and write response), so a read-decide-write
 of a document the engine just read costs one request; a decision *not* to write is only ever
-taken on a fresh read.
+taken on a fresh read. A patch whose condition admits no document (``absent("pk") | ...``:
+the partition mutex) is a create first when memory does not say one is there.
 
 **No transactions** (``atomic = False``): a transactional batch holds one partition key and
 the local stand-in does not make even that atomic, so ``DocumentStateStore`` never calls
