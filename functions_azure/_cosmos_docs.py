@@ -47,7 +47,16 @@ from functions_azure._errors import azure_errors
 from nclav.docstore import layout as lay
 from nclav.docstore.layout import TTL_ATTRIBUTE
 from nclav.docstore.partitions import IAC_COUNTER
-from nclav.docstore.port import ConditionFailedError, Delete, Patch, Put, absent, holds, key_of
+from nclav.docstore.port import (
+    ConditionFailedError,
+    Delete,
+    Patch,
+    Put,
+    absent,
+    doc_size,
+    holds,
+    key_of,
+)
 from nclav.docstore.runs import RUN_COUNTER
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
@@ -70,6 +79,8 @@ _MEMORY_SIZE = 1024  # documents remembered per adapter (the most recently seen)
 _BATCH = 100  # operations in one transactional batch; ids in one ARRAY_CONTAINS query
 _ESCAPES = {"~": "~7E", "/": "~2F", "\\": "~5C", "?": "~3F", "#": "~23"}
 _Seen = tuple["Doc | None", "str | None"]  # (the document or None, its etag)
+_Batched = tuple["Key", "Doc | None"]  # a batch's upsert (the document) or delete (None)
+_BATCH_BYTES = 1_500_000  # of a transactional batch's 2 MB request
 _CREATE = absent("pk")  # a put's condition that only "no document" meets
 
 
@@ -418,17 +429,16 @@ class CosmosDocuments:
         raise NotImplementedError("Cosmos DB has no cross-partition transactions")
 
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
-        """Per partition, transactional batches of at most 100 upserts and deletes (one request
-        each, never relied on for atomicity); a failed batch (a delete of a missing item fails
-        it) is written again one operation at a time."""
-        by_partition: dict[str, list[tuple[Key, Doc | None]]] = {}
+        """Per partition, transactional batches of at most 100 upserts and deletes and ~1.5 MB
+        (one request each, never relied on for atomicity); a failed batch (a delete of a missing
+        item fails it) is written again one operation at a time."""
+        by_partition: dict[str, list[_Batched]] = {}
         for doc in puts:
             by_partition.setdefault(str(doc["pk"]), []).append((key_of(doc), doc))
         for key in deletes:
             by_partition.setdefault(key[0], []).append((key, None))
         for pk, writes in by_partition.items():
-            for start in range(0, len(writes), _BATCH):
-                chunk = writes[start : start + _BATCH]
+            for chunk in _chunks(writes):
                 for key, _ in chunk:
                     self.memory.forget(key)
                 operations = [
@@ -444,6 +454,20 @@ class CosmosDocuments:
                             self._delete(key, None)
                         else:
                             self.write(Put(put))
+
+
+def _chunks(writes: list[_Batched]) -> list[list[_Batched]]:
+    """``writes`` in batches Cosmos takes: 100 operations, 2 MB of request (base64 included)."""
+    chunks: list[list[_Batched]] = [[]]
+    size = 0
+    for write in writes:
+        grows = doc_size(write[1]) * 4 // 3 if write[1] is not None else 100
+        if len(chunks[-1]) == _BATCH or (chunks[-1] and size + grows > _BATCH_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(write)
+        size += grows
+    return [c for c in chunks if c]
 
 
 def create_container(database: Any, name: str) -> ContainerProxy:

@@ -175,3 +175,16 @@ def test_conditions_nest_parentheses_only_where_precedence_needs_them() -> None:
         depth += {"(": 1, ")": -1}.get(ch, 0)
         deepest = max(deepest, depth)
     assert deepest == 2, sql  # (NOT IS_DEFINED(c["not_before"]) OR ...)
+
+
+def test_batches_stay_under_the_request_size(container: ContainerProxy) -> None:
+    counted = Counted(container)
+    docs = CosmosDocuments(counted)  # type: ignore[arg-type]
+    big = [{"pk": "P", "sk": f"S{i}", "docz": os.urandom(700_000)} for i in range(3)]
+    small = [{"pk": "P", "sk": f"T{i}"} for i in range(150)]
+    docs.batch_write([*big, *small])
+    # 933 KB each in base64: one per batch of at most 1.5 MB (the last one with 97 small
+    # documents: 100 operations), then the other 53.
+    assert counted.calls == {"execute_item_batch": 4}, counted.calls
+    assert len(docs.batch_get([(d["pk"], d["sk"]) for d in [*big, *small]])) == 153
+    assert docs.get(("P", "S2")) == big[2]
