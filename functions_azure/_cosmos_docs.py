@@ -46,7 +46,6 @@ from azure.core import MatchConditions
 from functions_azure._errors import azure_errors
 from nclav.docstore import layout as lay
 from nclav.docstore.layout import TTL_ATTRIBUTE
-from nclav.docstore.partitions import IAC_COUNTER
 from nclav.docstore.port import (
     ConditionFailedError,
     Delete,
@@ -296,13 +295,22 @@ class CosmosDocuments:
             parts.append(f"{sk} <= {literal(query.upto)}")
         if query.where is not None:
             parts.append(where_sql(query.where, literal, in_and=True))
+        if query.limit is not None and query.limit <= 0:
+            return []
+        # A table query is one partition, and so is an index of the table's own partitions
+        # (``pk``); another index query spans them (Strong: consistent). The gateway serves a
+        # cross-partition query itself only without TOP and ORDER BY (with them the SDK is
+        # refused, asks for a query plan, then queries each partition key range): one that
+        # wants every match is sorted here instead, one request per page.
+        one = index.name == "" or index.pk == "pk"
+        if not one and query.limit is None:
+            found = self._query(f"SELECT * FROM c WHERE {' AND '.join(parts)}", params, None)
+            found.sort(key=lambda d: (d[index.sk], d["pk"], d["sk"]), reverse=not query.forward)
+            return found
         top = f"TOP {int(query.limit)} " if query.limit is not None else ""
         order = "ASC" if query.forward else "DESC"
         sql = f"SELECT {top}* FROM c WHERE {' AND '.join(parts)} ORDER BY {sk} {order}"
-        if query.limit is not None and query.limit <= 0:
-            return []
-        # A table query is one partition; an index query spans them (Strong: consistent).
-        return self._query(sql, params, query.partition if index.name == "" else None)
+        return self._query(sql, params, query.partition if one else None)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -472,15 +480,15 @@ def _chunks(writes: list[_Batched]) -> list[list[_Batched]]:
 
 def create_container(database: Any, name: str) -> ContainerProxy:
     """Create (or keep) the store's container: partitioned on ``/pk``, per-item TTL on; and
-    its counters (a deployment step, like DynamoDB's table): a store's first run, event and
-    IaC run then find theirs, no 404 and create first."""
+    its counters (a deployment step, like DynamoDB's table): a store's first run and event
+    then find theirs, no 404 and create first."""
     from azure.cosmos import PartitionKey
 
     with azure_errors(f"cosmos create container {name}"):
         container: ContainerProxy = database.create_container_if_not_exists(
             name, partition_key=PartitionKey("/pk"), default_ttl=-1
         )
-    for key in (RUN_COUNTER, IAC_COUNTER, (lay.COUNTER, lay.EVENTS)):
+    for key in (RUN_COUNTER, (lay.COUNTER, lay.EVENTS)):
         with contextlib.suppress(ConflictError), azure_errors(f"cosmos create {key}"):
             container.create_item(to_item({"pk": key[0], "sk": key[1], "n": 0}))
     return container

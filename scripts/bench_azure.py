@@ -99,8 +99,8 @@ def stand_ins() -> Iterator[dict[str, str]]:
     import pytest
 
     import azure_stand_ins as s  # type: ignore[import-not-found]
-    from functions_azure.blob_store import AzureBlobStore, create_container
     from functions_azure._cosmos_docs import create_container as create_cosmos_container
+    from functions_azure.blob_store import AzureBlobStore, create_container
     from functions_azure.queue import create_queues
 
     with ExitStack() as stack:

@@ -21,9 +21,9 @@ from functions_aws.dynamodb_store import DynamoStateStore, create_table
 from functions_aws.s3_blobs import S3BlobStore, create_bucket
 from functions_aws.secrets import SecretsManagerSecretStore
 from functions_aws.sqs_queue import SqsWorkQueue, create_queues
-from functions_azure.blob_store import AzureBlobStore, create_container
 from functions_azure._cosmos_docs import CosmosDocuments
 from functions_azure._cosmos_docs import create_container as create_cosmos_container
+from functions_azure.blob_store import AzureBlobStore, create_container
 from functions_azure.queue import StorageWorkQueue
 from functions_azure.queue import create_queues as create_storage_queues
 from functions_azure.secrets import KeyVaultSecretStore

@@ -39,6 +39,9 @@ GSI1 = Index("gsi1", "gsi1pk", "gsi1sk")  # runs newest first; events of one enc
 GSI2 = Index("gsi2", "gsi2pk", "gsi2sk")  # runs of one status; events of one run
 LEASE_INDEX = Index("leases", "lease_pk", "lease_expires_at")  # sparse: running steps
 READY_INDEX = Index("ready", "ready_pk", "ready_at")  # sparse: ready steps by ready_since
+# Without atomic transactions only (``partitions``): a partition's IaC runs by start, an index
+# of the table's own partitions (one-partition queries), and GSI2 finds one by id.
+IAC_INDEX = Index("iac", "pk", "iac_at")
 
 # Every field of a step but its key, as fields of the same names.
 STEP_FIELDS = tuple(f for f in StepRecord.model_fields if f not in ("run_id", "step_id"))

@@ -5,14 +5,24 @@ Runs of a partition live in one partition sorted by ``started_at`` (then by an i
 counter, so equal start times keep insertion order), because the engine reads them right after
 taking the partition mutex to find abandoned ones: that read must be consistent, which an
 index could not promise. ``get_iac_run`` goes through a small locator document keyed by id.
+
+Without atomic transactions (``Documents.atomic`` false) the locator and its document could
+not be written together, so an IaC run is one document instead, keyed by its id in its
+partition: a put is one write, ordered by ``IAC_INDEX`` (consistent on such adapters, one
+partition), found by id through GSI2. Its insert order comes from this process's clock, not a
+counter (runs of one partition starting at the same instant in two processes are ordered by
+their clocks).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from nclav.docstore import layout as lay
 from nclav.docstore.port import (
+    TABLE,
     ConditionFailedError,
     Delete,
     Patch,
@@ -37,6 +47,20 @@ if TYPE_CHECKING:
 
 IAC_COUNTER = (lay.COUNTER, "IAC")
 _PLACES_MAX = 1024
+_ORDER_LOCK = threading.Lock()
+_last_order = 0
+
+
+def _fresh_order() -> int:
+    """An insert order without a counter: this clock in ns, strictly rising in this process."""
+    global _last_order
+    with _ORDER_LOCK:
+        _last_order = max(time.time_ns(), _last_order + 1)
+        return _last_order
+
+
+def _iac_id(run_id: str) -> str:
+    return f"IACRUN#{run_id}"
 
 
 def _locator_key(run_id: str) -> Key:
@@ -76,6 +100,9 @@ class DocPartitions:
         return lay.keyed(key, id=run.id, **lay.present(packed), **lay.expiry())
 
     def put_iac_run(self, run: IacRun) -> None:
+        if not self.docs.atomic:
+            self._put_iac_record(run)
+            return
         place = self._iac_places.pop(run.id, None)
         if place is None:
             # Not written by this process: most likely a new run (the runner makes one per
@@ -108,33 +135,53 @@ class DocPartitions:
             self.docs.write(Put(doc))
             self._placed(run.id, doc)
             return
-        # Its start time or partition changed: move it, and its locator, in one transaction;
-        # without transactions in this order: the new copy, the locator, the old copy gone
-        # (the run is never absent; a copy left by a crash is dropped by the listing).
+        # Its start time or partition changed: move it, and its locator, in one transaction.
         moved = Put(self._locator(run.id, doc), eq("list_sk", old[1]))
-        if self.docs.atomic:
-            self.docs.transact([Delete(old), Put(doc), moved])
-        else:
-            self.docs.write(Put(doc))
-            self.docs.write(moved)
-            self.docs.write(Delete(old))
+        self.docs.transact([Delete(old), Put(doc), moved])
         self._placed(run.id, doc)
 
-    def _placed(self, run_id: str, doc: Doc) -> None:
+    def _placed(self, run_id: str, doc: Doc, place: Key | None = None) -> None:
         if len(self._iac_places) >= _PLACES_MAX:
             forget_oldest(self._iac_places)
-        self._iac_places[run_id] = key_of(doc)
+        self._iac_places[run_id] = place or key_of(doc)
+
+    def _iac_record(self, run: IacRun, order: int) -> Doc:
+        """The one document of an IaC run, without atomic transactions."""
+        packed = lay.doc_fields(self.docs, run.model_dump_json(), f"IaC run {run.id}")
+        return lay.keyed(
+            (lay.iac_partition(run.enclave_id, run.partition_id), _iac_id(run.id)),
+            id=run.id,
+            order=order,
+            **{lay.IAC_INDEX.sk: f"{run.started_at}#{seq_text(order)}"},
+            **{lay.GSI2.pk: _iac_id(run.id), lay.GSI2.sk: run.started_at},
+            **lay.present(packed),
+            **lay.expiry(),
+        )
+
+    def _put_iac_record(self, run: IacRun) -> None:
+        place = self._iac_places.pop(run.id, None)  # (its partition, its order) as written
+        if place is None:
+            # Not written by this process: most likely new (one per terraform command), so
+            # created without a read; one written elsewhere keeps its order.
+            doc = self._iac_record(run, _fresh_order())
+            try:
+                self.docs.write(Put(doc, absent("pk")))
+            except ConditionFailedError as exc:
+                stored = exc.item or doc
+                doc = self._iac_record(run, int(stored["order"]))
+                self.docs.write(Put(doc))
+        else:
+            doc = self._iac_record(run, int(place[1]))
+            self.docs.write(Put(doc))
+            if place[0] != doc["pk"]:  # its partition changed: the new copy first, then the old
+                self.docs.write(Delete((place[0], _iac_id(run.id))))
+        self._placed(run.id, doc, (str(doc["pk"]), str(doc["order"])))
 
     def _insert_iac_run(self, run: IacRun) -> None:
         order = self.docs.write(Patch(IAC_COUNTER, add={"n": 1}), returns="new")["n"]
         doc = self._iac_doc(run, int(order))
-        ops = [Put(self._locator(run.id, doc), absent("pk")), Put(doc)]
         try:
-            if self.docs.atomic:
-                self.docs.transact(ops)
-            else:  # the locator first: a crash leaves one naming nothing, as if unwritten
-                for op in ops:
-                    self.docs.write(op)
+            self.docs.transact([Put(self._locator(run.id, doc), absent("pk")), Put(doc)])
         except ConditionFailedError:
             self._update_iac_run(run)  # written before (elsewhere): replace its record
             return
@@ -146,6 +193,11 @@ class DocPartitions:
         return lay.keyed(_locator_key(run_id), list_pk=pk, list_sk=sk, **lay.expiry())
 
     def get_iac_run(self, run_id: str) -> IacRun | None:
+        if not self.docs.atomic:
+            found = self.docs.query(Query(_iac_id(run_id), lay.GSI2, consistent=True))
+            # (Two copies only if another process moved it to another partition: the newest.)
+            found.sort(key=lambda d: str(d[lay.IAC_INDEX.sk]))
+            return IacRun.model_validate_json(lay.read_doc(found[-1])) if found else None
         locator = self.docs.get(_locator_key(run_id))
         if locator is None:
             return None
@@ -156,11 +208,9 @@ class DocPartitions:
         if limit <= 0:
             return []
         partition = lay.iac_partition(enclave_id, partition_id)
-        docs = self.docs.query(Query(partition, forward=False, limit=limit, consistent=True))
-        newest: dict[str, Doc] = {}
-        for doc in docs:  # without transactions, a move's old copy may outlive a crash
-            newest.setdefault(str(doc["id"]), doc)
-        return [IacRun.model_validate_json(lay.read_doc(d)) for d in newest.values()]
+        index = TABLE if self.docs.atomic else lay.IAC_INDEX
+        query = Query(partition, index, forward=False, limit=limit, consistent=True)
+        return [IacRun.model_validate_json(lay.read_doc(d)) for d in self.docs.query(query)]
 
     # -- Terraform locks and state pointers, the partition mutex -------------------------------
 

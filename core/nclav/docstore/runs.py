@@ -229,26 +229,29 @@ class DocRuns:
 
     def begin_run(self, run: Run, steps: Sequence[StepRecord]) -> Run:
         check_run_steps(run, steps)
-        began = run.model_copy(update={"seq": int(self._stored(run.id)["seq"])})
         token = new_id()
         docs = [
             lay.step_doc(s.model_copy(update={"version": 1}), i, token) for i, s in enumerate(steps)
         ]
         left = lay.steps_left_doc(run.id, steps)
         if not steps or (self.docs.atomic and self._fits(docs, others=3)):
+            began = run.model_copy(update={"seq": int(self._stored(run.id)["seq"])})
             self._commit_begin(
                 began, self._beginnable(run), token if steps else None, [left, *docs]
             )
             return began
+        # The claim counts claims and returns the run (its seq): no read before it.
         claim = {"begin_claim": token, "begin_at": run.started_at or ""}
+        patch = Patch(lay.run_key(run.id), claim, {"begin_claims": 1}, self._beginnable(run))
         try:
-            old = self.docs.write(
-                Patch(lay.run_key(run.id), claim, when=self._beginnable(run)), returns="old"
-            )
+            claimed = self.docs.write(patch, returns="new")
         except ConditionFailedError as exc:
+            if exc.item is None:
+                raise NotFoundError(f"run not found: {run.id}") from exc
             raise ConflictError(f"run {run.id} has already begun") from exc
-        if "begin_claim" in old:
-            self._drop_steps(run.id)  # what the expired claimant had written
+        began = run.model_copy(update={"seq": int(claimed["seq"])})
+        if int(claimed["begin_claims"]) > 1:
+            self._drop_steps(run.id)  # what an expired claimant had written
         self.docs.batch_write(puts=docs)
         self._commit_begin(began, eq("begin_claim", token), token, [left])
         return began
