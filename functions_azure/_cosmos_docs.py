@@ -16,7 +16,7 @@ when the container has TTL on (``create_container``: ``default_ttl=-1``).
 unconditional delete a delete. Cosmos has no other conditions, so every other write is
 judged here on the document as last seen and sent with that sighting's etag
 (``MatchConditions.IfNotModified``; a create when none was there): a 412/404/409 reads again
-and judges again. ``_Memory`` keeps, per document, what this process last read or wrote of
+and judges again. ``self.memory`` keeps, per document, what this process last read or wrote of
 it with its etag (every point read, query result and write response), so a read-decide-write
 of a document the engine just read costs one request; a decision *not* to write is only ever
 taken on a fresh read. A patch whose condition admits no document (``absent("pk") | ...``:
@@ -36,9 +36,7 @@ import base64
 import contextlib
 import json
 import math
-import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal
 
 from azure.core import MatchConditions
@@ -51,10 +49,13 @@ from nclav.docstore.port import (
     Delete,
     Patch,
     Put,
+    Remembered,
     absent,
+    after,
     doc_size,
     holds,
     key_of,
+    target,
 )
 from nclav.docstore.runs import RUN_COUNTER
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
@@ -152,32 +153,11 @@ def where_sql(cond: Cond, literal: Callable[[Any], str], *, in_and: bool = False
     return f"({sql})" if in_and else sql
 
 
-def _after(op: Write, old: Doc | None) -> Doc | None:
-    """The document ``op`` leaves (``None``: none), as the port defines it."""
-    if isinstance(op, Put):
-        return {k: v for k, v in op.doc.items() if v is not None}
-    if isinstance(op, Delete):
-        return None
-    new: Doc = dict(old) if old is not None else {"pk": op.key[0], "sk": op.key[1]}
-    for name, value in op.set.items():
-        if value is None:
-            new.pop(name, None)
-        else:
-            new[name] = value
-    for name, delta in op.add.items():
-        new[name] = new.get(name, 0) + delta
-    return new
-
-
 def _admits_none(when: Cond | None) -> bool:
     """Whether ``when`` names "no document" as one way to hold (``absent("pk") | ...``)."""
     if when is None:
         return False
     return when == _CREATE or (when.op == "or" and any(_admits_none(p) for p in when.parts))
-
-
-def _target(op: Write) -> Key:
-    return key_of(op.doc) if isinstance(op, Put) else op.key
 
 
 def _patch_ops(op: Patch) -> list[dict[str, Any]]:
@@ -191,29 +171,6 @@ def _patch_ops(op: Patch) -> list[dict[str, Any]]:
     return ops
 
 
-class _Memory:
-    """Per key, the last ``_Seen`` of it (the most recent ``_MEMORY_SIZE``); thread-safe."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[Key, _Seen] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Key) -> _Seen | None:
-        with self._lock:
-            return self._seen.get(key)
-
-    def put(self, key: Key, seen: _Seen) -> None:
-        with self._lock:
-            self._seen.pop(key, None)
-            self._seen[key] = seen
-            while len(self._seen) > _MEMORY_SIZE:
-                self._seen.popitem(last=False)
-
-    def forget(self, key: Key) -> None:
-        with self._lock:
-            self._seen.pop(key, None)
-
-
 class CosmosDocuments:
     atomic = False
     max_doc_bytes = MAX_DOC_BYTES
@@ -221,7 +178,7 @@ class CosmosDocuments:
 
     def __init__(self, container: ContainerProxy) -> None:
         self.container = container
-        self.memory = _Memory()
+        self.memory: Remembered[Key, _Seen] = Remembered(_MEMORY_SIZE)
 
     def too_large(self, message: str) -> Exception:
         return RecordTooLargeError(message)
@@ -318,7 +275,7 @@ class CosmosDocuments:
         if isinstance(op, Patch) and _admits_none(op.when):
             seen = self.memory.get(op.key)
             if seen is None or seen[0] is None:  # most likely none there (a free mutex)
-                return self._put(Put(_after(op, None) or {}, _CREATE), returns, patch=op)
+                return self._put(Put(after(op, None) or {}, _CREATE), returns, patch=op)
         if returns != "old":
             if isinstance(op, Patch) and len(_patch_ops(op)) <= PATCH_OPS_MAX:
                 return self._patch(op, returns)
@@ -375,13 +332,13 @@ class CosmosDocuments:
     def _decide(self, op: Write, returns: Literal["new", "old"] | None, *, fresh: bool) -> Doc:
         """Judge ``op`` on memory (unless ``fresh``), else on a fresh read, and write it
         conditioned on what it was judged on; a lost write reads and judges again."""
-        key = _target(op)
+        key = target(op)
         for attempt in range(TRIES):
             seen = None if fresh else self.memory.get(key)
             if seen is None:
                 seen, fresh = self._read(key), True
             old, etag = seen
-            new = _after(op, old)
+            new = after(op, old)
             failed = op.when is not None and not holds(op.when, old or {})
             if (failed or (old is None and new is None)) and not fresh:
                 fresh = True  # nothing to write: only ever decided on a fresh read

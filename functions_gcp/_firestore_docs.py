@@ -11,7 +11,7 @@ Firestore has no server-side condition but "does not exist" and "unchanged since
 condition is judged here, on the document as last read, and the write carries that read's
 ``last_update_time`` as its precondition (``create()`` when none was there), so the
 compare-and-swap stays atomic; a lost precondition reads again and judges again. **No read
-before a write this process can decide without one**: ``_Memory`` keeps, per document, what
+before a write this process can decide without one**: ``self.memory`` keeps, per document, what
 this process last read or wrote of it and when; a write is first judged on that memory (one
 request instead of two), and a judgement that the condition fails is never final until made on
 a fresh read; a condition that holds on no document first tries ``create()`` (a free mutex),
@@ -21,9 +21,7 @@ transaction is one ``WriteBatch`` with a precondition per conditional write.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -32,7 +30,16 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions_gcp._errors import gcp_errors
-from nclav.docstore.port import ConditionFailedError, Delete, Patch, Put, holds, key_of
+from nclav.docstore.port import (
+    ConditionFailedError,
+    Delete,
+    Patch,
+    Put,
+    Remembered,
+    after,
+    holds,
+    target,
+)
 from nclav.errors import ConflictError, NotFoundError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.runtime.timing import backoff
@@ -57,27 +64,6 @@ def doc_id(key: Key) -> str:
     return f"{quote(key[0], safe='')} {quote(key[1], safe='')}"
 
 
-def _after(op: Write, old: Doc | None) -> Doc | None:
-    """The document ``op`` leaves (``None``: none), as the port defines it."""
-    if isinstance(op, Put):
-        return {k: v for k, v in op.doc.items() if v is not None}
-    if isinstance(op, Delete):
-        return None
-    new: Doc = dict(old) if old is not None else {"pk": op.key[0], "sk": op.key[1]}
-    for name, value in op.set.items():
-        if value is None:
-            new.pop(name, None)
-        else:
-            new[name] = value
-    for name, delta in op.add.items():
-        new[name] = new.get(name, 0) + delta
-    return new
-
-
-def _target(op: Write) -> Key:
-    return key_of(op.doc) if isinstance(op, Put) else op.key
-
-
 def _creates(op: Write) -> bool:
     """A put that must find no document: Firestore's own ``create()``, no read."""
     return isinstance(op, Put) and op.when is not None and op.when.op == "absent"
@@ -93,29 +79,6 @@ def _blind(op: Write) -> bool:
     return op.when is None
 
 
-class _Memory:
-    """Per document path, the last ``_Seen`` of it (the most recent ``_MEMORY_SIZE``)."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str) -> _Seen | None:
-        with self._lock:
-            return self._seen.get(path)
-
-    def put(self, path: str, seen: _Seen) -> None:
-        with self._lock:
-            self._seen.pop(path, None)
-            self._seen[path] = seen
-            while len(self._seen) > _MEMORY_SIZE:
-                self._seen.popitem(last=False)
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._seen.pop(path, None)
-
-
 class _Lost(Exception):
     """A precondition failed: read again and judge again."""
 
@@ -128,7 +91,7 @@ class FirestoreDocuments:
     def __init__(self, client: firestore.Client, prefix: str = "") -> None:
         self.client = client
         self.collection = client.collection(f"{prefix}docs")
-        self.memory = _Memory()
+        self.memory: Remembered[str, _Seen] = Remembered(_MEMORY_SIZE)
 
     def too_large(self, message: str) -> Exception:
         return RecordTooLargeError(message)
@@ -192,18 +155,18 @@ class FirestoreDocuments:
                 return {}
             except _Lost:
                 fresh = True  # a create lost: judge the condition on a fresh read
-        path = self.ref(_target(op)).path
+        path = self.ref(target(op)).path
         if not fresh and self.memory.get(path) is None:
             if _counts(op) and returns == "new":
                 return self._increment(op)
             if not isinstance(op, Delete) and op.when is not None and holds(op.when, {}):
                 try:  # most likely none there yet (a free mutex): create it, no read
                     self._commit([op], {path: (None, None)})
-                    return _after(op, None) or {} if returns == "new" else {}
+                    return after(op, None) or {} if returns == "new" else {}
                 except _Lost:
                     fresh = True
         old = self._decide([op], fresh=fresh)[0]
-        chosen = _after(op, old) if returns == "new" else old if returns == "old" else None
+        chosen = after(op, old) if returns == "new" else old if returns == "old" else None
         return dict(chosen) if chosen is not None else {}
 
     def _increment(self, op: Write) -> Doc:
@@ -218,7 +181,7 @@ class FirestoreDocuments:
         return {"pk": op.key[0], "sk": op.key[1], **fields, name: value}
 
     def transact(self, ops: Sequence[Write]) -> None:
-        keys = [_target(op) for op in ops]
+        keys = [target(op) for op in ops]
         if len(set(keys)) != len(keys) or len(ops) > self.max_transaction:
             raise ValueError("a transaction writes each document once, at most 100 of them")
         fresh = False
@@ -239,7 +202,7 @@ class FirestoreDocuments:
     def _decide(self, ops: Sequence[Write], *, fresh: bool = False) -> list[Doc | None]:
         """Judge ``ops``' conditions on memory (unless ``fresh``), then on fresh reads, and
         commit them with a precondition each; the documents they found."""
-        refs = [self.ref(_target(op)) for op in ops]
+        refs = [self.ref(target(op)) for op in ops]
         lost = 0
         while True:
             seen: dict[str, _Seen] = {}
@@ -265,7 +228,7 @@ class FirestoreDocuments:
             # A transaction's unconditional writes stay blind; a single write is judged
             # (and conditional) even without a condition, as it returns what it found.
             judged = {
-                self.ref(_target(op)).path for op in ops if op.when is not None or len(ops) == 1
+                self.ref(target(op)).path for op in ops if op.when is not None or len(ops) == 1
             }
             try:
                 self._commit(ops, {p: s for p, s in seen.items() if p in judged})
@@ -281,7 +244,7 @@ class FirestoreDocuments:
 
     def _holds(self, ops: Sequence[Write], seen: dict[str, _Seen], *, final: bool) -> bool:
         """Whether every condition holds on ``seen``; when ``final``, raise if not."""
-        paths = [self.ref(_target(op)).path for op in ops]
+        paths = [self.ref(target(op)).path for op in ops]
         failed = [
             op.when is not None and p in seen and not holds(op.when, seen[p][0] or {})
             for op, p in zip(ops, paths, strict=True)
@@ -298,15 +261,15 @@ class FirestoreDocuments:
         """One atomic batch of ``ops``; a write whose document is in ``seen`` is conditional
         on it (created when it saw none, else unchanged since); the others are blind."""
         batch = self.client.batch()
-        after: list[tuple[DocumentReference, Any]] = []  # what each leaves; ... unknown
+        leaves: list[tuple[DocumentReference, Any]] = []  # what each leaves; ... unknown
         for op in ops:
-            ref = self.ref(_target(op))
+            ref = self.ref(target(op))
             known = seen.get(ref.path)
             if known is None:
                 new = self._blind_write(batch, ref, op)
             else:
                 old, update_time = known
-                new = _after(op, old)
+                new = after(op, old)
                 option = self.client.write_option(last_update_time=update_time)
                 if old is None and new is not None:
                     batch.create(ref, new)
@@ -317,15 +280,15 @@ class FirestoreDocuments:
                     batch.update(ref, {**gone, **new}, option=option)
                 else:  # none there, none left: still none when this commits
                     batch.delete(ref, option=self.client.write_option(exists=False))
-            after.append((ref, new))
+            leaves.append((ref, new))
         try:
-            with gcp_errors(f"write {after[0][0].id}"):
+            with gcp_errors(f"write {leaves[0][0].id}"):
                 results = batch.commit()
         except (ConflictError, NotFoundError) as exc:
-            for ref, _ in after:
+            for ref, _ in leaves:
                 self.memory.forget(ref.path)
             raise _Lost(str(exc)) from exc
-        for (ref, new), result in zip(after, results, strict=False):
+        for (ref, new), result in zip(leaves, results, strict=False):
             if new is ...:
                 self.memory.forget(ref.path)
             else:
@@ -335,7 +298,7 @@ class FirestoreDocuments:
     def _blind_write(self, batch: Any, ref: DocumentReference, op: Write) -> Any:
         """An unconditional write (or ``create()``); what it leaves, ``...`` when unknown."""
         if isinstance(op, Put):
-            new = _after(op, None)
+            new = after(op, None)
             if _creates(op):
                 batch.create(ref, new)
             else:

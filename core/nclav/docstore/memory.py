@@ -13,44 +13,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
-from nclav.docstore.port import (
-    ConditionFailedError,
-    Delete,
-    Put,
-    holds,
-    key_of,
-)
+from nclav.docstore.port import ConditionFailedError, after, copied, holds, key_of, target
 from nclav.runtime.stores import RecordTooLargeError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from nclav.docstore.port import Doc, Key, Query, Write
-
-
-def _copy(doc: Doc) -> Doc:
-    return {k: list(v) if isinstance(v, list) else v for k, v in doc.items()}
-
-
-def _after(op: Write, old: Doc | None) -> Doc | None:
-    """The document ``op`` leaves (``None``: none)."""
-    if isinstance(op, Put):
-        return _copy(op.doc)
-    if isinstance(op, Delete):
-        return None
-    new: Doc = _copy(old) if old is not None else {"pk": op.key[0], "sk": op.key[1]}
-    for name, value in op.set.items():
-        if value is None:
-            new.pop(name, None)
-        else:
-            new[name] = value
-    for name, delta in op.add.items():
-        new[name] = new.get(name, 0) + delta
-    return new
-
-
-def _target(op: Write) -> Key:
-    return key_of(op.doc) if isinstance(op, Put) else op.key
 
 
 class MemoryDocuments:
@@ -68,19 +37,19 @@ class MemoryDocuments:
     def get(self, key: Key, *, consistent: bool = True) -> Doc | None:
         with self._lock:
             found = self._docs.get(key)
-            return _copy(found) if found is not None else None
+            return copied(found) if found is not None else None
 
     def batch_get(self, keys: Sequence[Key]) -> list[Doc]:
         with self._lock:
-            return [_copy(self._docs[k]) for k in dict.fromkeys(keys) if k in self._docs]
+            return [copied(self._docs[k]) for k in dict.fromkeys(keys) if k in self._docs]
 
     def _failed(self, op: Write) -> bool:
-        return op.when is not None and not holds(op.when, self._docs.get(_target(op)) or {})
+        return op.when is not None and not holds(op.when, self._docs.get(target(op)) or {})
 
     def _apply(self, op: Write) -> tuple[Doc | None, Doc | None]:
-        key = _target(op)
+        key = target(op)
         old = self._docs.get(key)
-        new = _after(op, old)
+        new = after(op, old)
         if new is None:
             self._docs.pop(key, None)
         else:
@@ -90,18 +59,18 @@ class MemoryDocuments:
     def write(self, op: Write, returns: Literal["new", "old"] | None = None) -> Doc:
         with self._lock:
             if self._failed(op):
-                stored = self._docs.get(_target(op))
+                stored = self._docs.get(target(op))
                 raise ConditionFailedError(
-                    "condition failed", item=_copy(stored) if stored is not None else None
+                    "condition failed", item=copied(stored) if stored is not None else None
                 )
             old, new = self._apply(op)
             chosen = new if returns == "new" else old if returns == "old" else None
-            return _copy(chosen) if chosen is not None else {}
+            return copied(chosen) if chosen is not None else {}
 
     def transact(self, ops: Sequence[Write]) -> None:
         if not self.atomic:
             raise NotImplementedError("no transactions here: the store writes in order")
-        keys = [_target(op) for op in ops]
+        keys = [target(op) for op in ops]
         if len(set(keys)) != len(keys) or len(ops) > self.max_transaction:
             raise ValueError("a transaction writes each document once, at most 100 of them")
         with self._lock:
@@ -112,7 +81,7 @@ class MemoryDocuments:
                 raise ConditionFailedError(
                     "a condition failed",
                     reasons=reasons,
-                    items=tuple(_copy(i) if i is not None else None for i in items),
+                    items=tuple(copied(i) if i is not None else None for i in items),
                 )
             for op in ops:
                 self._apply(op)
@@ -120,7 +89,7 @@ class MemoryDocuments:
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
         with self._lock:
             for doc in puts:
-                self._docs[key_of(doc)] = _copy(doc)
+                self._docs[key_of(doc)] = copied(doc)
             for key in deletes:
                 self._docs.pop(key, None)
 
@@ -128,7 +97,7 @@ class MemoryDocuments:
         index = query.index
         with self._lock:
             found = [
-                _copy(d)
+                copied(d)
                 for d in self._docs.values()
                 if d.get(index.pk) == query.partition
                 and _within(d.get(index.sk), query)

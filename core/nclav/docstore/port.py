@@ -9,8 +9,10 @@ stays one request. ``DocumentStateStore`` holds the StateStore's logic over this
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from nclav.errors import ConflictError, TemporaryError
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (pk, sk)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,59 @@ def key_of(doc: Mapping[str, Any]) -> Key:
     return str(doc["pk"]), str(doc["sk"])
 
 
+def target(op: Write) -> Key:
+    """The key of the document ``op`` writes."""
+    return key_of(op.doc) if isinstance(op, Put) else op.key
+
+
+def copied(doc: Mapping[str, Any]) -> Doc:
+    """``doc`` with its own lists (a caller changing it changes no one else's)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in doc.items()}
+
+
+def after(op: Write, old: Doc | None) -> Doc | None:
+    """The document ``op`` leaves where ``old`` was (``None``: none), as the port defines it:
+    a put's ``None`` fields absent, a patch's ``None`` removing one, additions from 0."""
+    if isinstance(op, Put):
+        return copied({k: v for k, v in op.doc.items() if v is not None})
+    if isinstance(op, Delete):
+        return None
+    new: Doc = copied(old) if old is not None else {"pk": op.key[0], "sk": op.key[1]}
+    for name, value in op.set.items():
+        if value is None:
+            new.pop(name, None)
+        else:
+            new[name] = value
+    for name, delta in op.add.items():
+        new[name] = new.get(name, 0) + delta
+    return new
+
+
+class Remembered(Generic[K, V]):
+    """The values of the ``size`` keys put most recently; thread-safe (an adapter's memory of
+    the documents it last saw, which lease-renewing threads write as well)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._seen: OrderedDict[K, V] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            return self._seen.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+            self._seen[key] = value
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+    def forget(self, key: K) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+
+
 __all__ = [
     "TABLE",
     "Cond",
@@ -241,8 +298,11 @@ __all__ = [
     "Patch",
     "Put",
     "Query",
+    "Remembered",
     "Write",
     "absent",
+    "after",
+    "copied",
     "doc_size",
     "eq",
     "exists",
@@ -251,4 +311,5 @@ __all__ = [
     "le",
     "lt",
     "one_of",
+    "target",
 ]
