@@ -38,6 +38,7 @@ import json
 import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 
@@ -58,7 +59,7 @@ from nclav.docstore.port import (
     target,
 )
 from nclav.docstore.runs import RUN_COUNTER
-from nclav.errors import ConflictError, NotFoundError, TemporaryError
+from nclav.errors import ConfigurationError, ConflictError, NotFoundError, TemporaryError
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.runtime.timing import backoff
 
@@ -435,6 +436,23 @@ def _chunks(writes: list[_Batched]) -> list[list[_Batched]]:
     return [c for c in chunks if c]
 
 
+def require_strong(client: Any, endpoint: str) -> None:
+    """Refuse an account below Strong consistency (the store's decisions need it: README.md).
+
+    The client read the account's default level when it was made (no request here). A local
+    stand-in on a loopback address (one process, and it says Session) is let through."""
+    from azure.cosmos.http_constants import HttpHeaders
+
+    level = client.client_connection.default_headers.get(HttpHeaders.ConsistencyLevel)
+    if level == "Strong" or urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise ConfigurationError(
+        f"the Cosmos DB account at {endpoint} is at {level} consistency: the state store needs "
+        "Strong (infra/azure's cosmos_consistency; a weaker level lets a worker decide on a "
+        "step another process has already changed)"
+    )
+
+
 def create_container(database: Any, name: str) -> ContainerProxy:
     """Create (or keep) the store's container: partitioned on ``/pk``, per-item TTL on; and
     its counters (a deployment step, like DynamoDB's table): a store's first run and event
@@ -451,4 +469,12 @@ def create_container(database: Any, name: str) -> ContainerProxy:
     return container
 
 
-__all__ = ["MAX_DOC_BYTES", "CosmosDocuments", "create_container", "item_id", "to_doc", "to_item"]
+__all__ = [
+    "MAX_DOC_BYTES",
+    "CosmosDocuments",
+    "create_container",
+    "item_id",
+    "require_strong",
+    "to_doc",
+    "to_item",
+]

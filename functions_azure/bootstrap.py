@@ -97,6 +97,8 @@ class AzureRuntime(HostedRuntime):
         def build() -> Any:
             from azure.cosmos import CosmosClient
 
+            from functions_azure._cosmos_docs import require_strong
+
             s = self.settings
             if s.cosmos_key:  # the stand-in: plain HTTP, no region discovery
                 client = CosmosClient(
@@ -104,6 +106,7 @@ class AzureRuntime(HostedRuntime):
                 )
             else:
                 client = CosmosClient(s.cosmos_endpoint, credential=self.credential)
+            require_strong(client, s.cosmos_endpoint)
             database = client.get_database_client(s.cosmos_database)
             return database.get_container_client(s.cosmos_container)
 

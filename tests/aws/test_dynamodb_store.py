@@ -378,8 +378,12 @@ def test_a_begin_claim_left_by_a_dead_worker_expires(store: DynamoStateStore, cl
     client.update_item(
         TableName=TABLE,
         Key=run_key(queued.id),
-        UpdateExpression="SET begin_claim = :c, begin_at = :at",
-        ExpressionAttributeValues={":c": {"S": "dead"}, ":at": {"S": dead_at}},
+        UpdateExpression="SET begin_claim = :c, begin_at = :at, begin_claims = :one",
+        ExpressionAttributeValues={
+            ":c": {"S": "dead"},
+            ":at": {"S": dead_at},
+            ":one": {"N": "1"},  # every claim counts itself
+        },
     )
     stray = {**step_key(queued.id, "stray"), "plan": {"S": "dead"}}
     client.put_item(TableName=TABLE, Item=stray)

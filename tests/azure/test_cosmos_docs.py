@@ -12,10 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from functions_azure._cosmos_docs import TTL_GRACE_S, CosmosDocuments, create_container, where_sql
+from functions_azure._cosmos_docs import (
+    TTL_GRACE_S,
+    CosmosDocuments,
+    create_container,
+    require_strong,
+    where_sql,
+)
 from nclav.docstore import DocumentStateStore
 from nclav.docstore.layout import ENCLAVES
 from nclav.docstore.port import Patch, Put, absent, eq, le
+from nclav.errors import ConfigurationError
 from nclav.records import AuditEvent, EventKind, iso_time
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
@@ -188,3 +195,20 @@ def test_batches_stay_under_the_request_size(container: ContainerProxy) -> None:
     assert counted.calls == {"execute_item_batch": 4}, counted.calls
     assert len(docs.batch_get([(d["pk"], d["sk"]) for d in [*big, *small]])) == 153
     assert docs.get(("P", "S2")) == big[2]
+
+
+def test_an_account_below_strong_consistency_is_refused_unless_it_is_a_local_stand_in(
+    cosmos_server: str,
+) -> None:
+    from azure.cosmos import CosmosClient
+
+    from azure_stand_ins import COSMOS_KEY
+
+    # The stand-in's account says Session, as a new Cosmos account does by default.
+    client = CosmosClient(cosmos_server, credential=COSMOS_KEY, enable_endpoint_discovery=False)
+    require_strong(client, cosmos_server)  # on 127.0.0.1: one process, let through
+    deployed = "https://nclav-state.documents.azure.com:443/"
+    with pytest.raises(ConfigurationError, match="at Session consistency: .* needs Strong"):
+        require_strong(client, deployed)
+    client.client_connection.default_headers["x-ms-consistency-level"] = "Strong"
+    require_strong(client, deployed)
