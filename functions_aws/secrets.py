@@ -20,6 +20,8 @@ from nclav.errors import ConflictError, Issue, NotFoundError, SpecError
 from nclav.ports import check_secret_name
 
 MANAGED_TAG = {"Key": "nclav-managed", "Value": "true"}
+# The request token of a secret's first version: idempotent, so only one first value lands.
+FIRST_VERSION = "nclav-first-api-token-0000000000000"
 
 
 class SecretsManagerSecretStore:
@@ -45,6 +47,16 @@ class SecretsManagerSecretStore:
         if value is None:  # a binary secret written by another tool: not one of ours
             raise AwsServiceError(f"secret {secret_id} holds binary data, expected a string")
         return str(value)
+
+    def put_first(self, name: str, value: str) -> None:
+        """The secret's first value, written under a fixed ``ClientRequestToken``: Secrets
+        Manager accepts exactly one first version under it, so of two writers racing (two
+        cold sandboxes making the API token) one wins and the other gets ``ConflictError``."""
+        secret_id = self.prefix + check_secret_name(name)
+        with aws_errors(f"secretsmanager:PutSecretValue {secret_id}"):
+            self.client.put_secret_value(
+                SecretId=secret_id, SecretString=value, ClientRequestToken=FIRST_VERSION
+            )
 
     def put(self, name: str, value: str) -> None:
         secret_id = self.prefix + check_secret_name(name)

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nclav.runtime.routing import StepQueues as CoreStepQueues
-from nclav.runtime.settings import Settings as CoreSettings
+from nclav.runtime.settings import HostedSettings
 
 if TYPE_CHECKING:
     from functions_aws.sqs_queue import SqsWorkQueue
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(CoreSettings):
+class Settings(HostedSettings):
     """Core's settings plus the AWS resource names (each ``NCLAV_<FIELD>``; infra/aws sets them)."""
 
     table: str  # DynamoDB table: applied state, runs, steps, events, locks
@@ -22,12 +22,8 @@ class Settings(CoreSettings):
     steps_queue_url: str  # SQS queue of driver steps
     iac_queue_url: str  # SQS queue of terraform steps
     cloud: str = "aws"
-    blob_prefix: str = ""  # key prefix inside the bucket
     secret_prefix: str = "nclav/"  # Secrets Manager name prefix
-    token_secret: str = "api-token"  # the API token's secret name, under the prefix
     # terraform on Lambda (functions_aws.lambda_iac: the long-apply design)
-    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
-    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
     iac_heartbeat_s: float = 60.0  # how often the message's visibility is extended
     iac_visibility_s: float = 180.0  # ...and to how long from then
 

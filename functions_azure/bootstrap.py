@@ -28,36 +28,16 @@ from nclav.runtime.hosted import HostedRuntime
 from nclav.runtime.slot import ProcessSlot
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from functions_azure.blob_store import AzureBlobStore
     from functions_azure.queue import StorageWorkQueue
-    from nclav.engine import Driver
     from nclav.iac.sandbox import TimeLimit
-    from nclav.model import Cloud
-    from nclav.ports import Clock, SecretStore, StateStore
+    from nclav.ports import SecretStore, StateStore
     from nclav.runtime.routing import StepQueues
-    from nclav.runtime.token import StoredToken
 
 
-class AzureRuntime(HostedRuntime):
-    """The Azure adapters over core's ``HostedRuntime`` (each part built on first use).
-
-    Keyword arguments replace a part (tests hand in a ``ManualClock``, local drivers, a secret
-    store); everything else comes from ``settings``.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        clock: Clock | None = None,
-        drivers: Mapping[Cloud, Driver] | None = None,
-        store: StateStore | None = None,
-        secrets: SecretStore | None = None,
-    ) -> None:
-        super().__init__(settings, clock=clock, drivers=drivers, store=store, secrets=secrets)
-        self.settings: Settings = settings
+class AzureRuntime(HostedRuntime[Settings]):
+    """The Azure adapters over core's ``HostedRuntime`` (each part built on first use;
+    keyword arguments replace parts, ``clients`` the storage and Cosmos clients by name)."""
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -170,30 +150,14 @@ class AzureRuntime(HostedRuntime):
 
     # -- the API token -------------------------------------------------------------------------
 
-    @property
-    def api_token(self) -> StoredToken:
-        """The API token in Key Vault (core's ``StoredToken``: made on first start, re-read
-        after its TTL so a rotation reaches warm instances). Key Vault has no create-if-absent:
-        two instances starting together may both write one; each reads the vault back after
-        writing and takes what it finds (the later write), as the loser of a race does."""
-
-        def build() -> StoredToken:
-            from nclav.runtime.token import StoredToken
-
-            name = self.settings.token_secret
-
-            def write_first(token: str) -> None:
-                self.secrets.put(name, token)
-                if (self.secrets.get(name) or "").strip() != token:
-                    raise ConflictError(f"the API token {name!r} was written by another instance")
-
-            return StoredToken(self.secrets, name, write_first=write_first)
-
-        return self._once("api_token", build)
-
-    @property
-    def token(self) -> str:
-        return self.api_token()
+    def write_first_token(self, token: str) -> None:
+        """Key Vault has no create-if-absent: two instances starting together may both write
+        a token; each reads the vault back after writing and takes what it finds (the later
+        write), as the loser of a race does."""
+        name = self.settings.token_secret
+        self.secrets.put(name, token)
+        if (self.secrets.get(name) or "").strip() != token:
+            raise ConflictError(f"the API token {name!r} was written by another instance")
 
     @property
     def secret_hint(self) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nclav.runtime.settings import Settings as CoreSettings
+from nclav.runtime.settings import HostedSettings
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(CoreSettings):
+class Settings(HostedSettings):
     """Core's settings plus the Azure resource names (each ``NCLAV_<FIELD>``; infra/azure sets
     them). Credentials are not settings: the clients use ``DefaultAzureCredential`` (managed
     identity in Azure, a service principal or the CLI elsewhere) unless ``storage_connection``
@@ -22,17 +22,13 @@ class Settings(CoreSettings):
     storage_connection: str = field(default="", repr=False)
     cosmos_key: str = field(default="", repr=False)  # a key instead of an identity: stand-in only
     blob_container: str = "nclav-blobs"  # bundles, IaC logs, Terraform state versions
-    blob_prefix: str = ""  # key prefix inside the container
     steps_queue: str = "nclav-steps"  # driver steps (poison: nclav-steps-poison)
     iac_queue: str = "nclav-iac"  # terraform steps (poison: nclav-iac-poison)
     cosmos_database: str = "nclav"
     cosmos_container: str = "state"  # applied state, runs, steps, events, locks
     key_vault_url: str = ""  # https://<vault>.vault.azure.net/ (token, webhook secret)
     secret_prefix: str = "nclav-"  # Key Vault secret name prefix (names: letters, digits, -)
-    token_secret: str = "api-token"  # the API token's secret name, under the prefix
     # terraform in a function execution (functions_azure.functions_iac: the long-apply design)
-    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
-    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
     def account_url(self, kind: str) -> str:
         """The storage account's ``blob`` or ``queue`` endpoint."""

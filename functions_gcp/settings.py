@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nclav.runtime.settings import Settings as CoreSettings
+from nclav.runtime.settings import HostedSettings
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(CoreSettings):
+class Settings(HostedSettings):
     """Core's settings plus the GCP resource names (each ``NCLAV_<FIELD>``; infra/gcp sets them)."""
 
     project: str  # the platform's own project (Firestore, bucket, queues, secrets)
@@ -20,9 +20,7 @@ class Settings(CoreSettings):
     cloud: str = "gcp"
     database: str = "(default)"  # Firestore database id (native mode)
     collection_prefix: str = ""  # prefix of every top-level Firestore collection
-    blob_prefix: str = ""  # object name prefix inside the bucket
     secret_prefix: str = "nclav-"  # Secret Manager secret id prefix
-    token_secret: str = "api-token"  # the API token's secret id, after the prefix
     tasks_service_account: str = ""  # OIDC identity Cloud Tasks calls the workers as
     # A local Secret Manager stand-in's base URL, called without credentials (as the SDKs
     # call their *_EMULATOR_HOST); never set in a deployment.
@@ -31,8 +29,6 @@ class Settings(CoreSettings):
     # a terraform step has the IaC worker's deadline as its time limit (functions_gcp.iac).
     worker_deadline_s: float = 600.0
     iac_deadline_s: float = 1800.0
-    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
-    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
 
 
 __all__ = ["Settings"]

@@ -7,10 +7,15 @@ from typing import Any
 import boto3
 import pytest
 
-from functions_aws.api_token import ApiToken
 from functions_aws.secrets import SecretsManagerSecretStore
 from nclav.api.auth import TOKEN_PATTERN, RotatingTokenAuth
 from nclav.api.http import ApiRequest, Unauthorized
+from nclav.runtime.token import StoredToken
+
+
+def api_token(store: SecretsManagerSecretStore, **options: Any) -> StoredToken:
+    """The API token as the AWS runtime makes it (``AwsRuntime.write_first_token``)."""
+    return StoredToken(store, write_first=lambda t: store.put_first("api-token", t), **options)
 
 
 @pytest.fixture
@@ -29,7 +34,7 @@ class Clock:
 
 def test_the_first_start_generates_the_token_and_a_racing_start_gets_the_same(sm: Any) -> None:
     store = SecretsManagerSecretStore("nclav/", client=sm)
-    first = ApiToken(store)()
+    first = api_token(store)()
     assert TOKEN_PATTERN.fullmatch(first)
     assert sm.get_secret_value(SecretId="nclav/api-token")["SecretString"] == first
 
@@ -41,7 +46,7 @@ def test_the_first_start_generates_the_token_and_a_racing_start_gets_the_same(sm
             self.calls += 1
             return None if self.calls == 1 else super().get(name)
 
-    assert ApiToken(Blind("nclav/", client=sm))() == first
+    assert api_token(Blind("nclav/", client=sm))() == first
     versions = sm.list_secret_version_ids(SecretId="nclav/api-token")["Versions"]
     assert len(versions) == 1
 
@@ -53,8 +58,8 @@ def request(token: str) -> ApiRequest:
 def test_a_rotated_token_reaches_a_warm_sandbox_after_the_ttl(sm: Any) -> None:
     store = SecretsManagerSecretStore("nclav/", client=sm)
     clock = Clock()
-    auth = RotatingTokenAuth(ApiToken(store, ttl_s=300.0, clock=clock))
-    old = ApiToken(store)()
+    auth = RotatingTokenAuth(api_token(store, ttl_s=300.0, clock=clock))
+    old = api_token(store)()
     auth.authenticate(request(old), "bearer")
 
     sm.put_secret_value(SecretId="nclav/api-token", SecretString="b" * 64)  # rotation

@@ -12,6 +12,7 @@ committed) that points every service the root uses at moto. What moto cannot do 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,11 +29,11 @@ from botocore.exceptions import ClientError
 from policy_check import CallRecorder, denied, role_policies
 
 from functions_aws import api, bootstrap, iac_worker, schedule, worker
-from functions_aws.api_token import ApiToken
 from functions_aws.driver import AwsDriver, AwsDriverConfig
 from functions_aws.secrets import SecretsManagerSecretStore
 from nclav import notify
 from nclav.model import EnclaveConfig, PartitionConfig
+from nclav.runtime.token import StoredToken
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -201,8 +202,10 @@ class Deployed(Deployment):
         )
 
     def first_start(self) -> None:
-        """The API's first start: what bootstrap's token read does (functions_aws/api_token.py)."""
-        self.token = ApiToken(self._store, self.env["NCLAV_TOKEN_SECRET"])()
+        """The API's first start: what bootstrap's token read does (``write_first_token``)."""
+        name = self.env["NCLAV_TOKEN_SECRET"]
+        first = functools.partial(self._store.put_first, name)
+        self.token = StoredToken(self._store, name, write_first=first)()
         self.api = Api(self.token)
 
     def _deployed_queue(self, url: str) -> Queue:

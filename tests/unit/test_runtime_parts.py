@@ -15,7 +15,7 @@ from nclav.ports import ManualClock
 from nclav.runtime.hosted import HostedRuntime
 from nclav.runtime.parts import Lazy, Parts
 from nclav.runtime.schedule import scheduled_tick
-from nclav.runtime.settings import Settings
+from nclav.runtime.settings import HostedSettings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -96,7 +96,7 @@ class Hosted(HostedRuntime):
     """A hosted runtime over local adapters: what a cloud's bootstrap writes, and no more."""
 
     def __init__(self, root: Path, **parts: Any) -> None:
-        super().__init__(Settings(workspaces=root / "ws"), **parts)
+        super().__init__(HostedSettings(workspaces=root / "ws"), **parts)
         self.root = root
 
     @property

@@ -93,6 +93,18 @@ class Settings:
         return tuple(out)
 
 
+@dataclass(frozen=True, kw_only=True)
+class HostedSettings(Settings):
+    """What every cloud's hosted runtime adds (``nclav.runtime.hosted``): a cloud subclasses
+    it with its resource names."""
+
+    blob_prefix: str = ""  # key prefix inside the bucket or container
+    token_secret: str = "api-token"  # the API token's secret name, under the secret prefix
+    # terraform in a function (core's sandbox time limit in each cloud's words)
+    iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
+    iac_margin_s: float = 60.0  # kept back at the end to stop terraform cleanly
+
+
 def env_var(name: str) -> str:
     return f"NCLAV_{name.upper()}"
 
@@ -115,4 +127,4 @@ def _parse(name: str, raw: str, default: object) -> object:
     return raw
 
 
-__all__ = ["Settings", "env_var"]
+__all__ = ["HostedSettings", "Settings", "env_var"]
