@@ -392,6 +392,9 @@ class DriftRecord(BaseModel):
     finishes or ``in_flight_until`` passes (its worker died). ``fingerprint`` hashes the
     drifted addresses and attributes; ``acknowledged`` is the fingerprint someone accepted:
     while the two are equal the partition reads ``in_sync`` with ``acknowledged`` true.
+    ``check_id`` names the requested check (``POST .../drift/check``) whose outcome this is, so
+    the request waits for its own check, not one that started before it; ``None`` for a
+    scheduled check.
     """
 
     model_config = _RECORD
@@ -409,6 +412,7 @@ class DriftRecord(BaseModel):
     error: str | None = None
     iac_run_id: str | None = None
     remediation_run_id: str | None = None
+    check_id: str | None = None
 
     @property
     def is_acknowledged(self) -> bool:

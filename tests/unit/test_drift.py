@@ -255,10 +255,14 @@ def test_a_busy_partition_is_checked_again_shortly(tmp_path: Path) -> None:
     _running(store, IacOperation.UPDATE)
     assert store.acquire_partition("e/p", "applier", 60, clock.now())
     store.put_drift(DriftRecord(enclave_id="e", partition_id="p", in_flight_until=1e12))
-    assert check_partition(engine, "e", "p", DriftOptions()) is None
+    engine.handle({"kind": "drift_check", "enclave": "e", "partition": "p", "check": "requested-1"})
     record = store.get_drift("e", "p")
     assert record is not None
     assert record.status == DriftStatus.NOT_CHECKED
+    assert record.check_id == "requested-1"  # the request waiting for it has its answer
+    assert check_partition(engine, "e", "p", DriftOptions()) is None
+    record = store.get_drift("e", "p")
+    assert record is not None and record.check_id is None  # a scheduled check's outcome
     assert record.in_flight_until is None  # no longer counts against the concurrency
     assert record.next_due is not None and 40 < record.next_due - clock.now() < 80
     assert store.list_iac_runs("e", "p")[0].operation == IacOperation.UPDATE  # no check ran
@@ -402,7 +406,9 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
 
     status, queued = _call(router, "POST", "/enclaves/e/partitions/p/drift/check")
     assert status == 202 and queued["drift"] == "/enclaves/e/partitions/p/drift"
-    assert queue.sent[-1] == {
+    sent = queue.sent[-1]
+    assert len(sent.pop("check")) == 32  # the request's own check id
+    assert sent == {
         "kind": "drift_check",
         "action": "drift_check",
         "enclave": "e",
@@ -426,3 +432,44 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     _, listing = _call(router, "GET", "/drift")
     text = "\n".join(drift_lines(listing))
     assert "e/p" in text and "in_sync (acknowledged)" in text and "other/x" in text
+
+
+def test_a_check_waits_for_its_own_outcome_not_an_earlier_checks(tmp_path: Path) -> None:
+    """A scheduled check that began before the request (on the state before an edit) may end
+    while the requested one is still queued: ``?wait=`` answers only with its own check's."""
+    router, store, queue = _router(tmp_path)
+    store.put_enclave(_state(("p", Status.ACTIVE)), None)
+    answer: list[tuple[int, Any]] = []
+    waiting = threading.Thread(
+        target=lambda: answer.append(
+            _call(router, "POST", "/enclaves/e/partitions/p/drift/check?wait=20")
+        )
+    )
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while not queue.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    check_id = queue.sent[-1]["check"]
+    # The earlier, scheduled check ends first: in sync, nothing in flight.
+    store.put_drift(
+        DriftRecord(
+            enclave_id="e", partition_id="p", status=DriftStatus.IN_SYNC, checked_at="earlier"
+        )
+    )
+    time.sleep(0.6)  # three of the route's polls
+    assert waiting.is_alive() and not answer
+    # Then the requested one, through the worker's own path.
+    mark = fingerprint(drifted_resources(_plan("b")))
+    store.put_drift(
+        DriftRecord(
+            enclave_id="e",
+            partition_id="p",
+            status=DriftStatus.DRIFTED,
+            checked_at="later",
+            fingerprint=mark,
+            check_id=check_id,
+        )
+    )
+    waiting.join(10)
+    assert answer and answer[0][0] == 200
+    assert (answer[0][1]["status"], answer[0][1]["checked_at"]) == ("drifted", "later")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from nclav.api.http import (
@@ -76,12 +77,14 @@ def add_drift_routes(router: Router, service: Service) -> None:
         store.put_drift(
             before.model_copy(update={"in_flight_until": now + DriftOptions.from_env().timeout_s})
         )
-        engine.queue.send(check_message(eid, pid))
+        check_id = uuid.uuid4().hex
+        engine.queue.send(check_message(eid, pid, check_id))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
             current = store.get_drift(eid, pid)
-            if current is not None and current.in_flight_until is None:
+            # This request's own check: a scheduled one that began before it may end first.
+            if current is not None and current.check_id == check_id:
                 return json_response(200, drift_json(current, plan_text=True))
         return json_response(
             202,

@@ -47,14 +47,20 @@ DRIFT_KIND = "drift_check"
 DRIFT_ACTION = "drift_check"
 
 
-def check_message(enclave_id: str, partition_id: str) -> dict[str, str]:
-    """The queue message of one check: ``kind`` for ``Engine.handle``, ``action`` for routing."""
-    return {
+def check_message(
+    enclave_id: str, partition_id: str, check_id: str | None = None
+) -> dict[str, str]:
+    """The queue message of one check: ``kind`` for ``Engine.handle``, ``action`` for routing,
+    and for a requested check its ``check`` id (the record names it once the check is done)."""
+    message = {
         "kind": DRIFT_KIND,
         "action": DRIFT_ACTION,
         "enclave": enclave_id,
         "partition": partition_id,
     }
+    if check_id is not None:
+        message["check"] = check_id
+    return message
 
 
 def spread(enclave_id: str, partition_id: str) -> float:

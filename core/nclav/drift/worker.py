@@ -52,14 +52,19 @@ def handle_drift_check(engine: Engine, message: Mapping[str, str]) -> None:
     if not enclave or not partition:
         logger.error("dropped a drift_check message without enclave and partition")
         return
-    check_partition(engine, enclave, partition, DriftOptions.from_env())
+    check_partition(engine, enclave, partition, DriftOptions.from_env(), message.get("check"))
 
 
 def check_partition(
-    engine: Engine, enclave_id: str, partition_id: str, options: DriftOptions
+    engine: Engine,
+    enclave_id: str,
+    partition_id: str,
+    options: DriftOptions,
+    check_id: str | None = None,
 ) -> DriftRecord | None:
     """Check one partition now and store the outcome; ``None`` when it was not checked
-    (gone, not active, or busy: then it is due again shortly)."""
+    (gone, not active, or busy: then it is due again shortly). Every outcome stored names
+    ``check_id``, the requested check it answers (``None``: a scheduled one)."""
     store, now = engine.store, engine.clock.now()
     record = store.get_drift(enclave_id, partition_id) or DriftRecord(
         enclave_id=enclave_id, partition_id=partition_id
@@ -81,7 +86,13 @@ def check_partition(
 
     if stored.meta.status != Status.ACTIVE or stored.desired is None:
         store.put_drift(
-            record.model_copy(update={"in_flight_until": None, "next_due": later(BUSY_RETRY_S)})
+            record.model_copy(
+                update={
+                    "in_flight_until": None,
+                    "next_due": later(BUSY_RETRY_S),
+                    "check_id": check_id,
+                }
+            )
         )
         return None
     checked_at = iso_time(now)
@@ -89,7 +100,13 @@ def check_partition(
         run_id, plan = _run_check(engine, state, stored)
     except TemporaryError:  # an apply holds the partition: it goes first
         store.put_drift(
-            record.model_copy(update={"in_flight_until": None, "next_due": later(BUSY_RETRY_S)})
+            record.model_copy(
+                update={
+                    "in_flight_until": None,
+                    "next_due": later(BUSY_RETRY_S),
+                    "check_id": check_id,
+                }
+            )
         )
         return None
     except Exception as exc:  # the check could not run: say why, keep the last drift found
@@ -103,6 +120,7 @@ def check_partition(
                 "in_flight_until": None,
                 "next_due": later(interval),
                 "iac_run_id": getattr(exc, "iac_run_id", record.iac_run_id),
+                "check_id": check_id,
             }
         )
         store.put_drift(failed)
@@ -126,6 +144,7 @@ def check_partition(
             "iac_run_id": run_id,
             "in_flight_until": None,
             "next_due": later(interval),
+            "check_id": check_id,
         }
     )
     was_drifted = record.status == DriftStatus.DRIFTED
