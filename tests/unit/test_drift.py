@@ -22,7 +22,7 @@ from nclav.cli.render import drift_lines, status_lines
 from nclav.config import load_directory
 from nclav.drift import DriftOptions, DriftScheduler, check_partition, drifted_resources
 from nclav.drift.analysis import fingerprint
-from nclav.drift.schedule import spread
+from nclav.drift.schedule import check_message, spread
 from nclav.engine import Engine, LocalDriver, PartitionIac
 from nclav.errors import SpecError, TemporaryError
 from nclav.graph import validate_graph
@@ -255,7 +255,18 @@ def test_a_busy_partition_is_checked_again_shortly(tmp_path: Path) -> None:
     _running(store, IacOperation.UPDATE)
     assert store.acquire_partition("e/p", "applier", 60, clock.now())
     store.put_drift(DriftRecord(enclave_id="e", partition_id="p", in_flight_until=1e12))
-    engine.handle({"kind": "drift_check", "enclave": "e", "partition": "p", "check": "requested-1"})
+    # A requested check is sent again in a few seconds while its time lasts: answering now
+    # would give the request the outcome of what began before it.
+    queue = engine.queue
+    assert isinstance(queue, ListQueue)
+    message = check_message("e", "p", "requested-1", clock.now() + 600)
+    engine.handle(message)
+    assert queue.sent == [message]
+    record = store.get_drift("e", "p")
+    assert record is not None and record.check_id is None and record.in_flight_until == 1e12
+    # Its time over: it answers with the partition still busy.
+    engine.handle(check_message("e", "p", "requested-1", clock.now() + 1))
+    assert len(queue.sent) == 1
     record = store.get_drift("e", "p")
     assert record is not None
     assert record.status == DriftStatus.NOT_CHECKED
@@ -408,6 +419,7 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     assert status == 202 and queued["drift"] == "/enclaves/e/partitions/p/drift"
     sent = queue.sent[-1]
     assert len(sent.pop("check")) == 32  # the request's own check id
+    assert float(sent.pop("until")) > 0  # sent again up to then while the partition is busy
     assert sent == {
         "kind": "drift_check",
         "action": "drift_check",

@@ -73,12 +73,10 @@ def add_drift_routes(router: Router, service: Service) -> None:
                 f"partition {eid}/{pid} is {status.value}: drift is checked on active partitions"
             )
         before = store.get_drift(eid, pid) or DriftRecord(enclave_id=eid, partition_id=pid)
-        now = engine.clock.now()
-        store.put_drift(
-            before.model_copy(update={"in_flight_until": now + DriftOptions.from_env().timeout_s})
-        )
+        until = engine.clock.now() + DriftOptions.from_env().timeout_s
+        store.put_drift(before.model_copy(update={"in_flight_until": until}))
         check_id = uuid.uuid4().hex
-        engine.queue.send(check_message(eid, pid, check_id))
+        engine.queue.send(check_message(eid, pid, check_id, until))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))

@@ -48,10 +48,13 @@ DRIFT_ACTION = "drift_check"
 
 
 def check_message(
-    enclave_id: str, partition_id: str, check_id: str | None = None
+    enclave_id: str, partition_id: str, check_id: str | None = None, until: float | None = None
 ) -> dict[str, str]:
-    """The queue message of one check: ``kind`` for ``Engine.handle``, ``action`` for routing,
-    and for a requested check its ``check`` id (the record names it once the check is done)."""
+    """The queue message of one check: ``kind`` for ``Engine.handle``, ``action`` for routing.
+
+    A requested check also carries its ``check`` id (the record names it once the check is
+    done) and ``until``, the engine-clock time up to which it is sent again when another check
+    or an apply holds the partition (a scheduled check is simply due again later)."""
     message = {
         "kind": DRIFT_KIND,
         "action": DRIFT_ACTION,
@@ -60,6 +63,8 @@ def check_message(
     }
     if check_id is not None:
         message["check"] = check_id
+    if until is not None:
+        message["until"] = repr(until)
     return message
 
 

@@ -8,7 +8,9 @@ runtime's ``PartitionIac.drift_check``; its outcome replaces the partition's dri
 * ``drifted``: resources changed outside Terraform (``resource_drift``, the plan text);
 * ``check_failed``: the check could not run (the error is kept, the last drift is not lost).
 
-A partition busy with an apply is not waited for: the check is due again in about a minute.
+A partition busy with an apply (or another check) is not waited for: a scheduled check is due
+again in about a minute; a requested one (``POST .../drift/check``) is sent again a few seconds
+later, so the request gets the outcome of a check that began after it.
 Going from not drifted to drifted writes a ``DriftDetected`` audit event, the way back a
 ``DriftResolved`` one. A drifted partition whose config says ``drift: {remediate: true}`` is
 re-applied by a run (trigger ``drift``) of the bundle it was last applied from.
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from nclav.drift.analysis import drifted_resources, fingerprint
 from nclav.drift.options import BUSY_RETRY_S, DriftOptions, remediates
-from nclav.drift.schedule import DRIFT_KIND, configs_as_submitted, drift_config
+from nclav.drift.schedule import DRIFT_KIND, check_message, configs_as_submitted, drift_config
 from nclav.errors import ConflictError, NclavError, NotFoundError, TemporaryError
 from nclav.records import (
     AuditEvent,
@@ -52,7 +54,13 @@ def handle_drift_check(engine: Engine, message: Mapping[str, str]) -> None:
     if not enclave or not partition:
         logger.error("dropped a drift_check message without enclave and partition")
         return
-    check_partition(engine, enclave, partition, DriftOptions.from_env(), message.get("check"))
+    try:
+        until = float(message["until"]) if "until" in message else None
+    except ValueError:
+        until = None
+    check_partition(
+        engine, enclave, partition, DriftOptions.from_env(), message.get("check"), until
+    )
 
 
 def check_partition(
@@ -61,10 +69,15 @@ def check_partition(
     partition_id: str,
     options: DriftOptions,
     check_id: str | None = None,
+    until: float | None = None,
 ) -> DriftRecord | None:
     """Check one partition now and store the outcome; ``None`` when it was not checked
     (gone, not active, or busy: then it is due again shortly). Every outcome stored names
-    ``check_id``, the requested check it answers (``None``: a scheduled one)."""
+    ``check_id``, the requested check it answers (``None``: a scheduled one).
+
+    A requested check that finds the partition busy (another check or an apply holds it) is
+    sent again a few seconds later while its ``until`` has not passed: answering then would
+    give the request the outcome of a check that began before it."""
     store, now = engine.store, engine.clock.now()
     record = store.get_drift(enclave_id, partition_id) or DriftRecord(
         enclave_id=enclave_id, partition_id=partition_id
@@ -98,7 +111,13 @@ def check_partition(
     checked_at = iso_time(now)
     try:
         run_id, plan = _run_check(engine, state, stored)
-    except TemporaryError:  # an apply holds the partition: it goes first
+    except TemporaryError as busy:  # an apply or another check holds the partition
+        delay = busy.retry_after_s
+        if check_id is not None and until is not None and engine.clock.now() + delay < until:
+            engine.queue.send(
+                check_message(enclave_id, partition_id, check_id, until), delay_s=delay
+            )
+            return None
         store.put_drift(
             record.model_copy(
                 update={
