@@ -59,7 +59,13 @@ from nclav.docstore.port import (
     target,
 )
 from nclav.docstore.runs import RUN_COUNTER
-from nclav.errors import ConfigurationError, ConflictError, NotFoundError, TemporaryError
+from nclav.errors import (
+    ConfigurationError,
+    ConflictError,
+    NclavError,
+    NotFoundError,
+    TemporaryError,
+)
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.runtime.timing import backoff
 
@@ -78,6 +84,7 @@ TRIES = 12  # rounds of read-judge-write before a lost race becomes a TemporaryE
 TTL_GRACE_S = 86_400  # an expired document (a lapsed lease's) stays a day, as DynamoDB's TTL lags
 _MEMORY_SIZE = 1024  # documents remembered per adapter (the most recently seen)
 _BATCH = 100  # operations in one transactional batch; ids in one ARRAY_CONTAINS query
+ID_MAX_BYTES = 1023  # of an item id (Cosmos DB's service quotas)
 _ESCAPES = {"~": "~7E", "/": "~2F", "\\": "~5C", "?": "~3F", "#": "~23"}
 _Seen = tuple["Doc | None", "str | None"]  # (the document or None, its etag)
 _Batched = tuple["Key", "Doc | None"]  # a batch's upsert (the document) or delete (None)
@@ -86,8 +93,15 @@ _CREATE = absent("pk")  # a put's condition that only "no document" meets
 
 
 def item_id(sk: str) -> str:
-    """``sk`` as an item id: Cosmos ids cannot hold '/', '\\', '?' or '#'."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in sk)
+    """``sk`` as an item id: Cosmos ids cannot hold '/', '\\', '?' or '#', nor pass 1,023
+    bytes (nclav's longest, a step's, is about 160: ids are at most 63 characters)."""
+    escaped = "".join(_ESCAPES.get(ch, ch) for ch in sk)
+    if len(escaped.encode()) > ID_MAX_BYTES:
+        raise NclavError(
+            f"the state key {sk[:80]!r}... is {len(escaped.encode())} bytes as a Cosmos DB "
+            f"item id; at most {ID_MAX_BYTES} are allowed"
+        )
+    return escaped
 
 
 def _field(name: str) -> str:

@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from functions_azure._cosmos_docs import (
+    ID_MAX_BYTES,
     TTL_GRACE_S,
     CosmosDocuments,
     create_container,
+    item_id,
     require_strong,
     where_sql,
 )
 from nclav.docstore import DocumentStateStore
 from nclav.docstore.layout import ENCLAVES
 from nclav.docstore.port import Patch, Put, absent, eq, le
-from nclav.errors import ConfigurationError
+from nclav.errors import ConfigurationError, NclavError
 from nclav.records import AuditEvent, EventKind, iso_time
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
@@ -170,6 +172,10 @@ def test_keys_cosmos_would_refuse_as_ids_round_trip(container: ContainerProxy) -
     assert store.list_tf_states("e") == ["e/b\\s", "e/p", "e/p#1", "e/p?x", "e/~7E"]
     store.put_enclave(EnclaveState(enclave_id="a/b#c"), None)
     assert [e.enclave_id for e in store.list_enclaves()] == ["a/b#c"]
+    # Over Cosmos's 1,023 bytes of id (escapes counted): refused by name before any request.
+    assert len(item_id("x" * ID_MAX_BYTES)) == ID_MAX_BYTES
+    with pytest.raises(NclavError, match="is 1024 bytes as a Cosmos DB item id; at most 1023"):
+        item_id("x" * 1021 + "/")
 
 
 def test_conditions_nest_parentheses_only_where_precedence_needs_them() -> None:
