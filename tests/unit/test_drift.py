@@ -388,21 +388,24 @@ def _call(router: Any, method: str, path: str) -> tuple[int, Any]:
     return response.status, json.loads(response.body)
 
 
+def _drifted(**fields: Any) -> DriftRecord:
+    """e/p's record as a check that found ``_plan("b")``'s drift leaves it."""
+    drift = drifted_resources(_plan("b"))
+    return DriftRecord(
+        enclave_id="e",
+        partition_id="p",
+        status=DriftStatus.DRIFTED,
+        resource_drift=drift,
+        fingerprint=fingerprint(drift),
+        **fields,
+    )
+
+
 def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     router, store, queue = _router(tmp_path)
     store.put_enclave(_state(("p", Status.ACTIVE), ("q", Status.UPDATING)), None)
     store.put_enclave(_state(("x", Status.ACTIVE), enclave="other"), None)
-    mark = fingerprint(drifted_resources(_plan("b")))
-    store.put_drift(
-        DriftRecord(
-            enclave_id="e",
-            partition_id="p",
-            status=DriftStatus.DRIFTED,
-            resource_drift=drifted_resources(_plan("b")),
-            fingerprint=mark,
-            plan_text="~ tags",
-        )
-    )
+    store.put_drift(_drifted(plan_text="~ tags"))
     store.put_drift(DriftRecord(enclave_id="other", partition_id="x"))
     status, doc = _call(router, "GET", "/drift?enclave=e")
     assert status == 200
@@ -473,17 +476,7 @@ def test_a_check_waits_for_its_own_outcome_not_an_earlier_checks(tmp_path: Path)
     time.sleep(0.6)  # three of the route's polls
     assert waiting.is_alive() and not answer
     # Then the requested one, through the worker's own path.
-    mark = fingerprint(drifted_resources(_plan("b")))
-    store.put_drift(
-        DriftRecord(
-            enclave_id="e",
-            partition_id="p",
-            status=DriftStatus.DRIFTED,
-            checked_at="later",
-            fingerprint=mark,
-            check_id=check_id,
-        )
-    )
+    store.put_drift(_drifted(checked_at="later", check_id=check_id))
     waiting.join(10)
     assert answer and answer[0][0] == 200
     assert (answer[0][1]["status"], answer[0][1]["checked_at"]) == ("drifted", "later")
