@@ -6,17 +6,20 @@ folders have a conftest.py of their own, and ``conftest`` would name whichever l
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from nclav.config import load_directory
 from nclav.errors import Issue, SpecError
 from nclav.graph import Graph, validate_graph
+from nclav.plan import Action, Step
+from nclav.records import StepRecord, step_records
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -118,3 +121,34 @@ def only_issue(root: Path) -> Issue:
     issues = spec_issues(root)
     assert len(issues) == 1, [i.render() for i in issues]
     return issues[0]
+
+
+def chain(run_id: str, *ids: str) -> list[StepRecord]:
+    """Steps ``ids`` where each depends on the one before (the first is ready)."""
+    steps: list[Step] = []
+    previous: tuple[str, ...] = ()
+    for sid in ids:
+        steps.append(Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous))
+        previous = (sid,)
+    return step_records(run_id, steps)
+
+
+class Counted:
+    """A proxy counting the calls made through it by method name (only the names in ``only``,
+    when given). A wrapper, not a subclass: the object's calls to itself are not counted."""
+
+    def __init__(self, inner: Any, only: Collection[str] | None = None) -> None:
+        self.inner = inner
+        self.only = only
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr) or (self.only is not None and name not in self.only):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted

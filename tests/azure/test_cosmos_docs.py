@@ -7,8 +7,7 @@ import base64
 import json
 import os
 import time
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,31 +27,12 @@ from nclav.errors import ConfigurationError, NclavError
 from nclav.records import AuditEvent, EventKind, iso_time
 from nclav.runtime.stores import RecordTooLargeError
 from nclav.state import EnclaveState
+from support import Counted
 
 if TYPE_CHECKING:
     from azure.cosmos import ContainerProxy, DatabaseProxy
 
 pytestmark = pytest.mark.slow
-
-
-class Counted:
-    """A container that counts the requests made through it, by method."""
-
-    def __init__(self, container: ContainerProxy) -> None:
-        self.container = container
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self.container, name)
-        if not callable(found):
-            return found
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            result = found(*args, **kwargs)
-            return list(result) if name == "query_items" else result
-
-        return counted
 
 
 @pytest.fixture

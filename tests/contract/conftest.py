@@ -39,10 +39,11 @@ from nclav.local import (
 )
 from nclav.plan import Action, Step
 from nclav.ports import BlobStore, ManualClock, SecretStore, StateStore
-from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time, step_records
+from nclav.records import AuditEvent, EventKind, Run, StepRecord, iso_time
 from sqs_pump import SqsPump
 from stand_ins import FIRESTORE_PROJECT
 from storage_queue_pump import StorageQueuePump
+from support import chain
 from tasks_pump import TasksPump
 
 if TYPE_CHECKING:
@@ -66,16 +67,6 @@ LEASE = 30.0
 def make_run(run_id: str | None = None, **fields: object) -> Run:
     extra = {"id": run_id} if run_id else {}
     return Run(created_at=iso_time(T0), **extra, **fields)
-
-
-def chain(run_id: str, *ids: str) -> list[StepRecord]:
-    """Steps ``ids`` where each depends on the one before (the first is ready)."""
-    steps: list[Step] = []
-    previous: tuple[str, ...] = ()
-    for sid in ids:
-        steps.append(Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous))
-        previous = (sid,)
-    return step_records(run_id, steps)
 
 
 def independent(run_id: str, count: int) -> list[StepRecord]:

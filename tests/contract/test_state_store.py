@@ -22,9 +22,9 @@ from nclav.records import (
 from nclav.state import EnclaveState, Status
 from nclav.transitions import simulate_apply
 from stand_ins import FIELD_DELETES, NAME_ORDER, PRECONDITIONS
-from support import SEED, load_graph, write_tree
+from support import SEED, chain, load_graph, write_tree
 
-from .conftest import T0, chain, event, make_run, started
+from .conftest import T0, event, make_run, started
 
 if TYPE_CHECKING:
     from pathlib import Path

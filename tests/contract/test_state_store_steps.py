@@ -10,8 +10,9 @@ import pytest
 from nclav.errors import ConflictError, NotFoundError
 from nclav.records import RunStatus, StepStatus, iso_time
 from stand_ins import COLLECTION_GROUPS, PRECONDITIONS
+from support import chain
 
-from .conftest import LEASE, T0, chain, independent, make_run, started
+from .conftest import LEASE, T0, independent, make_run, started
 
 if TYPE_CHECKING:
     from nclav.ports import StateStore

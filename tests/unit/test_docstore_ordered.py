@@ -17,7 +17,6 @@ import pytest
 from nclav.docstore import DocumentStateStore, MemoryDocuments
 from nclav.docstore import runs as doc_runs
 from nclav.errors import ConflictError, TemporaryError
-from nclav.plan import Action, Step
 from nclav.records import (
     IacOperation,
     IacRun,
@@ -26,14 +25,13 @@ from nclav.records import (
     RunStatus,
     StepStatus,
     iso_time,
-    step_records,
 )
+from support import chain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from nclav.docstore.port import Doc, Key, Write
-    from nclav.records import StepRecord
 
 T0 = 1_767_225_600.0
 
@@ -62,15 +60,6 @@ class CrashingDocuments(MemoryDocuments):
     def batch_write(self, puts: Sequence[Doc] = (), deletes: Sequence[Key] = ()) -> None:
         self._count()
         super().batch_write(puts, deletes)
-
-
-def chain(run_id: str, *ids: str) -> list[StepRecord]:
-    steps: list[Step] = []
-    previous: tuple[str, ...] = ()
-    for sid in ids:
-        steps.append(Step(sid, Action.PROVISION_ENCLAVE, sid, None, previous))
-        previous = (sid,)
-    return step_records(run_id, steps)
 
 
 def writes_of(operation: Callable[[DocumentStateStore], object], setup: Callable[..., Any]) -> int:

@@ -8,7 +8,7 @@ alongside (the run still succeeds, a stale message still changes nothing).
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from engine_fakes import EXAMPLES, Rig
@@ -16,6 +16,7 @@ from engine_fakes import EXAMPLES, Rig
 from nclav.plan import Action
 from nclav.ports import StateStore
 from nclav.records import RunStatus, StepStatus
+from support import Counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,30 +25,11 @@ if TYPE_CHECKING:
 _PORT = {n for n in vars(StateStore) if not n.startswith("_")}
 
 
-class Counted:
-    """A ``StateStore`` proxy counting calls by method name."""
-
-    def __init__(self, inner: StateStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in _PORT:
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return call
-
-
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[Rig, Counted]]:
     r = Rig(tmp_path, backoff_s=2.0, max_attempts=4, lease_s=60.0)
     r.add_tree("pa", EXAMPLES / "product-a" / "enclaves")
-    counted = Counted(r.store)
+    counted = Counted(r.store, _PORT)
     r.engine.store = counted  # type: ignore[assignment]
     yield r, counted
     r.close()
