@@ -33,6 +33,8 @@ class AwsRuntime(HostedRuntime[Settings]):
     """The AWS adapters over core's ``HostedRuntime`` (each part built on first use;
     keyword arguments replace parts, ``clients`` the botocore clients by service name)."""
 
+    secret_service = "Secrets Manager"
+
     def client(self, service: str) -> Any:
         """One botocore client per service, shared by every adapter (clients are thread-safe),
         created on its first call: a request that reads DynamoDB loads no S3 or SQS model."""
@@ -90,12 +92,6 @@ class AwsRuntime(HostedRuntime[Settings]):
         """Secrets Manager takes one first version (``put_first``): a racing sandbox loses."""
         self.secrets.put_first(self.settings.token_secret, token)
 
-    @property
-    def secret_hint(self) -> str:
-        from nclav.gitsource.source import WEBHOOK_SECRET
-
-        return f"Secrets Manager secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
-
     def time_limit(self) -> TimeLimit:
         """Terraform held to an invocation's time left (``lambda_iac``)."""
         from functions_aws.lambda_iac import lambda_time_limit
@@ -104,13 +100,11 @@ class AwsRuntime(HostedRuntime[Settings]):
 
 
 _slot: ProcessSlot[AwsRuntime] = ProcessSlot(lambda: AwsRuntime(Settings.from_env()))
+# runtime(): this process's runtime, built from the environment on first use, then reused;
+# install(new) replaces it (tests; None: the next use builds a fresh one), returning the old.
+runtime, install = _slot.get, _slot.install
 _logs_lock = threading.Lock()
 _logs_routed = False
-
-
-def runtime() -> AwsRuntime:
-    """This process's runtime: built from the environment on first use, then reused."""
-    return _slot.get()
 
 
 def route_logs(source: Any) -> None:
@@ -131,11 +125,6 @@ def route_logs(source: Any) -> None:
             logging.getLogger(name)  # registered, so the copy reaches their children too
         copy_config_to_registered_loggers(source_logger=source, include=names)
         _logs_routed = True
-
-
-def install(new: AwsRuntime | None) -> AwsRuntime | None:
-    """Replace this process's runtime (tests); ``None``: the next use builds a fresh one."""
-    return _slot.install(new)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ class Settings(HostedSettings):
     steps_queue_url: str  # SQS queue of driver steps
     iac_queue_url: str  # SQS queue of terraform steps
     cloud: str = "aws"
-    secret_prefix: str = "nclav/"  # Secrets Manager name prefix
+    secret_prefix: str = "nclav/"  # Secrets Manager names may hold "/"
     # terraform on Lambda (functions_aws.lambda_iac: the long-apply design)
     iac_heartbeat_s: float = 60.0  # how often the message's visibility is extended
     iac_visibility_s: float = 180.0  # ...and to how long from then

@@ -39,6 +39,8 @@ class AzureRuntime(HostedRuntime[Settings]):
     """The Azure adapters over core's ``HostedRuntime`` (each part built on first use;
     keyword arguments replace parts, ``clients`` the storage and Cosmos clients by name)."""
 
+    secret_service = "Key Vault"
+
     # -- clients -------------------------------------------------------------------------------
 
     @property
@@ -159,12 +161,6 @@ class AzureRuntime(HostedRuntime[Settings]):
         if (self.secrets.get(name) or "").strip() != token:
             raise ConflictError(f"the API token {name!r} was written by another instance")
 
-    @property
-    def secret_hint(self) -> str:
-        from nclav.gitsource.source import WEBHOOK_SECRET
-
-        return f"Key Vault secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
-
     def time_limit(self) -> TimeLimit:
         """Terraform held to an execution's time left (``functions_iac``)."""
         from functions_azure.functions_iac import function_time_limit
@@ -173,17 +169,9 @@ class AzureRuntime(HostedRuntime[Settings]):
 
 
 _slot: ProcessSlot[AzureRuntime] = ProcessSlot(lambda: AzureRuntime(Settings.from_env()))
-
-
-def runtime() -> AzureRuntime:
-    """This process's runtime: built from the environment on first use, then reused."""
-    return _slot.get()
-
-
-def install(new: AzureRuntime | None) -> AzureRuntime | None:
-    """Replace this process's runtime (tests); ``None``: the next use builds a fresh one.
-    Returns the one it replaced."""
-    return _slot.install(new)
+# runtime(): this process's runtime, built from the environment on first use, then reused;
+# install(new) replaces it (tests; None: the next use builds a fresh one), returning the old.
+runtime, install = _slot.get, _slot.install
 
 
 __all__ = ["AzureRuntime", "ConfigurationError", "Settings", "install", "runtime"]

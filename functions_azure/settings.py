@@ -27,7 +27,6 @@ class Settings(HostedSettings):
     cosmos_database: str = "nclav"
     cosmos_container: str = "state"  # applied state, runs, steps, events, locks
     key_vault_url: str = ""  # https://<vault>.vault.azure.net/ (token, webhook secret)
-    secret_prefix: str = "nclav-"  # Key Vault secret name prefix (names: letters, digits, -)
     # terraform in a function execution (functions_azure.functions_iac: the long-apply design)
 
     def account_url(self, kind: str) -> str:

@@ -59,10 +59,11 @@ class GcpRuntime(HostedRuntime[Settings]):
     keyword arguments replace parts, ``clients`` the SDK clients by service name:
     "firestore", "storage", "tasks")."""
 
+    secret_service = "Secret Manager"
+
     @property
     def secret_hint(self) -> str:
-        s = self.settings
-        return f"Secret Manager secret {s.secret_prefix}git-webhook-secret in {s.project}"
+        return f"{super().secret_hint} in {self.settings.project}"
 
     def client(self, service: str) -> Any:
         """One client per service ("firestore", "storage", "tasks"), shared by the adapters,
@@ -156,17 +157,10 @@ class GcpRuntime(HostedRuntime[Settings]):
 
 
 _slot: ProcessSlot[GcpRuntime] = ProcessSlot(lambda: GcpRuntime(Settings.from_env()))
+# runtime(): this process's runtime, built from the environment on first use, then reused;
+# install(new) replaces it (tests; None: the next use builds a fresh one), returning the old.
+runtime, install = _slot.get, _slot.install
 _logs_routed = False
-
-
-def runtime() -> GcpRuntime:
-    """This process's runtime: built from the environment on first use, then reused."""
-    return _slot.get()
-
-
-def install(new: GcpRuntime | None) -> GcpRuntime | None:
-    """Replace this process's runtime (tests); ``None``: the next use builds a fresh one."""
-    return _slot.install(new)
 
 
 def route_logs() -> None:

@@ -20,7 +20,6 @@ class Settings(HostedSettings):
     cloud: str = "gcp"
     database: str = "(default)"  # Firestore database id (native mode)
     collection_prefix: str = ""  # prefix of every top-level Firestore collection
-    secret_prefix: str = "nclav-"  # Secret Manager secret id prefix
     tasks_service_account: str = ""  # OIDC identity Cloud Tasks calls the workers as
     # A local Secret Manager stand-in's base URL, called without credentials (as the SDKs
     # call their *_EMULATOR_HOST); never set in a deployment.

@@ -3,9 +3,12 @@ and the cloud-neutral half of a function runtime's bootstrap."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from nclav.gitsource.source import WEBHOOK_SECRET
 from nclav.local.dir_blobs import DirectoryBlobStore
@@ -162,3 +165,40 @@ def test_closing_a_hosted_runtime_that_composed_nothing_builds_nothing(tmp_path:
     runtime = Hosted(tmp_path)
     runtime.close()
     assert not runtime._parts.built("composition")  # noqa: SLF001
+
+
+@pytest.mark.parametrize(
+    ("cloud", "environ", "hint"),
+    [
+        (
+            "aws",
+            {"TABLE": "t", "BUCKET": "b", "STEPS_QUEUE_URL": "s", "IAC_QUEUE_URL": "i"},
+            "Secrets Manager secret nclav/git-webhook-secret",
+        ),
+        (
+            "gcp",
+            {
+                "PROJECT": "p",
+                "BUCKET": "b",
+                "STEPS_QUEUE": "s",
+                "IAC_QUEUE": "i",
+                "WORKER_URL": "https://w",
+                "IAC_WORKER_URL": "https://i",
+                "SECRET_PREFIX": "x-",
+            },
+            "Secret Manager secret x-git-webhook-secret in p",
+        ),
+        (
+            "azure",
+            {"STORAGE_ACCOUNT": "a", "COSMOS_ENDPOINT": "e"},
+            "Key Vault secret nclav-git-webhook-secret",
+        ),
+    ],
+)
+def test_each_cloud_names_its_webhook_secret_in_its_own_words(
+    cloud: str, environ: dict[str, str], hint: str
+) -> None:
+    bootstrap = importlib.import_module(f"functions_{cloud}.bootstrap")
+    settings = bootstrap.Settings.from_env({f"NCLAV_{k}": v for k, v in environ.items()})
+    runtime_class = getattr(bootstrap, f"{cloud.capitalize()}Runtime")
+    assert runtime_class(settings).secret_hint == hint

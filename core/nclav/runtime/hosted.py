@@ -11,7 +11,7 @@ part is built on first use and kept (``Parts``): the step worker never fetches t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from nclav.runtime.parts import Parts
 from nclav.runtime.settings import HostedSettings
@@ -38,6 +38,8 @@ class HostedRuntime(Generic[S]):
     """Keyword arguments replace a part (tests hand in a ``ManualClock``, local drivers, a
     store or secret store); ``clients`` replaces a cloud's SDK clients by the name it builds
     them under (tests point them at stand-ins). Everything else comes from ``settings``."""
+
+    secret_service: ClassVar[str | None] = None  # the cloud's secret store, by its name
 
     def __init__(
         self,
@@ -108,8 +110,13 @@ class HostedRuntime(Generic[S]):
 
     @property
     def secret_hint(self) -> str:
-        """Where an operator finds the git webhook secret, in the cloud's words."""
-        return "the runtime's secret store"
+        """Where an operator finds the git webhook secret, in the cloud's words: the secret
+        store's name (``secret_service``) and the secret's."""
+        if self.secret_service is None:
+            return "the runtime's secret store"
+        from nclav.gitsource.source import WEBHOOK_SECRET
+
+        return f"{self.secret_service} secret {self.settings.secret_prefix}{WEBHOOK_SECRET}"
 
     def time_limit(self) -> TimeLimit | None:
         """The sandbox's time limit for terraform (``nclav.iac.sandbox``); None: none."""

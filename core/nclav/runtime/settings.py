@@ -99,6 +99,7 @@ class HostedSettings(Settings):
     it with its resource names."""
 
     blob_prefix: str = ""  # key prefix inside the bucket or container
+    secret_prefix: str = "nclav-"  # the secrets' name prefix in the cloud's secret store
     token_secret: str = "api-token"  # the API token's secret name, under the secret prefix
     # terraform in a function (core's sandbox time limit in each cloud's words)
     iac_min_remaining_s: float = 120.0  # refuse to start terraform with less left
