@@ -423,7 +423,7 @@ def test_routes_list_check_and_ack(tmp_path: Path) -> None:
     status, queued = _call(router, "POST", "/enclaves/e/partitions/p/drift/check")
     assert status == 202 and queued["drift"] == "/enclaves/e/partitions/p/drift"
     sent = queue.sent[-1]
-    assert len(sent.pop("check")) == 32  # the request's own check id
+    assert len(sent.pop("check")) == 36  # the request's own check id (a uuid)
     assert float(sent.pop("until")) > 0  # sent again up to then while the partition is busy
     assert sent == {
         "kind": "drift_check",

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from nclav.api.http import (
@@ -28,7 +27,7 @@ from nclav.api.router import ID_PATTERN
 from nclav.drift.options import DriftOptions
 from nclav.drift.schedule import check_message
 from nclav.drift.views import drift_counts, drift_json, every_partition
-from nclav.records import DriftRecord, DriftStatus
+from nclav.records import DriftRecord, DriftStatus, new_id
 from nclav.state import Status
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def add_drift_routes(router: Router, service: Service) -> None:
         before = store.get_drift(eid, pid) or DriftRecord(enclave_id=eid, partition_id=pid)
         until = engine.clock.now() + DriftOptions.from_env().timeout_s
         store.put_drift(before.model_copy(update={"in_flight_until": until}))
-        check_id = uuid.uuid4().hex
+        check_id = new_id()
         engine.queue.send(check_message(eid, pid, check_id, until))
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
