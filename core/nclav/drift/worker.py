@@ -97,16 +97,12 @@ def check_partition(
             return None
         return engine.clock.now() + seconds * random.uniform(1 - options.jitter, 1 + options.jitter)
 
+    def not_checked() -> None:  # answered, and due again shortly
+        update = {"in_flight_until": None, "next_due": later(BUSY_RETRY_S), "check_id": check_id}
+        store.put_drift(record.model_copy(update=update))
+
     if stored.meta.status != Status.ACTIVE or stored.desired is None:
-        store.put_drift(
-            record.model_copy(
-                update={
-                    "in_flight_until": None,
-                    "next_due": later(BUSY_RETRY_S),
-                    "check_id": check_id,
-                }
-            )
-        )
+        not_checked()
         return None
     checked_at = iso_time(now)
     try:
@@ -117,16 +113,8 @@ def check_partition(
             engine.queue.send(
                 check_message(enclave_id, partition_id, check_id, until), delay_s=delay
             )
-            return None
-        store.put_drift(
-            record.model_copy(
-                update={
-                    "in_flight_until": None,
-                    "next_due": later(BUSY_RETRY_S),
-                    "check_id": check_id,
-                }
-            )
-        )
+        else:
+            not_checked()
         return None
     except Exception as exc:  # the check could not run: say why, keep the last drift found
         if not isinstance(exc, NclavError):
